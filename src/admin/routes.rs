@@ -1,0 +1,112 @@
+use axum::Json;
+use axum::extract::{Query, State};
+use axum::http::StatusCode;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use super::model::{CreateTenant, UpdateTenant};
+use super::store;
+use crate::auth::PlatformAdmin;
+use crate::error::{AppResult, Problem};
+use crate::extract::{ApiJson, IdPath, Page, PageQuery};
+use crate::state::AppState;
+use crate::tenancy::directory::Invalidation;
+use crate::tenancy::model::Tenant;
+
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(create_tenant, list_tenants))
+        .routes(routes!(get_tenant, update_tenant))
+}
+
+/// Creates a tenant and its owner user.
+#[utoipa::path(post, path = "/api/v1/admin/tenants", tag = "admin",
+    request_body = CreateTenant,
+    responses(
+        (status = 201, description = "Created", body = Tenant),
+        (status = 409, description = "`slug_taken`", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "`validation_failed`", body = Problem, content_type = "application/problem+json"),
+    ))]
+#[tracing::instrument(skip_all)]
+pub async fn create_tenant(
+    State(state): State<AppState>,
+    PlatformAdmin(admin): PlatformAdmin,
+    ApiJson(body): ApiJson<CreateTenant>,
+) -> AppResult<(StatusCode, Json<Tenant>)> {
+    let new = body.validate()?;
+    let tenant = store::create(&state.db, &new).await?;
+    // The new owner may have been cached as "not a member" a moment ago.
+    state
+        .directory
+        .invalidate(&Invalidation {
+            tenant: tenant.id,
+            subject: Some(new.owner_external_id.clone()),
+        })
+        .await;
+    tracing::info!(target: "audit", actor = %admin.subject, tenant_id = %tenant.id, slug = %tenant.slug, "tenant created");
+    Ok((StatusCode::CREATED, Json(Tenant::from(&tenant))))
+}
+
+/// Lists tenants, newest first.
+#[utoipa::path(get, path = "/api/v1/admin/tenants", tag = "admin",
+    params(PageQuery),
+    responses(
+        (status = 200, description = "A page of tenants", body = Page<Tenant>),
+        (status = 400, description = "`invalid_cursor`", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "`validation_failed` (limit)", body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn list_tenants(
+    State(state): State<AppState>,
+    _admin: PlatformAdmin,
+    Query(query): Query<PageQuery>,
+) -> AppResult<Json<Page<Tenant>>> {
+    let page = query.parse()?;
+    let rows = store::list(&state.db, page).await?;
+    let tenants = rows.iter().map(Tenant::from).collect();
+    Ok(Json(Page::from_rows(tenants, page, |t: &Tenant| t.id)))
+}
+
+/// One tenant.
+#[utoipa::path(get, path = "/api/v1/admin/tenants/{id}", tag = "admin",
+    params(("id" = uuid::Uuid, Path, description = "Tenant id")),
+    responses(
+        (status = 200, description = "The tenant", body = Tenant),
+        (status = 404, description = "`not_found`", body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn get_tenant(
+    State(state): State<AppState>,
+    _admin: PlatformAdmin,
+    IdPath(id): IdPath,
+) -> AppResult<Json<Tenant>> {
+    Ok(Json(Tenant::from(&store::get(&state.db, id).await?)))
+}
+
+/// Suspends or reactivates a tenant and changes its limits (`null` restores a default).
+#[utoipa::path(patch, path = "/api/v1/admin/tenants/{id}", tag = "admin",
+    params(("id" = uuid::Uuid, Path, description = "Tenant id")),
+    request_body = UpdateTenant,
+    responses(
+        (status = 200, description = "The updated tenant", body = Tenant),
+        (status = 404, description = "`not_found`", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "`validation_failed`", body = Problem, content_type = "application/problem+json"),
+    ))]
+#[tracing::instrument(skip_all, fields(tenant_id = %id))]
+pub async fn update_tenant(
+    State(state): State<AppState>,
+    PlatformAdmin(admin): PlatformAdmin,
+    IdPath(id): IdPath,
+    ApiJson(body): ApiJson<UpdateTenant>,
+) -> AppResult<Json<Tenant>> {
+    let limits = body.limits.unwrap_or_default().validate()?;
+    let tenant = store::update(&state.db, id, body.status, &limits).await?;
+    state
+        .directory
+        .invalidate(&Invalidation {
+            tenant: id,
+            subject: None,
+        })
+        .await;
+    tracing::info!(target: "audit", actor = %admin.subject, tenant_id = %id, status = tenant.status.as_str(),
+        limits_set = ?limits.set, limits_reset = ?limits.reset, "tenant updated");
+    Ok(Json(Tenant::from(&tenant)))
+}

@@ -1,0 +1,113 @@
+//! SQL of the platform-admin module. Tenant rows (`users`) are written only after
+//! `set_tenant`, so row-level security checks them like any other write.
+
+use uuid::Uuid;
+
+use super::model::{LimitsChange, NewTenant};
+use crate::db::{Db, PlatformTx};
+use crate::error::{AppError, AppResult};
+use crate::extract::PageRequest;
+use crate::tenancy::directory::{Directory, Invalidation};
+use crate::tenancy::model::{TenantRecord, TenantStatus};
+
+fn select(filter: &str) -> String {
+    format!("SELECT {} FROM tenants {filter}", TenantRecord::COLUMNS)
+}
+
+pub async fn create(db: &Db, new: &NewTenant) -> AppResult<TenantRecord> {
+    let tx = db.begin_platform().await?;
+    let id = Uuid::now_v7();
+    let row = tx
+        .query_one(
+            &format!(
+                "INSERT INTO tenants (id, name, slug) VALUES ($1, $2, $3) RETURNING {}",
+                TenantRecord::COLUMNS
+            ),
+            &[&id, &new.name, &new.slug.as_str()],
+        )
+        .await
+        .map_err(|e| match e.unique_violation() {
+            Some("tenants_slug_key") => AppError::Conflict {
+                code: "slug_taken",
+                detail: format!("The slug {:?} is taken.", new.slug.as_str()),
+            },
+            _ => e.into(),
+        })?;
+    insert_owner(&tx, id, new).await?;
+    tx.commit().await?;
+    Ok(TenantRecord::from_row(&row))
+}
+
+async fn insert_owner(tx: &PlatformTx, tenant_id: Uuid, new: &NewTenant) -> AppResult<()> {
+    tx.set_tenant(tenant_id).await?;
+    tx.execute(
+        "INSERT INTO users (tenant_id, id, external_id, email, role)
+         VALUES ($1, $2, $3, $4, 'owner')",
+        &[
+            &tenant_id,
+            &Uuid::now_v7(),
+            &new.owner_external_id,
+            &new.owner_email.as_str(),
+        ],
+    )
+    .await?;
+    Ok(())
+}
+
+pub async fn list(db: &Db, page: PageRequest) -> AppResult<Vec<TenantRecord>> {
+    let conn = db.platform().await?;
+    let rows = conn
+        .query(
+            &select("WHERE ($1::uuid IS NULL OR id < $1) ORDER BY id DESC LIMIT $2"),
+            &[&page.after, &(page.limit + 1)],
+        )
+        .await?;
+    Ok(rows.iter().map(TenantRecord::from_row).collect())
+}
+
+pub async fn get(db: &Db, id: Uuid) -> AppResult<TenantRecord> {
+    let conn = db.platform().await?;
+    conn.query_opt(&select("WHERE id = $1"), &[&id])
+        .await?
+        .map(|r| TenantRecord::from_row(&r))
+        .ok_or(AppError::NotFound("tenant"))
+}
+
+pub async fn update(
+    db: &Db,
+    id: Uuid,
+    status: Option<TenantStatus>,
+    limits: &LimitsChange,
+) -> AppResult<TenantRecord> {
+    let tx = db.begin_platform().await?;
+    let row = tx
+        .query_opt(
+            &format!(
+                "UPDATE tenants
+                 SET status = coalesce($2, status),
+                     limits = (limits - $3::text[]) || $4::jsonb,
+                     updated_at = now()
+                 WHERE id = $1
+                 RETURNING {}",
+                TenantRecord::COLUMNS
+            ),
+            &[
+                &id,
+                &status.map(TenantStatus::as_str),
+                &limits.reset,
+                &serde_json::Value::Object(limits.set.clone()),
+            ],
+        )
+        .await?
+        .ok_or(AppError::NotFound("tenant"))?;
+    Directory::announce(
+        &tx,
+        &Invalidation {
+            tenant: id,
+            subject: None,
+        },
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(TenantRecord::from_row(&row))
+}

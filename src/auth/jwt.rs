@@ -1,0 +1,220 @@
+//! JWT verification: RS256/ES256 against a JWKS (cached by `kid`), HS256 with a shared secret
+//! only when one is configured. The accepted algorithm is chosen by the key, never by the
+//! token alone, so `alg: none` and algorithm confusion have nothing to verify against.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, Jwk, JwkSet};
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use secrecy::{ExposeSecret, SecretString};
+use serde::{Deserialize, Serialize};
+use tokio::sync::{Mutex, RwLock};
+
+use crate::config::JwtConfig;
+
+/// Tokens larger than this are refused before any parsing.
+const MAX_TOKEN_LEN: usize = 8 * 1024;
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum TokenError {
+    #[error("malformed token")]
+    Malformed,
+    #[error("algorithm not accepted")]
+    Algorithm,
+    #[error("unknown signing key")]
+    UnknownKey,
+    #[error("invalid token: {0}")]
+    Invalid(String),
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Claims {
+    pub sub: String,
+    pub exp: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub iat: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub iss: Option<String>,
+}
+
+struct CachedKey {
+    key: DecodingKey,
+    alg: Algorithm,
+}
+
+#[derive(Default)]
+struct KeySet {
+    keys: HashMap<String, CachedKey>,
+    last_fetch: Option<Instant>,
+}
+
+struct Jwks {
+    url: url::Url,
+    http: reqwest::Client,
+    refetch_interval: Duration,
+    set: RwLock<KeySet>,
+    /// One fetch at a time; others wait for it and then read the result.
+    fetching: Mutex<()>,
+}
+
+pub struct Verifier {
+    hs256: Option<DecodingKey>,
+    jwks: Option<Jwks>,
+    issuer: Option<String>,
+    audience: Option<Vec<String>>,
+    leeway: Duration,
+}
+
+impl Verifier {
+    pub fn new(config: &JwtConfig, http: reqwest::Client) -> Self {
+        Self {
+            hs256: config
+                .hs256_secret
+                .as_ref()
+                .map(|s| DecodingKey::from_secret(s.expose_secret().as_bytes())),
+            jwks: config.jwks_url.clone().map(|url| Jwks {
+                url,
+                http,
+                refetch_interval: config.jwks_refetch_interval,
+                set: RwLock::new(KeySet::default()),
+                fetching: Mutex::new(()),
+            }),
+            issuer: config.issuer.clone(),
+            audience: config.audience.clone(),
+            leeway: config.leeway,
+        }
+    }
+
+    /// Verifies `token` and returns its subject.
+    pub async fn verify(&self, token: &str) -> Result<String, TokenError> {
+        if token.len() > MAX_TOKEN_LEN {
+            return Err(TokenError::Malformed);
+        }
+        let header = jsonwebtoken::decode_header(token).map_err(|_| TokenError::Malformed)?;
+        let key = match header.alg {
+            Algorithm::HS256 => self.hs256.clone().ok_or(TokenError::Algorithm)?,
+            Algorithm::RS256 | Algorithm::ES256 => {
+                let jwks = self.jwks.as_ref().ok_or(TokenError::Algorithm)?;
+                let kid = header.kid.as_deref().ok_or(TokenError::UnknownKey)?;
+                let (key, alg) = jwks.key(kid).await?;
+                if alg != header.alg {
+                    return Err(TokenError::Algorithm);
+                }
+                key
+            }
+            _ => return Err(TokenError::Algorithm),
+        };
+
+        let mut validation = Validation::new(header.alg);
+        validation.leeway = self.leeway.as_secs();
+        validation.validate_nbf = true;
+        validation.set_required_spec_claims(&["exp", "sub"]);
+        match &self.issuer {
+            Some(iss) => validation.set_issuer(&[iss]),
+            None => validation.iss = None,
+        }
+        match &self.audience {
+            Some(aud) => validation.set_audience(aud),
+            None => validation.validate_aud = false,
+        }
+        let data = jsonwebtoken::decode::<Claims>(token, &key, &validation)
+            .map_err(|e| TokenError::Invalid(e.to_string()))?;
+        if data.claims.sub.is_empty() || data.claims.sub.len() > 255 {
+            return Err(TokenError::Invalid("subject".into()));
+        }
+        Ok(data.claims.sub)
+    }
+}
+
+impl Jwks {
+    async fn key(&self, kid: &str) -> Result<(DecodingKey, Algorithm), TokenError> {
+        if let Some(k) = self.set.read().await.keys.get(kid) {
+            return Ok((k.key.clone(), k.alg));
+        }
+        let _guard = self.fetching.lock().await;
+        {
+            // Another request may have fetched while we waited; and an unknown kid may
+            // trigger a fetch at most once per refetch interval.
+            let set = self.set.read().await;
+            if let Some(k) = set.keys.get(kid) {
+                return Ok((k.key.clone(), k.alg));
+            }
+            if set
+                .last_fetch
+                .is_some_and(|t| t.elapsed() < self.refetch_interval)
+            {
+                return Err(TokenError::UnknownKey);
+            }
+        }
+        let fetched = self.fetch().await;
+        let mut set = self.set.write().await;
+        set.last_fetch = Some(Instant::now());
+        match fetched {
+            Ok(keys) => set.keys = keys,
+            Err(e) => tracing::warn!(error = %e, url = %self.url, "JWKS fetch failed"),
+        }
+        set.keys
+            .get(kid)
+            .map(|k| (k.key.clone(), k.alg))
+            .ok_or(TokenError::UnknownKey)
+    }
+
+    async fn fetch(&self) -> anyhow::Result<HashMap<String, CachedKey>> {
+        let set: JwkSet = self
+            .http
+            .get(self.url.clone())
+            .timeout(Duration::from_secs(5))
+            .send()
+            .await?
+            .error_for_status()?
+            .json()
+            .await?;
+        Ok(set
+            .keys
+            .iter()
+            .filter_map(|jwk| {
+                let kid = jwk.common.key_id.clone()?;
+                let alg = key_algorithm(jwk)?;
+                let key = DecodingKey::from_jwk(jwk).ok()?;
+                Some((kid, CachedKey { key, alg }))
+            })
+            .collect())
+    }
+}
+
+/// The one algorithm a JWK may verify: RSA keys RS256, P-256 keys ES256, nothing else.
+fn key_algorithm(jwk: &Jwk) -> Option<Algorithm> {
+    let alg = match &jwk.algorithm {
+        AlgorithmParameters::RSA(_) => Algorithm::RS256,
+        AlgorithmParameters::EllipticCurve(ec) if ec.curve == EllipticCurve::P256 => {
+            Algorithm::ES256
+        }
+        _ => return None,
+    };
+    match jwk.common.key_algorithm {
+        Some(declared) if declared.to_string() != format!("{alg:?}") => None,
+        _ => Some(alg),
+    }
+}
+
+/// Mints an HS256 token (the `dev-token` command and tests).
+pub fn mint_hs256(
+    secret: &SecretString,
+    issuer: Option<&str>,
+    sub: &str,
+    ttl: Duration,
+) -> anyhow::Result<String> {
+    let now = chrono::Utc::now().timestamp() as u64;
+    let claims = Claims {
+        sub: sub.to_string(),
+        exp: now + ttl.as_secs(),
+        iat: Some(now),
+        iss: issuer.map(str::to_string),
+    };
+    Ok(jsonwebtoken::encode(
+        &Header::new(Algorithm::HS256),
+        &claims,
+        &EncodingKey::from_secret(secret.expose_secret().as_bytes()),
+    )?)
+}

@@ -1,0 +1,102 @@
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use tokio_postgres::Row;
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+use crate::error::{AppError, FieldError};
+use crate::tenancy::model::Role;
+use crate::types::{self, Email};
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct User {
+    pub id: Uuid,
+    /// The identity-provider subject (`sub` of the user's tokens).
+    pub external_id: String,
+    pub email: String,
+    pub role: Role,
+    pub is_active: bool,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+impl User {
+    pub const COLUMNS: &'static str =
+        "id, external_id, email, role, is_active, created_at, updated_at";
+
+    pub fn from_row(row: &Row) -> Self {
+        Self {
+            id: row.get("id"),
+            external_id: row.get("external_id"),
+            email: row.get("email"),
+            role: row.get::<_, &str>("role").parse().unwrap_or(Role::Staff),
+            is_active: row.get("is_active"),
+            created_at: row.get("created_at"),
+            updated_at: row.get("updated_at"),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(example = json!({"external_id": "user_2xyz", "email": "staff@acme.example", "role": "staff"}))]
+pub struct CreateUser {
+    pub external_id: String,
+    pub email: String,
+    pub role: Role,
+}
+
+pub struct NewUser {
+    pub external_id: String,
+    pub email: Email,
+    pub role: Role,
+}
+
+impl CreateUser {
+    pub fn validate(self) -> Result<NewUser, AppError> {
+        let mut errors = Vec::new();
+        let external_id = types::external_id(&self.external_id)
+            .map_err(|m| errors.push(FieldError::new("external_id", m)))
+            .ok();
+        let email = Email::parse(&self.email)
+            .map_err(|m| errors.push(FieldError::new("email", m)))
+            .ok();
+        match (external_id, email) {
+            (Some(external_id), Some(email)) => Ok(NewUser {
+                external_id,
+                email,
+                role: self.role,
+            }),
+            _ => Err(AppError::Validation(errors)),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(example = json!({"role": "admin"}))]
+pub struct UpdateUser {
+    pub email: Option<String>,
+    pub role: Option<Role>,
+    pub is_active: Option<bool>,
+}
+
+pub struct UserChange {
+    pub email: Option<Email>,
+    pub role: Option<Role>,
+    pub is_active: Option<bool>,
+}
+
+impl UpdateUser {
+    pub fn validate(self) -> Result<UserChange, AppError> {
+        let email = self
+            .email
+            .map(|e| Email::parse(&e).map_err(|m| AppError::validation("email", m)))
+            .transpose()?;
+        Ok(UserChange {
+            email,
+            role: self.role,
+            is_active: self.is_active,
+        })
+    }
+}

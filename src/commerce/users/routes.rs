@@ -1,0 +1,122 @@
+use axum::Json;
+use axum::extract::{Query, State};
+use axum::http::StatusCode;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use super::model::{CreateUser, UpdateUser, User};
+use super::store;
+use crate::error::{AppResult, Problem};
+use crate::extract::{ApiJson, IdPath, Page, PageQuery};
+use crate::state::AppState;
+use crate::tenancy::TenantCtx;
+use crate::tenancy::directory::Invalidation;
+
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list_users, create_user))
+        .routes(routes!(get_user, update_user, delete_user))
+}
+
+async fn forget(state: &AppState, ctx: &TenantCtx, subject: String) {
+    state
+        .directory
+        .invalidate(&Invalidation {
+            tenant: ctx.tenant_id(),
+            subject: Some(subject),
+        })
+        .await;
+}
+
+/// Lists the tenant's users, newest first.
+#[utoipa::path(get, path = "/api/v1/users", tag = "users",
+    params(PageQuery),
+    responses(
+        (status = 200, description = "A page of users", body = Page<User>),
+        (status = 400, description = "`invalid_cursor`", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "`validation_failed` (limit)", body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn list_users(ctx: TenantCtx, Query(query): Query<PageQuery>) -> AppResult<Json<Page<User>>> {
+    let page = query.parse()?;
+    let users = store::list(ctx.db(), page).await?;
+    Ok(Json(Page::from_rows(users, page, |u: &User| u.id)))
+}
+
+/// Adds a user to the tenant (owner or admin; only an owner adds an owner).
+#[utoipa::path(post, path = "/api/v1/users", tag = "users",
+    request_body = CreateUser,
+    responses(
+        (status = 201, description = "Created", body = User),
+        (status = 409, description = "`user_exists` or `email_taken`", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "`validation_failed`", body = Problem, content_type = "application/problem+json"),
+    ))]
+#[tracing::instrument(skip_all)]
+pub async fn create_user(
+    State(state): State<AppState>,
+    ctx: TenantCtx,
+    ApiJson(body): ApiJson<CreateUser>,
+) -> AppResult<(StatusCode, Json<User>)> {
+    ctx.require_manager()?;
+    let new = body.validate()?;
+    if new.role == crate::tenancy::model::Role::Owner && ctx.role != crate::tenancy::model::Role::Owner {
+        return Err(crate::error::AppError::Forbidden("Only an owner can add an owner."));
+    }
+    let user = store::create(ctx.db(), &new).await?;
+    forget(&state, &ctx, user.external_id.clone()).await;
+    Ok((StatusCode::CREATED, Json(user)))
+}
+
+/// One user of the tenant.
+#[utoipa::path(get, path = "/api/v1/users/{id}", tag = "users",
+    params(("id" = uuid::Uuid, Path, description = "User id")),
+    responses(
+        (status = 200, description = "The user", body = User),
+        (status = 404, description = "`not_found` (also for another tenant's user)", body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn get_user(ctx: TenantCtx, IdPath(id): IdPath) -> AppResult<Json<User>> {
+    Ok(Json(store::get(ctx.db(), id).await?))
+}
+
+/// Changes a user's email, role or active flag (owner or admin; owners only by an owner).
+#[utoipa::path(patch, path = "/api/v1/users/{id}", tag = "users",
+    params(("id" = uuid::Uuid, Path, description = "User id")),
+    request_body = UpdateUser,
+    responses(
+        (status = 200, description = "The updated user", body = User),
+        (status = 404, description = "`not_found`", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "`invalid_state` (last owner) or `email_taken`", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "`validation_failed`", body = Problem, content_type = "application/problem+json"),
+    ))]
+#[tracing::instrument(skip_all, fields(user_id = %id))]
+pub async fn update_user(
+    State(state): State<AppState>,
+    ctx: TenantCtx,
+    IdPath(id): IdPath,
+    ApiJson(body): ApiJson<UpdateUser>,
+) -> AppResult<Json<User>> {
+    ctx.require_manager()?;
+    let change = body.validate()?;
+    let user = store::update(ctx.db(), ctx.role, id, &change).await?;
+    forget(&state, &ctx, user.external_id.clone()).await;
+    Ok(Json(user))
+}
+
+/// Removes a user from the tenant (owner or admin; owners only by an owner).
+#[utoipa::path(delete, path = "/api/v1/users/{id}", tag = "users",
+    params(("id" = uuid::Uuid, Path, description = "User id")),
+    responses(
+        (status = 204, description = "Deleted"),
+        (status = 404, description = "`not_found`", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "`invalid_state` (last owner)", body = Problem, content_type = "application/problem+json"),
+    ))]
+#[tracing::instrument(skip_all, fields(user_id = %id))]
+pub async fn delete_user(
+    State(state): State<AppState>,
+    ctx: TenantCtx,
+    IdPath(id): IdPath,
+) -> AppResult<StatusCode> {
+    ctx.require_manager()?;
+    let subject = store::delete(ctx.db(), ctx.role, id).await?;
+    forget(&state, &ctx, subject).await;
+    Ok(StatusCode::NO_CONTENT)
+}

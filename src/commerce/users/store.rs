@@ -1,0 +1,181 @@
+//! SQL for users. Every statement also filters `tenant_id` explicitly (defence in depth
+//! beside row-level security, and shard pruning).
+
+use uuid::Uuid;
+
+use super::model::{NewUser, User, UserChange};
+use crate::db::{DbError, TenantDb, TenantTx};
+use crate::error::{AppError, AppResult};
+use crate::extract::PageRequest;
+use crate::tenancy::directory::{Directory, Invalidation};
+use crate::tenancy::model::Role;
+
+fn conflict(err: DbError) -> AppError {
+    match err.unique_violation() {
+        Some("users_external_id_key") => AppError::Conflict {
+            code: "user_exists",
+            detail: "A user with this external_id already exists in the tenant.".into(),
+        },
+        Some("users_email_key") => AppError::Conflict {
+            code: "email_taken",
+            detail: "A user with this email already exists in the tenant.".into(),
+        },
+        _ => err.into(),
+    }
+}
+
+pub async fn list(db: &TenantDb, page: PageRequest) -> AppResult<Vec<User>> {
+    let rows = db
+        .query(
+            &format!(
+                "SELECT {} FROM users
+                 WHERE tenant_id = $1 AND ($2::uuid IS NULL OR id < $2)
+                 ORDER BY id DESC LIMIT $3",
+                User::COLUMNS
+            ),
+            &[&db.tenant_id(), &page.after, &(page.limit + 1)],
+        )
+        .await?;
+    Ok(rows.iter().map(User::from_row).collect())
+}
+
+pub async fn get(db: &TenantDb, id: Uuid) -> AppResult<User> {
+    db.query_opt(
+        &format!(
+            "SELECT {} FROM users WHERE tenant_id = $1 AND id = $2",
+            User::COLUMNS
+        ),
+        &[&db.tenant_id(), &id],
+    )
+    .await?
+    .map(|r| User::from_row(&r))
+    .ok_or(AppError::NotFound("user"))
+}
+
+pub async fn create(db: &TenantDb, new: &NewUser) -> AppResult<User> {
+    let tx = db.begin().await?;
+    let row = tx
+        .query_one(
+            &format!(
+                "INSERT INTO users (tenant_id, id, external_id, email, role)
+                 VALUES ($1, $2, $3, $4, $5) RETURNING {}",
+                User::COLUMNS
+            ),
+            &[
+                &tx.tenant_id(),
+                &Uuid::now_v7(),
+                &new.external_id,
+                &new.email.as_str(),
+                &new.role.as_str(),
+            ],
+        )
+        .await
+        .map_err(conflict)?;
+    // Other instances may hold a cached "not a member" for this subject.
+    announce(&tx, &new.external_id).await?;
+    tx.commit().await?;
+    Ok(User::from_row(&row))
+}
+
+/// Locks the tenant's active owners, then the target user (always in this order, so
+/// concurrent changes cannot deadlock); returns the owner count and the target.
+async fn lock_target(tx: &TenantTx, id: Uuid) -> AppResult<(usize, User)> {
+    let owners = tx
+        .query(
+            "SELECT id FROM users WHERE tenant_id = $1 AND role = 'owner' AND is_active
+             ORDER BY id FOR UPDATE",
+            &[&tx.tenant_id()],
+        )
+        .await?
+        .len();
+    let target = tx
+        .query_opt(
+            &format!(
+                "SELECT {} FROM users WHERE tenant_id = $1 AND id = $2 FOR UPDATE",
+                User::COLUMNS
+            ),
+            &[&tx.tenant_id(), &id],
+        )
+        .await?
+        .map(|r| User::from_row(&r))
+        .ok_or(AppError::NotFound("user"))?;
+    Ok((owners, target))
+}
+
+fn only_owners_touch_owners(actor: Role, target: &User, new_role: Option<Role>) -> AppResult<()> {
+    if actor != Role::Owner && (target.role == Role::Owner || new_role == Some(Role::Owner)) {
+        return Err(AppError::Forbidden("Only an owner can change or remove an owner."));
+    }
+    Ok(())
+}
+
+fn last_owner() -> AppError {
+    AppError::Conflict {
+        code: "invalid_state",
+        detail: "The tenant's last active owner cannot be removed, demoted or deactivated."
+            .into(),
+    }
+}
+
+async fn announce(tx: &TenantTx, subject: &str) -> AppResult<()> {
+    Directory::announce(
+        tx,
+        &Invalidation {
+            tenant: tx.tenant_id(),
+            subject: Some(subject.to_string()),
+        },
+    )
+    .await?;
+    Ok(())
+}
+
+pub async fn update(db: &TenantDb, actor: Role, id: Uuid, change: &UserChange) -> AppResult<User> {
+    let tx = db.begin().await?;
+    let (owners, target) = lock_target(&tx, id).await?;
+    only_owners_touch_owners(actor, &target, change.role)?;
+    let stops_being_owner = target.role == Role::Owner
+        && target.is_active
+        && (change.role.is_some_and(|r| r != Role::Owner) || change.is_active == Some(false));
+    if stops_being_owner && owners <= 1 {
+        return Err(last_owner());
+    }
+    let row = tx
+        .query_one(
+            &format!(
+                "UPDATE users SET email = coalesce($3, email), role = coalesce($4, role),
+                        is_active = coalesce($5, is_active), updated_at = now()
+                 WHERE tenant_id = $1 AND id = $2 RETURNING {}",
+                User::COLUMNS
+            ),
+            &[
+                &tx.tenant_id(),
+                &id,
+                &change.email.as_ref().map(|e| e.as_str()),
+                &change.role.map(Role::as_str),
+                &change.is_active,
+            ],
+        )
+        .await
+        .map_err(conflict)?;
+    announce(&tx, &target.external_id).await?;
+    tx.commit().await?;
+    Ok(User::from_row(&row))
+}
+
+/// Deletes a user; returns its external id (to invalidate cached memberships).
+pub async fn delete(db: &TenantDb, actor: Role, id: Uuid) -> AppResult<String> {
+    let tx = db.begin().await?;
+    let (owners, target) = lock_target(&tx, id).await?;
+    only_owners_touch_owners(actor, &target, None)?;
+    if target.role == Role::Owner && target.is_active && owners <= 1 {
+        return Err(last_owner());
+    }
+    tx.execute(
+        "DELETE FROM users WHERE tenant_id = $1 AND id = $2",
+        &[&tx.tenant_id(), &id],
+    )
+    .await?;
+    announce(&tx, &target.external_id).await?;
+    tx.commit().await?;
+    Ok(target.external_id)
+}

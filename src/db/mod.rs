@@ -1,0 +1,320 @@
+//! Database access. Tenant data is reachable only through [`TenantDb`], whose every
+//! transaction sets `my.tenant_id` with `set_config(..., true)` (transaction-local) before
+//! any statement runs, so row-level security applies to everything it does.
+
+pub mod bootstrap;
+pub mod embedded;
+pub mod migrate;
+pub mod safety;
+
+use std::time::Duration;
+
+use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod, Runtime};
+use secrecy::{ExposeSecret, SecretString};
+use tokio_postgres::types::ToSql;
+use tokio_postgres::{NoTls, Row};
+use uuid::Uuid;
+
+/// The only statement that sets the tenant: transaction-local, so it cannot outlive the
+/// transaction on a pooled connection.
+const SET_TENANT: &str = "SELECT set_config('my.tenant_id', $1, true)";
+
+pub type Params<'a> = &'a [&'a (dyn ToSql + Sync)];
+
+#[derive(Debug, thiserror::Error)]
+pub enum DbError {
+    #[error("database unavailable: {0}")]
+    Unavailable(String),
+    #[error(transparent)]
+    Query(#[from] tokio_postgres::Error),
+}
+
+impl DbError {
+    /// The constraint a unique violation tripped, if this is one.
+    pub fn unique_violation(&self) -> Option<&str> {
+        self.constraint_violation(&tokio_postgres::error::SqlState::UNIQUE_VIOLATION)
+    }
+
+    pub fn foreign_key_violation(&self) -> Option<&str> {
+        self.constraint_violation(&tokio_postgres::error::SqlState::FOREIGN_KEY_VIOLATION)
+    }
+
+    fn constraint_violation(&self, state: &tokio_postgres::error::SqlState) -> Option<&str> {
+        match self {
+            Self::Query(err) => err
+                .as_db_error()
+                .filter(|db| db.code() == state)
+                .and_then(|db| db.constraint()),
+            Self::Unavailable(_) => None,
+        }
+    }
+}
+
+impl From<deadpool_postgres::PoolError> for DbError {
+    fn from(err: deadpool_postgres::PoolError) -> Self {
+        match err {
+            deadpool_postgres::PoolError::Backend(e) => Self::Query(e),
+            other => Self::Unavailable(other.to_string()),
+        }
+    }
+}
+
+/// The server's connection pool, connected as the application role.
+#[derive(Clone)]
+pub struct Db {
+    pool: Pool,
+}
+
+impl Db {
+    pub fn connect(url: &SecretString, max_size: usize) -> anyhow::Result<Self> {
+        let mut pg: tokio_postgres::Config = url.expose_secret().parse()?;
+        pg.application_name("convcommerce");
+        // Bounds on runaway statements and on transactions a crashed handler left open.
+        pg.options("-c statement_timeout=15000 -c idle_in_transaction_session_timeout=30000");
+        pg.connect_timeout(Duration::from_secs(5));
+        let manager = Manager::from_config(
+            pg,
+            NoTls,
+            ManagerConfig {
+                recycling_method: RecyclingMethod::Fast,
+            },
+        );
+        let pool = Pool::builder(manager)
+            .max_size(max_size)
+            .wait_timeout(Some(Duration::from_secs(10)))
+            .create_timeout(Some(Duration::from_secs(5)))
+            .recycle_timeout(Some(Duration::from_secs(5)))
+            .runtime(Runtime::Tokio1)
+            .build()?;
+        Ok(Self { pool })
+    }
+
+    /// Tenant-scoped access: the only way to tenant tables.
+    pub fn for_tenant(&self, tenant_id: Uuid) -> TenantDb {
+        TenantDb {
+            pool: self.pool.clone(),
+            tenant_id,
+        }
+    }
+
+    /// A connection with no tenant set, for the platform table `tenants` and for checks.
+    /// Row-level security still applies: tenant tables show no rows through it.
+    pub(crate) async fn platform(&self) -> Result<Conn, DbError> {
+        Ok(Conn::new(self.pool.get().await?))
+    }
+
+    pub(crate) async fn begin_platform(&self) -> Result<PlatformTx, DbError> {
+        let mut conn = Conn::new(self.pool.get().await?);
+        conn.in_tx = true;
+        conn.client().batch_execute("BEGIN").await?;
+        Ok(PlatformTx { conn })
+    }
+
+    pub fn status(&self) -> deadpool_postgres::Status {
+        self.pool.status()
+    }
+
+    pub fn close(&self) {
+        self.pool.close();
+    }
+}
+
+/// A pooled connection that is never returned to the pool inside an open transaction:
+/// if it is dropped mid-transaction (an error, or a cancelled request), it is rolled back
+/// first, or discarded when that is impossible.
+pub struct Conn {
+    obj: Option<Object>,
+    in_tx: bool,
+}
+
+impl Conn {
+    fn new(obj: Object) -> Self {
+        Self {
+            obj: Some(obj),
+            in_tx: false,
+        }
+    }
+
+    fn client(&self) -> &Object {
+        self.obj.as_ref().expect("connection present until drop")
+    }
+
+    pub async fn query(&self, sql: &str, params: Params<'_>) -> Result<Vec<Row>, DbError> {
+        let stmt = self.client().prepare_cached(sql).await?;
+        Ok(self.client().query(&stmt, params).await?)
+    }
+
+    pub async fn query_opt(&self, sql: &str, params: Params<'_>) -> Result<Option<Row>, DbError> {
+        let stmt = self.client().prepare_cached(sql).await?;
+        Ok(self.client().query_opt(&stmt, params).await?)
+    }
+
+    pub async fn query_one(&self, sql: &str, params: Params<'_>) -> Result<Row, DbError> {
+        let stmt = self.client().prepare_cached(sql).await?;
+        Ok(self.client().query_one(&stmt, params).await?)
+    }
+
+    pub async fn execute(&self, sql: &str, params: Params<'_>) -> Result<u64, DbError> {
+        let stmt = self.client().prepare_cached(sql).await?;
+        Ok(self.client().execute(&stmt, params).await?)
+    }
+
+    async fn commit(&mut self) -> Result<(), DbError> {
+        self.client().batch_execute("COMMIT").await?;
+        self.in_tx = false;
+        Ok(())
+    }
+}
+
+impl Drop for Conn {
+    fn drop(&mut self) {
+        let Some(obj) = self.obj.take() else { return };
+        if !self.in_tx {
+            return;
+        }
+        match tokio::runtime::Handle::try_current() {
+            // The connection goes back to the pool only once the rollback has completed.
+            Ok(handle) => {
+                handle.spawn(async move {
+                    if obj.batch_execute("ROLLBACK").await.is_err() {
+                        drop(Object::take(obj));
+                    }
+                });
+            }
+            Err(_) => drop(Object::take(obj)),
+        }
+    }
+}
+
+/// Access to one tenant's rows.
+#[derive(Clone)]
+pub struct TenantDb {
+    pool: Pool,
+    tenant_id: Uuid,
+}
+
+impl TenantDb {
+    pub fn tenant_id(&self) -> Uuid {
+        self.tenant_id
+    }
+
+    /// Runs one statement in its own tenant transaction, in one network round trip:
+    /// BEGIN, set_config, the statement and COMMIT are pipelined on the connection.
+    pub async fn query(&self, sql: &str, params: Params<'_>) -> Result<Vec<Row>, DbError> {
+        let mut conn = Conn::new(self.pool.get().await?);
+        let client = conn.client();
+        let set = client.prepare_cached(SET_TENANT).await?;
+        let stmt = client.prepare_cached(sql).await?;
+        let tenant = self.tenant_id.to_string();
+        let tenant_param: [&(dyn ToSql + Sync); 1] = [&tenant];
+        conn.in_tx = true;
+        let client = conn.client();
+        let (begin, set, rows, commit) = tokio::join!(
+            client.batch_execute("BEGIN"),
+            client.query_one(&set, &tenant_param),
+            client.query(&stmt, params),
+            client.batch_execute("COMMIT"),
+        );
+        // A failed statement turns the COMMIT into a rollback; either way, once COMMIT has
+        // answered the connection is idle again.
+        commit?;
+        conn.in_tx = false;
+        begin?;
+        set?;
+        Ok(rows?)
+    }
+
+    pub async fn query_opt(&self, sql: &str, params: Params<'_>) -> Result<Option<Row>, DbError> {
+        let mut rows = self.query(sql, params).await?;
+        Ok(if rows.is_empty() {
+            None
+        } else {
+            Some(rows.swap_remove(0))
+        })
+    }
+
+    /// Starts a tenant transaction (BEGIN and set_config pipelined in one round trip).
+    pub async fn begin(&self) -> Result<TenantTx, DbError> {
+        let mut conn = Conn::new(self.pool.get().await?);
+        let set = conn.client().prepare_cached(SET_TENANT).await?;
+        let tenant = self.tenant_id.to_string();
+        let tenant_param: [&(dyn ToSql + Sync); 1] = [&tenant];
+        conn.in_tx = true;
+        let client = conn.client();
+        let (begin, set) = tokio::join!(
+            client.batch_execute("BEGIN"),
+            client.query_one(&set, &tenant_param)
+        );
+        begin?;
+        set?;
+        Ok(TenantTx {
+            conn,
+            tenant_id: self.tenant_id,
+        })
+    }
+}
+
+/// An open transaction with the tenant set. Dropped without `commit`, it rolls back.
+pub struct TenantTx {
+    conn: Conn,
+    tenant_id: Uuid,
+}
+
+impl TenantTx {
+    pub fn tenant_id(&self) -> Uuid {
+        self.tenant_id
+    }
+
+    pub async fn commit(mut self) -> Result<(), DbError> {
+        self.conn.commit().await
+    }
+}
+
+impl std::ops::Deref for TenantTx {
+    type Target = Conn;
+
+    fn deref(&self) -> &Conn {
+        &self.conn
+    }
+}
+
+/// An open transaction with no tenant set: tenant tables show no rows and accept no writes
+/// through it until [`PlatformTx::set_tenant`]. For the platform-admin module only.
+pub struct PlatformTx {
+    conn: Conn,
+}
+
+impl PlatformTx {
+    /// Works on `tenant_id`'s rows for the rest of this transaction.
+    pub async fn set_tenant(&self, tenant_id: Uuid) -> Result<(), DbError> {
+        self.conn
+            .query_one(SET_TENANT, &[&tenant_id.to_string()])
+            .await
+            .map(drop)
+    }
+
+    pub async fn commit(mut self) -> Result<(), DbError> {
+        self.conn.commit().await
+    }
+}
+
+impl std::ops::Deref for PlatformTx {
+    type Target = Conn;
+
+    fn deref(&self) -> &Conn {
+        &self.conn
+    }
+}
+
+/// Opens a single connection outside the pool (migrations, start-up checks, bootstrap).
+pub async fn connect_once(url: &str) -> anyhow::Result<tokio_postgres::Client> {
+    let mut pg: tokio_postgres::Config = url.parse()?;
+    pg.connect_timeout(Duration::from_secs(5));
+    let (client, connection) = pg.connect(NoTls).await?;
+    tokio::spawn(async move {
+        if let Err(e) = connection.await {
+            tracing::debug!(error = %e, "maintenance connection closed");
+        }
+    });
+    Ok(client)
+}

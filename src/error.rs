@@ -1,0 +1,237 @@
+//! One error type for the HTTP layer, rendered as RFC 9457 `application/problem+json`.
+//!
+//! Internal causes are logged with the request's span and never sent to the client.
+
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+use utoipa::ToSchema;
+
+pub const PROBLEM_CONTENT_TYPE: &str = "application/problem+json";
+
+/// One field that failed validation.
+#[derive(Debug, Clone, Serialize, ToSchema, PartialEq, Eq)]
+pub struct FieldError {
+    /// The field's path in the request, e.g. `owner.email`.
+    pub field: String,
+    pub message: String,
+}
+
+impl FieldError {
+    pub fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+}
+
+/// An RFC 9457 problem document.
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(example = json!({
+    "type": "urn:convcommerce:problem:tenant_access_denied",
+    "title": "Forbidden",
+    "status": 403,
+    "detail": "You have no access to this tenant.",
+    "code": "tenant_access_denied"
+}))]
+pub struct Problem {
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub title: String,
+    pub status: u16,
+    pub detail: String,
+    /// Stable snake_case code, e.g. `tenant_header_missing`.
+    pub code: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub errors: Option<Vec<FieldError>>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    #[error("authentication required")]
+    Unauthorized,
+    #[error("X-Tenant-ID header missing")]
+    TenantHeaderMissing,
+    #[error("X-Tenant-ID header is not a UUID")]
+    TenantHeaderInvalid,
+    #[error("tenant access denied")]
+    TenantAccessDenied,
+    #[error("tenant suspended")]
+    TenantSuspended,
+    #[error("forbidden: {0}")]
+    Forbidden(&'static str),
+    #[error("{0} not found")]
+    NotFound(&'static str),
+    #[error("conflict: {code}")]
+    Conflict { code: &'static str, detail: String },
+    #[error("validation failed")]
+    Validation(Vec<FieldError>),
+    #[error("bad request: {code}")]
+    BadRequest { code: &'static str, detail: String },
+    #[error("payload too large")]
+    PayloadTooLarge,
+    #[error("unsupported media type")]
+    UnsupportedMediaType(String),
+    #[error("service unavailable")]
+    Unavailable(&'static str),
+    #[error(transparent)]
+    Internal(#[from] anyhow::Error),
+}
+
+impl AppError {
+    pub fn validation(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Self::Validation(vec![FieldError::new(field, message)])
+    }
+
+    pub fn invalid_cursor() -> Self {
+        Self::BadRequest {
+            code: "invalid_cursor",
+            detail: "The cursor is not one this API issued.".into(),
+        }
+    }
+
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Self::Unauthorized => StatusCode::UNAUTHORIZED,
+            Self::TenantHeaderMissing | Self::TenantHeaderInvalid | Self::BadRequest { .. } => {
+                StatusCode::BAD_REQUEST
+            }
+            Self::TenantAccessDenied | Self::TenantSuspended | Self::Forbidden(_) => {
+                StatusCode::FORBIDDEN
+            }
+            Self::NotFound(_) => StatusCode::NOT_FOUND,
+            Self::Conflict { .. } => StatusCode::CONFLICT,
+            Self::Validation(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::Unauthorized => "unauthorized",
+            Self::TenantHeaderMissing => "tenant_header_missing",
+            Self::TenantHeaderInvalid => "tenant_header_invalid",
+            Self::TenantAccessDenied => "tenant_access_denied",
+            Self::TenantSuspended => "tenant_suspended",
+            Self::Forbidden(_) => "forbidden",
+            Self::NotFound(_) => "not_found",
+            Self::Conflict { code, .. } | Self::BadRequest { code, .. } => code,
+            Self::Validation(_) => "validation_failed",
+            Self::PayloadTooLarge => "payload_too_large",
+            Self::UnsupportedMediaType(_) => "unsupported_media_type",
+            Self::Unavailable(_) => "service_unavailable",
+            Self::Internal(_) => "internal_error",
+        }
+    }
+
+    fn detail(&self) -> String {
+        match self {
+            Self::Unauthorized => "A valid bearer token is required.".into(),
+            Self::TenantHeaderMissing => "The X-Tenant-ID header is required.".into(),
+            Self::TenantHeaderInvalid => "The X-Tenant-ID header must be a UUID.".into(),
+            Self::TenantAccessDenied => "You have no access to this tenant.".into(),
+            Self::TenantSuspended => {
+                "This tenant is suspended; GET /api/v1/tenant shows its status.".into()
+            }
+            Self::Forbidden(why) => (*why).into(),
+            Self::NotFound(what) => format!("The {what} does not exist."),
+            Self::Conflict { detail, .. } | Self::BadRequest { detail, .. } => detail.clone(),
+            Self::Validation(errors) => match errors.as_slice() {
+                [one] => format!("{}: {}", one.field, one.message),
+                _ => format!("{} fields are invalid.", errors.len()),
+            },
+            Self::PayloadTooLarge => "The request body is too large.".into(),
+            Self::UnsupportedMediaType(detail) => detail.clone(),
+            Self::Unavailable(what) => format!("{what} is unavailable."),
+            Self::Internal(_) => "An internal error occurred.".into(),
+        }
+    }
+
+    pub fn to_problem(&self) -> Problem {
+        let status = self.status();
+        Problem {
+            kind: problem_type(self.code()),
+            title: status.canonical_reason().unwrap_or("Error").to_string(),
+            status: status.as_u16(),
+            detail: self.detail(),
+            code: self.code().to_string(),
+            errors: match self {
+                Self::Validation(errors) => Some(errors.clone()),
+                _ => None,
+            },
+        }
+    }
+}
+
+pub fn problem_type(code: &str) -> String {
+    format!("urn:convcommerce:problem:{code}")
+}
+
+/// Renders a problem document with the right content type.
+pub fn problem_response(problem: &Problem) -> Response {
+    let status = StatusCode::from_u16(problem.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let body = serde_json::to_vec(problem).expect("a problem always serialises");
+    (
+        status,
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static(PROBLEM_CONTENT_TYPE),
+        )],
+        body,
+    )
+        .into_response()
+}
+
+impl IntoResponse for AppError {
+    fn into_response(self) -> Response {
+        match &self {
+            Self::Internal(cause) => tracing::error!(error = ?cause, "request failed"),
+            Self::Unavailable(what) => tracing::warn!(dependency = what, "dependency unavailable"),
+            _ => {}
+        }
+        problem_response(&self.to_problem())
+    }
+}
+
+impl From<crate::db::DbError> for AppError {
+    fn from(err: crate::db::DbError) -> Self {
+        match err {
+            crate::db::DbError::Unavailable(cause) => {
+                tracing::error!(error = %cause, "database unavailable");
+                Self::Unavailable("The database")
+            }
+            crate::db::DbError::Query(cause) => Self::Internal(cause.into()),
+        }
+    }
+}
+
+pub type AppResult<T> = Result<T, AppError>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn validation_problem_lists_fields() {
+        let problem = AppError::Validation(vec![
+            FieldError::new("name", "too long"),
+            FieldError::new("slug", "invalid"),
+        ])
+        .to_problem();
+        assert_eq!(problem.status, 422);
+        assert_eq!(problem.code, "validation_failed");
+        assert_eq!(problem.errors.as_ref().map(Vec::len), Some(2));
+    }
+
+    #[test]
+    fn internal_errors_hide_their_cause() {
+        let problem = AppError::Internal(anyhow::anyhow!("relation users does not exist"))
+            .to_problem();
+        assert_eq!(problem.status, 500);
+        assert!(!problem.detail.contains("relation"));
+    }
+}

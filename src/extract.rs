@@ -1,0 +1,203 @@
+//! Request parsing that answers in problem+json: JSON bodies (422 with the failing field),
+//! path ids (404: a malformed id names nothing) and list queries (limit and keyset cursor).
+
+use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::http::header::CONTENT_TYPE;
+use axum::http::request::Parts;
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+use uuid::Uuid;
+
+use crate::error::{AppError, FieldError};
+
+/// A JSON body; a body that does not fit the schema gives 422 naming the field.
+pub struct ApiJson<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
+    type Rejection = AppError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, AppError> {
+        let is_json = req
+            .headers()
+            .get(CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(is_json_content_type);
+        if !is_json {
+            return Err(AppError::UnsupportedMediaType(
+                "Send the body as application/json.".into(),
+            ));
+        }
+        let bytes = axum::body::Bytes::from_request(req, state)
+            .await
+            .map_err(|e| match e.status() {
+                axum::http::StatusCode::PAYLOAD_TOO_LARGE => AppError::PayloadTooLarge,
+                _ => AppError::BadRequest {
+                    code: "invalid_body",
+                    detail: "The body could not be read.".into(),
+                },
+            })?;
+        let de = &mut serde_json::Deserializer::from_slice(&bytes);
+        match serde_path_to_error::deserialize(de) {
+            Ok(value) => Ok(Self(value)),
+            Err(err) => {
+                let path = err.path().to_string();
+                let inner = err.into_inner();
+                if inner.is_syntax() || inner.is_eof() {
+                    return Err(AppError::BadRequest {
+                        code: "malformed_json",
+                        detail: "The body is not valid JSON.".into(),
+                    });
+                }
+                let field = if path == "." { "body".to_string() } else { path };
+                Err(AppError::Validation(vec![FieldError::new(
+                    field,
+                    strip_position(&inner.to_string()),
+                )]))
+            }
+        }
+    }
+}
+
+/// serde_json appends " at line L column C"; clients want the reason only.
+fn strip_position(message: &str) -> String {
+    match message.rfind(" at line ") {
+        Some(i) => message[..i].to_string(),
+        None => message.to_string(),
+    }
+}
+
+/// `application/json` or any `application/*+json`, parameters ignored.
+fn is_json_content_type(value: &str) -> bool {
+    let essence = value.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+    essence == "application/json"
+        || (essence.starts_with("application/") && essence.ends_with("+json"))
+}
+
+/// A UUID path parameter; anything else is a resource that cannot exist: 404.
+pub struct IdPath(pub Uuid);
+
+impl<S: Send + Sync> FromRequestParts<S> for IdPath {
+    type Rejection = AppError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, AppError> {
+        let axum::extract::Path(raw) =
+            axum::extract::Path::<String>::from_request_parts(parts, state)
+                .await
+                .map_err(|_| AppError::NotFound("resource"))?;
+        Uuid::parse_str(&raw)
+            .map(Self)
+            .map_err(|_| AppError::NotFound("resource"))
+    }
+}
+
+pub const DEFAULT_LIMIT: i64 = 20;
+pub const MAX_LIMIT: i64 = 100;
+
+/// `?limit=&cursor=` of every list.
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct PageQuery {
+    /// Items per page, 1-100 (default 20).
+    pub limit: Option<i64>,
+    /// The `next_cursor` of the previous page.
+    pub cursor: Option<String>,
+}
+
+/// A validated page request: how many rows to fetch and the key to continue after.
+#[derive(Debug, Clone, Copy)]
+pub struct PageRequest {
+    pub limit: i64,
+    pub after: Option<Uuid>,
+}
+
+impl PageQuery {
+    pub fn parse(&self) -> Result<PageRequest, AppError> {
+        let limit = self.limit.unwrap_or(DEFAULT_LIMIT);
+        if !(1..=MAX_LIMIT).contains(&limit) {
+            return Err(AppError::validation(
+                "limit",
+                format!("must be between 1 and {MAX_LIMIT}"),
+            ));
+        }
+        let after = self.cursor.as_deref().map(decode_cursor).transpose()?;
+        Ok(PageRequest { limit, after })
+    }
+}
+
+/// Cursors are opaque to clients: a versioned, base64url-encoded keyset position.
+fn decode_cursor(raw: &str) -> Result<Uuid, AppError> {
+    let bytes = URL_SAFE_NO_PAD
+        .decode(raw)
+        .map_err(|_| AppError::invalid_cursor())?;
+    let text = std::str::from_utf8(&bytes).map_err(|_| AppError::invalid_cursor())?;
+    text.strip_prefix("v1:")
+        .and_then(|id| Uuid::parse_str(id).ok())
+        .ok_or_else(AppError::invalid_cursor)
+}
+
+fn encode_cursor(id: Uuid) -> String {
+    URL_SAFE_NO_PAD.encode(format!("v1:{id}"))
+}
+
+/// One page of a list, newest first.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Page<T> {
+    pub items: Vec<T>,
+    /// Pass as `cursor` to get the next page; null on the last page.
+    pub next_cursor: Option<String>,
+}
+
+impl<T> Page<T> {
+    /// Builds a page from up to `limit + 1` rows fetched in key order: the extra row only
+    /// tells that another page exists.
+    pub fn from_rows(mut items: Vec<T>, request: PageRequest, key: impl Fn(&T) -> Uuid) -> Self {
+        let more = items.len() as i64 > request.limit;
+        items.truncate(request.limit as usize);
+        let next_cursor = if more {
+            items.last().map(|last| encode_cursor(key(last)))
+        } else {
+            None
+        };
+        Self { items, next_cursor }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cursors_round_trip_and_reject_forgeries() {
+        let id = Uuid::now_v7();
+        assert_eq!(decode_cursor(&encode_cursor(id)).unwrap(), id);
+        for bad in ["", "!!", "djE6bm90LWEtdXVpZA", &URL_SAFE_NO_PAD.encode(id.to_string())] {
+            assert_eq!(decode_cursor(bad).unwrap_err().code(), "invalid_cursor", "{bad}");
+        }
+    }
+
+    #[test]
+    fn limits_are_bounded() {
+        for bad in [0, -1, 101] {
+            let q = PageQuery {
+                limit: Some(bad),
+                cursor: None,
+            };
+            assert!(q.parse().is_err());
+        }
+        assert_eq!(PageQuery::default().parse().unwrap().limit, DEFAULT_LIMIT);
+    }
+
+    #[test]
+    fn a_full_page_points_to_the_next() {
+        let ids: Vec<Uuid> = (0..3).map(|_| Uuid::now_v7()).collect();
+        let req = PageRequest { limit: 2, after: None };
+        let page = Page::from_rows(ids.clone(), req, |id| *id);
+        assert_eq!(page.items.len(), 2);
+        assert_eq!(decode_cursor(page.next_cursor.as_ref().unwrap()).unwrap(), ids[1]);
+        let last = Page::from_rows(ids[..2].to_vec(), req, |id| *id);
+        assert!(last.next_cursor.is_none());
+    }
+}

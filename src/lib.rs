@@ -1,0 +1,245 @@
+//! convcommerce: a multi-tenant conversational-commerce backend in which PostgreSQL
+//! row-level security keeps every tenant's rows to itself. See docs/ARCHITECTURE.md.
+
+pub mod admin;
+pub mod auth;
+pub mod commerce;
+pub mod config;
+pub mod db;
+pub mod dev;
+pub mod docs;
+pub mod error;
+pub mod extract;
+pub mod health;
+pub mod state;
+pub mod telemetry;
+pub mod tenancy;
+pub mod types;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, Request};
+use axum::http::header::{AUTHORIZATION, CONTENT_TYPE};
+use axum::http::{HeaderName, HeaderValue, Method, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use secrecy::{ExposeSecret, SecretString};
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tower_http::cors::{AllowOrigin, CorsLayer};
+use tower_http::timeout::TimeoutLayer;
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use crate::auth::jwt::Verifier;
+use crate::config::Config;
+use crate::db::Db;
+use crate::error::{AppError, PROBLEM_CONTENT_TYPE, Problem, problem_response, problem_type};
+use crate::state::AppState;
+use crate::telemetry::Metrics;
+use crate::tenancy::directory::Directory;
+
+/// JSON bodies larger than this are refused with 413.
+const BODY_LIMIT: usize = 1024 * 1024;
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The server, bound to its port and ready to run. Shared by `main` and the tests.
+pub struct Application {
+    listener: TcpListener,
+    router: Router,
+    state: AppState,
+    shutdown: CancellationToken,
+    background: Vec<JoinHandle<()>>,
+}
+
+impl Application {
+    /// Connects to the database, refuses an unsafe role, binds the listener.
+    pub async fn build(config: Config) -> anyhow::Result<Self> {
+        let url = config
+            .database_url
+            .clone()
+            .context("DATABASE_URL is required to build the application")?;
+        let check = db::connect_once(url.expose_secret())
+            .await
+            .context("connecting with DATABASE_URL")?;
+        db::safety::check(&check).await?;
+        drop(check);
+
+        let config = Arc::new(config);
+        let db = Db::connect(&url, config.db_pool_size)?;
+        let metrics = Arc::new(Metrics::default());
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(10))
+            .build()?;
+        let directory = Directory::new(db.clone(), metrics.clone(), config.directory_ttl);
+        let state = AppState {
+            verifier: Arc::new(Verifier::new(&config.jwt, http)),
+            config: config.clone(),
+            db,
+            directory: directory.clone(),
+            metrics,
+        };
+        let shutdown = CancellationToken::new();
+        let background = vec![tokio::spawn(tenancy::listener::run(
+            url,
+            directory,
+            shutdown.clone(),
+        ))];
+
+        let listener = TcpListener::bind((config.host, config.port))
+            .await
+            .with_context(|| format!("binding {}:{}", config.host, config.port))?;
+        Ok(Self {
+            router: router(state.clone()),
+            listener,
+            state,
+            shutdown,
+            background,
+        })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.listener
+            .local_addr()
+            .map(|a| a.port())
+            .unwrap_or_default()
+    }
+
+    /// Cancelling this token shuts the server down gracefully.
+    pub fn shutdown_token(&self) -> CancellationToken {
+        self.shutdown.clone()
+    }
+
+    /// Serves until the shutdown token is cancelled (or SIGINT/SIGTERM when `signals`), then
+    /// stops accepting, finishes in-flight requests and stops background work.
+    pub async fn run_until_stopped(self, signals: bool) -> anyhow::Result<()> {
+        let shutdown = self.shutdown.clone();
+        if signals {
+            tokio::spawn(cancel_on_signal(shutdown.clone()));
+        }
+        axum::serve(self.listener, self.router)
+            .with_graceful_shutdown(shutdown.clone().cancelled_owned())
+            .await?;
+        shutdown.cancel();
+        for task in self.background {
+            let _ = task.await;
+        }
+        self.state.db.close();
+        tracing::info!("server stopped");
+        Ok(())
+    }
+}
+
+async fn cancel_on_signal(token: CancellationToken) {
+    let ctrl_c = tokio::signal::ctrl_c();
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("installing the SIGTERM handler");
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = term.recv() => {}
+        _ = token.cancelled() => return,
+    }
+    tracing::info!("shutdown signal received; finishing in-flight requests");
+    token.cancel();
+}
+
+/// Every route, with the OpenAPI document collected from their annotations.
+pub fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
+    OpenApiRouter::with_openapi(docs::ApiDoc::openapi())
+        .routes(routes!(health::live))
+        .routes(routes!(health::ready))
+        .routes(routes!(health::metrics))
+        .merge(admin::routes::router())
+        .merge(commerce::tenant::router())
+        .merge(commerce::users::routes::router())
+        .split_for_parts()
+}
+
+fn router(state: AppState) -> Router {
+    let (api, openapi) = api();
+    api.merge(docs::router(openapi))
+        .fallback(not_found)
+        .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .layer(TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, REQUEST_TIMEOUT))
+        .layer(middleware::from_fn(problem_json_errors))
+        .layer(middleware::from_fn_with_state(state.clone(), telemetry::observe))
+        .layer(cors(&state.config))
+        .with_state(state)
+}
+
+fn cors(config: &Config) -> CorsLayer {
+    let origins: Vec<HeaderValue> = config
+        .cors_origins
+        .iter()
+        .filter_map(|o| HeaderValue::from_str(o).ok())
+        .collect();
+    CorsLayer::new()
+        .allow_origin(AllowOrigin::list(origins))
+        .allow_methods([
+            Method::GET,
+            Method::POST,
+            Method::PUT,
+            Method::PATCH,
+            Method::DELETE,
+        ])
+        .allow_headers([
+            AUTHORIZATION,
+            CONTENT_TYPE,
+            tenancy::TENANT_HEADER,
+            telemetry::REQUEST_ID,
+        ])
+        .expose_headers([telemetry::REQUEST_ID, HeaderName::from_static("retry-after")])
+        .max_age(Duration::from_secs(600))
+}
+
+async fn not_found() -> Response {
+    AppError::NotFound("resource").into_response()
+}
+
+/// The safety net behind SPEC §1's "no plain-text error bodies": an error response that a
+/// layer or the framework produced without a problem document gets one for its status.
+async fn problem_json_errors(req: Request, next: Next) -> Response {
+    let response = next.run(req).await;
+    let status = response.status();
+    let is_problem = response
+        .headers()
+        .get(CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes() == PROBLEM_CONTENT_TYPE.as_bytes());
+    if !(status.is_client_error() || status.is_server_error()) || is_problem {
+        return response;
+    }
+    let code = match status {
+        StatusCode::NOT_FOUND => "not_found",
+        StatusCode::METHOD_NOT_ALLOWED => "method_not_allowed",
+        StatusCode::REQUEST_TIMEOUT => "request_timeout",
+        StatusCode::PAYLOAD_TOO_LARGE => "payload_too_large",
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => "unsupported_media_type",
+        s if s.is_server_error() => "internal_error",
+        _ => "bad_request",
+    };
+    let (mut parts, _) = response.into_parts();
+    let mut fresh = problem_response(&Problem {
+        kind: problem_type(code),
+        title: status.canonical_reason().unwrap_or("Error").to_string(),
+        status: status.as_u16(),
+        detail: status
+            .canonical_reason()
+            .unwrap_or("The request failed.")
+            .to_string(),
+        code: code.to_string(),
+        errors: None,
+    });
+    parts.headers.remove(axum::http::header::CONTENT_LENGTH);
+    parts.headers.extend(fresh.headers_mut().drain());
+    Response::from_parts(parts, fresh.into_body())
+}
+
+/// Runs migrations with the owner role.
+pub async fn migrate(owner_url: &SecretString) -> anyhow::Result<usize> {
+    db::migrate::run(owner_url.expose_secret()).await
+}

@@ -1,0 +1,19 @@
+//! What every handler can reach. Deliberately no raw pool: tenant data goes through
+//! `TenantCtx`, platform data through the admin module.
+
+use std::sync::Arc;
+
+use crate::auth::jwt::Verifier;
+use crate::config::Config;
+use crate::db::Db;
+use crate::tenancy::directory::Directory;
+use crate::telemetry::Metrics;
+
+#[derive(Clone)]
+pub struct AppState {
+    pub config: Arc<Config>,
+    pub(crate) db: Db,
+    pub verifier: Arc<Verifier>,
+    pub directory: Directory,
+    pub metrics: Arc<Metrics>,
+}

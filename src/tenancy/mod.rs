@@ -1,0 +1,113 @@
+//! The tenant context: who is calling, for which tenant, in which role — and the only handle
+//! to that tenant's data.
+
+pub mod directory;
+pub mod listener;
+pub mod model;
+
+use std::sync::Arc;
+
+use axum::extract::FromRequestParts;
+use axum::http::HeaderName;
+use axum::http::request::Parts;
+use uuid::Uuid;
+
+use crate::auth::Principal;
+use crate::db::TenantDb;
+use crate::error::{AppError, AppResult};
+use crate::state::AppState;
+use crate::telemetry::RequestTrace;
+use model::{Role, TenantRecord, TenantStatus};
+
+pub const TENANT_HEADER: HeaderName = HeaderName::from_static("x-tenant-id");
+
+/// An authenticated, active member of an active tenant (SPEC §2). Handlers reach tenant data
+/// only through [`TenantCtx::db`], whose transactions set `my.tenant_id`.
+#[derive(Clone)]
+pub struct TenantCtx {
+    pub tenant: Arc<TenantRecord>,
+    pub user_id: Uuid,
+    pub role: Role,
+    pub subject: String,
+    db: TenantDb,
+}
+
+impl TenantCtx {
+    pub fn tenant_id(&self) -> Uuid {
+        self.tenant.id
+    }
+
+    pub fn db(&self) -> &TenantDb {
+        &self.db
+    }
+
+    /// Owner or admin, else 403 `forbidden`.
+    pub fn require_manager(&self) -> AppResult<()> {
+        if self.role.can_manage() {
+            Ok(())
+        } else {
+            Err(AppError::Forbidden("This action needs the owner or admin role."))
+        }
+    }
+}
+
+/// Like [`TenantCtx`], but also admits members of a suspended tenant, for the few endpoints
+/// that must show a seller why they are suspended.
+pub struct AllowSuspended(pub TenantCtx);
+
+/// The checks of SPEC §2 in their order: token (401), header (400), tenant and membership
+/// (403 `tenant_access_denied`, one answer for both), suspension (403 `tenant_suspended`).
+async fn resolve(parts: &mut Parts, state: &AppState, allow_suspended: bool) -> AppResult<TenantCtx> {
+    let principal = Principal::from_request_parts(parts, state).await?;
+    let raw = parts
+        .headers
+        .get(&TENANT_HEADER)
+        .ok_or(AppError::TenantHeaderMissing)?;
+    let tenant_id = raw
+        .to_str()
+        .ok()
+        .and_then(|v| Uuid::parse_str(v.trim()).ok())
+        .ok_or(AppError::TenantHeaderInvalid)?;
+
+    let tenant = state
+        .directory
+        .tenant(tenant_id)
+        .await
+        .map_err(|e| AppError::Internal(anyhow::anyhow!("tenant lookup: {e}")))?
+        .ok_or(AppError::TenantAccessDenied)?;
+    let membership = state
+        .directory
+        .membership(tenant_id, &principal.subject)
+        .await
+        .map_err(|e| AppError::Internal(anyhow::anyhow!("membership lookup: {e}")))?
+        .ok_or(AppError::TenantAccessDenied)?;
+    if let Some(trace) = parts.extensions.get::<RequestTrace>() {
+        trace.record_tenant(tenant_id);
+    }
+    if tenant.status == TenantStatus::Suspended && !allow_suspended {
+        return Err(AppError::TenantSuspended);
+    }
+    Ok(TenantCtx {
+        db: state.db.for_tenant(tenant_id),
+        tenant,
+        user_id: membership.user_id,
+        role: membership.role,
+        subject: principal.subject,
+    })
+}
+
+impl FromRequestParts<AppState> for TenantCtx {
+    type Rejection = AppError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> AppResult<Self> {
+        resolve(parts, state, false).await
+    }
+}
+
+impl FromRequestParts<AppState> for AllowSuspended {
+    type Rejection = AppError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> AppResult<Self> {
+        resolve(parts, state, true).await.map(Self)
+    }
+}

@@ -187,7 +187,10 @@ impl Config {
                 })?;
                 for origin in &list {
                     let parsed = url::Url::parse(origin).map_err(|_| {
-                        invalid("BACKEND_CORS_ORIGINS", format!("{origin:?} is not an origin"))
+                        invalid(
+                            "BACKEND_CORS_ORIGINS",
+                            format!("{origin:?} is not an origin"),
+                        )
                     })?;
                     if parsed.path() != "/" && !parsed.path().is_empty() {
                         return Err(invalid(

@@ -24,7 +24,6 @@ pub const OPENAPI_PATH: &str = "/api/v1/openapi.json";
             `Authorization: Bearer <token>` and `X-Tenant-ID: <uuid>`; errors are RFC 9457 \
             problem documents with a stable `code`."
     ),
-    modifiers(&Conventions),
     components(schemas(crate::error::Problem, crate::error::FieldError)),
     tags(
         (name = "health", description = "Liveness, readiness, metrics"),
@@ -35,9 +34,10 @@ pub const OPENAPI_PATH: &str = "/api/v1/openapi.json";
 )]
 pub struct ApiDoc;
 
-/// Adds what every endpoint of a kind shares, so handlers list only their own answers:
+/// Applied to the finished document (after the routes are collected). Adds what every
+/// endpoint of a kind shares, so handlers list only their own answers:
 /// bearer auth, the `X-Tenant-ID` header and the errors of SPEC §2.
-struct Conventions;
+pub struct Conventions;
 
 fn problem(description: &str) -> utoipa::openapi::RefOr<utoipa::openapi::response::Response> {
     ResponseBuilder::new()
@@ -100,12 +100,17 @@ impl Modify for Conventions {
                 &mut item.delete,
             ];
             for op in ops.into_iter().flatten() {
-                op.security = Some(vec![SecurityRequirement::new("bearer", Vec::<String>::new())]);
+                op.security = Some(vec![SecurityRequirement::new(
+                    "bearer",
+                    Vec::<String>::new(),
+                )]);
                 add_response(op, "401", "`unauthorized`: no valid bearer token");
                 if admin {
                     add_response(op, "403", "`forbidden`: not a platform admin");
                 } else {
-                    op.parameters.get_or_insert_with(Vec::new).push(tenant_header());
+                    op.parameters
+                        .get_or_insert_with(Vec::new)
+                        .push(tenant_header());
                     add_response(
                         op,
                         "400",

@@ -193,7 +193,13 @@ impl IntoResponse for AppError {
             Self::Unavailable(what) => tracing::warn!(dependency = what, "dependency unavailable"),
             _ => {}
         }
-        problem_response(&self.to_problem())
+        let mut response = problem_response(&self.to_problem());
+        if matches!(self, Self::Unauthorized) {
+            response
+                .headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        response
     }
 }
 
@@ -229,8 +235,8 @@ mod tests {
 
     #[test]
     fn internal_errors_hide_their_cause() {
-        let problem = AppError::Internal(anyhow::anyhow!("relation users does not exist"))
-            .to_problem();
+        let problem =
+            AppError::Internal(anyhow::anyhow!("relation users does not exist")).to_problem();
         assert_eq!(problem.status, 500);
         assert!(!problem.detail.contains("relation"));
     }

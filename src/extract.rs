@@ -51,7 +51,11 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
                         detail: "The body is not valid JSON.".into(),
                     });
                 }
-                let field = if path == "." { "body".to_string() } else { path };
+                let field = if path == "." {
+                    "body".to_string()
+                } else {
+                    path
+                };
                 Err(AppError::Validation(vec![FieldError::new(
                     field,
                     strip_position(&inner.to_string()),
@@ -71,7 +75,12 @@ fn strip_position(message: &str) -> String {
 
 /// `application/json` or any `application/*+json`, parameters ignored.
 fn is_json_content_type(value: &str) -> bool {
-    let essence = value.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+    let essence = value
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
     essence == "application/json"
         || (essence.starts_with("application/") && essence.ends_with("+json"))
 }
@@ -173,8 +182,17 @@ mod tests {
     fn cursors_round_trip_and_reject_forgeries() {
         let id = Uuid::now_v7();
         assert_eq!(decode_cursor(&encode_cursor(id)).unwrap(), id);
-        for bad in ["", "!!", "djE6bm90LWEtdXVpZA", &URL_SAFE_NO_PAD.encode(id.to_string())] {
-            assert_eq!(decode_cursor(bad).unwrap_err().code(), "invalid_cursor", "{bad}");
+        for bad in [
+            "",
+            "!!",
+            "djE6bm90LWEtdXVpZA",
+            &URL_SAFE_NO_PAD.encode(id.to_string()),
+        ] {
+            assert_eq!(
+                decode_cursor(bad).unwrap_err().code(),
+                "invalid_cursor",
+                "{bad}"
+            );
         }
     }
 
@@ -193,10 +211,16 @@ mod tests {
     #[test]
     fn a_full_page_points_to_the_next() {
         let ids: Vec<Uuid> = (0..3).map(|_| Uuid::now_v7()).collect();
-        let req = PageRequest { limit: 2, after: None };
+        let req = PageRequest {
+            limit: 2,
+            after: None,
+        };
         let page = Page::from_rows(ids.clone(), req, |id| *id);
         assert_eq!(page.items.len(), 2);
-        assert_eq!(decode_cursor(page.next_cursor.as_ref().unwrap()).unwrap(), ids[1]);
+        assert_eq!(
+            decode_cursor(page.next_cursor.as_ref().unwrap()).unwrap(),
+            ids[1]
+        );
         let last = Page::from_rows(ids[..2].to_vec(), req, |id| *id);
         assert!(last.next_cursor.is_none());
     }

@@ -150,14 +150,16 @@ async fn cancel_on_signal(token: CancellationToken) {
 
 /// Every route, with the OpenAPI document collected from their annotations.
 pub fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
-    OpenApiRouter::with_openapi(docs::ApiDoc::openapi())
+    let (router, mut openapi) = OpenApiRouter::with_openapi(docs::ApiDoc::openapi())
         .routes(routes!(health::live))
         .routes(routes!(health::ready))
         .routes(routes!(health::metrics))
         .merge(admin::routes::router())
         .merge(commerce::tenant::router())
         .merge(commerce::users::routes::router())
-        .split_for_parts()
+        .split_for_parts();
+    utoipa::Modify::modify(&docs::Conventions, &mut openapi);
+    (router, openapi)
 }
 
 fn router(state: AppState) -> Router {
@@ -165,9 +167,15 @@ fn router(state: AppState) -> Router {
     api.merge(docs::router(openapi))
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
-        .layer(TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, REQUEST_TIMEOUT))
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            REQUEST_TIMEOUT,
+        ))
         .layer(middleware::from_fn(problem_json_errors))
-        .layer(middleware::from_fn_with_state(state.clone(), telemetry::observe))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            telemetry::observe,
+        ))
         .layer(cors(&state.config))
         .with_state(state)
 }
@@ -193,7 +201,10 @@ fn cors(config: &Config) -> CorsLayer {
             tenancy::TENANT_HEADER,
             telemetry::REQUEST_ID,
         ])
-        .expose_headers([telemetry::REQUEST_ID, HeaderName::from_static("retry-after")])
+        .expose_headers([
+            telemetry::REQUEST_ID,
+            HeaderName::from_static("retry-after"),
+        ])
         .max_age(Duration::from_secs(600))
 }
 

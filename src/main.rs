@@ -6,7 +6,11 @@ use convcommerce::config::Config;
 use convcommerce::{Application, dev, telemetry};
 
 #[derive(Parser)]
-#[command(name = "convcommerce", version, about = "Multi-tenant conversational-commerce backend")]
+#[command(
+    name = "convcommerce",
+    version,
+    about = "Multi-tenant conversational-commerce backend"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
@@ -97,7 +101,10 @@ async fn migrate(mut config: Config) -> anyhow::Result<()> {
         anyhow::bail!("MIGRATION_DATABASE_URL is required to migrate an external database");
     }
     let env = dev::start(&mut config).await?;
-    println!("private database at {} is migrated", env.postgres.data_dir().display());
+    println!(
+        "private database at {} is migrated",
+        env.postgres.data_dir().display()
+    );
     env.postgres.stop().await
 }
 

@@ -6,8 +6,8 @@ use std::sync::Arc;
 use crate::auth::jwt::Verifier;
 use crate::config::Config;
 use crate::db::Db;
-use crate::tenancy::directory::Directory;
 use crate::telemetry::Metrics;
+use crate::tenancy::directory::Directory;
 
 #[derive(Clone)]
 pub struct AppState {

@@ -83,13 +83,16 @@ pub async fn observe(State(state): State<AppState>, mut req: Request, next: Next
         actor = field::Empty,
     );
     req.extensions_mut().insert(RequestId(id.clone()));
-    req.extensions_mut().insert(RequestTrace { span: span.clone() });
+    req.extensions_mut()
+        .insert(RequestTrace { span: span.clone() });
 
     let mut response = next.run(req).instrument(span.clone()).await;
 
     let status = response.status();
     let elapsed = started.elapsed();
-    state.metrics.observe_request(&method, &route, status.as_u16(), elapsed.as_secs_f64());
+    state
+        .metrics
+        .observe_request(&method, &route, status.as_u16(), elapsed.as_secs_f64());
     span.in_scope(|| {
         tracing::info!(
             status = status.as_u16(),
@@ -168,7 +171,11 @@ impl Default for Metrics {
             auth_failures.clone(),
         );
         let pool_size = Gauge::default();
-        registry.register("db_pool_connections", "Open database connections", pool_size.clone());
+        registry.register(
+            "db_pool_connections",
+            "Open database connections",
+            pool_size.clone(),
+        );
         let pool_available = Gauge::default();
         registry.register(
             "db_pool_idle_connections",

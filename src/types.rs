@@ -40,7 +40,8 @@ impl Slug {
     pub fn parse(raw: &str) -> Result<Self, &'static str> {
         let s = raw.trim();
         let ok = (3..=63).contains(&s.len())
-            && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+            && s.bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
             && !s.starts_with('-')
             && !s.ends_with('-')
             && !s.contains("--");
@@ -84,8 +85,19 @@ mod tests {
 
     #[test]
     fn emails() {
-        assert_eq!(Email::parse(" Ana@Shop.Example ").unwrap().as_str(), "ana@shop.example");
-        for bad in ["", "ana", "ana@", "@shop.example", "ana@shop", "a b@shop.example", "a@b@c.de"] {
+        assert_eq!(
+            Email::parse(" Ana@Shop.Example ").unwrap().as_str(),
+            "ana@shop.example"
+        );
+        for bad in [
+            "",
+            "ana",
+            "ana@",
+            "@shop.example",
+            "ana@shop",
+            "a b@shop.example",
+            "a@b@c.de",
+        ] {
             assert!(Email::parse(bad).is_err(), "{bad}");
         }
     }
@@ -93,7 +105,15 @@ mod tests {
     #[test]
     fn slugs() {
         assert!(Slug::parse("acme-store-2").is_ok());
-        for bad in ["ab", "Acme", "-acme", "acme-", "ac--me", "acme_store", &"a".repeat(64)] {
+        for bad in [
+            "ab",
+            "Acme",
+            "-acme",
+            "acme-",
+            "ac--me",
+            "acme_store",
+            &"a".repeat(64),
+        ] {
             assert!(Slug::parse(bad).is_err(), "{bad}");
         }
     }

@@ -109,10 +109,15 @@ impl Verifier {
         let mut validation = Validation::new(header.alg);
         validation.leeway = self.leeway.as_secs();
         validation.validate_nbf = true;
-        validation.set_required_spec_claims(&["exp", "sub"]);
         match &self.issuer {
-            Some(iss) => validation.set_issuer(&[iss]),
-            None => validation.iss = None,
+            Some(iss) => {
+                validation.set_required_spec_claims(&["exp", "sub", "iss"]);
+                validation.set_issuer(&[iss]);
+            }
+            None => {
+                validation.set_required_spec_claims(&["exp", "sub"]);
+                validation.iss = None;
+            }
         }
         match &self.audience {
             Some(aud) => validation.set_audience(aud),

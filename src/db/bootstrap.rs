@@ -118,8 +118,12 @@ mod tests {
 
     #[test]
     fn role_urls_keep_host_and_port() {
-        let url = with_credentials("postgres://postgres@127.0.0.1:5555/postgres", APP_ROLE, "db1")
-            .unwrap();
+        let url = with_credentials(
+            "postgres://postgres@127.0.0.1:5555/postgres",
+            APP_ROLE,
+            "db1",
+        )
+        .unwrap();
         assert_eq!(
             url,
             "postgres://convcommerce_app:convcommerce-dev@127.0.0.1:5555/db1"

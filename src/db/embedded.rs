@@ -54,7 +54,9 @@ impl EmbeddedPostgres {
     fn start_blocking(requested: &Path, durability: Durability) -> anyhow::Result<Self> {
         let bin = find_bin_dir()?;
         let run_as = if is_root() {
-            Some(account(&std::env::var("PG_RUN_AS").unwrap_or_else(|_| "postgres".into()))?)
+            Some(account(
+                &std::env::var("PG_RUN_AS").unwrap_or_else(|_| "postgres".into()),
+            )?)
         } else {
             None
         };
@@ -78,7 +80,8 @@ impl EmbeddedPostgres {
         }
 
         let lock = File::create(dir.join(".lock"))?;
-        lock.lock().context("locking the private database directory")?;
+        lock.lock()
+            .context("locking the private database directory")?;
 
         let mut pg = Self {
             dir,
@@ -110,10 +113,7 @@ impl EmbeddedPostgres {
 
     /// A URL for the cluster's superuser (trust authentication on 127.0.0.1 only).
     pub fn superuser_url(&self, database: &str) -> String {
-        format!(
-            "postgres://{SUPERUSER}@127.0.0.1:{}/{database}",
-            self.port
-        )
+        format!("postgres://{SUPERUSER}@127.0.0.1:{}/{database}", self.port)
     }
 
     pub async fn stop(&self) -> anyhow::Result<()> {
@@ -169,7 +169,15 @@ impl EmbeddedPostgres {
     fn initdb(&self) -> anyhow::Result<()> {
         let output = self
             .command("initdb")
-            .args(["-U", SUPERUSER, "-A", "trust", "-E", "UTF8", "--no-instructions"])
+            .args([
+                "-U",
+                SUPERUSER,
+                "-A",
+                "trust",
+                "-E",
+                "UTF8",
+                "--no-instructions",
+            ])
             .arg("--locale=C")
             .arg("-D")
             .arg(self.data())

@@ -20,7 +20,7 @@ pub const MIGRATIONS: &[Migration] = &[Migration {
 }];
 
 /// Serialises concurrent migrators (several instances or test processes starting at once).
-const MIGRATION_LOCK: i64 = 0x636f_6e76_6d69_67;
+const MIGRATION_LOCK: i64 = 0x0063_6f6e_766d_6967;
 
 fn checksum(sql: &str) -> String {
     Sha256::digest(sql.as_bytes())

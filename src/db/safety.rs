@@ -47,7 +47,9 @@ pub async fn check(client: &tokio_postgres::Client) -> anyhow::Result<()> {
         )
         .await?;
     if tables.is_empty() {
-        bail!("refusing to run: the database has no tenant tables; run `convcommerce migrate` first");
+        bail!(
+            "refusing to run: the database has no tenant tables; run `convcommerce migrate` first"
+        );
     }
     for t in &tables {
         let table: String = t.get(0);

@@ -81,7 +81,10 @@ impl Directory {
                 let conn = self.db.platform().await?;
                 let row = conn
                     .query_opt(
-                        &format!("SELECT {} FROM tenants WHERE id = $1", TenantRecord::COLUMNS),
+                        &format!(
+                            "SELECT {} FROM tenants WHERE id = $1",
+                            TenantRecord::COLUMNS
+                        ),
                         &[&id],
                     )
                     .await?;

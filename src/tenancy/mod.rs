@@ -46,7 +46,9 @@ impl TenantCtx {
         if self.role.can_manage() {
             Ok(())
         } else {
-            Err(AppError::Forbidden("This action needs the owner or admin role."))
+            Err(AppError::Forbidden(
+                "This action needs the owner or admin role.",
+            ))
         }
     }
 }
@@ -57,7 +59,11 @@ pub struct AllowSuspended(pub TenantCtx);
 
 /// The checks of SPEC §2 in their order: token (401), header (400), tenant and membership
 /// (403 `tenant_access_denied`, one answer for both), suspension (403 `tenant_suspended`).
-async fn resolve(parts: &mut Parts, state: &AppState, allow_suspended: bool) -> AppResult<TenantCtx> {
+async fn resolve(
+    parts: &mut Parts,
+    state: &AppState,
+    allow_suspended: bool,
+) -> AppResult<TenantCtx> {
     let principal = Principal::from_request_parts(parts, state).await?;
     let raw = parts
         .headers

@@ -180,6 +180,9 @@ mod tests {
         let limits = Limits::with_overrides(&serde_json::json!({"requests_per_minute": 5}));
         assert_eq!(limits.requests_per_minute, 5);
         assert_eq!(limits.requests_per_hour, Limits::DEFAULT.requests_per_hour);
-        assert_eq!(Limits::with_overrides(&serde_json::json!({})), Limits::DEFAULT);
+        assert_eq!(
+            Limits::with_overrides(&serde_json::json!({})),
+            Limits::DEFAULT
+        );
     }
 }

@@ -1,1 +1,10 @@
+//! The one integration-test binary: the real server, over HTTP, against real PostgreSQL.
 
+mod admin;
+mod auth;
+mod helpers;
+mod http;
+mod isolation;
+mod startup;
+mod tenancy;
+mod users;

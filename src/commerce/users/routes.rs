@@ -6,11 +6,12 @@ use utoipa_axum::routes;
 
 use super::model::{CreateUser, UpdateUser, User};
 use super::store;
-use crate::error::{AppResult, Problem};
+use crate::error::{AppError, AppResult, Problem};
 use crate::extract::{ApiJson, IdPath, Page, PageQuery};
 use crate::state::AppState;
 use crate::tenancy::TenantCtx;
 use crate::tenancy::directory::Invalidation;
+use crate::tenancy::model::Role;
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -36,7 +37,10 @@ async fn forget(state: &AppState, ctx: &TenantCtx, subject: String) {
         (status = 400, description = "`invalid_cursor`", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "`validation_failed` (limit)", body = Problem, content_type = "application/problem+json"),
     ))]
-pub async fn list_users(ctx: TenantCtx, Query(query): Query<PageQuery>) -> AppResult<Json<Page<User>>> {
+pub async fn list_users(
+    ctx: TenantCtx,
+    Query(query): Query<PageQuery>,
+) -> AppResult<Json<Page<User>>> {
     let page = query.parse()?;
     let users = store::list(ctx.db(), page).await?;
     Ok(Json(Page::from_rows(users, page, |u: &User| u.id)))
@@ -58,8 +62,8 @@ pub async fn create_user(
 ) -> AppResult<(StatusCode, Json<User>)> {
     ctx.require_manager()?;
     let new = body.validate()?;
-    if new.role == crate::tenancy::model::Role::Owner && ctx.role != crate::tenancy::model::Role::Owner {
-        return Err(crate::error::AppError::Forbidden("Only an owner can add an owner."));
+    if new.role == Role::Owner && ctx.role != Role::Owner {
+        return Err(AppError::Forbidden("Only an owner can add an owner."));
     }
     let user = store::create(ctx.db(), &new).await?;
     forget(&state, &ctx, user.external_id.clone()).await;
@@ -96,7 +100,7 @@ pub async fn update_user(
 ) -> AppResult<Json<User>> {
     ctx.require_manager()?;
     let change = body.validate()?;
-    let user = store::update(ctx.db(), ctx.role, id, &change).await?;
+    let user = store::update(ctx.db(), ctx.user_id, id, &change).await?;
     forget(&state, &ctx, user.external_id.clone()).await;
     Ok(Json(user))
 }
@@ -116,7 +120,7 @@ pub async fn delete_user(
     IdPath(id): IdPath,
 ) -> AppResult<StatusCode> {
     ctx.require_manager()?;
-    let subject = store::delete(ctx.db(), ctx.role, id).await?;
+    let subject = store::delete(ctx.db(), ctx.user_id, id).await?;
     forget(&state, &ctx, subject).await;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -77,10 +77,19 @@ pub async fn create(db: &TenantDb, new: &NewUser) -> AppResult<User> {
     Ok(User::from_row(&row))
 }
 
+/// What a change to a user is decided on, read under locks.
+struct Locked {
+    active_owners: usize,
+    /// The actor's role now, not as cached when the request began: a concurrent change may
+    /// have demoted it.
+    actor: Role,
+    target: User,
+}
+
 /// Locks the tenant's active owners, then the target user (always in this order, so
-/// concurrent changes cannot deadlock); returns the owner count and the target.
-async fn lock_target(tx: &TenantTx, id: Uuid) -> AppResult<(usize, User)> {
-    let owners = tx
+/// concurrent changes cannot deadlock), and reads the actor's current role.
+async fn lock_target(tx: &TenantTx, actor_id: Uuid, id: Uuid) -> AppResult<Locked> {
+    let active_owners = tx
         .query(
             "SELECT id FROM users WHERE tenant_id = $1 AND role = 'owner' AND is_active
              ORDER BY id FOR UPDATE",
@@ -88,6 +97,17 @@ async fn lock_target(tx: &TenantTx, id: Uuid) -> AppResult<(usize, User)> {
         )
         .await?
         .len();
+    let actor = tx
+        .query_opt(
+            "SELECT role FROM users WHERE tenant_id = $1 AND id = $2 AND is_active",
+            &[&tx.tenant_id(), &actor_id],
+        )
+        .await?
+        .and_then(|r| r.get::<_, &str>(0).parse::<Role>().ok())
+        .filter(|role| role.can_manage())
+        .ok_or(AppError::Forbidden(
+            "This action needs the owner or admin role.",
+        ))?;
     let target = tx
         .query_opt(
             &format!(
@@ -99,12 +119,18 @@ async fn lock_target(tx: &TenantTx, id: Uuid) -> AppResult<(usize, User)> {
         .await?
         .map(|r| User::from_row(&r))
         .ok_or(AppError::NotFound("user"))?;
-    Ok((owners, target))
+    Ok(Locked {
+        active_owners,
+        actor,
+        target,
+    })
 }
 
 fn only_owners_touch_owners(actor: Role, target: &User, new_role: Option<Role>) -> AppResult<()> {
     if actor != Role::Owner && (target.role == Role::Owner || new_role == Some(Role::Owner)) {
-        return Err(AppError::Forbidden("Only an owner can change or remove an owner."));
+        return Err(AppError::Forbidden(
+            "Only an owner can change or remove an owner.",
+        ));
     }
     Ok(())
 }
@@ -112,8 +138,7 @@ fn only_owners_touch_owners(actor: Role, target: &User, new_role: Option<Role>) 
 fn last_owner() -> AppError {
     AppError::Conflict {
         code: "invalid_state",
-        detail: "The tenant's last active owner cannot be removed, demoted or deactivated."
-            .into(),
+        detail: "The tenant's last active owner cannot be removed, demoted or deactivated.".into(),
     }
 }
 
@@ -129,14 +154,23 @@ async fn announce(tx: &TenantTx, subject: &str) -> AppResult<()> {
     Ok(())
 }
 
-pub async fn update(db: &TenantDb, actor: Role, id: Uuid, change: &UserChange) -> AppResult<User> {
+pub async fn update(
+    db: &TenantDb,
+    actor_id: Uuid,
+    id: Uuid,
+    change: &UserChange,
+) -> AppResult<User> {
     let tx = db.begin().await?;
-    let (owners, target) = lock_target(&tx, id).await?;
+    let Locked {
+        active_owners,
+        actor,
+        target,
+    } = lock_target(&tx, actor_id, id).await?;
     only_owners_touch_owners(actor, &target, change.role)?;
     let stops_being_owner = target.role == Role::Owner
         && target.is_active
         && (change.role.is_some_and(|r| r != Role::Owner) || change.is_active == Some(false));
-    if stops_being_owner && owners <= 1 {
+    if stops_being_owner && active_owners <= 1 {
         return Err(last_owner());
     }
     let row = tx
@@ -163,11 +197,15 @@ pub async fn update(db: &TenantDb, actor: Role, id: Uuid, change: &UserChange) -
 }
 
 /// Deletes a user; returns its external id (to invalidate cached memberships).
-pub async fn delete(db: &TenantDb, actor: Role, id: Uuid) -> AppResult<String> {
+pub async fn delete(db: &TenantDb, actor_id: Uuid, id: Uuid) -> AppResult<String> {
     let tx = db.begin().await?;
-    let (owners, target) = lock_target(&tx, id).await?;
+    let Locked {
+        active_owners,
+        actor,
+        target,
+    } = lock_target(&tx, actor_id, id).await?;
     only_owners_touch_owners(actor, &target, None)?;
-    if target.role == Role::Owner && target.is_active && owners <= 1 {
+    if target.role == Role::Owner && target.is_active && active_owners <= 1 {
         return Err(last_owner());
     }
     tx.execute(

@@ -1,0 +1,175 @@
+//! Platform administration of tenants.
+
+use serde_json::json;
+use uuid::Uuid;
+
+use crate::helpers::*;
+
+#[tokio::test]
+async fn only_platform_admins_reach_admin_endpoints() {
+    let app = TestApp::spawn().await;
+    let tenant = app.tenant().await;
+    app.get("/api/v1/admin/tenants")
+        .send()
+        .await
+        .expect_problem(401, "unauthorized");
+    app.get("/api/v1/admin/tenants")
+        .user(&tenant.owner)
+        .send()
+        .await
+        .expect_problem(403, "forbidden");
+    app.patch(&format!("/api/v1/admin/tenants/{}", tenant.id))
+        .user(&tenant.owner)
+        .json(&json!({"status": "suspended"}))
+        .send()
+        .await
+        .expect_problem(403, "forbidden");
+    let unchanged = app
+        .get(&format!("/api/v1/admin/tenants/{}", tenant.id))
+        .user(ADMIN)
+        .send()
+        .await
+        .expect(200);
+    assert_eq!(unchanged.body["status"], "active");
+}
+
+#[tokio::test]
+async fn creating_a_tenant_creates_its_owner() {
+    let app = TestApp::spawn().await;
+    let slug = format!("shop-{}", Uuid::now_v7().simple());
+    let created = app
+        .post("/api/v1/admin/tenants")
+        .user(ADMIN)
+        .json(&json!({"name": "  Ana's Shop ", "slug": slug, "owner": {"external_id": "ana-1", "email": "Ana@Shop.Example"}}))
+        .send()
+        .await
+        .expect(201);
+    assert_eq!(created.body["name"], "Ana's Shop");
+    assert_eq!(created.body["status"], "active");
+    assert_eq!(created.body["trust_level"], 0);
+    let id = created.body["id"].as_str().unwrap();
+    let users = app
+        .get("/api/v1/users")
+        .user("ana-1")
+        .tenant(id)
+        .send()
+        .await
+        .expect(200);
+    assert_eq!(users.body["items"][0]["role"], "owner");
+    assert_eq!(users.body["items"][0]["email"], "ana@shop.example");
+
+    app.post("/api/v1/admin/tenants")
+        .user(ADMIN)
+        .json(&json!({"name": "Copy", "slug": slug, "owner": {"external_id": "x", "email": "x@x.example"}}))
+        .send()
+        .await
+        .expect_problem(409, "slug_taken");
+    let invalid = app
+        .post("/api/v1/admin/tenants")
+        .user(ADMIN)
+        .json(
+            &json!({"name": "", "slug": "Bad Slug", "owner": {"external_id": "", "email": "nope"}}),
+        )
+        .send()
+        .await
+        .expect_problem(422, "validation_failed");
+    assert_eq!(invalid.body["errors"].as_array().unwrap().len(), 4);
+}
+
+#[tokio::test]
+async fn limits_are_overridden_and_restored() {
+    let app = TestApp::spawn().await;
+    let tenant = app.tenant().await;
+    let path = format!("/api/v1/admin/tenants/{}", tenant.id);
+    let changed = app
+        .patch(&path)
+        .user(ADMIN)
+        .json(&json!({"limits": {"requests_per_minute": 5, "max_products": 10}}))
+        .send()
+        .await
+        .expect(200);
+    assert_eq!(changed.body["limits"]["requests_per_minute"], 5);
+    assert_eq!(changed.body["limits"]["max_products"], 10);
+    assert_eq!(changed.body["limits"]["requests_per_hour"], 1000);
+    // The tenant sees its new limits at once.
+    let seen = app
+        .get("/api/v1/tenant")
+        .user(&tenant.owner)
+        .tenant(tenant.id)
+        .send()
+        .await
+        .expect(200);
+    assert_eq!(seen.body["limits"]["requests_per_minute"], 5);
+
+    let restored = app
+        .patch(&path)
+        .user(ADMIN)
+        .json(&json!({"limits": {"requests_per_minute": null}}))
+        .send()
+        .await
+        .expect(200);
+    assert_eq!(restored.body["limits"]["requests_per_minute"], 60);
+    assert_eq!(
+        restored.body["limits"]["max_products"], 10,
+        "untouched limits stay"
+    );
+
+    for bad in [
+        json!({"limits": {"requests_per_day": 0}}),
+        json!({"status": "deleted"}),
+        json!({"limits": {"speed": 1}}),
+    ] {
+        app.patch(&path)
+            .user(ADMIN)
+            .json(&bad)
+            .send()
+            .await
+            .expect_problem(422, "validation_failed");
+    }
+    app.patch(&format!("/api/v1/admin/tenants/{}", Uuid::now_v7()))
+        .user(ADMIN)
+        .json(&json!({"status": "suspended"}))
+        .send()
+        .await
+        .expect_problem(404, "not_found");
+}
+
+#[tokio::test]
+async fn tenants_are_listed_newest_first() {
+    let app = TestApp::spawn().await;
+    let older = app.tenant().await;
+    let newer = app.tenant().await;
+    let page = app
+        .get("/api/v1/admin/tenants?limit=100")
+        .user(ADMIN)
+        .send()
+        .await
+        .expect(200);
+    let ids: Vec<&str> = page.body["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["id"].as_str().unwrap())
+        .collect();
+    let (older_pos, newer_pos) = (
+        ids.iter().position(|i| *i == older.id.to_string()),
+        ids.iter().position(|i| *i == newer.id.to_string()),
+    );
+    assert!(newer_pos.unwrap() < older_pos.unwrap());
+    let first = app
+        .get("/api/v1/admin/tenants?limit=1")
+        .user(ADMIN)
+        .send()
+        .await
+        .expect(200);
+    let cursor = first.body["next_cursor"]
+        .as_str()
+        .expect("more than one tenant exists");
+    let second = app
+        .get(&format!("/api/v1/admin/tenants?limit=1&cursor={cursor}"))
+        .user(ADMIN)
+        .send()
+        .await
+        .expect(200);
+    assert_ne!(first.body["items"][0]["id"], second.body["items"][0]["id"]);
+}

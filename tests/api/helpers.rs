@@ -1,0 +1,321 @@
+//! The test harness: a real PostgreSQL (TEST_DATABASE_URL, or a private cluster started like
+//! `serve` does), the real server on port 0, and a small HTTP client for it.
+//!
+//! Tests share one migrated database per migration set and isolate themselves by creating
+//! fresh tenants; the few that need a database of their own make one.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use convcommerce::Application;
+use convcommerce::config::Config;
+use convcommerce::db::bootstrap::{self, Provisioned};
+use convcommerce::db::embedded::{Durability, EmbeddedPostgres};
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+use tokio::sync::OnceCell;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+pub const SECRET: &str = "test-secret-that-is-long-enough-0123456789";
+pub const ADMIN: &str = "platform-admin";
+
+/// The superuser URL of the test cluster's maintenance database.
+pub async fn superuser_url() -> String {
+    static URL: OnceCell<String> = OnceCell::const_new();
+    URL.get_or_init(|| async {
+        if let Ok(url) = std::env::var("TEST_DATABASE_URL") {
+            return url;
+        }
+        let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("test-postgres");
+        let pg = EmbeddedPostgres::start(&dir, Durability::Ephemeral)
+            .await
+            .expect("starting the private test PostgreSQL");
+        pg.superuser_url("postgres")
+    })
+    .await
+    .clone()
+}
+
+/// The shared test database, provisioned and migrated once per migration set.
+pub async fn database() -> Provisioned {
+    static DB: OnceCell<Provisioned> = OnceCell::const_new();
+    DB.get_or_init(|| async {
+        let name = format!(
+            "convcommerce_test_{}",
+            convcommerce::db::migrate::fingerprint()
+        );
+        bootstrap::provision(&superuser_url().await, &name)
+            .await
+            .expect("provisioning the test database")
+    })
+    .await
+    .clone()
+}
+
+/// A database of the test's own (for tests that alter the schema).
+pub async fn private_database() -> Provisioned {
+    let name = format!("convcommerce_own_{}", Uuid::now_v7().simple());
+    bootstrap::provision(&superuser_url().await, &name)
+        .await
+        .expect("provisioning a private database")
+}
+
+pub fn config_vars(db: &Provisioned) -> BTreeMap<String, String> {
+    [
+        ("DATABASE_URL", db.app_url.as_str()),
+        ("JWT_HS256_SECRET", SECRET),
+        ("PLATFORM_ADMIN_SUBJECTS", ADMIN),
+        ("HOST", "127.0.0.1"),
+        ("PORT", "0"),
+        ("ENVIRONMENT", "test"),
+        ("DB_POOL_SIZE", "4"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect()
+}
+
+pub struct TestApp {
+    pub base: String,
+    pub http: reqwest::Client,
+    pub db: Provisioned,
+    pub shutdown: CancellationToken,
+    pub server: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+pub struct Response {
+    pub status: StatusCode,
+    pub headers: reqwest::header::HeaderMap,
+    pub body: Value,
+}
+
+impl Response {
+    /// The problem document's `code`, for error responses.
+    pub fn code(&self) -> &str {
+        self.body["code"].as_str().unwrap_or("")
+    }
+
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+
+    #[track_caller]
+    pub fn expect(self, status: u16) -> Self {
+        assert_eq!(
+            self.status.as_u16(),
+            status,
+            "unexpected answer: {}",
+            self.body
+        );
+        self
+    }
+
+    #[track_caller]
+    pub fn expect_problem(self, status: u16, code: &str) -> Self {
+        assert_eq!(
+            self.status.as_u16(),
+            status,
+            "unexpected answer: {}",
+            self.body
+        );
+        assert_eq!(
+            self.header("content-type"),
+            Some("application/problem+json"),
+            "{}",
+            self.body
+        );
+        assert_eq!(self.code(), code, "{}", self.body);
+        self
+    }
+}
+
+/// A request under construction.
+pub struct Call {
+    builder: reqwest::RequestBuilder,
+}
+
+impl Call {
+    pub fn token(mut self, token: &str) -> Self {
+        self.builder = self.builder.bearer_auth(token);
+        self
+    }
+
+    pub fn user(self, sub: &str) -> Self {
+        self.token(&token(sub))
+    }
+
+    pub fn tenant(mut self, tenant: impl std::fmt::Display) -> Self {
+        self.builder = self.builder.header("X-Tenant-ID", tenant.to_string());
+        self
+    }
+
+    pub fn header(mut self, name: &str, value: &str) -> Self {
+        self.builder = self.builder.header(name, value);
+        self
+    }
+
+    pub fn json(mut self, body: &Value) -> Self {
+        self.builder = self.builder.json(body);
+        self
+    }
+
+    pub fn body(mut self, content_type: &str, body: impl Into<reqwest::Body>) -> Self {
+        self.builder = self.builder.header("content-type", content_type).body(body);
+        self
+    }
+
+    pub async fn send(self) -> Response {
+        let response = self.builder.send().await.expect("the server answers");
+        let status = response.status();
+        let headers = response.headers().clone();
+        let bytes = response.bytes().await.expect("a body");
+        let body = if bytes.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_slice(&bytes)
+                .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()))
+        };
+        Response {
+            status,
+            headers,
+            body,
+        }
+    }
+}
+
+/// A tenant made for one test, with its owner.
+pub struct TestTenant {
+    pub id: Uuid,
+    pub owner: String,
+}
+
+impl TestApp {
+    pub async fn spawn() -> Self {
+        Self::spawn_with(|_| {}).await
+    }
+
+    pub async fn spawn_with(adjust: impl FnOnce(&mut BTreeMap<String, String>)) -> Self {
+        let db = database().await;
+        Self::spawn_on(db, adjust).await
+    }
+
+    pub async fn spawn_on(
+        db: Provisioned,
+        adjust: impl FnOnce(&mut BTreeMap<String, String>),
+    ) -> Self {
+        let mut vars = config_vars(&db);
+        adjust(&mut vars);
+        let config = Config::from_source(&vars).expect("a valid test configuration");
+        let app = Application::build(config).await.expect("the server builds");
+        let base = format!("http://127.0.0.1:{}", app.port());
+        let shutdown = app.shutdown_token();
+        let server = tokio::spawn(app.run_until_stopped(false));
+        Self {
+            base,
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_secs(30))
+                .build()
+                .unwrap(),
+            db,
+            shutdown,
+            server,
+        }
+    }
+
+    pub fn call(&self, method: Method, path: &str) -> Call {
+        Call {
+            builder: self.http.request(method, format!("{}{path}", self.base)),
+        }
+    }
+
+    pub fn get(&self, path: &str) -> Call {
+        self.call(Method::GET, path)
+    }
+
+    pub fn post(&self, path: &str) -> Call {
+        self.call(Method::POST, path)
+    }
+
+    pub fn patch(&self, path: &str) -> Call {
+        self.call(Method::PATCH, path)
+    }
+
+    pub fn delete(&self, path: &str) -> Call {
+        self.call(Method::DELETE, path)
+    }
+
+    /// Creates a tenant with a fresh owner through the admin API.
+    pub async fn tenant(&self) -> TestTenant {
+        let owner = format!("owner-{}", Uuid::now_v7().simple());
+        let slug = format!("t-{}", Uuid::now_v7().simple());
+        let created = self
+            .post("/api/v1/admin/tenants")
+            .user(ADMIN)
+            .json(&json!({
+                "name": "Test store",
+                "slug": slug,
+                "owner": {"external_id": owner, "email": format!("{owner}@test.example")}
+            }))
+            .send()
+            .await
+            .expect(201);
+        TestTenant {
+            id: created.body["id"].as_str().unwrap().parse().unwrap(),
+            owner,
+        }
+    }
+
+    /// Adds a member with `role` to `tenant` (as its owner); returns the member's subject.
+    pub async fn member(&self, tenant: &TestTenant, role: &str) -> (String, Uuid) {
+        let sub = format!("{role}-{}", Uuid::now_v7().simple());
+        let created = self
+            .post("/api/v1/users")
+            .user(&tenant.owner)
+            .tenant(tenant.id)
+            .json(
+                &json!({"external_id": sub, "email": format!("{sub}@test.example"), "role": role}),
+            )
+            .send()
+            .await
+            .expect(201);
+        (sub, created.body["id"].as_str().unwrap().parse().unwrap())
+    }
+
+    pub async fn stop(self) {
+        self.shutdown.cancel();
+        self.server
+            .await
+            .expect("the server task ends")
+            .expect("the server stops cleanly");
+    }
+}
+
+pub fn now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+/// A valid HS256 token for `sub`.
+pub fn token(sub: &str) -> String {
+    sign(
+        Header::new(Algorithm::HS256),
+        &json!({"sub": sub, "exp": now() + 600}),
+        &EncodingKey::from_secret(SECRET.as_bytes()),
+    )
+}
+
+pub fn sign(header: Header, claims: &Value, key: &EncodingKey) -> String {
+    jsonwebtoken::encode(&header, claims, key).expect("signing")
+}
+
+pub fn fixture(name: &str) -> Vec<u8> {
+    std::fs::read(format!(
+        "{}/tests/fixtures/{name}",
+        env!("CARGO_MANIFEST_DIR")
+    ))
+    .expect("fixture exists")
+}

@@ -1,0 +1,163 @@
+//! Conventions every response follows: request ids, problem+json, docs, metrics, shutdown.
+
+use crate::helpers::*;
+
+#[tokio::test]
+async fn request_ids_are_echoed_or_made() {
+    let app = TestApp::spawn().await;
+    let echoed = app
+        .get("/health")
+        .header("X-Request-ID", "abc-123")
+        .send()
+        .await
+        .expect(200);
+    assert_eq!(echoed.header("x-request-id"), Some("abc-123"));
+    let made = app.get("/health").send().await;
+    let id = made.header("x-request-id").unwrap();
+    assert!(uuid::Uuid::parse_str(id).is_ok());
+    let long = "x".repeat(500);
+    let replaced = app
+        .get("/health")
+        .header("X-Request-ID", &long)
+        .send()
+        .await;
+    assert_ne!(replaced.header("x-request-id"), Some(long.as_str()));
+    // Errors carry it too.
+    let error = app
+        .get("/api/v1/users")
+        .header("X-Request-ID", "err-1")
+        .send()
+        .await;
+    assert_eq!(error.header("x-request-id"), Some("err-1"));
+}
+
+#[tokio::test]
+async fn framework_errors_are_problem_documents() {
+    let app = TestApp::spawn().await;
+    app.get("/nowhere")
+        .send()
+        .await
+        .expect_problem(404, "not_found");
+    let not_allowed = app
+        .call(reqwest::Method::PUT, "/api/v1/users")
+        .send()
+        .await
+        .expect_problem(405, "method_not_allowed");
+    assert!(not_allowed.header("allow").is_some());
+    let huge = "x".repeat(2 * 1024 * 1024);
+    app.post("/api/v1/admin/tenants")
+        .user(ADMIN)
+        .body("application/json", huge)
+        .send()
+        .await
+        .expect_problem(413, "payload_too_large");
+}
+
+#[tokio::test]
+async fn health_readiness_and_metrics() {
+    let app = TestApp::spawn().await;
+    let live = app.get("/health").send().await.expect(200);
+    assert_eq!(live.body["status"], "ok");
+    let ready = app.get("/health/ready").send().await.expect(200);
+    assert_eq!(ready.body["status"], "ready");
+    app.get("/api/v1/tenant").send().await.expect(401);
+    let metrics = app.get("/metrics").send().await.expect(200);
+    let text = metrics.body.as_str().unwrap();
+    assert!(
+        text.contains(r#"convcommerce_http_requests_total{method="GET",route="/api/v1/tenant",status="401"} 1"#),
+        "{text}"
+    );
+    assert!(text.contains("convcommerce_http_request_duration_seconds_bucket"));
+}
+
+#[tokio::test]
+async fn openapi_documents_every_route_and_its_errors() {
+    let app = TestApp::spawn().await;
+    let doc = app
+        .get("/api/v1/openapi.json")
+        .send()
+        .await
+        .expect(200)
+        .body;
+    assert_eq!(doc["openapi"], "3.1.0");
+    for (path, method) in [
+        ("/api/v1/tenant", "get"),
+        ("/api/v1/users", "get"),
+        ("/api/v1/users", "post"),
+        ("/api/v1/users/{id}", "get"),
+        ("/api/v1/users/{id}", "patch"),
+        ("/api/v1/users/{id}", "delete"),
+        ("/api/v1/admin/tenants", "post"),
+        ("/api/v1/admin/tenants", "get"),
+        ("/api/v1/admin/tenants/{id}", "get"),
+        ("/api/v1/admin/tenants/{id}", "patch"),
+    ] {
+        let op = &doc["paths"][path][method];
+        assert!(op.is_object(), "{method} {path} is documented");
+        assert!(
+            op["responses"]["401"].is_object(),
+            "{method} {path} documents 401"
+        );
+        assert!(
+            op["responses"]["403"].is_object(),
+            "{method} {path} documents 403"
+        );
+        let tenant_scoped = !path.starts_with("/api/v1/admin");
+        let has_header = op["parameters"].as_array().is_some_and(|ps| {
+            ps.iter()
+                .any(|p| p["name"] == "X-Tenant-ID" && p["in"] == "header")
+        });
+        assert_eq!(has_header, tenant_scoped, "{method} {path} X-Tenant-ID");
+    }
+    for path in ["/health", "/health/ready", "/metrics"] {
+        assert!(doc["paths"][path]["get"].is_object(), "{path}");
+    }
+}
+
+#[tokio::test]
+async fn docs_pages_are_served_from_the_binary() {
+    let app = TestApp::spawn().await;
+    let swagger = app.get("/docs/").send().await.expect(200);
+    assert!(swagger.body.as_str().unwrap().contains("swagger-ui"));
+    let initializer = app
+        .get("/docs/swagger-initializer.js")
+        .send()
+        .await
+        .expect(200);
+    assert!(
+        initializer
+            .body
+            .as_str()
+            .unwrap()
+            .contains("/api/v1/openapi.json")
+    );
+    let redoc = app.get("/redoc").send().await.expect(200);
+    let html = redoc.body.as_str().unwrap();
+    assert!(
+        html.contains("/redoc/redoc.standalone.js") && !html.contains("cdn."),
+        "{html}"
+    );
+    let js = app
+        .get("/redoc/redoc.standalone.js")
+        .send()
+        .await
+        .expect(200);
+    assert!(
+        js.header("content-type")
+            .unwrap()
+            .starts_with("application/javascript")
+    );
+    assert!(js.body.as_str().unwrap().len() > 500_000);
+}
+
+#[tokio::test]
+async fn graceful_shutdown_finishes_and_stops() {
+    let app = TestApp::spawn().await;
+    let base = app.base.clone();
+    app.get("/health").send().await.expect(200);
+    app.stop().await;
+    assert!(
+        reqwest::get(format!("{base}/health")).await.is_err(),
+        "the port is closed"
+    );
+}

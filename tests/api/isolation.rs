@@ -1,0 +1,215 @@
+//! Row-level security at the database and through the server's pool.
+
+use std::time::Duration;
+
+use futures_util::future::join_all;
+use serde_json::Value;
+use tokio_postgres::NoTls;
+use uuid::Uuid;
+
+use crate::helpers::*;
+
+async fn connect(url: &str) -> tokio_postgres::Client {
+    let (client, conn) = tokio_postgres::connect(url, NoTls).await.unwrap();
+    tokio::spawn(conn);
+    client
+}
+
+/// Inserts a product for `tenant` as the application role, with the tenant set.
+async fn insert_product(app_url: &str, tenant: Uuid, name: &str) {
+    let mut client = connect(app_url).await;
+    let tx = client.transaction().await.unwrap();
+    tx.execute(
+        "SELECT set_config('my.tenant_id', $1, true)",
+        &[&tenant.to_string()],
+    )
+    .await
+    .unwrap();
+    tx.execute(
+        "INSERT INTO products (tenant_id, id, name, price_cents, currency) VALUES ($1, $2, $3, 100, 'USD')",
+        &[&tenant, &Uuid::now_v7(), &name],
+    )
+    .await
+    .unwrap();
+    tx.commit().await.unwrap();
+}
+
+#[tokio::test]
+async fn the_seed_example_holds_at_the_database() {
+    let app = TestApp::spawn().await;
+    let (a, b) = (app.tenant().await, app.tenant().await);
+    insert_product(&app.db.app_url, a.id, "a-product").await;
+    insert_product(&app.db.app_url, b.id, "b-product").await;
+
+    let mut client = connect(&app.db.app_url).await;
+    for tenant in [a.id, b.id] {
+        let tx = client.transaction().await.unwrap();
+        tx.execute(
+            "SELECT set_config('my.tenant_id', $1, true)",
+            &[&tenant.to_string()],
+        )
+        .await
+        .unwrap();
+        let rows = tx
+            .query(
+                "SELECT tenant_id FROM products WHERE tenant_id IN ($1, $2)",
+                &[&a.id, &b.id],
+            )
+            .await
+            .unwrap();
+        assert_eq!(rows.len(), 1, "only the tenant's own product is visible");
+        assert_eq!(rows[0].get::<_, Uuid>(0), tenant);
+        tx.commit().await.unwrap();
+    }
+
+    // No tenant set: nothing at all, not even with an explicit filter.
+    let none = client
+        .query(
+            "SELECT count(*) FROM products WHERE tenant_id IN ($1, $2)",
+            &[&a.id, &b.id],
+        )
+        .await
+        .unwrap();
+    assert_eq!(none[0].get::<_, i64>(0), 0);
+    let users = client
+        .query("SELECT count(*) FROM users", &[])
+        .await
+        .unwrap();
+    assert_eq!(users[0].get::<_, i64>(0), 0);
+
+    // The setting does not outlive its transaction.
+    let tx = client.transaction().await.unwrap();
+    tx.execute(
+        "SELECT set_config('my.tenant_id', $1, true)",
+        &[&a.id.to_string()],
+    )
+    .await
+    .unwrap();
+    tx.commit().await.unwrap();
+    let after = client
+        .query("SELECT count(*) FROM products", &[])
+        .await
+        .unwrap();
+    assert_eq!(after[0].get::<_, i64>(0), 0);
+
+    // WITH CHECK: writing B's row while A is set is refused, as is moving a row to B.
+    let tx = client.transaction().await.unwrap();
+    tx.execute(
+        "SELECT set_config('my.tenant_id', $1, true)",
+        &[&a.id.to_string()],
+    )
+    .await
+    .unwrap();
+    let err = tx
+        .execute(
+            "INSERT INTO products (tenant_id, id, name, price_cents, currency) VALUES ($1, $2, 'x', 1, 'USD')",
+            &[&b.id, &Uuid::now_v7()],
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.code(),
+        Some(&tokio_postgres::error::SqlState::INSUFFICIENT_PRIVILEGE)
+    );
+    drop(tx);
+    let tx = client.transaction().await.unwrap();
+    tx.execute(
+        "SELECT set_config('my.tenant_id', $1, true)",
+        &[&a.id.to_string()],
+    )
+    .await
+    .unwrap();
+    let err = tx
+        .execute(
+            "UPDATE products SET tenant_id = $1 WHERE tenant_id = $2",
+            &[&b.id, &a.id],
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.code(),
+        Some(&tokio_postgres::error::SqlState::INSUFFICIENT_PRIVILEGE)
+    );
+}
+
+#[tokio::test]
+async fn the_app_role_cannot_alter_policies_or_read_migrations() {
+    let db = database().await;
+    let client = connect(&db.app_url).await;
+    for statement in [
+        "ALTER TABLE products DISABLE ROW LEVEL SECURITY",
+        "ALTER TABLE products NO FORCE ROW LEVEL SECURITY",
+        "DROP POLICY tenant_isolation ON users",
+        "SELECT * FROM schema_migrations",
+        "CREATE TABLE sneaky (id int)",
+        "DELETE FROM tenants",
+    ] {
+        let err = client.batch_execute(statement).await;
+        assert!(err.is_err(), "{statement} must be refused");
+    }
+}
+
+fn subjects(body: &Value) -> Vec<String> {
+    body["items"]
+        .as_array()
+        .expect("a list")
+        .iter()
+        .map(|u| u["external_id"].as_str().unwrap().to_string())
+        .collect()
+}
+
+#[tokio::test]
+async fn interleaved_requests_over_a_tiny_pool_never_leak() {
+    let app = TestApp::spawn_with(|vars| {
+        vars.insert("DB_POOL_SIZE".into(), "1".into());
+    })
+    .await;
+    let (a, b) = (app.tenant().await, app.tenant().await);
+    let mut a_members = vec![a.owner.clone()];
+    let mut b_members = vec![b.owner.clone()];
+    for _ in 0..3 {
+        a_members.push(app.member(&a, "staff").await.0);
+        b_members.push(app.member(&b, "staff").await.0);
+    }
+
+    // Abandoned requests (client gives up mid-flight) must not leave a tenant behind on
+    // the pooled connection.
+    let impatient = reqwest::Client::builder()
+        .timeout(Duration::from_micros(300))
+        .build()
+        .unwrap();
+    let abandoned = (0..40).map(|i| {
+        let (tenant, owner) = if i % 2 == 0 {
+            (&a, &a.owner)
+        } else {
+            (&b, &b.owner)
+        };
+        impatient
+            .get(format!("{}/api/v1/users", app.base))
+            .bearer_auth(token(owner))
+            .header("X-Tenant-ID", tenant.id.to_string())
+            .send()
+    });
+    join_all(abandoned).await;
+
+    let calls = (0..200).map(|i| {
+        let tenant = if i % 2 == 0 { &a } else { &b };
+        let call = app
+            .get("/api/v1/users?limit=100")
+            .user(&tenant.owner)
+            .tenant(tenant.id);
+        async move { (tenant.id, call.send().await) }
+    });
+    for (tenant, response) in join_all(calls).await {
+        let response = response.expect(200);
+        let mut seen = subjects(&response.body);
+        seen.sort();
+        let mut expected = if tenant == a.id {
+            a_members.clone()
+        } else {
+            b_members.clone()
+        };
+        expected.sort();
+        assert_eq!(seen, expected, "tenant {tenant} saw exactly its own users");
+    }
+}

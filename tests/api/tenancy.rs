@@ -1,0 +1,289 @@
+//! SPEC §2 over HTTP: every error, in its order; suspension; caching and its invalidation.
+
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+use uuid::Uuid;
+
+use crate::helpers::*;
+
+#[tokio::test]
+async fn every_tenancy_error_in_its_order() {
+    let app = TestApp::spawn().await;
+    let (a, b) = (app.tenant().await, app.tenant().await);
+    let owner = token(&a.owner);
+
+    // 401 comes first, whatever the header says.
+    app.get("/api/v1/tenant")
+        .send()
+        .await
+        .expect_problem(401, "unauthorized");
+    app.get("/api/v1/tenant")
+        .tenant("not-a-uuid")
+        .send()
+        .await
+        .expect_problem(401, "unauthorized");
+    app.get("/api/v1/tenant")
+        .token("garbage")
+        .send()
+        .await
+        .expect_problem(401, "unauthorized");
+    app.get("/api/v1/tenant")
+        .header("Authorization", &format!("Basic {owner}"))
+        .tenant(a.id)
+        .send()
+        .await
+        .expect_problem(401, "unauthorized");
+    // Then the header.
+    app.get("/api/v1/tenant")
+        .token(&owner)
+        .send()
+        .await
+        .expect_problem(400, "tenant_header_missing");
+    for bad in ["not-a-uuid", "", "1234", "01a21f0b-75e0-7178-8630"] {
+        app.get("/api/v1/tenant")
+            .token(&owner)
+            .header("X-Tenant-ID", bad)
+            .send()
+            .await
+            .expect_problem(400, "tenant_header_invalid");
+    }
+    // Unknown tenant and foreign tenant: the same answer.
+    let unknown = app
+        .get("/api/v1/tenant")
+        .token(&owner)
+        .tenant(Uuid::now_v7())
+        .send()
+        .await;
+    let foreign = app
+        .get("/api/v1/tenant")
+        .token(&owner)
+        .tenant(b.id)
+        .send()
+        .await;
+    let unknown = unknown.expect_problem(403, "tenant_access_denied");
+    let foreign = foreign.expect_problem(403, "tenant_access_denied");
+    assert_eq!(unknown.body["detail"], foreign.body["detail"]);
+    // A platform admin is no member of a tenant by being an admin.
+    app.get("/api/v1/users")
+        .user(ADMIN)
+        .tenant(a.id)
+        .send()
+        .await
+        .expect_problem(403, "tenant_access_denied");
+    // The member itself gets through.
+    let own = app
+        .get("/api/v1/tenant")
+        .token(&owner)
+        .tenant(a.id)
+        .send()
+        .await
+        .expect(200);
+    assert_eq!(own.body["id"], a.id.to_string());
+    assert_eq!(own.body["limits"]["requests_per_minute"], 60);
+}
+
+#[tokio::test]
+async fn a_member_of_one_tenant_cannot_act_in_another() {
+    let app = TestApp::spawn().await;
+    let (a, b) = (app.tenant().await, app.tenant().await);
+    let (_, b_staff_id) = app.member(&b, "staff").await;
+    // A's owner naming B, on every tenant-scoped endpoint.
+    for (method, path) in [
+        ("GET", "/api/v1/tenant".to_string()),
+        ("GET", "/api/v1/users".to_string()),
+        ("GET", format!("/api/v1/users/{b_staff_id}")),
+        ("PATCH", format!("/api/v1/users/{b_staff_id}")),
+        ("DELETE", format!("/api/v1/users/{b_staff_id}")),
+    ] {
+        app.call(method.parse().unwrap(), &path)
+            .user(&a.owner)
+            .tenant(b.id)
+            .json(&json!({"role": "owner"}))
+            .send()
+            .await
+            .expect_problem(403, "tenant_access_denied");
+    }
+    // B's user, unchanged.
+    let user = app
+        .get(&format!("/api/v1/users/{b_staff_id}"))
+        .user(&b.owner)
+        .tenant(b.id)
+        .send()
+        .await
+        .expect(200);
+    assert_eq!(user.body["role"], "staff");
+}
+
+#[tokio::test]
+async fn a_suspended_tenant_sees_only_its_status() {
+    let app = TestApp::spawn().await;
+    let tenant = app.tenant().await;
+    app.get("/api/v1/users")
+        .user(&tenant.owner)
+        .tenant(tenant.id)
+        .send()
+        .await
+        .expect(200);
+
+    app.patch(&format!("/api/v1/admin/tenants/{}", tenant.id))
+        .user(ADMIN)
+        .json(&json!({"status": "suspended"}))
+        .send()
+        .await
+        .expect(200);
+    app.get("/api/v1/users")
+        .user(&tenant.owner)
+        .tenant(tenant.id)
+        .send()
+        .await
+        .expect_problem(403, "tenant_suspended");
+    let status = app
+        .get("/api/v1/tenant")
+        .user(&tenant.owner)
+        .tenant(tenant.id)
+        .send()
+        .await
+        .expect(200);
+    assert_eq!(status.body["status"], "suspended");
+    // Outsiders still learn nothing, suspended or not.
+    app.get("/api/v1/tenant")
+        .user("stranger")
+        .tenant(tenant.id)
+        .send()
+        .await
+        .expect_problem(403, "tenant_access_denied");
+
+    app.patch(&format!("/api/v1/admin/tenants/{}", tenant.id))
+        .user(ADMIN)
+        .json(&json!({"status": "active"}))
+        .send()
+        .await
+        .expect(200);
+    app.get("/api/v1/users")
+        .user(&tenant.owner)
+        .tenant(tenant.id)
+        .send()
+        .await
+        .expect(200);
+}
+
+fn lookups(metrics: &str) -> u64 {
+    metrics
+        .lines()
+        .filter(|l| l.starts_with("convcommerce_directory_lookups_total"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum()
+}
+
+#[tokio::test]
+async fn warm_requests_do_not_look_up_tenant_or_membership() {
+    let app = TestApp::spawn().await;
+    let tenant = app.tenant().await;
+    let call = || {
+        app.get("/api/v1/tenant")
+            .user(&tenant.owner)
+            .tenant(tenant.id)
+            .send()
+    };
+    let metrics = || async {
+        app.get("/metrics")
+            .send()
+            .await
+            .body
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    call().await.expect(200);
+    let warm = lookups(&metrics().await);
+    assert!(warm >= 2, "the cold request looked both up");
+    for _ in 0..20 {
+        call().await.expect(200);
+    }
+    assert_eq!(
+        lookups(&metrics().await),
+        warm,
+        "warm requests hit the cache only"
+    );
+}
+
+/// Polls `check` until it holds or `limit` passes.
+async fn eventually<F, Fut>(limit: Duration, mut check: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let start = Instant::now();
+    while start.elapsed() < limit {
+        if check().await {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    false
+}
+
+#[tokio::test]
+async fn revocations_reach_other_instances_before_the_cache_expires() {
+    let one = TestApp::spawn().await;
+    let two = TestApp::spawn_on(one.db.clone(), |vars| {
+        vars.insert("TENANT_CACHE_TTL_SECONDS".into(), "3600".into());
+    })
+    .await;
+    let tenant = one.tenant().await;
+    let (staff, staff_id) = one.member(&tenant, "staff").await;
+    // Warm instance two's caches.
+    two.get("/api/v1/users")
+        .user(&staff)
+        .tenant(tenant.id)
+        .send()
+        .await
+        .expect(200);
+    two.get("/api/v1/users")
+        .user(&tenant.owner)
+        .tenant(tenant.id)
+        .send()
+        .await
+        .expect(200);
+
+    one.delete(&format!("/api/v1/users/{staff_id}"))
+        .user(&tenant.owner)
+        .tenant(tenant.id)
+        .send()
+        .await
+        .expect(204);
+    assert!(
+        eventually(Duration::from_secs(5), || async {
+            two.get("/api/v1/users")
+                .user(&staff)
+                .tenant(tenant.id)
+                .send()
+                .await
+                .status
+                == 403
+        })
+        .await,
+        "a removed user loses access on every instance"
+    );
+
+    one.patch(&format!("/api/v1/admin/tenants/{}", tenant.id))
+        .user(ADMIN)
+        .json(&json!({"status": "suspended"}))
+        .send()
+        .await
+        .expect(200);
+    assert!(
+        eventually(Duration::from_secs(5), || async {
+            two.get("/api/v1/users")
+                .user(&tenant.owner)
+                .tenant(tenant.id)
+                .send()
+                .await
+                .code()
+                == "tenant_suspended"
+        })
+        .await,
+        "a suspension reaches every instance"
+    );
+}

@@ -2,6 +2,7 @@
 
 mod admin;
 mod auth;
+mod dev_server;
 mod helpers;
 mod http;
 mod isolation;

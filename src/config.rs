@@ -67,6 +67,12 @@ pub struct Config {
     /// Where the private development database and its secrets live.
     pub data_dir: PathBuf,
     pub public_base_url: Option<url::Url>,
+    /// Shared rate-limit backend; in-process limits when unset.
+    pub redis_url: Option<SecretString>,
+    /// `RATE_LIMITS=off` disables rate limiting (benchmarks); quotas always apply.
+    pub rate_limits_enabled: bool,
+    /// How often admitted-request counts are written to `api_usage`.
+    pub usage_flush_interval: Duration,
 }
 
 /// Reads variables from any source: the process environment in `main`, a map in tests.
@@ -277,6 +283,33 @@ impl Config {
                 .map(PathBuf::from)
                 .unwrap_or_else(|| PathBuf::from(".convcommerce")),
             public_base_url: r.url("PUBLIC_BASE_URL")?,
+            redis_url: r
+                .text("REDIS_URL")
+                .map(|raw| {
+                    let parsed = url::Url::parse(&raw)
+                        .map_err(|e| invalid("REDIS_URL", format!("not a URL: {e}")))?;
+                    if !matches!(parsed.scheme(), "redis" | "rediss") {
+                        return Err(invalid("REDIS_URL", "must be a redis:// or rediss:// URL"));
+                    }
+                    Ok(SecretString::from(raw))
+                })
+                .transpose()?,
+            rate_limits_enabled: match r.text("RATE_LIMITS").as_deref() {
+                None | Some("on") => true,
+                Some("off") => false,
+                Some(other) => {
+                    return Err(invalid(
+                        "RATE_LIMITS",
+                        format!("expected on or off, got {other:?}"),
+                    ));
+                }
+            },
+            usage_flush_interval: Duration::from_millis(r.parsed(
+                "USAGE_FLUSH_MILLISECONDS",
+                2_000,
+                "a number of milliseconds",
+            )?)
+            .max(Duration::from_millis(10)),
         })
     }
 }
@@ -313,6 +346,8 @@ mod tests {
             ("JWT_JWKS_URL", "ftp://keys"),
             ("DATABASE_URL", "postgres://[broken"),
             ("DB_POOL_SIZE", "0"),
+            ("REDIS_URL", "http://cache:6379"),
+            ("RATE_LIMITS", "maybe"),
         ] {
             let err = config(&[(var, value)]).unwrap_err();
             assert_eq!(err.variable, var, "{value}");

@@ -29,6 +29,7 @@ pub const OPENAPI_PATH: &str = "/api/v1/openapi.json";
         (name = "health", description = "Liveness, readiness, metrics"),
         (name = "tenant", description = "The caller's tenant"),
         (name = "users", description = "Members of the tenant"),
+        (name = "limits", description = "Rate limits, usage and quotas"),
         (name = "admin", description = "Platform administration (platform admins only)"),
     )
 )]

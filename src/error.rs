@@ -45,6 +45,10 @@ pub struct Problem {
     pub code: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub errors: Option<Vec<FieldError>>,
+    /// Extension members of some problems, e.g. `quota`, `used` and `limit`.
+    #[serde(flatten, skip_serializing_if = "serde_json::Map::is_empty")]
+    #[schema(value_type = Object)]
+    pub extensions: serde_json::Map<String, serde_json::Value>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -69,6 +73,18 @@ pub enum AppError {
     Validation(Vec<FieldError>),
     #[error("bad request: {code}")]
     BadRequest { code: &'static str, detail: String },
+    #[error("rate limited")]
+    RateLimited {
+        window: &'static str,
+        limit: u64,
+        retry_after: u64,
+    },
+    #[error("quota exceeded: {quota}")]
+    QuotaExceeded {
+        quota: String,
+        used: i64,
+        limit: i64,
+    },
     #[error("payload too large")]
     PayloadTooLarge,
     #[error("unsupported media type")]
@@ -101,6 +117,8 @@ impl AppError {
                 StatusCode::FORBIDDEN
             }
             Self::NotFound(_) => StatusCode::NOT_FOUND,
+            Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+            Self::QuotaExceeded { .. } => StatusCode::FORBIDDEN,
             Self::Conflict { .. } => StatusCode::CONFLICT,
             Self::Validation(_) => StatusCode::UNPROCESSABLE_ENTITY,
             Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
@@ -119,6 +137,8 @@ impl AppError {
             Self::TenantSuspended => "tenant_suspended",
             Self::Forbidden(_) => "forbidden",
             Self::NotFound(_) => "not_found",
+            Self::RateLimited { .. } => "rate_limited",
+            Self::QuotaExceeded { .. } => "quota_exceeded",
             Self::Conflict { code, .. } | Self::BadRequest { code, .. } => code,
             Self::Validation(_) => "validation_failed",
             Self::PayloadTooLarge => "payload_too_large",
@@ -139,6 +159,16 @@ impl AppError {
             }
             Self::Forbidden(why) => (*why).into(),
             Self::NotFound(what) => format!("The {what} does not exist."),
+            Self::RateLimited {
+                window,
+                limit,
+                retry_after,
+            } => format!(
+                "The tenant's limit of {limit} requests per {window} is reached; retry in {retry_after} s."
+            ),
+            Self::QuotaExceeded { quota, used, limit } => {
+                format!("The {quota} quota is used up ({used} of {limit}).")
+            }
             Self::Conflict { detail, .. } | Self::BadRequest { detail, .. } => detail.clone(),
             Self::Validation(errors) => match errors.as_slice() {
                 [one] => format!("{}: {}", one.field, one.message),
@@ -162,6 +192,17 @@ impl AppError {
             errors: match self {
                 Self::Validation(errors) => Some(errors.clone()),
                 _ => None,
+            },
+            extensions: match self {
+                Self::QuotaExceeded { quota, used, limit } => serde_json::Map::from_iter([
+                    ("quota".to_string(), quota.clone().into()),
+                    ("used".to_string(), (*used).into()),
+                    ("limit".to_string(), (*limit).into()),
+                ]),
+                Self::RateLimited { window, .. } => {
+                    serde_json::Map::from_iter([("window".to_string(), (*window).into())])
+                }
+                _ => serde_json::Map::new(),
             },
         }
     }
@@ -194,10 +235,18 @@ impl IntoResponse for AppError {
             _ => {}
         }
         let mut response = problem_response(&self.to_problem());
-        if matches!(self, Self::Unauthorized) {
-            response
-                .headers_mut()
-                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        match &self {
+            Self::Unauthorized => {
+                response
+                    .headers_mut()
+                    .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            }
+            Self::RateLimited { retry_after, .. } => {
+                response
+                    .headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from(*retry_after));
+            }
+            _ => {}
         }
         response
     }
@@ -210,9 +259,29 @@ impl From<crate::db::DbError> for AppError {
                 tracing::error!(error = %cause, "database unavailable");
                 Self::Unavailable("The database")
             }
-            crate::db::DbError::Query(cause) => Self::Internal(cause.into()),
+            crate::db::DbError::Query(cause) => match quota_violation(&cause) {
+                Some(quota) => quota,
+                None => Self::Internal(cause.into()),
+            },
         }
     }
+}
+
+/// The database's quota triggers raise a check violation on a `quota_*` constraint whose
+/// detail is `{"quota", "used", "limit"}` (migrations/0002_limits.sql).
+fn quota_violation(err: &tokio_postgres::Error) -> Option<AppError> {
+    let db = err.as_db_error()?;
+    if db.code() != &tokio_postgres::error::SqlState::CHECK_VIOLATION
+        || !db.constraint().is_some_and(|c| c.starts_with("quota_"))
+    {
+        return None;
+    }
+    let detail: serde_json::Value = serde_json::from_str(db.detail()?).ok()?;
+    Some(AppError::QuotaExceeded {
+        quota: detail["quota"].as_str()?.to_string(),
+        used: detail["used"].as_i64()?,
+        limit: detail["limit"].as_i64()?,
+    })
 }
 
 pub type AppResult<T> = Result<T, AppError>;

@@ -25,7 +25,7 @@ pub async fn live() -> Json<Health> {
     Json(Health { status: "ok" })
 }
 
-/// Readiness: the database answers (and Redis, once configured).
+/// Readiness: the database answers, and Redis when configured.
 #[utoipa::path(get, path = "/health/ready", tag = "health",
     responses(
         (status = 200, description = "Ready", body = Health),
@@ -37,10 +37,23 @@ pub async fn ready(State(state): State<AppState>) -> AppResult<Json<Health>> {
         let conn = state.db.platform().await?;
         conn.query_one("SELECT 1", &[]).await
     };
-    match tokio::time::timeout(Duration::from_secs(2), check).await {
-        Ok(Ok(_)) => Ok(Json(Health { status: "ready" })),
-        _ => Err(AppError::Unavailable("The database")),
+    if !matches!(
+        tokio::time::timeout(Duration::from_secs(2), check).await,
+        Ok(Ok(_))
+    ) {
+        return Err(AppError::Unavailable("The database"));
     }
+    let redis_down = match &state.redis {
+        Some(redis) => !matches!(
+            tokio::time::timeout(Duration::from_secs(2), redis.ping()).await,
+            Ok(Ok(()))
+        ),
+        None => false,
+    };
+    if redis_down {
+        return Err(AppError::Unavailable("Redis"));
+    }
+    Ok(Json(Health { status: "ready" }))
 }
 
 /// Prometheus metrics in the OpenMetrics text format.

@@ -3,6 +3,7 @@
 
 pub mod admin;
 pub mod auth;
+pub mod clock;
 pub mod commerce;
 pub mod config;
 pub mod db;
@@ -11,6 +12,7 @@ pub mod docs;
 pub mod error;
 pub mod extract;
 pub mod health;
+pub mod limits;
 pub mod state;
 pub mod telemetry;
 pub mod tenancy;
@@ -37,9 +39,13 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::auth::jwt::Verifier;
+use crate::clock::{Clock, SystemClock};
 use crate::config::Config;
 use crate::db::Db;
 use crate::error::{AppError, PROBLEM_CONTENT_TYPE, Problem, problem_response, problem_type};
+use crate::limits::Limiter;
+use crate::limits::redis::RedisBackend;
+use crate::limits::usage::UsageRecorder;
 use crate::state::AppState;
 use crate::telemetry::Metrics;
 use crate::tenancy::directory::Directory;
@@ -53,13 +59,22 @@ pub struct Application {
     listener: TcpListener,
     router: Router,
     state: AppState,
+    /// Cancelled to begin a graceful shutdown.
     shutdown: CancellationToken,
+    /// Cancelled once the server has drained, to stop background jobs (which then do their
+    /// final work, such as the last usage flush).
+    jobs_stop: CancellationToken,
     background: Vec<JoinHandle<()>>,
 }
 
 impl Application {
     /// Connects to the database, refuses an unsafe role, binds the listener.
     pub async fn build(config: Config) -> anyhow::Result<Self> {
+        Self::build_with_clock(config, Arc::new(SystemClock)).await
+    }
+
+    /// [`Application::build`] with the clock the service reads (tests move it by hand).
+    pub async fn build_with_clock(config: Config, clock: Arc<dyn Clock>) -> anyhow::Result<Self> {
         let url = config
             .database_url
             .clone()
@@ -77,19 +92,38 @@ impl Application {
             .timeout(Duration::from_secs(10))
             .build()?;
         let directory = Directory::new(db.clone(), metrics.clone(), config.directory_ttl);
+        let redis = config
+            .redis_url
+            .as_ref()
+            .map(|url| RedisBackend::new(url.expose_secret()))
+            .transpose()
+            .context("REDIS_URL")?
+            .map(Arc::new);
+        let limiter = config
+            .rate_limits_enabled
+            .then(|| Arc::new(Limiter::new(redis.clone(), metrics.clone())));
         let state = AppState {
             verifier: Arc::new(Verifier::new(&config.jwt, http)),
             config: config.clone(),
-            db,
+            db: db.clone(),
             directory: directory.clone(),
             metrics,
+            clock,
+            limiter,
+            redis,
+            usage: UsageRecorder::default(),
         };
         let shutdown = CancellationToken::new();
-        let background = vec![tokio::spawn(tenancy::listener::run(
-            url,
-            directory,
-            shutdown.clone(),
-        ))];
+        let jobs_stop = CancellationToken::new();
+        let background = vec![
+            tokio::spawn(tenancy::listener::run(url, directory, jobs_stop.clone())),
+            tokio::spawn(limits::usage::run(
+                db,
+                state.usage.clone(),
+                config.usage_flush_interval,
+                jobs_stop.clone(),
+            )),
+        ];
 
         let listener = TcpListener::bind((config.host, config.port))
             .await
@@ -99,6 +133,7 @@ impl Application {
             listener,
             state,
             shutdown,
+            jobs_stop,
             background,
         })
     }
@@ -122,16 +157,17 @@ impl Application {
         if signals {
             tokio::spawn(cancel_on_signal(shutdown.clone()));
         }
-        axum::serve(self.listener, self.router)
+        let served = axum::serve(self.listener, self.router)
             .with_graceful_shutdown(shutdown.clone().cancelled_owned())
-            .await?;
+            .await;
         shutdown.cancel();
+        self.jobs_stop.cancel();
         for task in self.background {
             let _ = task.await;
         }
         self.state.db.close();
         tracing::info!("server stopped");
-        Ok(())
+        Ok(served?)
     }
 }
 
@@ -157,6 +193,7 @@ pub fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .merge(admin::routes::router())
         .merge(commerce::tenant::router())
         .merge(commerce::users::routes::router())
+        .merge(limits::routes::router())
         .split_for_parts();
     utoipa::Modify::modify(&docs::Conventions, &mut openapi);
     (router, openapi)
@@ -244,6 +281,7 @@ async fn problem_json_errors(req: Request, next: Next) -> Response {
             .to_string(),
         code: code.to_string(),
         errors: None,
+        extensions: serde_json::Map::new(),
     });
     parts.headers.remove(axum::http::header::CONTENT_LENGTH);
     parts.headers.extend(fresh.headers_mut().drain());

@@ -4,8 +4,12 @@
 use std::sync::Arc;
 
 use crate::auth::jwt::Verifier;
+use crate::clock::Clock;
 use crate::config::Config;
 use crate::db::Db;
+use crate::limits::Limiter;
+use crate::limits::redis::RedisBackend;
+use crate::limits::usage::UsageRecorder;
 use crate::telemetry::Metrics;
 use crate::tenancy::directory::Directory;
 
@@ -16,4 +20,10 @@ pub struct AppState {
     pub verifier: Arc<Verifier>,
     pub directory: Directory,
     pub metrics: Arc<Metrics>,
+    pub clock: Arc<dyn Clock>,
+    /// `None` when rate limits are off (`RATE_LIMITS=off`).
+    pub limiter: Option<Arc<Limiter>>,
+    /// The Redis rate-limit backend, when configured (also checked by readiness).
+    pub redis: Option<Arc<RedisBackend>>,
+    pub usage: UsageRecorder,
 }

@@ -3,6 +3,7 @@
 //! Every request runs inside a `request` span carrying its request id, route, tenant and
 //! actor (the last two recorded once known), so every log line of the request names them.
 
+use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
 use axum::extract::{MatchedPath, Request, State};
@@ -21,6 +22,7 @@ use uuid::Uuid;
 
 use crate::auth::jwt::TokenError;
 use crate::config::LogFormat;
+use crate::limits::Decision;
 use crate::state::AppState;
 
 pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -39,19 +41,29 @@ pub fn init_logging(format: LogFormat) {
 #[derive(Debug, Clone)]
 pub struct RequestId(pub String);
 
-/// Lets extractors add what they learn (tenant, actor) to the request's span.
+/// Per-request state shared between the outer middleware and the extractors inside the
+/// handler: extractors record what they learn (tenant, actor, the rate-limit decision) and
+/// `observe` uses it on the way out.
 #[derive(Debug, Clone)]
-pub struct RequestTrace {
+pub struct RequestScope(Arc<ScopeInner>);
+
+#[derive(Debug)]
+struct ScopeInner {
     span: Span,
+    rate_limit: OnceLock<Decision>,
 }
 
-impl RequestTrace {
+impl RequestScope {
+    pub fn set_rate_limit(&self, decision: Decision) {
+        let _ = self.0.rate_limit.set(decision);
+    }
+
     pub fn record_tenant(&self, tenant_id: Uuid) {
-        self.span.record("tenant_id", field::display(tenant_id));
+        self.0.span.record("tenant_id", field::display(tenant_id));
     }
 
     pub fn record_actor(&self, actor: &str) {
-        self.span.record("actor", actor);
+        self.0.span.record("actor", actor);
     }
 }
 
@@ -83,10 +95,16 @@ pub async fn observe(State(state): State<AppState>, mut req: Request, next: Next
         actor = field::Empty,
     );
     req.extensions_mut().insert(RequestId(id.clone()));
-    req.extensions_mut()
-        .insert(RequestTrace { span: span.clone() });
+    let scope = RequestScope(Arc::new(ScopeInner {
+        span: span.clone(),
+        rate_limit: OnceLock::new(),
+    }));
+    req.extensions_mut().insert(scope.clone());
 
     let mut response = next.run(req).instrument(span.clone()).await;
+    if let Some(decision) = scope.0.rate_limit.get() {
+        crate::limits::headers::apply(decision, response.headers_mut());
+    }
 
     let status = response.status();
     let elapsed = started.elapsed();
@@ -133,6 +151,9 @@ pub struct Metrics {
     latency: HistogramFamily,
     directory_lookups: Family<KindLabels, Counter>,
     auth_failures: Family<KindLabels, Counter>,
+    rate_limit_decisions: Family<KindLabels, Counter>,
+    rate_limit_fallbacks: Counter,
+    redis_healthy: Gauge,
     pool_size: Gauge,
     pool_available: Gauge,
 }
@@ -170,6 +191,25 @@ impl Default for Metrics {
             "Rejected bearer tokens by reason",
             auth_failures.clone(),
         );
+        let rate_limit_decisions = Family::<KindLabels, Counter>::default();
+        registry.register(
+            "rate_limit_decisions",
+            "Rate-limit decisions by result (admitted, refused)",
+            rate_limit_decisions.clone(),
+        );
+        let rate_limit_fallbacks = Counter::default();
+        registry.register(
+            "rate_limit_fallbacks",
+            "Decisions made in-process because Redis failed",
+            rate_limit_fallbacks.clone(),
+        );
+        let redis_healthy = Gauge::default();
+        redis_healthy.set(1);
+        registry.register(
+            "rate_limit_redis_healthy",
+            "1 while the Redis rate-limit backend answers (or none is configured), else 0",
+            redis_healthy.clone(),
+        );
         let pool_size = Gauge::default();
         registry.register(
             "db_pool_connections",
@@ -188,6 +228,9 @@ impl Default for Metrics {
             latency,
             directory_lookups,
             auth_failures,
+            rate_limit_decisions,
+            rate_limit_fallbacks,
+            redis_healthy,
             pool_size,
             pool_available,
         }
@@ -227,6 +270,21 @@ impl Metrics {
         self.auth_failures
             .get_or_create(&KindLabels { kind: kind.into() })
             .inc();
+    }
+
+    pub fn rate_limit_decision(&self, admitted: bool) {
+        let kind = if admitted { "admitted" } else { "refused" };
+        self.rate_limit_decisions
+            .get_or_create(&KindLabels { kind: kind.into() })
+            .inc();
+    }
+
+    pub fn rate_limit_fallback(&self) {
+        self.rate_limit_fallbacks.inc();
+    }
+
+    pub fn set_redis_healthy(&self, healthy: bool) {
+        self.redis_healthy.set(i64::from(healthy));
     }
 
     pub fn render(&self, pool: deadpool_postgres::Status) -> String {

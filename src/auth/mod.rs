@@ -8,7 +8,7 @@ use axum::http::request::Parts;
 
 use crate::error::AppError;
 use crate::state::AppState;
-use crate::telemetry::RequestTrace;
+use crate::telemetry::RequestScope;
 
 /// An authenticated caller. Extracting it answers 401 `unauthorized` when the request has no
 /// valid bearer token; that check comes before every other.
@@ -45,7 +45,7 @@ impl FromRequestParts<AppState> for Principal {
             is_platform_admin: state.config.platform_admin_subjects.contains(&subject),
             subject,
         };
-        if let Some(trace) = parts.extensions.get::<RequestTrace>() {
+        if let Some(trace) = parts.extensions.get::<RequestScope>() {
             trace.record_actor(&principal.subject);
         }
         parts.extensions.insert(principal.clone());

@@ -16,7 +16,7 @@ use crate::auth::Principal;
 use crate::db::TenantDb;
 use crate::error::{AppError, AppResult};
 use crate::state::AppState;
-use crate::telemetry::RequestTrace;
+use crate::telemetry::RequestScope;
 use model::{Role, TenantRecord, TenantStatus};
 
 pub const TENANT_HEADER: HeaderName = HeaderName::from_static("x-tenant-id");
@@ -58,7 +58,8 @@ impl TenantCtx {
 pub struct AllowSuspended(pub TenantCtx);
 
 /// The checks of SPEC §2 in their order: token (401), header (400), tenant and membership
-/// (403 `tenant_access_denied`, one answer for both), suspension (403 `tenant_suspended`).
+/// (403 `tenant_access_denied`, one answer for both), the rate limit (429 `rate_limited`),
+/// suspension (403 `tenant_suspended`).
 async fn resolve(
     parts: &mut Parts,
     state: &AppState,
@@ -87,9 +88,29 @@ async fn resolve(
         .await
         .map_err(|e| AppError::Internal(anyhow::anyhow!("membership lookup: {e}")))?
         .ok_or(AppError::TenantAccessDenied)?;
-    if let Some(trace) = parts.extensions.get::<RequestTrace>() {
-        trace.record_tenant(tenant_id);
+    let scope = parts.extensions.get::<RequestScope>();
+    if let Some(scope) = scope {
+        scope.record_tenant(tenant_id);
     }
+    // Only members count against a tenant's limits: strangers naming a tenant must not be
+    // able to spend its requests.
+    let now = state.clock.now().timestamp();
+    if let Some(limiter) = &state.limiter {
+        let decision = limiter.acquire(tenant_id, &tenant.limits, now).await;
+        let refused = decision.refused;
+        state.metrics.rate_limit_decision(refused.is_none());
+        if let Some(scope) = scope {
+            scope.set_rate_limit(decision);
+        }
+        if let Some(window) = refused {
+            return Err(AppError::RateLimited {
+                window: window.window.name(),
+                limit: window.limit,
+                retry_after: window.reset_seconds.max(1),
+            });
+        }
+    }
+    state.usage.record(tenant_id, now);
     if tenant.status == TenantStatus::Suspended && !allow_suspended {
         return Err(AppError::TenantSuspended);
     }

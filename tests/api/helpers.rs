@@ -7,7 +7,10 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use std::sync::Arc;
+
 use convcommerce::Application;
+use convcommerce::clock::ManualClock;
 use convcommerce::config::Config;
 use convcommerce::db::bootstrap::{self, Provisioned};
 use convcommerce::db::embedded::{Durability, EmbeddedPostgres};
@@ -205,10 +208,23 @@ impl TestApp {
         db: Provisioned,
         adjust: impl FnOnce(&mut BTreeMap<String, String>),
     ) -> Self {
+        Self::spawn_full(db, None, adjust).await
+    }
+
+    /// The server on `db`, reading `clock` when given (else the system clock).
+    pub async fn spawn_full(
+        db: Provisioned,
+        clock: Option<ManualClock>,
+        adjust: impl FnOnce(&mut BTreeMap<String, String>),
+    ) -> Self {
         let mut vars = config_vars(&db);
         adjust(&mut vars);
         let config = Config::from_source(&vars).expect("a valid test configuration");
-        let app = Application::build(config).await.expect("the server builds");
+        let app = match clock {
+            Some(clock) => Application::build_with_clock(config, Arc::new(clock)).await,
+            None => Application::build(config).await,
+        }
+        .expect("the server builds");
         let base = format!("http://127.0.0.1:{}", app.port());
         let shutdown = app.shutdown_token();
         let server = tokio::spawn(app.run_until_stopped(false));
@@ -283,6 +299,27 @@ impl TestApp {
         (sub, created.body["id"].as_str().unwrap().parse().unwrap())
     }
 
+    /// Sets `tenant`'s limits through the admin API.
+    pub async fn set_limits(&self, tenant: &TestTenant, limits: Value) {
+        self.patch(&format!("/api/v1/admin/tenants/{}", tenant.id))
+            .user(ADMIN)
+            .json(&json!({ "limits": limits }))
+            .send()
+            .await
+            .expect(200);
+    }
+
+    /// The value of a metric line starting with `prefix` (labels included), summed.
+    pub async fn metric(&self, prefix: &str) -> f64 {
+        let text = self.get("/metrics").send().await.expect(200).body;
+        text.as_str()
+            .unwrap()
+            .lines()
+            .filter(|l| l.starts_with(prefix))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    }
+
     pub async fn stop(self) {
         self.shutdown.cancel();
         self.server
@@ -310,6 +347,69 @@ pub fn token(sub: &str) -> String {
 
 pub fn sign(header: Header, claims: &Value, key: &EncodingKey) -> String {
     jsonwebtoken::encode(&header, claims, key).expect("signing")
+}
+
+/// A redis-server of the test's own on a free port, killed on drop.
+pub struct RedisServer {
+    pub port: u16,
+    child: Option<std::process::Child>,
+}
+
+impl RedisServer {
+    pub fn start() -> Self {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let mut server = Self { port, child: None };
+        server.restart();
+        server
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// (Re)starts the server on the same port and waits until it accepts connections.
+    pub fn restart(&mut self) {
+        self.kill();
+        let child = std::process::Command::new("redis-server")
+            .args([
+                "--port",
+                &self.port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("redis-server is installed (apt-get install redis-server)");
+        self.child = Some(child);
+        for _ in 0..200 {
+            if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        panic!("redis-server did not start");
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        self.kill();
+    }
 }
 
 pub fn fixture(name: &str) -> Vec<u8> {

@@ -162,6 +162,7 @@ fn subjects(body: &Value) -> Vec<String> {
 async fn interleaved_requests_over_a_tiny_pool_never_leak() {
     let app = TestApp::spawn_with(|vars| {
         vars.insert("DB_POOL_SIZE".into(), "1".into());
+        vars.insert("RATE_LIMITS".into(), "off".into());
     })
     .await;
     let (a, b) = (app.tenant().await, app.tenant().await);

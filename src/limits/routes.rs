@@ -1,0 +1,128 @@
+use axum::Json;
+use axum::extract::State;
+use serde::Serialize;
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+use uuid::Uuid;
+
+use super::quotas::{self, Quotas};
+use super::usage::{self, History};
+use super::{Decision, WindowState};
+use crate::auth::PlatformAdmin;
+use crate::db::TenantDb;
+use crate::error::{AppError, AppResult, Problem};
+use crate::extract::IdPath;
+use crate::state::AppState;
+use crate::tenancy::TenantCtx;
+use crate::tenancy::model::TenantRecord;
+
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(tenant_usage))
+        .routes(routes!(tenant_quotas))
+        .routes(routes!(admin_usage))
+        .routes(routes!(admin_quotas))
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct WindowUsage {
+    pub used: u64,
+    pub limit: u64,
+    pub remaining: u64,
+    pub reset_seconds: u64,
+}
+
+impl From<&WindowState> for WindowUsage {
+    fn from(s: &WindowState) -> Self {
+        Self {
+            used: s.used,
+            limit: s.limit,
+            remaining: s.remaining(),
+            reset_seconds: s.reset_seconds,
+        }
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Usage {
+    pub minute: WindowUsage,
+    pub hour: WindowUsage,
+    pub day: WindowUsage,
+    /// Recent buckets as written to the database (at most a few seconds behind).
+    pub history: History,
+}
+
+async fn usage_of(state: &AppState, tenant: &TenantRecord, db: &TenantDb) -> AppResult<Usage> {
+    let now = state.clock.now().timestamp();
+    let live = match &state.limiter {
+        Some(limiter) => limiter.peek(tenant.id, &tenant.limits, now).await,
+        None => Decision::from_counts(&tenant.limits, now, [0; 3], true),
+    };
+    let [minute, hour, day] = &live.windows;
+    Ok(Usage {
+        minute: minute.into(),
+        hour: hour.into(),
+        day: day.into(),
+        history: usage::history(db, now).await?,
+    })
+}
+
+/// The tenant's live request counters for every window, and its recent history.
+#[utoipa::path(get, path = "/api/v1/tenant/usage", tag = "limits",
+    responses((status = 200, description = "Usage", body = Usage)))]
+pub async fn tenant_usage(State(state): State<AppState>, ctx: TenantCtx) -> AppResult<Json<Usage>> {
+    Ok(Json(usage_of(&state, &ctx.tenant, ctx.db()).await?))
+}
+
+/// The tenant's quotas: products, users and storage bytes, each used and limit.
+#[utoipa::path(get, path = "/api/v1/tenant/quotas", tag = "limits",
+    responses((status = 200, description = "Quotas", body = Quotas)))]
+pub async fn tenant_quotas(ctx: TenantCtx) -> AppResult<Json<Quotas>> {
+    Ok(Json(quotas::current(ctx.db(), &ctx.tenant.limits).await?))
+}
+
+async fn tenant_record(state: &AppState, id: Uuid) -> AppResult<std::sync::Arc<TenantRecord>> {
+    state
+        .directory
+        .tenant(id)
+        .await
+        .map_err(|e| AppError::Internal(anyhow::anyhow!("tenant lookup: {e}")))?
+        .ok_or(AppError::NotFound("tenant"))
+}
+
+/// Any tenant's usage (platform admins).
+#[utoipa::path(get, path = "/api/v1/admin/tenants/{id}/usage", tag = "admin",
+    params(("id" = Uuid, Path, description = "Tenant id")),
+    responses(
+        (status = 200, description = "Usage", body = Usage),
+        (status = 404, description = "`not_found`", body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn admin_usage(
+    State(state): State<AppState>,
+    _admin: PlatformAdmin,
+    IdPath(id): IdPath,
+) -> AppResult<Json<Usage>> {
+    let tenant = tenant_record(&state, id).await?;
+    Ok(Json(
+        usage_of(&state, &tenant, &state.db.for_tenant(id)).await?,
+    ))
+}
+
+/// Any tenant's quotas (platform admins).
+#[utoipa::path(get, path = "/api/v1/admin/tenants/{id}/quotas", tag = "admin",
+    params(("id" = Uuid, Path, description = "Tenant id")),
+    responses(
+        (status = 200, description = "Quotas", body = Quotas),
+        (status = 404, description = "`not_found`", body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn admin_quotas(
+    State(state): State<AppState>,
+    _admin: PlatformAdmin,
+    IdPath(id): IdPath,
+) -> AppResult<Json<Quotas>> {
+    let tenant = tenant_record(&state, id).await?;
+    Ok(Json(
+        quotas::current(&state.db.for_tenant(id), &tenant.limits).await?,
+    ))
+}

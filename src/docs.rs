@@ -5,10 +5,11 @@ use axum::Router;
 use axum::http::header::{CACHE_CONTROL, CONTENT_TYPE};
 use axum::response::{Html, IntoResponse};
 use axum::routing::get;
+use utoipa::openapi::header::Header;
 use utoipa::openapi::path::{Operation, Parameter, ParameterBuilder, ParameterIn};
 use utoipa::openapi::response::ResponseBuilder;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme};
-use utoipa::openapi::{ContentBuilder, OpenApi as OpenApiDoc, Ref, Required};
+use utoipa::openapi::{ContentBuilder, OpenApi as OpenApiDoc, Ref, RefOr, Required};
 use utoipa::{Modify, OpenApi};
 use utoipa_swagger_ui::SwaggerUi;
 
@@ -51,6 +52,48 @@ fn problem(description: &str) -> utoipa::openapi::RefOr<utoipa::openapi::respons
         )
         .build()
         .into()
+}
+
+/// The rate-limit headers every tenant-scoped response carries (SPEC §5).
+fn rate_limit_headers() -> Vec<(String, Header)> {
+    let integer = || {
+        Header::new(
+            utoipa::openapi::ObjectBuilder::new()
+                .schema_type(utoipa::openapi::schema::Type::Integer),
+        )
+    };
+    let text = || {
+        Header::new(
+            utoipa::openapi::ObjectBuilder::new()
+                .schema_type(utoipa::openapi::schema::Type::String),
+        )
+    };
+    let mut headers = Vec::new();
+    for window in ["Minute", "Hour", "Day"] {
+        for (field, what) in [
+            ("Limit", "requests allowed in the"),
+            ("Remaining", "requests left, after this one, in the"),
+            ("Reset", "seconds until the reset of the"),
+        ] {
+            let mut header = integer();
+            header.description = Some(format!(
+                "The tenant's {what} current UTC-aligned {} window.",
+                window.to_lowercase()
+            ));
+            headers.push((format!("X-RateLimit-{field}-{window}"), header));
+        }
+    }
+    let mut policy = text();
+    policy.description = Some(
+        "IETF RateLimit-Policy: `\"minute\";q=60;w=60, \"hour\";q=1000;w=3600, \"day\";q=10000;w=86400`"
+            .into(),
+    );
+    headers.push(("RateLimit-Policy".into(), policy));
+    let mut current = text();
+    current.description =
+        Some("IETF RateLimit: per window `r` (remaining) and `t` (seconds to reset)".into());
+    headers.push(("RateLimit".into(), current));
+    headers
 }
 
 fn add_response(op: &mut Operation, status: &str, description: &str) {
@@ -121,8 +164,29 @@ impl Modify for Conventions {
                         op,
                         "403",
                         "`tenant_access_denied` (unknown tenant or not a member), \
-                         `tenant_suspended`, or `forbidden` (role)",
+                         `tenant_suspended`, `forbidden` (role), or `quota_exceeded` on creates \
+                         (with `quota`, `used` and `limit`)",
                     );
+                    add_response(
+                        op,
+                        "429",
+                        "`rate_limited`: a window of the tenant's rate limit is full; \
+                         `Retry-After` says when the refusing window resets",
+                    );
+                    if let Some(RefOr::T(limited)) = op.responses.responses.get_mut("429") {
+                        let mut retry = Header::new(
+                            utoipa::openapi::ObjectBuilder::new()
+                                .schema_type(utoipa::openapi::schema::Type::Integer),
+                        );
+                        retry.description =
+                            Some("Seconds until the window that refused resets.".into());
+                        limited.headers.insert("Retry-After".into(), retry);
+                    }
+                    for response in op.responses.responses.values_mut() {
+                        if let RefOr::T(response) = response {
+                            response.headers.extend(rate_limit_headers());
+                        }
+                    }
                 }
             }
         }

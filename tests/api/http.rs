@@ -91,6 +91,10 @@ async fn openapi_documents_every_route_and_its_errors() {
         ("/api/v1/admin/tenants", "get"),
         ("/api/v1/admin/tenants/{id}", "get"),
         ("/api/v1/admin/tenants/{id}", "patch"),
+        ("/api/v1/tenant/usage", "get"),
+        ("/api/v1/tenant/quotas", "get"),
+        ("/api/v1/admin/tenants/{id}/usage", "get"),
+        ("/api/v1/admin/tenants/{id}/quotas", "get"),
     ] {
         let op = &doc["paths"][path][method];
         assert!(op.is_object(), "{method} {path} is documented");
@@ -108,6 +112,31 @@ async fn openapi_documents_every_route_and_its_errors() {
                 .any(|p| p["name"] == "X-Tenant-ID" && p["in"] == "header")
         });
         assert_eq!(has_header, tenant_scoped, "{method} {path} X-Tenant-ID");
+        if tenant_scoped {
+            let limited = &op["responses"]["429"];
+            assert!(
+                limited["headers"]["Retry-After"].is_object(),
+                "{method} {path} 429"
+            );
+            let ok = op["responses"]
+                .as_object()
+                .unwrap()
+                .iter()
+                .find(|(s, _)| s.starts_with('2'))
+                .unwrap()
+                .1;
+            for header in [
+                "X-RateLimit-Remaining-Minute",
+                "X-RateLimit-Reset-Day",
+                "RateLimit",
+                "RateLimit-Policy",
+            ] {
+                assert!(
+                    ok["headers"][header].is_object(),
+                    "{method} {path} documents {header}"
+                );
+            }
+        }
     }
     for path in ["/health", "/health/ready", "/metrics"] {
         assert!(doc["paths"][path]["get"].is_object(), "{path}");

@@ -44,7 +44,7 @@ pub async fn create_tenant(
         })
         .await;
     tracing::info!(target: "audit", actor = %admin.subject, tenant_id = %tenant.id, slug = %tenant.slug, "tenant created");
-    Ok((StatusCode::CREATED, Json(Tenant::from(&tenant))))
+    Ok((StatusCode::CREATED, Json(tenant)))
 }
 
 /// Lists tenants, newest first.
@@ -62,8 +62,7 @@ pub async fn list_tenants(
 ) -> AppResult<Json<Page<Tenant>>> {
     let page = query.parse()?;
     let rows = store::list(&state.db, page).await?;
-    let tenants = rows.iter().map(Tenant::from).collect();
-    Ok(Json(Page::from_rows(tenants, page, |t: &Tenant| t.id)))
+    Ok(Json(Page::from_rows(rows, page, |t: &Tenant| t.id)))
 }
 
 /// One tenant.
@@ -78,7 +77,7 @@ pub async fn get_tenant(
     _admin: PlatformAdmin,
     IdPath(id): IdPath,
 ) -> AppResult<Json<Tenant>> {
-    Ok(Json(Tenant::from(&store::get(&state.db, id).await?)))
+    Ok(Json(store::get(&state.db, id).await?))
 }
 
 /// Suspends or reactivates a tenant and changes its limits (`null` restores a default).
@@ -108,5 +107,5 @@ pub async fn update_tenant(
         .await;
     tracing::info!(target: "audit", actor = %admin.subject, tenant_id = %id, status = tenant.status.as_str(),
         limits_set = ?limits.set, limits_reset = ?limits.reset, "tenant updated");
-    Ok(Json(Tenant::from(&tenant)))
+    Ok(Json(tenant))
 }

@@ -8,20 +8,20 @@ use crate::db::{Db, PlatformTx};
 use crate::error::{AppError, AppResult};
 use crate::extract::PageRequest;
 use crate::tenancy::directory::{Directory, Invalidation};
-use crate::tenancy::model::{TenantRecord, TenantStatus};
+use crate::tenancy::model::{Tenant, TenantStatus};
 
 fn select(filter: &str) -> String {
-    format!("SELECT {} FROM tenants {filter}", TenantRecord::COLUMNS)
+    format!("SELECT {} FROM tenants {filter}", Tenant::COLUMNS)
 }
 
-pub async fn create(db: &Db, new: &NewTenant) -> AppResult<TenantRecord> {
+pub async fn create(db: &Db, new: &NewTenant) -> AppResult<Tenant> {
     let tx = db.begin_platform().await?;
     let id = Uuid::now_v7();
     let row = tx
         .query_one(
             &format!(
                 "INSERT INTO tenants (id, name, slug) VALUES ($1, $2, $3) RETURNING {}",
-                TenantRecord::COLUMNS
+                Tenant::COLUMNS
             ),
             &[&id, &new.name, &new.slug.as_str()],
         )
@@ -35,7 +35,7 @@ pub async fn create(db: &Db, new: &NewTenant) -> AppResult<TenantRecord> {
         })?;
     insert_owner(&tx, id, new).await?;
     tx.commit().await?;
-    Ok(TenantRecord::from_row(&row))
+    Ok(Tenant::from_row(&row))
 }
 
 async fn insert_owner(tx: &PlatformTx, tenant_id: Uuid, new: &NewTenant) -> AppResult<()> {
@@ -54,7 +54,7 @@ async fn insert_owner(tx: &PlatformTx, tenant_id: Uuid, new: &NewTenant) -> AppR
     Ok(())
 }
 
-pub async fn list(db: &Db, page: PageRequest) -> AppResult<Vec<TenantRecord>> {
+pub async fn list(db: &Db, page: PageRequest) -> AppResult<Vec<Tenant>> {
     let conn = db.platform().await?;
     let rows = conn
         .query(
@@ -62,14 +62,14 @@ pub async fn list(db: &Db, page: PageRequest) -> AppResult<Vec<TenantRecord>> {
             &[&page.after, &(page.limit + 1)],
         )
         .await?;
-    Ok(rows.iter().map(TenantRecord::from_row).collect())
+    Ok(rows.iter().map(Tenant::from_row).collect())
 }
 
-pub async fn get(db: &Db, id: Uuid) -> AppResult<TenantRecord> {
+pub async fn get(db: &Db, id: Uuid) -> AppResult<Tenant> {
     let conn = db.platform().await?;
     conn.query_opt(&select("WHERE id = $1"), &[&id])
         .await?
-        .map(|r| TenantRecord::from_row(&r))
+        .map(|r| Tenant::from_row(&r))
         .ok_or(AppError::NotFound("tenant"))
 }
 
@@ -78,7 +78,7 @@ pub async fn update(
     id: Uuid,
     status: Option<TenantStatus>,
     limits: &LimitsChange,
-) -> AppResult<TenantRecord> {
+) -> AppResult<Tenant> {
     let tx = db.begin_platform().await?;
     let row = tx
         .query_opt(
@@ -89,7 +89,7 @@ pub async fn update(
                      updated_at = now()
                  WHERE id = $1
                  RETURNING {}",
-                TenantRecord::COLUMNS
+                Tenant::COLUMNS
             ),
             &[
                 &id,
@@ -109,5 +109,5 @@ pub async fn update(
     )
     .await?;
     tx.commit().await?;
-    Ok(TenantRecord::from_row(&row))
+    Ok(Tenant::from_row(&row))
 }

@@ -15,5 +15,5 @@ pub fn router() -> OpenApiRouter<AppState> {
 #[utoipa::path(get, path = "/api/v1/tenant", tag = "tenant",
     responses((status = 200, description = "The current tenant", body = Tenant)))]
 pub async fn current_tenant(AllowSuspended(ctx): AllowSuspended) -> Json<Tenant> {
-    Json(Tenant::from(ctx.tenant.as_ref()))
+    Json(ctx.tenant.as_ref().clone())
 }

@@ -15,7 +15,7 @@ use crate::error::{AppError, AppResult, Problem};
 use crate::extract::IdPath;
 use crate::state::AppState;
 use crate::tenancy::TenantCtx;
-use crate::tenancy::model::TenantRecord;
+use crate::tenancy::model::Tenant;
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -53,7 +53,7 @@ pub struct Usage {
     pub history: History,
 }
 
-async fn usage_of(state: &AppState, tenant: &TenantRecord, db: &TenantDb) -> AppResult<Usage> {
+async fn usage_of(state: &AppState, tenant: &Tenant, db: &TenantDb) -> AppResult<Usage> {
     let now = state.clock.now().timestamp();
     let live = match &state.limiter {
         Some(limiter) => limiter.peek(tenant.id, &tenant.limits, now).await,
@@ -82,7 +82,7 @@ pub async fn tenant_quotas(ctx: TenantCtx) -> AppResult<Json<Quotas>> {
     Ok(Json(quotas::current(ctx.db(), &ctx.tenant.limits).await?))
 }
 
-async fn tenant_record(state: &AppState, id: Uuid) -> AppResult<std::sync::Arc<TenantRecord>> {
+async fn tenant_record(state: &AppState, id: Uuid) -> AppResult<std::sync::Arc<Tenant>> {
     state
         .directory
         .tenant(id)

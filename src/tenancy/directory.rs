@@ -13,7 +13,7 @@ use moka::future::Cache;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use super::model::{Role, TenantRecord};
+use super::model::{Role, Tenant};
 use crate::db::{Conn, Db, DbError};
 use crate::telemetry::Metrics;
 
@@ -54,7 +54,7 @@ impl<K, T> Expiry<K, Option<T>> for LookupExpiry {
 pub struct Directory {
     db: Db,
     metrics: Arc<Metrics>,
-    tenants: Cache<Uuid, Option<Arc<TenantRecord>>>,
+    tenants: Cache<Uuid, Option<Arc<Tenant>>>,
     members: Cache<(Uuid, String), Option<Membership>>,
 }
 
@@ -74,21 +74,18 @@ impl Directory {
         }
     }
 
-    pub async fn tenant(&self, id: Uuid) -> Result<Option<Arc<TenantRecord>>, Arc<DbError>> {
+    pub async fn tenant(&self, id: Uuid) -> Result<Option<Arc<Tenant>>, Arc<DbError>> {
         self.tenants
             .try_get_with(id, async {
                 self.metrics.directory_lookup("tenant");
                 let conn = self.db.platform().await?;
                 let row = conn
                     .query_opt(
-                        &format!(
-                            "SELECT {} FROM tenants WHERE id = $1",
-                            TenantRecord::COLUMNS
-                        ),
+                        &format!("SELECT {} FROM tenants WHERE id = $1", Tenant::COLUMNS),
                         &[&id],
                     )
                     .await?;
-                Ok(row.map(|r| Arc::new(TenantRecord::from_row(&r))))
+                Ok(row.map(|r| Arc::new(Tenant::from_row(&r))))
             })
             .await
     }

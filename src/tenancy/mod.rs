@@ -17,7 +17,7 @@ use crate::db::TenantDb;
 use crate::error::{AppError, AppResult};
 use crate::state::AppState;
 use crate::telemetry::RequestScope;
-use model::{Role, TenantRecord, TenantStatus};
+use model::{Role, Tenant, TenantStatus};
 
 pub const TENANT_HEADER: HeaderName = HeaderName::from_static("x-tenant-id");
 
@@ -25,7 +25,7 @@ pub const TENANT_HEADER: HeaderName = HeaderName::from_static("x-tenant-id");
 /// only through [`TenantCtx::db`], whose transactions set `my.tenant_id`.
 #[derive(Clone)]
 pub struct TenantCtx {
-    pub tenant: Arc<TenantRecord>,
+    pub tenant: Arc<Tenant>,
     pub user_id: Uuid,
     pub role: Role,
     pub subject: String,

@@ -108,20 +108,22 @@ impl Limits {
     }
 }
 
-/// A row of `tenants`.
-#[derive(Debug, Clone)]
-pub struct TenantRecord {
+/// A tenant: a row of `tenants`, as the service and the API see it.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct Tenant {
     pub id: Uuid,
     pub name: String,
     pub slug: String,
     pub status: TenantStatus,
+    /// Progressive trust level, 0 (unverified) to 3 (premium).
     pub trust_level: i16,
+    /// Effective limits: the tenant's overrides, else the defaults.
     pub limits: Limits,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
 
-impl TenantRecord {
+impl Tenant {
     pub const COLUMNS: &'static str =
         "id, name, slug, status, trust_level, limits, created_at, updated_at";
 
@@ -138,35 +140,6 @@ impl TenantRecord {
             limits: Limits::with_overrides(&row.get::<_, serde_json::Value>("limits")),
             created_at: row.get("created_at"),
             updated_at: row.get("updated_at"),
-        }
-    }
-}
-
-/// A tenant as the API shows it.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct Tenant {
-    pub id: Uuid,
-    pub name: String,
-    pub slug: String,
-    pub status: TenantStatus,
-    /// Progressive trust level, 0 (unverified) to 3 (premium).
-    pub trust_level: i16,
-    pub limits: Limits,
-    pub created_at: DateTime<Utc>,
-    pub updated_at: DateTime<Utc>,
-}
-
-impl From<&TenantRecord> for Tenant {
-    fn from(t: &TenantRecord) -> Self {
-        Self {
-            id: t.id,
-            name: t.name.clone(),
-            slug: t.slug.clone(),
-            status: t.status,
-            trust_level: t.trust_level,
-            limits: t.limits,
-            created_at: t.created_at,
-            updated_at: t.updated_at,
         }
     }
 }

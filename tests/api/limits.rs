@@ -588,3 +588,46 @@ async fn the_database_defaults_match_the_services() {
         assert_eq!(row.get::<_, i64>(0), expected, "{name}");
     }
 }
+
+#[tokio::test]
+async fn a_limit_change_reaches_every_instance_within_seconds() {
+    let one = TestApp::spawn().await;
+    let two = TestApp::spawn_on(one.db.clone(), |vars| {
+        vars.insert("TENANT_CACHE_TTL_SECONDS".into(), "3600".into());
+    })
+    .await;
+    let tenant = one.tenant().await;
+    let limit = |app: &TestApp| {
+        let call = app
+            .get("/api/v1/tenant")
+            .user(&tenant.owner)
+            .tenant(tenant.id)
+            .send();
+        async move {
+            call.await
+                .expect(200)
+                .header("x-ratelimit-limit-minute")
+                .map(str::to_string)
+        }
+    };
+    assert_eq!(
+        limit(&two).await.as_deref(),
+        Some("60"),
+        "instance two caches the tenant"
+    );
+    one.set_limits(&tenant, json!({"requests_per_minute": 500}))
+        .await;
+    let mut seen = None;
+    for _ in 0..100 {
+        seen = limit(&two).await;
+        if seen.as_deref() == Some("500") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        seen.as_deref(),
+        Some("500"),
+        "well before the one-hour cache expiry"
+    );
+}

@@ -83,6 +83,7 @@ impl Application {
             db,
             directory: directory.clone(),
             metrics,
+            media: commerce::media::storage::MediaStore::from_config(&config)?,
         };
         let shutdown = CancellationToken::new();
         let background = vec![tokio::spawn(tenancy::listener::run(
@@ -157,6 +158,12 @@ pub fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .merge(admin::routes::router())
         .merge(commerce::tenant::router())
         .merge(commerce::users::routes::router())
+        .merge(commerce::profile::routes::router())
+        .merge(commerce::products::routes::router())
+        .merge(commerce::orders::routes::router())
+        .merge(commerce::conversations::routes::router())
+        .merge(commerce::ai_config::routes::router())
+        .merge(commerce::media::routes::router())
         .split_for_parts();
     utoipa::Modify::modify(&docs::Conventions, &mut openapi);
     (router, openapi)

@@ -4,6 +4,7 @@
 use std::sync::Arc;
 
 use crate::auth::jwt::Verifier;
+use crate::commerce::media::storage::MediaStore;
 use crate::config::Config;
 use crate::db::Db;
 use crate::telemetry::Metrics;
@@ -16,4 +17,5 @@ pub struct AppState {
     pub verifier: Arc<Verifier>,
     pub directory: Directory,
     pub metrics: Arc<Metrics>,
+    pub media: MediaStore,
 }

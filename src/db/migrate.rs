@@ -13,11 +13,18 @@ pub struct Migration {
 }
 
 /// Every file in `migrations/`, in order (a unit test keeps this list and the folder equal).
-pub const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    name: "0001_foundation.sql",
-    sql: include_str!("../../migrations/0001_foundation.sql"),
-}];
+pub const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "0001_foundation.sql",
+        sql: include_str!("../../migrations/0001_foundation.sql"),
+    },
+    Migration {
+        version: 2,
+        name: "0002_commerce.sql",
+        sql: include_str!("../../migrations/0002_commerce.sql"),
+    },
+];
 
 /// Serialises concurrent migrators (several instances or test processes starting at once).
 const MIGRATION_LOCK: i64 = 0x0063_6f6e_766d_6967;

@@ -71,6 +71,11 @@ pub fn config_vars(db: &Provisioned) -> BTreeMap<String, String> {
         ("PORT", "0"),
         ("ENVIRONMENT", "test"),
         ("DB_POOL_SIZE", "4"),
+        (
+            "MEDIA_STORE",
+            concat!(env!("CARGO_TARGET_TMPDIR"), "/media"),
+        ),
+        ("MEDIA_MAX_BYTES", "262144"),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_string(), v.to_string()))

@@ -1,13 +1,8 @@
--- The seller-facing store: media, product images, order items and ratings, conversation
--- threads, and the indexes behind product search and list filters.
+-- The seller-facing store: media, product images, product search terms, order items and
+-- ratings, conversation threads, and the indexes behind list filters.
 --
 -- New tenant tables follow the rules of 0001 (tenant_id leading every key and index, ENABLE +
 -- FORCE RLS with the tenant_isolation policy, privileges for convcommerce_app).
-
--- Trigram search on product names and skus; btree_gin lets the GIN index lead with tenant_id.
--- Both are trusted extensions: the database owner may create them.
-CREATE EXTENSION IF NOT EXISTS pg_trgm;
-CREATE EXTENSION IF NOT EXISTS btree_gin;
 
 CREATE TABLE media (
     tenant_id    uuid NOT NULL REFERENCES tenants (id),
@@ -39,10 +34,63 @@ CREATE TABLE product_media (
 CREATE INDEX product_media_media_idx ON product_media (tenant_id, media_id);
 
 ALTER TABLE products ADD CONSTRAINT products_currency_check CHECK (currency ~ '^[A-Z]{3}$');
-CREATE INDEX products_search_idx ON products
-    USING gin (tenant_id, (name || ' ' || coalesce(sku, '')) gin_trgm_ops);
 CREATE INDEX products_status_idx ON products (tenant_id, status, id DESC);
 CREATE INDEX products_price_idx ON products (tenant_id, price_cents);
+
+-- Product search by text. Under row-level security PostgreSQL turns a condition into an index
+-- condition only when its operator is LEAKPROOF; ILIKE and the pg_trgm and full-text operators
+-- are not, so a GIN index on products would never be used for them. Instead the trigrams of
+-- each product's name and sku are kept here and found by equality (leakproof), and the
+-- candidates are rechecked with ILIKE.
+--
+-- Trigrams: the text is lower-cased and split into words at ASCII characters other than letters
+-- and digits; every three consecutive characters of a word are one trigram. A text that
+-- contains the query contains every trigram of the query.
+CREATE FUNCTION product_search_trigrams(t text) RETURNS text[]
+    LANGUAGE plpgsql IMMUTABLE STRICT PARALLEL SAFE AS $$
+DECLARE
+    word text;
+    grams text[] := '{}';
+BEGIN
+    FOREACH word IN ARRAY regexp_split_to_array(lower(t), '[\x01-\x2f\x3a-\x40\x5b-\x60\x7b-\x7f]+')
+    LOOP
+        FOR i IN 1 .. length(word) - 2 LOOP
+            IF NOT substr(word, i, 3) = ANY (grams) THEN
+                grams := grams || substr(word, i, 3);
+            END IF;
+        END LOOP;
+    END LOOP;
+    RETURN grams;
+END
+$$;
+
+CREATE TABLE product_search_terms (
+    tenant_id  uuid NOT NULL REFERENCES tenants (id),
+    trigram    text NOT NULL,
+    product_id uuid NOT NULL,
+    PRIMARY KEY (tenant_id, trigram, product_id),
+    CONSTRAINT product_search_terms_product_fkey FOREIGN KEY (tenant_id, product_id)
+        REFERENCES products (tenant_id, id) ON DELETE CASCADE
+);
+CREATE INDEX product_search_terms_product_idx ON product_search_terms (tenant_id, product_id);
+
+CREATE FUNCTION product_search_terms_sync() RETURNS trigger
+    LANGUAGE plpgsql AS $$
+BEGIN
+    IF TG_OP = 'UPDATE' THEN
+        DELETE FROM product_search_terms WHERE tenant_id = OLD.tenant_id AND product_id = OLD.id;
+    END IF;
+    INSERT INTO product_search_terms (tenant_id, trigram, product_id)
+    SELECT NEW.tenant_id, g, NEW.id
+    FROM unnest(product_search_trigrams(NEW.name || ' ' || coalesce(NEW.sku, ''))) AS g;
+    RETURN NULL;
+END
+$$;
+CREATE TRIGGER products_search_terms_insert AFTER INSERT ON products
+    FOR EACH ROW EXECUTE FUNCTION product_search_terms_sync();
+CREATE TRIGGER products_search_terms_update AFTER UPDATE OF name, sku ON products
+    FOR EACH ROW WHEN (OLD.name IS DISTINCT FROM NEW.name OR OLD.sku IS DISTINCT FROM NEW.sku)
+    EXECUTE FUNCTION product_search_terms_sync();
 
 -- Orders: shipping details, the reason of a cancellation or dispute, when it was delivered.
 ALTER TABLE orders
@@ -110,8 +158,8 @@ DO $$
 DECLARE
     t text;
 BEGIN
-    FOREACH t IN ARRAY ARRAY['media', 'product_media', 'order_items', 'order_ratings',
-                             'conversation_threads']
+    FOREACH t IN ARRAY ARRAY['media', 'product_media', 'product_search_terms', 'order_items',
+                             'order_ratings', 'conversation_threads']
     LOOP
         EXECUTE format('ALTER TABLE %I ENABLE ROW LEVEL SECURITY', t);
         EXECUTE format('ALTER TABLE %I FORCE ROW LEVEL SECURITY', t);
@@ -124,6 +172,7 @@ $$;
 
 GRANT SELECT, INSERT, DELETE ON media TO convcommerce_app;
 GRANT SELECT, INSERT, DELETE ON product_media TO convcommerce_app;
+GRANT SELECT, INSERT, DELETE ON product_search_terms TO convcommerce_app;
 GRANT SELECT, INSERT ON order_items TO convcommerce_app;
 GRANT SELECT, INSERT ON order_ratings TO convcommerce_app;
 GRANT SELECT, INSERT, UPDATE ON conversation_threads TO convcommerce_app;

@@ -38,6 +38,11 @@ impl Where {
         self.clauses.push(clause.replace("{}", &placeholder));
     }
 
+    /// Adds a condition whose placeholders the caller made with [`Where::bind`].
+    pub fn condition(&mut self, sql: String) {
+        self.clauses.push(sql);
+    }
+
     pub fn push_opt<T: ToSql + Sync + Send + 'static>(&mut self, clause: &str, value: Option<T>) {
         if let Some(value) = value {
             self.push(clause, value);

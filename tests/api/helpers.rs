@@ -171,6 +171,11 @@ impl Call {
         self
     }
 
+    pub fn multipart(mut self, form: reqwest::multipart::Form) -> Self {
+        self.builder = self.builder.multipart(form);
+        self
+    }
+
     pub async fn send(self) -> Response {
         let response = self.builder.send().await.expect("the server answers");
         let status = response.status();
@@ -243,6 +248,10 @@ impl TestApp {
         self.call(Method::POST, path)
     }
 
+    pub fn put(&self, path: &str) -> Call {
+        self.call(Method::PUT, path)
+    }
+
     pub fn patch(&self, path: &str) -> Call {
         self.call(Method::PATCH, path)
     }
@@ -288,6 +297,24 @@ impl TestApp {
         (sub, created.body["id"].as_str().unwrap().parse().unwrap())
     }
 
+    /// Creates a product in `tenant` (as its owner) from `fields` over defaults: active,
+    /// 10.00 USD, 10 in stock.
+    pub async fn product(&self, tenant: &TestTenant, fields: Value) -> Value {
+        let mut body = json!({"name": "Thing", "price_cents": 1000, "currency": "USD",
+                              "stock": 10, "status": "active"});
+        for (k, v) in fields.as_object().expect("an object") {
+            body[k] = v.clone();
+        }
+        self.post("/api/v1/products")
+            .user(&tenant.owner)
+            .tenant(tenant.id)
+            .json(&body)
+            .send()
+            .await
+            .expect(201)
+            .body
+    }
+
     pub async fn stop(self) {
         self.shutdown.cancel();
         self.server
@@ -295,6 +322,29 @@ impl TestApp {
             .expect("the server task ends")
             .expect("the server stops cleanly");
     }
+}
+
+/// The `field`s of a 422's `errors`, in order.
+pub fn error_fields(response: &Response) -> Vec<String> {
+    response.body["errors"]
+        .as_array()
+        .map(|errors| {
+            errors
+                .iter()
+                .map(|e| e["field"].as_str().unwrap_or("").to_string())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The `id`s of a list page, in order.
+pub fn ids(response: &Response) -> Vec<String> {
+    response.body["items"]
+        .as_array()
+        .expect("a list")
+        .iter()
+        .map(|item| item["id"].as_str().unwrap().to_string())
+        .collect()
 }
 
 pub fn now() -> u64 {

@@ -6,6 +6,7 @@ mod dev_server;
 mod helpers;
 mod http;
 mod isolation;
+mod products;
 mod startup;
 mod tenancy;
 mod users;

@@ -7,8 +7,15 @@ use crate::commerce::filter::{Statement, Where, contains_pattern};
 use crate::db::{Conn, DbError, TenantDb, TenantTx};
 use crate::error::{AppError, AppResult};
 
-/// The searchable text of a product; `products_search_idx` indexes exactly this expression.
+/// The searchable text of a product, as `product_search_terms_sync` (migration 0002) sees it.
 const SEARCH_TEXT: &str = "(p.name || ' ' || coalesce(p.sku, ''))";
+
+/// Whether `q` has a trigram (as `product_search_trigrams` makes them: a word of three or more
+/// characters between ASCII characters other than letters and digits).
+fn has_trigram(q: &str) -> bool {
+    q.split(|c: char| c.is_ascii() && !c.is_ascii_alphanumeric())
+        .any(|word| word.chars().count() >= 3)
+}
 
 fn conflict(err: DbError) -> AppError {
     match (err.unique_violation(), err.foreign_key_violation()) {
@@ -28,6 +35,18 @@ fn conflict(err: DbError) -> AppError {
 pub fn list_statement(tenant_id: Uuid, filter: &ProductFilter) -> Statement {
     let mut w = Where::tenant("p.tenant_id", tenant_id);
     if let Some(q) = &filter.q {
+        // Candidates come from the trigram table (an index lookup); ILIKE decides. Queries
+        // without a trigram (shorter than three characters) scan the tenant's products.
+        if has_trigram(q) {
+            let text = w.bind(q.clone());
+            w.condition(format!(
+                "p.id IN (SELECT t.product_id FROM product_search_terms t
+                          WHERE t.tenant_id = $1
+                            AND t.trigram = ANY(product_search_trigrams({text}))
+                          GROUP BY t.product_id
+                          HAVING count(*) = cardinality(product_search_trigrams({text})))"
+            ));
+        }
         w.push(&format!("{SEARCH_TEXT} ILIKE {{}}"), contains_pattern(q));
     }
     w.push_opt("p.status = {}", filter.status);
@@ -203,4 +222,18 @@ pub async fn delete(db: &TenantDb, id: Uuid) -> AppResult<()> {
         return Err(AppError::NotFound("product"));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn trigrams_need_a_word_of_three_characters() {
+        assert!(has_trigram("ipê print"));
+        assert!(has_trigram("x-ipê"));
+        assert!(!has_trigram("ab cd"));
+        assert!(!has_trigram("a-b_c%d"));
+        assert!(!has_trigram("ê!"));
+    }
 }

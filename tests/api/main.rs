@@ -6,6 +6,7 @@ mod dev_server;
 mod helpers;
 mod http;
 mod isolation;
+mod orders;
 mod products;
 mod startup;
 mod tenancy;

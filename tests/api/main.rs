@@ -2,12 +2,14 @@
 
 mod admin;
 mod auth;
+mod conversations;
 mod dev_server;
 mod helpers;
 mod http;
 mod isolation;
 mod orders;
 mod products;
+mod settings;
 mod startup;
 mod tenancy;
 mod users;

@@ -7,6 +7,7 @@ mod dev_server;
 mod helpers;
 mod http;
 mod isolation;
+mod media;
 mod orders;
 mod products;
 mod settings;

@@ -91,13 +91,14 @@ pub async fn get(db: &TenantDb, id: Uuid) -> AppResult<Product> {
 }
 
 /// Every id in `media_ids` must be a media of this tenant: 404 naming the first that is not.
+/// (A media deleted meanwhile trips `product_media_media_fkey` on insert instead.)
 async fn check_media(tx: &TenantTx, media_ids: &[Uuid]) -> AppResult<()> {
     if media_ids.is_empty() {
         return Ok(());
     }
     let found: Vec<Uuid> = tx
         .query(
-            "SELECT id FROM media WHERE tenant_id = $1 AND id = ANY($2) FOR KEY SHARE",
+            "SELECT id FROM media WHERE tenant_id = $1 AND id = ANY($2)",
             &[&tx.tenant_id(), &media_ids],
         )
         .await?

@@ -6,6 +6,7 @@ pub mod auth;
 pub mod commerce;
 pub mod config;
 pub mod db;
+pub mod demo;
 pub mod dev;
 pub mod docs;
 pub mod error;

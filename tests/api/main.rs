@@ -3,6 +3,7 @@
 mod admin;
 mod auth;
 mod conversations;
+mod demo;
 mod dev_server;
 mod helpers;
 mod http;

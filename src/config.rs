@@ -73,6 +73,10 @@ pub struct Config {
     pub rate_limits_enabled: bool,
     /// How often admitted-request counts are written to `api_usage`.
     pub usage_flush_interval: Duration,
+    /// The directory media bytes are stored in (`MEDIA_STORE`).
+    pub media_store: PathBuf,
+    /// The largest media upload accepted, in bytes.
+    pub media_max_bytes: u64,
 }
 
 /// Reads variables from any source: the process environment in `main`, a map in tests.
@@ -255,6 +259,23 @@ impl Config {
             ));
         }
 
+        let data_dir = r
+            .text("CONVCOMMERCE_DATA_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from(".convcommerce"));
+        let media_store = match r.text("MEDIA_STORE") {
+            None => data_dir.join("media"),
+            Some(raw) => media_directory(&raw)?,
+        };
+        let media_max_bytes: u64 =
+            r.parsed("MEDIA_MAX_BYTES", 10 * 1024 * 1024, "a number of bytes")?;
+        if media_max_bytes == 0 || media_max_bytes > 1 << 30 {
+            return Err(invalid(
+                "MEDIA_MAX_BYTES",
+                "must be between 1 and 1073741824",
+            ));
+        }
+
         Ok(Self {
             database_url: r.postgres_url("DATABASE_URL")?,
             migration_database_url: r.postgres_url("MIGRATION_DATABASE_URL")?,
@@ -278,10 +299,7 @@ impl Config {
                 })
                 .unwrap_or_default(),
             directory_ttl: Duration::from_secs(directory_ttl_secs),
-            data_dir: r
-                .text("CONVCOMMERCE_DATA_DIR")
-                .map(PathBuf::from)
-                .unwrap_or_else(|| PathBuf::from(".convcommerce")),
+            data_dir,
             public_base_url: r.url("PUBLIC_BASE_URL")?,
             redis_url: r
                 .text("REDIS_URL")
@@ -310,8 +328,32 @@ impl Config {
                 "a number of milliseconds",
             )?)
             .max(Duration::from_millis(10)),
+            media_store,
+            media_max_bytes,
         })
     }
+}
+
+/// `MEDIA_STORE`: a directory, as a path or a `file://` URL. Only the local file system is
+/// compiled in.
+fn media_directory(raw: &str) -> Result<PathBuf, ConfigError> {
+    if !raw.contains("://") {
+        return Ok(PathBuf::from(raw));
+    }
+    let parsed =
+        url::Url::parse(raw).map_err(|e| invalid("MEDIA_STORE", format!("not a URL: {e}")))?;
+    if parsed.scheme() != "file" {
+        return Err(invalid(
+            "MEDIA_STORE",
+            format!(
+                "{}:// stores are not supported by this build; use a directory or a file:// URL",
+                parsed.scheme()
+            ),
+        ));
+    }
+    parsed
+        .to_file_path()
+        .map_err(|_| invalid("MEDIA_STORE", "a file:// URL needs an absolute path"))
 }
 
 #[cfg(test)]
@@ -348,11 +390,24 @@ mod tests {
             ("DB_POOL_SIZE", "0"),
             ("REDIS_URL", "http://cache:6379"),
             ("RATE_LIMITS", "maybe"),
+            ("MEDIA_STORE", "s3://bucket/media"),
+            ("MEDIA_MAX_BYTES", "0"),
         ] {
             let err = config(&[(var, value)]).unwrap_err();
             assert_eq!(err.variable, var, "{value}");
             assert!(err.to_string().contains(var));
         }
+    }
+
+    #[test]
+    fn media_store_is_a_directory_under_the_data_dir_by_default() {
+        let c = config(&[("CONVCOMMERCE_DATA_DIR", "/srv/cc")]).unwrap();
+        assert_eq!(c.media_store, PathBuf::from("/srv/cc/media"));
+        assert_eq!(c.media_max_bytes, 10 * 1024 * 1024);
+        let c = config(&[("MEDIA_STORE", "file:///var/lib/media")]).unwrap();
+        assert_eq!(c.media_store, PathBuf::from("/var/lib/media"));
+        let c = config(&[("MEDIA_STORE", "uploads")]).unwrap();
+        assert_eq!(c.media_store, PathBuf::from("uploads"));
     }
 
     #[test]

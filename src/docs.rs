@@ -31,6 +31,12 @@ pub const OPENAPI_PATH: &str = "/api/v1/openapi.json";
         (name = "tenant", description = "The caller's tenant"),
         (name = "users", description = "Members of the tenant"),
         (name = "limits", description = "Rate limits, usage and quotas"),
+        (name = "seller-profile", description = "The store's public profile (one per tenant)"),
+        (name = "products", description = "The catalogue: prices, stock, status, images, search"),
+        (name = "orders", description = "Orders: server-side totals, stock reservation, status changes, ratings"),
+        (name = "conversations", description = "Customer conversations, one thread per customer and channel"),
+        (name = "ai-config", description = "The chat bot's configuration (one per tenant)"),
+        (name = "media", description = "Uploaded files: images and documents"),
         (name = "admin", description = "Platform administration (platform admins only)"),
     )
 )]

@@ -67,6 +67,9 @@ pub enum AppError {
     Forbidden(&'static str),
     #[error("{0} not found")]
     NotFound(&'static str),
+    /// A request field names a resource that does not exist (in this tenant).
+    #[error("{field} refers to a missing {what}")]
+    MissingReference { field: String, what: &'static str },
     #[error("conflict: {code}")]
     Conflict { code: &'static str, detail: String },
     #[error("validation failed")]
@@ -116,9 +119,9 @@ impl AppError {
             Self::TenantAccessDenied | Self::TenantSuspended | Self::Forbidden(_) => {
                 StatusCode::FORBIDDEN
             }
-            Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::QuotaExceeded { .. } => StatusCode::FORBIDDEN,
+            Self::NotFound(_) | Self::MissingReference { .. } => StatusCode::NOT_FOUND,
             Self::Conflict { .. } => StatusCode::CONFLICT,
             Self::Validation(_) => StatusCode::UNPROCESSABLE_ENTITY,
             Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
@@ -136,9 +139,9 @@ impl AppError {
             Self::TenantAccessDenied => "tenant_access_denied",
             Self::TenantSuspended => "tenant_suspended",
             Self::Forbidden(_) => "forbidden",
-            Self::NotFound(_) => "not_found",
             Self::RateLimited { .. } => "rate_limited",
             Self::QuotaExceeded { .. } => "quota_exceeded",
+            Self::NotFound(_) | Self::MissingReference { .. } => "not_found",
             Self::Conflict { code, .. } | Self::BadRequest { code, .. } => code,
             Self::Validation(_) => "validation_failed",
             Self::PayloadTooLarge => "payload_too_large",
@@ -168,6 +171,9 @@ impl AppError {
             ),
             Self::QuotaExceeded { quota, used, limit } => {
                 format!("The {quota} quota is used up ({used} of {limit}).")
+            }
+            Self::MissingReference { field, what } => {
+                format!("{field}: the {what} does not exist.")
             }
             Self::Conflict { detail, .. } | Self::BadRequest { detail, .. } => detail.clone(),
             Self::Validation(errors) => match errors.as_slice() {
@@ -268,7 +274,7 @@ impl From<crate::db::DbError> for AppError {
 }
 
 /// The database's quota triggers raise a check violation on a `quota_*` constraint whose
-/// detail is `{"quota", "used", "limit"}` (migrations/0002_limits.sql).
+/// detail is `{"quota", "used", "limit"}` (migrations/0003_limits.sql).
 fn quota_violation(err: &tokio_postgres::Error) -> Option<AppError> {
     let db = err.as_db_error()?;
     if db.code() != &tokio_postgres::error::SqlState::CHECK_VIOLATION
@@ -285,6 +291,48 @@ fn quota_violation(err: &tokio_postgres::Error) -> Option<AppError> {
 }
 
 pub type AppResult<T> = Result<T, AppError>;
+
+/// For an optional field parsed only when sent: `Some(None)` when it was not sent,
+/// `Some(Some(v))` when it parsed, `None` when it failed (its error is recorded).
+pub fn sent<T>(parsed: Option<Option<T>>) -> Option<Option<T>> {
+    match parsed {
+        None => Some(None),
+        Some(value) => value.map(Some),
+    }
+}
+
+/// Collects field errors while a request is parsed, so that one 422 names every bad field.
+#[derive(Debug, Default)]
+pub struct Fields {
+    errors: Vec<FieldError>,
+}
+
+impl Fields {
+    /// The parsed value, or `None` with the error recorded against `field`.
+    pub fn check<T, E: Into<String>>(
+        &mut self,
+        field: impl Into<String>,
+        result: Result<T, E>,
+    ) -> Option<T> {
+        result
+            .map_err(|message| self.errors.push(FieldError::new(field, message)))
+            .ok()
+    }
+
+    /// Records an error that is not the result of a parse.
+    pub fn fail(&mut self, field: impl Into<String>, message: impl Into<String>) {
+        self.errors.push(FieldError::new(field, message));
+    }
+
+    /// 422 with every recorded error, else what `build` makes from the parsed values (which
+    /// are all present when nothing was recorded).
+    pub fn finish<T>(self, build: impl FnOnce() -> Option<T>) -> AppResult<T> {
+        if !self.errors.is_empty() {
+            return Err(AppError::Validation(self.errors));
+        }
+        build().ok_or_else(|| AppError::Internal(anyhow::anyhow!("a parsed field went missing")))
+    }
+}
 
 #[cfg(test)]
 mod tests {

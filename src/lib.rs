@@ -7,6 +7,7 @@ pub mod clock;
 pub mod commerce;
 pub mod config;
 pub mod db;
+pub mod demo;
 pub mod dev;
 pub mod docs;
 pub mod error;
@@ -112,6 +113,7 @@ impl Application {
             limiter,
             redis,
             usage: UsageRecorder::default(),
+            media: commerce::media::storage::MediaStore::from_config(&config)?,
         };
         let shutdown = CancellationToken::new();
         let jobs_stop = CancellationToken::new();
@@ -194,6 +196,12 @@ pub fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .merge(commerce::tenant::router())
         .merge(commerce::users::routes::router())
         .merge(limits::routes::router())
+        .merge(commerce::profile::routes::router())
+        .merge(commerce::products::routes::router())
+        .merge(commerce::orders::routes::router())
+        .merge(commerce::conversations::routes::router())
+        .merge(commerce::ai_config::routes::router())
+        .merge(commerce::media::routes::router())
         .split_for_parts();
     utoipa::Modify::modify(&docs::Conventions, &mut openapi);
     (router, openapi)

@@ -31,6 +31,13 @@ enum Command {
         #[arg(long, default_value_t = 24)]
         ttl_hours: u64,
     },
+    /// Seed a demo tenant (products, orders, a conversation) and print its id and a token.
+    /// Without DATABASE_URL it seeds the private database.
+    Demo {
+        /// The demo tenant's slug; an existing tenant with it is reused.
+        #[arg(long, default_value = "demo")]
+        slug: String,
+    },
 }
 
 #[tokio::main]
@@ -47,6 +54,7 @@ async fn main() {
         Command::Serve => serve(config).await,
         Command::Migrate => migrate(config).await,
         Command::DevToken { sub, ttl_hours } => dev_token(&config, &sub, ttl_hours),
+        Command::Demo { slug } => demo(config, &slug).await,
     };
     if let Err(e) = result {
         eprintln!("convcommerce: {e:#}");
@@ -106,6 +114,25 @@ async fn migrate(mut config: Config) -> anyhow::Result<()> {
         env.postgres.data_dir().display()
     );
     env.postgres.stop().await
+}
+
+async fn demo(mut config: Config, slug: &str) -> anyhow::Result<()> {
+    telemetry::init_logging(config.log_format);
+    let dev_env = match config.database_url {
+        Some(_) => {
+            if let Some(owner) = &config.migration_database_url {
+                convcommerce::migrate(owner).await?;
+            }
+            None
+        }
+        None => Some(dev::start(&mut config).await?),
+    };
+    let seeded = convcommerce::demo::run(&config, slug).await;
+    if let Some(env) = dev_env {
+        env.postgres.stop().await?;
+    }
+    println!("{}", seeded?);
+    Ok(())
 }
 
 fn dev_token(config: &Config, sub: &str, ttl_hours: u64) -> anyhow::Result<()> {

@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use crate::auth::jwt::Verifier;
 use crate::clock::Clock;
+use crate::commerce::media::storage::MediaStore;
 use crate::config::Config;
 use crate::db::Db;
 use crate::limits::Limiter;
@@ -26,4 +27,5 @@ pub struct AppState {
     /// The Redis rate-limit backend, when configured (also checked by readiness).
     pub redis: Option<Arc<RedisBackend>>,
     pub usage: UsageRecorder,
+    pub media: MediaStore,
 }

@@ -1,4 +1,6 @@
-//! Parsed values shared across features: a value of these types has already been checked.
+//! Parsed values shared across features: a value of these types has already been checked
+//! (parse, don't validate): e-mails, slugs, E.164 phones, ISO 4217 currencies, prices, skus,
+//! URLs, language tags, time zones, times of day.
 
 use serde::Serialize;
 
@@ -79,6 +81,199 @@ pub fn external_id(raw: &str) -> Result<String, &'static str> {
     Ok(s.to_string())
 }
 
+/// A phone number in E.164 form: `+`, a country code and subscriber number, 8-15 digits in all.
+/// Spaces, hyphens, dots and parentheses are accepted on input and dropped.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Phone(String);
+
+impl Phone {
+    pub fn parse(raw: &str) -> Result<Self, &'static str> {
+        const MESSAGE: &str = "must be an E.164 phone number, e.g. +5511912345678";
+        let rest = raw.trim().strip_prefix('+').ok_or(MESSAGE)?;
+        let mut digits = String::with_capacity(16);
+        for c in rest.chars() {
+            match c {
+                '0'..='9' => digits.push(c),
+                ' ' | '-' | '.' | '(' | ')' => {}
+                _ => return Err(MESSAGE),
+            }
+        }
+        if !(8..=15).contains(&digits.len()) || digits.starts_with('0') {
+            return Err(MESSAGE);
+        }
+        Ok(Self(format!("+{digits}")))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// Active ISO 4217 currency codes, sorted (a fixed list: currencies change rarely, and an
+/// unknown one is more likely a typo than news).
+const CURRENCIES: &[&str] = &[
+    "AED", "AFN", "ALL", "AMD", "ANG", "AOA", "ARS", "AUD", "AWG", "AZN", "BAM", "BBD", "BDT",
+    "BGN", "BHD", "BIF", "BMD", "BND", "BOB", "BRL", "BSD", "BTN", "BWP", "BYN", "BZD", "CAD",
+    "CDF", "CHF", "CLP", "CNY", "COP", "CRC", "CUP", "CVE", "CZK", "DJF", "DKK", "DOP", "DZD",
+    "EGP", "ERN", "ETB", "EUR", "FJD", "FKP", "GBP", "GEL", "GHS", "GIP", "GMD", "GNF", "GTQ",
+    "GYD", "HKD", "HNL", "HTG", "HUF", "IDR", "ILS", "INR", "IQD", "IRR", "ISK", "JMD", "JOD",
+    "JPY", "KES", "KGS", "KHR", "KMF", "KPW", "KRW", "KWD", "KYD", "KZT", "LAK", "LBP", "LKR",
+    "LRD", "LSL", "LYD", "MAD", "MDL", "MGA", "MKD", "MMK", "MNT", "MOP", "MRU", "MUR", "MVR",
+    "MWK", "MXN", "MYR", "MZN", "NAD", "NGN", "NIO", "NOK", "NPR", "NZD", "OMR", "PAB", "PEN",
+    "PGK", "PHP", "PKR", "PLN", "PYG", "QAR", "RON", "RSD", "RUB", "RWF", "SAR", "SBD", "SCR",
+    "SDG", "SEK", "SGD", "SHP", "SLE", "SOS", "SRD", "SSP", "STN", "SVC", "SYP", "SZL", "THB",
+    "TJS", "TMT", "TND", "TOP", "TRY", "TTD", "TWD", "TZS", "UAH", "UGX", "USD", "UYU", "UZS",
+    "VES", "VND", "VUV", "WST", "XAF", "XCD", "XCG", "XOF", "XPF", "YER", "ZAR", "ZMW", "ZWG",
+];
+
+/// An ISO 4217 currency code, upper case.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Currency([u8; 3]);
+
+impl Currency {
+    pub fn parse(raw: &str) -> Result<Self, &'static str> {
+        let code = raw.trim().to_ascii_uppercase();
+        match CURRENCIES.binary_search(&code.as_str()) {
+            Ok(_) => {
+                let b = code.as_bytes();
+                Ok(Self([b[0], b[1], b[2]]))
+            }
+            Err(_) => Err("must be an ISO 4217 currency code, e.g. USD"),
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        std::str::from_utf8(&self.0).expect("parsed from ASCII")
+    }
+}
+
+/// An amount in minor units that is greater than zero (prices).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct PositiveCents(i64);
+
+impl PositiveCents {
+    pub fn parse(raw: i64) -> Result<Self, &'static str> {
+        if raw > 0 {
+            Ok(Self(raw))
+        } else {
+            Err("must be greater than 0 (an amount in minor units)")
+        }
+    }
+
+    pub fn get(self) -> i64 {
+        self.0
+    }
+}
+
+/// A stock-keeping unit: 1-64 visible ASCII characters without spaces.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Sku(String);
+
+impl Sku {
+    pub fn parse(raw: &str) -> Result<Self, &'static str> {
+        let s = raw.trim();
+        if (1..=64).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_graphic()) {
+            Ok(Self(s.to_string()))
+        } else {
+            Err("must be 1-64 visible ASCII characters without spaces")
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// Optional free text of at most `max` characters; blank means none.
+pub fn text(raw: Option<&str>, max: usize) -> Result<Option<String>, String> {
+    let Some(s) = raw.map(str::trim).filter(|s| !s.is_empty()) else {
+        return Ok(None);
+    };
+    if s.chars().count() > max {
+        return Err(format!("must be at most {max} characters"));
+    }
+    Ok(Some(s.to_string()))
+}
+
+/// An absolute `http` or `https` URL of at most 2048 characters.
+pub fn http_url(raw: &str) -> Result<String, &'static str> {
+    const MESSAGE: &str = "must be an http or https URL";
+    let s = raw.trim();
+    if s.len() > 2048 {
+        return Err("must be at most 2048 characters");
+    }
+    let url = url::Url::parse(s).map_err(|_| MESSAGE)?;
+    if matches!(url.scheme(), "http" | "https") && url.host().is_some() {
+        Ok(url.to_string())
+    } else {
+        Err(MESSAGE)
+    }
+}
+
+/// A BCP 47 language tag of the common shape: a 2-3 letter language and optional subtags
+/// (`en`, `pt-BR`, `zh-Hant-TW`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct LanguageTag(String);
+
+impl LanguageTag {
+    pub fn parse(raw: &str) -> Result<Self, &'static str> {
+        let s = raw.trim();
+        let mut parts = s.split('-');
+        let language = parts.next().unwrap_or("");
+        let ok = (2..=3).contains(&language.len())
+            && language.bytes().all(|b| b.is_ascii_alphabetic())
+            && parts.all(|p| {
+                (1..=8).contains(&p.len()) && p.bytes().all(|b| b.is_ascii_alphanumeric())
+            });
+        if ok {
+            Ok(Self(s.to_string()))
+        } else {
+            Err("must be a language tag such as en or pt-BR")
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// An IANA time zone name (`America/Sao_Paulo`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TimeZone(chrono_tz::Tz);
+
+impl TimeZone {
+    pub fn parse(raw: &str) -> Result<Self, &'static str> {
+        raw.trim()
+            .parse::<chrono_tz::Tz>()
+            .map(Self)
+            .map_err(|_| "must be an IANA time zone such as America/Sao_Paulo")
+    }
+
+    pub fn name(&self) -> &'static str {
+        self.0.name()
+    }
+}
+
+/// A time of day written `HH:MM` (24-hour clock).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TimeOfDay(chrono::NaiveTime);
+
+impl TimeOfDay {
+    pub fn parse(raw: &str) -> Result<Self, &'static str> {
+        let s = raw.trim();
+        if s.len() != 5 {
+            return Err("must be a time HH:MM");
+        }
+        chrono::NaiveTime::parse_from_str(s, "%H:%M")
+            .map(Self)
+            .map_err(|_| "must be a time HH:MM")
+    }
+
+    pub fn to_hh_mm(self) -> String {
+        self.0.format("%H:%M").to_string()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -124,5 +319,78 @@ mod tests {
         assert!(name("   ", 200).is_err());
         assert!(name(&"x".repeat(201), 200).is_err());
         assert!(name("a\u{0}b", 200).is_err());
+    }
+    #[test]
+    fn phones() {
+        assert_eq!(
+            Phone::parse(" +55 (11) 91234-5678 ").unwrap().as_str(),
+            "+5511912345678"
+        );
+        assert_eq!(
+            Phone::parse("+14155550100").unwrap().as_str(),
+            "+14155550100"
+        );
+        for bad in [
+            "",
+            "14155550100",
+            "+",
+            "+0123456789",
+            "+1234567",
+            "+1234567890123456",
+            "+1415abc0100",
+            "++14155550100",
+        ] {
+            assert!(Phone::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn currencies() {
+        assert!(
+            CURRENCIES.windows(2).all(|w| w[0] < w[1]),
+            "sorted, no duplicates"
+        );
+        assert_eq!(Currency::parse("usd").unwrap().as_str(), "USD");
+        assert_eq!(Currency::parse("BRL").unwrap().as_str(), "BRL");
+        for bad in ["", "US", "USDX", "XYZ", "$"] {
+            assert!(Currency::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn amounts_skus_and_texts() {
+        assert_eq!(PositiveCents::parse(1).unwrap().get(), 1);
+        assert!(PositiveCents::parse(0).is_err());
+        assert!(PositiveCents::parse(-5).is_err());
+        assert_eq!(Sku::parse(" TS-001/b ").unwrap().as_str(), "TS-001/b");
+        for bad in ["", "has space", "é", &"x".repeat(65)] {
+            assert!(Sku::parse(bad).is_err(), "{bad}");
+        }
+        assert_eq!(text(Some("  "), 5).unwrap(), None);
+        assert_eq!(text(Some(" hi "), 5).unwrap().as_deref(), Some("hi"));
+        assert!(text(Some("toolong"), 5).is_err());
+    }
+
+    #[test]
+    fn urls_languages_zones_and_times() {
+        assert!(http_url("https://cdn.example/logo.png").is_ok());
+        for bad in ["", "ftp://x.example/a", "javascript:alert(1)", "https://"] {
+            assert!(http_url(bad).is_err(), "{bad}");
+        }
+        for good in ["en", "pt-BR", "zh-Hant-TW", "yue"] {
+            assert!(LanguageTag::parse(good).is_ok(), "{good}");
+        }
+        for bad in ["", "e", "english", "pt_BR", "en-", "12"] {
+            assert!(LanguageTag::parse(bad).is_err(), "{bad}");
+        }
+        assert_eq!(
+            TimeZone::parse("America/Sao_Paulo").unwrap().name(),
+            "America/Sao_Paulo"
+        );
+        assert!(TimeZone::parse("Mars/Olympus").is_err());
+        assert_eq!(TimeOfDay::parse("09:30").unwrap().to_hh_mm(), "09:30");
+        for bad in ["9:30", "24:00", "12:60", "noon", "09:30:00"] {
+            assert!(TimeOfDay::parse(bad).is_err(), "{bad}");
+        }
     }
 }

@@ -3,4 +3,4 @@
 
 pub mod model;
 pub mod routes;
-mod store;
+pub(crate) mod store;

@@ -65,6 +65,15 @@ pub async fn list(db: &Db, page: PageRequest) -> AppResult<Vec<Tenant>> {
     Ok(rows.iter().map(Tenant::from_row).collect())
 }
 
+/// The id of the tenant with `slug`, if there is one.
+pub async fn id_by_slug(db: &Db, slug: &str) -> AppResult<Option<Uuid>> {
+    let conn = db.platform().await?;
+    Ok(conn
+        .query_opt("SELECT id FROM tenants WHERE slug = $1", &[&slug])
+        .await?
+        .map(|r| r.get(0)))
+}
+
 pub async fn get(db: &Db, id: Uuid) -> AppResult<Tenant> {
     let conn = db.platform().await?;
     conn.query_opt(&select("WHERE id = $1"), &[&id])

@@ -21,8 +21,13 @@ pub const MIGRATIONS: &[Migration] = &[
     },
     Migration {
         version: 2,
-        name: "0002_limits.sql",
-        sql: include_str!("../../migrations/0002_limits.sql"),
+        name: "0002_commerce.sql",
+        sql: include_str!("../../migrations/0002_commerce.sql"),
+    },
+    Migration {
+        version: 3,
+        name: "0003_limits.sql",
+        sql: include_str!("../../migrations/0003_limits.sql"),
     },
 ];
 

@@ -1,6 +1,6 @@
 //! Resource quotas (SPEC §5): products, users and storage bytes per tenant.
 //!
-//! Enforcement lives in the database (migrations/0002_limits.sql): a trigger on each counted
+//! Enforcement lives in the database (migrations/0003_limits.sql): a trigger on each counted
 //! table charges `tenant_quota_usage` in the same transaction as the insert or delete, under
 //! the counter row's lock, and raises a `quota_*` check violation when the tenant's limit would
 //! be passed; `AppError` turns that into 403 `quota_exceeded`. No code path can skip it.

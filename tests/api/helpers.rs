@@ -74,6 +74,11 @@ pub fn config_vars(db: &Provisioned) -> BTreeMap<String, String> {
         ("PORT", "0"),
         ("ENVIRONMENT", "test"),
         ("DB_POOL_SIZE", "4"),
+        (
+            "MEDIA_STORE",
+            concat!(env!("CARGO_TARGET_TMPDIR"), "/media"),
+        ),
+        ("MEDIA_MAX_BYTES", "262144"),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_string(), v.to_string()))
@@ -169,6 +174,11 @@ impl Call {
         self
     }
 
+    pub fn multipart(mut self, form: reqwest::multipart::Form) -> Self {
+        self.builder = self.builder.multipart(form);
+        self
+    }
+
     pub async fn send(self) -> Response {
         let response = self.builder.send().await.expect("the server answers");
         let status = response.status();
@@ -254,6 +264,10 @@ impl TestApp {
         self.call(Method::POST, path)
     }
 
+    pub fn put(&self, path: &str) -> Call {
+        self.call(Method::PUT, path)
+    }
+
     pub fn patch(&self, path: &str) -> Call {
         self.call(Method::PATCH, path)
     }
@@ -320,6 +334,24 @@ impl TestApp {
             .sum()
     }
 
+    /// Creates a product in `tenant` (as its owner) from `fields` over defaults: active,
+    /// 10.00 USD, 10 in stock.
+    pub async fn product(&self, tenant: &TestTenant, fields: Value) -> Value {
+        let mut body = json!({"name": "Thing", "price_cents": 1000, "currency": "USD",
+                              "stock": 10, "status": "active"});
+        for (k, v) in fields.as_object().expect("an object") {
+            body[k] = v.clone();
+        }
+        self.post("/api/v1/products")
+            .user(&tenant.owner)
+            .tenant(tenant.id)
+            .json(&body)
+            .send()
+            .await
+            .expect(201)
+            .body
+    }
+
     pub async fn stop(self) {
         self.shutdown.cancel();
         self.server
@@ -327,6 +359,29 @@ impl TestApp {
             .expect("the server task ends")
             .expect("the server stops cleanly");
     }
+}
+
+/// The `field`s of a 422's `errors`, in order.
+pub fn error_fields(response: &Response) -> Vec<String> {
+    response.body["errors"]
+        .as_array()
+        .map(|errors| {
+            errors
+                .iter()
+                .map(|e| e["field"].as_str().unwrap_or("").to_string())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The `id`s of a list page, in order.
+pub fn ids(response: &Response) -> Vec<String> {
+    response.body["items"]
+        .as_array()
+        .expect("a list")
+        .iter()
+        .map(|item| item["id"].as_str().unwrap().to_string())
+        .collect()
 }
 
 pub fn now() -> u64 {

@@ -95,6 +95,27 @@ async fn openapi_documents_every_route_and_its_errors() {
         ("/api/v1/tenant/quotas", "get"),
         ("/api/v1/admin/tenants/{id}/usage", "get"),
         ("/api/v1/admin/tenants/{id}/quotas", "get"),
+        ("/api/v1/seller-profile", "get"),
+        ("/api/v1/seller-profile", "put"),
+        ("/api/v1/products", "get"),
+        ("/api/v1/products", "post"),
+        ("/api/v1/products/{id}", "get"),
+        ("/api/v1/products/{id}", "patch"),
+        ("/api/v1/products/{id}", "delete"),
+        ("/api/v1/orders", "get"),
+        ("/api/v1/orders", "post"),
+        ("/api/v1/orders/{id}", "get"),
+        ("/api/v1/orders/{id}/transitions", "post"),
+        ("/api/v1/orders/{id}/rating", "post"),
+        ("/api/v1/conversations/messages", "post"),
+        ("/api/v1/conversations", "get"),
+        ("/api/v1/conversations/{thread_id}/messages", "get"),
+        ("/api/v1/ai-config", "get"),
+        ("/api/v1/ai-config", "put"),
+        ("/api/v1/media", "post"),
+        ("/api/v1/media/{id}", "get"),
+        ("/api/v1/media/{id}", "delete"),
+        ("/api/v1/media/{id}/content", "get"),
     ] {
         let op = &doc["paths"][path][method];
         assert!(op.is_object(), "{method} {path} is documented");
@@ -137,6 +158,38 @@ async fn openapi_documents_every_route_and_its_errors() {
                 );
             }
         }
+    }
+    // Request bodies come with examples.
+    for schema in [
+        "PutSellerProfile",
+        "CreateProduct",
+        "UpdateProduct",
+        "CreateOrder",
+        "Transition",
+        "RateOrder",
+        "PostMessage",
+        "PutAiConfig",
+    ] {
+        assert!(
+            doc["components"]["schemas"][schema]["example"].is_object(),
+            "{schema} has an example"
+        );
+    }
+    assert!(
+        doc["paths"]["/api/v1/media"]["post"]["requestBody"]["content"]["multipart/form-data"]
+            .is_object()
+    );
+    for (path, method, status) in [
+        ("/api/v1/products", "post", "409"),
+        ("/api/v1/orders", "post", "409"),
+        ("/api/v1/orders/{id}/transitions", "post", "409"),
+        ("/api/v1/media", "post", "413"),
+        ("/api/v1/media", "post", "415"),
+    ] {
+        assert!(
+            doc["paths"][path][method]["responses"][status].is_object(),
+            "{method} {path} documents {status}"
+        );
     }
     for path in ["/health", "/health/ready", "/metrics"] {
         assert!(doc["paths"][path]["get"].is_object(), "{path}");

@@ -2,11 +2,17 @@
 
 mod admin;
 mod auth;
+mod conversations;
+mod demo;
 mod dev_server;
 mod helpers;
 mod http;
 mod isolation;
 mod limits;
+mod media;
+mod orders;
+mod products;
+mod settings;
 mod startup;
 mod tenancy;
 mod users;

@@ -1,0 +1,5 @@
+//! How the tenant's chat bot behaves: one configuration per tenant.
+
+pub mod model;
+pub mod routes;
+pub(crate) mod store;

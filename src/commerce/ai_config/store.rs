@@ -1,0 +1,59 @@
+//! SQL for the AI configuration. Every statement also filters `tenant_id` explicitly.
+
+use super::model::{AiConfig, AiConfigInput};
+use crate::db::TenantDb;
+use crate::error::{AppError, AppResult};
+
+/// The saved configuration, or the defaults when none was saved.
+pub async fn get(db: &TenantDb) -> AppResult<AiConfig> {
+    match db
+        .query_opt(
+            &format!(
+                "SELECT {} FROM ai_config WHERE tenant_id = $1",
+                AiConfig::COLUMNS
+            ),
+            &[&db.tenant_id()],
+        )
+        .await?
+    {
+        Some(row) => AiConfig::from_row(&row),
+        None => Ok(AiConfig::default_config()),
+    }
+}
+
+pub async fn put(db: &TenantDb, input: &AiConfigInput) -> AppResult<AiConfig> {
+    let hours = input
+        .active_hours
+        .as_ref()
+        .map(serde_json::to_value)
+        .transpose()
+        .map_err(anyhow::Error::from)?;
+    let row = db
+        .query_opt(
+            &format!(
+                "INSERT INTO ai_config AS c (tenant_id, bot_name, style_tone, auto_reply_enabled,
+                     active_hours, languages, system_prompt)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7)
+                 ON CONFLICT (tenant_id) DO UPDATE SET
+                     bot_name = EXCLUDED.bot_name, style_tone = EXCLUDED.style_tone,
+                     auto_reply_enabled = EXCLUDED.auto_reply_enabled,
+                     active_hours = EXCLUDED.active_hours, languages = EXCLUDED.languages,
+                     system_prompt = EXCLUDED.system_prompt, updated_at = now()
+                 WHERE c.tenant_id = $1
+                 RETURNING {}",
+                AiConfig::COLUMNS
+            ),
+            &[
+                &db.tenant_id(),
+                &input.bot_name,
+                &input.style_tone,
+                &input.auto_reply_enabled,
+                &hours,
+                &input.languages,
+                &input.system_prompt,
+            ],
+        )
+        .await?
+        .ok_or_else(|| AppError::Internal(anyhow::anyhow!("upsert returned no row")))?;
+    AiConfig::from_row(&row)
+}

@@ -1,0 +1,142 @@
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use tokio_postgres::Row;
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+use crate::commerce::{Channel, text_enum};
+use crate::error::{AppError, Fields};
+use crate::types;
+
+text_enum! {
+    /// Who wrote a message.
+    SenderType {
+        Customer => "customer",
+        Merchant => "merchant",
+        Bot => "bot",
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Message {
+    pub id: Uuid,
+    pub thread_id: Uuid,
+    pub customer_handle: String,
+    pub channel: Channel,
+    pub sender_type: SenderType,
+    pub message: String,
+    pub order_id: Option<Uuid>,
+    pub created_at: DateTime<Utc>,
+}
+
+impl Message {
+    /// Columns of `conversation_history h`.
+    pub const COLUMNS: &'static str = "h.id, h.thread_id, h.customer_handle, h.channel, \
+        h.sender_type, h.message, h.order_id, h.created_at";
+
+    pub fn from_row(row: &Row) -> Self {
+        Self {
+            id: row.get("id"),
+            thread_id: row.get("thread_id"),
+            customer_handle: row.get("customer_handle"),
+            channel: row.get("channel"),
+            sender_type: row.get("sender_type"),
+            message: row.get("message"),
+            order_id: row.get("order_id"),
+            created_at: row.get("created_at"),
+        }
+    }
+}
+
+/// The newest message of a thread.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct LastMessage {
+    pub id: Uuid,
+    pub sender_type: SenderType,
+    pub message: String,
+    pub created_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Thread {
+    pub thread_id: Uuid,
+    pub customer_handle: String,
+    pub channel: Channel,
+    pub last_message: LastMessage,
+    /// Customer messages since the last merchant or bot message.
+    pub unread_count: i32,
+    pub created_at: DateTime<Utc>,
+}
+
+impl Thread {
+    pub fn from_row(row: &Row) -> Self {
+        Self {
+            thread_id: row.get("thread_id"),
+            customer_handle: row.get("customer_handle"),
+            channel: row.get("channel"),
+            last_message: LastMessage {
+                id: row.get("last_id"),
+                sender_type: row.get("last_sender_type"),
+                message: row.get("last_message"),
+                created_at: row.get("last_created_at"),
+            },
+            unread_count: row.get("unread_count"),
+            created_at: row.get("created_at"),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(example = json!({
+    "customer_handle": "+5511912345678",
+    "channel": "whatsapp",
+    "sender_type": "customer",
+    "message": "Oi! Do you have the Ipê tee in M?"
+}))]
+pub struct PostMessage {
+    /// The customer's address on the channel (phone number, @handle, visitor id); 1-200
+    /// characters. With `channel` it names the thread.
+    pub customer_handle: String,
+    pub channel: Channel,
+    pub sender_type: SenderType,
+    /// 1-4096 characters.
+    pub message: String,
+    /// An order of this tenant the message is about.
+    pub order_id: Option<Uuid>,
+}
+
+pub struct NewMessage {
+    pub customer_handle: String,
+    pub channel: Channel,
+    pub sender_type: SenderType,
+    pub message: String,
+    pub order_id: Option<Uuid>,
+}
+
+impl PostMessage {
+    pub fn validate(self) -> Result<NewMessage, AppError> {
+        let mut f = Fields::default();
+        let customer_handle = f.check("customer_handle", types::name(&self.customer_handle, 200));
+        let message = match self.message.trim() {
+            "" => {
+                f.fail("message", "must not be empty");
+                None
+            }
+            _ if self.message.chars().count() > 4096 => {
+                f.fail("message", "must be at most 4096 characters");
+                None
+            }
+            _ => Some(self.message),
+        };
+        f.finish(|| {
+            Some(NewMessage {
+                customer_handle: customer_handle?,
+                channel: self.channel,
+                sender_type: self.sender_type,
+                message: message?,
+                order_id: self.order_id,
+            })
+        })
+    }
+}

@@ -1,0 +1,123 @@
+//! A `WHERE` clause built from a list's optional filters. Only the filters a request uses
+//! appear in the statement, so each combination gets a plan that can use its index (a
+//! catch-all `($2 IS NULL OR ...)` cannot).
+
+use tokio_postgres::types::ToSql;
+use uuid::Uuid;
+
+use crate::extract::PageRequest;
+
+type Param = Box<dyn ToSql + Sync + Send>;
+
+/// Conditions joined by `AND`, with their parameters; the first is always the tenant.
+pub struct Where {
+    clauses: Vec<String>,
+    params: Vec<Param>,
+}
+
+impl Where {
+    /// Starts with `{tenant_column} = $1`: every statement filters the tenant explicitly.
+    pub fn tenant(tenant_column: &str, tenant_id: Uuid) -> Self {
+        let mut w = Self {
+            clauses: Vec::new(),
+            params: Vec::new(),
+        };
+        w.push(&format!("{tenant_column} = {{}}"), tenant_id);
+        w
+    }
+
+    /// Adds a parameter; returns its placeholder (`$n`).
+    pub fn bind(&mut self, value: impl ToSql + Sync + Send + 'static) -> String {
+        self.params.push(Box::new(value));
+        format!("${}", self.params.len())
+    }
+
+    /// Adds a condition whose `{}` is replaced by the placeholder of `value`.
+    pub fn push(&mut self, clause: &str, value: impl ToSql + Sync + Send + 'static) {
+        let placeholder = self.bind(value);
+        self.clauses.push(clause.replace("{}", &placeholder));
+    }
+
+    /// Adds a condition whose placeholders the caller made with [`Where::bind`].
+    pub fn condition(&mut self, sql: String) {
+        self.clauses.push(sql);
+    }
+
+    pub fn push_opt<T: ToSql + Sync + Send + 'static>(&mut self, clause: &str, value: Option<T>) {
+        if let Some(value) = value {
+            self.push(clause, value);
+        }
+    }
+
+    /// The keyset condition `{id_column} < cursor` and `LIMIT limit + 1` of a page, newest
+    /// first; returns the `ORDER BY ... LIMIT ...` tail.
+    pub fn page(&mut self, id_column: &str, page: PageRequest) -> String {
+        self.push_opt(&format!("{id_column} < {{}}"), page.after);
+        let limit = self.bind(page.limit + 1);
+        format!("ORDER BY {id_column} DESC LIMIT {limit}")
+    }
+
+    pub fn sql(&self) -> String {
+        self.clauses.join(" AND ")
+    }
+
+    pub fn params(&self) -> Vec<&(dyn ToSql + Sync)> {
+        self.params
+            .iter()
+            .map(|p| p.as_ref() as &(dyn ToSql + Sync))
+            .collect()
+    }
+}
+
+/// A `LIKE`/`ILIKE` pattern matching `text` anywhere, its wildcards escaped.
+pub fn contains_pattern(text: &str) -> String {
+    let mut pattern = String::with_capacity(text.len() + 2);
+    pattern.push('%');
+    for c in text.chars() {
+        if matches!(c, '%' | '_' | '\\') {
+            pattern.push('\\');
+        }
+        pattern.push(c);
+    }
+    pattern.push('%');
+    pattern
+}
+
+/// A full statement with its parameters.
+pub struct Statement {
+    pub sql: String,
+    pub filter: Where,
+}
+
+impl Statement {
+    pub fn params(&self) -> Vec<&(dyn ToSql + Sync)> {
+        self.filter.params()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn placeholders_follow_the_parameters() {
+        let mut w = Where::tenant("p.tenant_id", Uuid::nil());
+        w.push_opt::<i64>("p.price_cents >= {}", None);
+        w.push("p.status = {}", "active");
+        let tail = w.page(
+            "p.id",
+            PageRequest {
+                limit: 20,
+                after: None,
+            },
+        );
+        assert_eq!(w.sql(), "p.tenant_id = $1 AND p.status = $2");
+        assert_eq!(tail, "ORDER BY p.id DESC LIMIT $3");
+        assert_eq!(w.params().len(), 3);
+    }
+
+    #[test]
+    fn patterns_escape_wildcards() {
+        assert_eq!(contains_pattern("50%_off\\"), "%50\\%\\_off\\\\%");
+    }
+}

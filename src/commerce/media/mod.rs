@@ -1,0 +1,6 @@
+//! Uploaded files (product images, documents): metadata in `media`, bytes in an object store.
+
+pub mod model;
+pub mod routes;
+pub mod storage;
+mod store;

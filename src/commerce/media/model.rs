@@ -1,0 +1,81 @@
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use tokio_postgres::Row;
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Media {
+    pub id: Uuid,
+    /// What the bytes are, as sniffed from them.
+    pub content_type: String,
+    pub size_bytes: i64,
+    /// The uploaded file's name, if it had one.
+    pub filename: Option<String>,
+    /// Where to GET the bytes (with the same headers as every tenant request).
+    pub url: String,
+    pub created_at: DateTime<Utc>,
+}
+
+impl Media {
+    pub const COLUMNS: &'static str = "id, content_type, size_bytes, filename, created_at";
+
+    /// `base` is `PUBLIC_BASE_URL` without its trailing slash, or empty for a relative URL.
+    pub fn from_row(row: &Row, base: &str) -> Self {
+        let id: Uuid = row.get("id");
+        Self {
+            id,
+            content_type: row.get("content_type"),
+            size_bytes: row.get("size_bytes"),
+            filename: row.get("filename"),
+            url: format!("{base}/api/v1/media/{id}/content"),
+            created_at: row.get("created_at"),
+        }
+    }
+}
+
+/// The multipart form of an upload.
+#[derive(ToSchema)]
+pub struct MediaUpload {
+    /// JPEG, PNG, GIF, WebP or PDF; the type is read from the bytes.
+    #[schema(value_type = String, format = Binary)]
+    pub file: Vec<u8>,
+}
+
+/// A validated upload.
+pub struct NewMedia {
+    pub content_type: &'static str,
+    pub filename: Option<String>,
+    pub bytes: bytes::Bytes,
+}
+
+/// The last path component of a client's file name, without control characters, at most
+/// 255 characters; `None` when nothing is left.
+pub fn clean_filename(raw: &str) -> Option<String> {
+    let name: String = raw
+        .rsplit(['/', '\\'])
+        .next()
+        .unwrap_or("")
+        .chars()
+        .filter(|c| !c.is_control())
+        .take(255)
+        .collect();
+    let name = name.trim();
+    (!name.is_empty()).then(|| name.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn filenames_lose_paths_and_control_characters() {
+        assert_eq!(
+            clean_filename("C:\\x\\photo.png").as_deref(),
+            Some("photo.png")
+        );
+        assert_eq!(clean_filename("../../etc/pa\nss").as_deref(), Some("pass"));
+        assert_eq!(clean_filename("  "), None);
+        assert_eq!(clean_filename(&"a".repeat(300)).unwrap().len(), 255);
+    }
+}

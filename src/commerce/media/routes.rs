@@ -1,0 +1,177 @@
+use axum::Json;
+use axum::body::Body;
+use axum::extract::multipart::MultipartRejection;
+use axum::extract::{DefaultBodyLimit, FromRequest, Multipart, Request, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use bytes::BytesMut;
+use futures_util::TryStreamExt;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use super::model::{Media, MediaUpload, NewMedia, clean_filename};
+use super::storage::{ACCEPTED, sniff};
+use super::store;
+use crate::error::{AppError, AppResult, Problem};
+use crate::extract::IdPath;
+use crate::state::AppState;
+use crate::tenancy::TenantCtx;
+
+/// Room for the multipart framing around the file.
+const MULTIPART_OVERHEAD: u64 = 64 * 1024;
+
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(upload_media))
+        // The upload enforces MEDIA_MAX_BYTES itself instead of the 1 MiB JSON body limit.
+        .layer(DefaultBodyLimit::disable())
+        .routes(routes!(get_media, delete_media))
+        .routes(routes!(get_media_content))
+}
+
+fn base_url(state: &AppState) -> String {
+    state
+        .config
+        .public_base_url
+        .as_ref()
+        .map(|u| u.as_str().trim_end_matches('/').to_string())
+        .unwrap_or_default()
+}
+
+fn read_error(err: axum::extract::multipart::MultipartError) -> AppError {
+    if err.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        AppError::PayloadTooLarge
+    } else {
+        AppError::BadRequest {
+            code: "invalid_body",
+            detail: "The multipart body could not be read.".into(),
+        }
+    }
+}
+
+/// Reads the `file` part (at most `max` bytes) and decides its type from its bytes.
+async fn read_upload(mut multipart: Multipart, max: u64) -> AppResult<NewMedia> {
+    while let Some(mut field) = multipart.next_field().await.map_err(read_error)? {
+        if field.name() != Some("file") {
+            continue;
+        }
+        let filename = field.file_name().and_then(clean_filename);
+        let mut bytes = BytesMut::new();
+        while let Some(chunk) = field.chunk().await.map_err(read_error)? {
+            if (bytes.len() + chunk.len()) as u64 > max {
+                return Err(AppError::PayloadTooLarge);
+            }
+            bytes.extend_from_slice(&chunk);
+        }
+        if bytes.is_empty() {
+            return Err(AppError::validation("file", "must not be empty"));
+        }
+        let content_type = sniff(&bytes).ok_or_else(|| {
+            AppError::UnsupportedMediaType(format!("The file must be {ACCEPTED}."))
+        })?;
+        return Ok(NewMedia {
+            content_type,
+            filename,
+            bytes: bytes.freeze(),
+        });
+    }
+    Err(AppError::validation(
+        "file",
+        "a part named file is required",
+    ))
+}
+
+/// Uploads a file (multipart, part `file`). The type is sniffed from the bytes; the size is
+/// limited by `MEDIA_MAX_BYTES` (10 MiB by default).
+#[utoipa::path(post, path = "/api/v1/media", tag = "media",
+    request_body(content = inline(MediaUpload), content_type = "multipart/form-data"),
+    responses(
+        (status = 201, description = "Stored", body = Media),
+        (status = 413, description = "`payload_too_large`", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "`unsupported_media_type`: not multipart, or not JPEG, PNG, GIF, WebP or PDF", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "`validation_failed`: no `file` part, or an empty one", body = Problem, content_type = "application/problem+json"),
+    ))]
+#[tracing::instrument(skip_all)]
+pub async fn upload_media(
+    State(state): State<AppState>,
+    ctx: TenantCtx,
+    request: Request,
+) -> AppResult<(StatusCode, Json<Media>)> {
+    let max = state.media.max_bytes;
+    let limited = request.map(|body| {
+        Body::new(http_body_util::Limited::new(
+            body,
+            (max + MULTIPART_OVERHEAD) as usize,
+        ))
+    });
+    let multipart =
+        Multipart::from_request(limited, &state)
+            .await
+            .map_err(|e: MultipartRejection| {
+                tracing::debug!(error = %e, "not a multipart upload");
+                AppError::UnsupportedMediaType(
+                    "Send the file as multipart/form-data in a part named file.".into(),
+                )
+            })?;
+    let new = read_upload(multipart, max).await?;
+    let media = store::create(ctx.db(), &state.media, &base_url(&state), new).await?;
+    Ok((StatusCode::CREATED, Json(media)))
+}
+
+/// A media's metadata.
+#[utoipa::path(get, path = "/api/v1/media/{id}", tag = "media",
+    params(("id" = uuid::Uuid, Path, description = "Media id")),
+    responses(
+        (status = 200, description = "The media", body = Media),
+        (status = 404, description = "`not_found` (also for another tenant's media)", body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn get_media(
+    State(state): State<AppState>,
+    ctx: TenantCtx,
+    IdPath(id): IdPath,
+) -> AppResult<Json<Media>> {
+    Ok(Json(store::get(ctx.db(), id, &base_url(&state)).await?))
+}
+
+/// Deletes a media and its bytes; products that showed it no longer do.
+#[utoipa::path(delete, path = "/api/v1/media/{id}", tag = "media",
+    params(("id" = uuid::Uuid, Path, description = "Media id")),
+    responses(
+        (status = 204, description = "Deleted"),
+        (status = 404, description = "`not_found`", body = Problem, content_type = "application/problem+json"),
+    ))]
+#[tracing::instrument(skip_all, fields(media_id = %id))]
+pub async fn delete_media(
+    State(state): State<AppState>,
+    ctx: TenantCtx,
+    IdPath(id): IdPath,
+) -> AppResult<StatusCode> {
+    store::delete(ctx.db(), &state.media, id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// The bytes, with their content type.
+#[utoipa::path(get, path = "/api/v1/media/{id}/content", tag = "media",
+    params(("id" = uuid::Uuid, Path, description = "Media id")),
+    responses(
+        (status = 200, description = "The file", content_type = "application/octet-stream", body = Vec<u8>),
+        (status = 404, description = "`not_found`", body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn get_media_content(
+    State(state): State<AppState>,
+    ctx: TenantCtx,
+    IdPath(id): IdPath,
+) -> AppResult<Response> {
+    let (content_type, size, key) = store::locate(ctx.db(), id).await?;
+    let stream = state.media.get(&key).await?;
+    Ok((
+        [
+            (header::CONTENT_TYPE, content_type),
+            (header::CONTENT_LENGTH, size.to_string()),
+            (header::X_CONTENT_TYPE_OPTIONS, "nosniff".to_string()),
+            (header::CACHE_CONTROL, "private, max-age=3600".to_string()),
+        ],
+        Body::from_stream(stream.map_err(std::io::Error::other)),
+    )
+        .into_response())
+}

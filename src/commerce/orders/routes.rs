@@ -1,0 +1,111 @@
+use axum::Json;
+use axum::extract::Query;
+use axum::http::StatusCode;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use super::model::{CreateOrder, Order, OrderQuery, RateOrder, Rating, Transition};
+use super::store;
+use crate::error::{AppResult, Problem};
+use crate::extract::{ApiJson, IdPath, Page};
+use crate::state::AppState;
+use crate::tenancy::TenantCtx;
+
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list_orders, create_order))
+        .routes(routes!(get_order))
+        .routes(routes!(transition_order))
+        .routes(routes!(rate_order))
+}
+
+/// Lists orders, newest first, by status, channel, creation time and customer text.
+#[utoipa::path(get, path = "/api/v1/orders", tag = "orders",
+    params(OrderQuery),
+    responses(
+        (status = 200, description = "A page of orders", body = Page<Order>),
+        (status = 400, description = "`invalid_cursor`", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "`validation_failed` (limit, q, since/until)", body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn list_orders(
+    ctx: TenantCtx,
+    Query(query): Query<OrderQuery>,
+) -> AppResult<Json<Page<Order>>> {
+    let filter = query.parse()?;
+    let orders = store::list(ctx.db(), &filter).await?;
+    Ok(Json(Page::from_rows(orders, filter.page, |o: &Order| o.id)))
+}
+
+/// Places an order: prices come from the products (never from the request), each line's
+/// `unit_price_cents` is frozen, and the stock is reserved in the same transaction.
+#[utoipa::path(post, path = "/api/v1/orders", tag = "orders",
+    request_body = CreateOrder,
+    responses(
+        (status = 201, description = "Created (status `pending`)", body = Order),
+        (status = 404, description = "`not_found`: `items[i].product_id` is not a product of this tenant", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "`insufficient_stock`", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "`validation_failed` (customer, quantities, a product not active or in another currency)", body = Problem, content_type = "application/problem+json"),
+    ))]
+#[tracing::instrument(skip_all)]
+pub async fn create_order(
+    ctx: TenantCtx,
+    ApiJson(body): ApiJson<CreateOrder>,
+) -> AppResult<(StatusCode, Json<Order>)> {
+    let new = body.validate()?;
+    let order = store::create(ctx.db(), &new).await?;
+    Ok((StatusCode::CREATED, Json(order)))
+}
+
+/// One order, with its lines and rating.
+#[utoipa::path(get, path = "/api/v1/orders/{id}", tag = "orders",
+    params(("id" = uuid::Uuid, Path, description = "Order id")),
+    responses(
+        (status = 200, description = "The order", body = Order),
+        (status = 404, description = "`not_found` (also for another tenant's order)", body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn get_order(ctx: TenantCtx, IdPath(id): IdPath) -> AppResult<Json<Order>> {
+    Ok(Json(store::get(ctx.db(), id).await?))
+}
+
+/// Moves an order to its next status (cancelling releases the stock).
+#[utoipa::path(post, path = "/api/v1/orders/{id}/transitions", tag = "orders",
+    params(("id" = uuid::Uuid, Path, description = "Order id")),
+    request_body = Transition,
+    responses(
+        (status = 200, description = "The order in its new status", body = Order),
+        (status = 404, description = "`not_found`", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "`invalid_transition`", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "`validation_failed` (e.g. tracking_number without `shipped`)", body = Problem, content_type = "application/problem+json"),
+    ))]
+#[tracing::instrument(skip_all, fields(order_id = %id))]
+pub async fn transition_order(
+    ctx: TenantCtx,
+    IdPath(id): IdPath,
+    ApiJson(body): ApiJson<Transition>,
+) -> AppResult<Json<Order>> {
+    let change = body.validate()?;
+    Ok(Json(store::transition(ctx.db(), id, &change).await?))
+}
+
+/// Records the customer's rating of a delivered order (once).
+#[utoipa::path(post, path = "/api/v1/orders/{id}/rating", tag = "orders",
+    params(("id" = uuid::Uuid, Path, description = "Order id")),
+    request_body = RateOrder,
+    responses(
+        (status = 201, description = "Rated", body = Rating),
+        (status = 404, description = "`not_found`", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "`invalid_state` (not delivered) or `already_rated`", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "`validation_failed` (stars 1-5)", body = Problem, content_type = "application/problem+json"),
+    ))]
+#[tracing::instrument(skip_all, fields(order_id = %id))]
+pub async fn rate_order(
+    ctx: TenantCtx,
+    IdPath(id): IdPath,
+    ApiJson(body): ApiJson<RateOrder>,
+) -> AppResult<(StatusCode, Json<Rating>)> {
+    let rating = body.validate()?;
+    Ok((
+        StatusCode::CREATED,
+        Json(store::rate(ctx.db(), id, &rating).await?),
+    ))
+}

@@ -1,0 +1,325 @@
+//! SQL for orders. Every statement also filters `tenant_id` explicitly.
+//!
+//! Products are always locked in id order (creating an order, cancelling one), so concurrent
+//! orders that share products wait for each other instead of deadlocking.
+
+use uuid::Uuid;
+
+use super::model::{NewOrder, NewRating, Order, OrderFilter, OrderStatus, Rating, StatusChange};
+use crate::commerce::filter::{Where, contains_pattern};
+use crate::commerce::products::model::ProductStatus;
+use crate::db::{Conn, TenantDb, TenantTx};
+use crate::error::{AppError, AppResult, FieldError};
+
+fn select_one() -> String {
+    format!(
+        "SELECT {} FROM orders o WHERE o.tenant_id = $1 AND o.id = $2",
+        Order::COLUMNS
+    )
+}
+
+async fn fetch(conn: &Conn, tenant_id: Uuid, id: Uuid) -> AppResult<Order> {
+    let row = conn
+        .query_opt(&select_one(), &[&tenant_id, &id])
+        .await?
+        .ok_or(AppError::NotFound("order"))?;
+    Order::from_row(&row)
+}
+
+pub async fn get(db: &TenantDb, id: Uuid) -> AppResult<Order> {
+    let row = db
+        .query_opt(&select_one(), &[&db.tenant_id(), &id])
+        .await?
+        .ok_or(AppError::NotFound("order"))?;
+    Order::from_row(&row)
+}
+
+pub async fn list(db: &TenantDb, filter: &OrderFilter) -> AppResult<Vec<Order>> {
+    let mut w = Where::tenant("o.tenant_id", db.tenant_id());
+    w.push_opt("o.status = {}", filter.status);
+    w.push_opt("o.channel = {}", filter.channel);
+    w.push_opt("o.created_at >= {}", filter.since);
+    w.push_opt("o.created_at < {}", filter.until);
+    if let Some(q) = &filter.q {
+        w.push(
+            "concat_ws(' ', o.customer->>'name', o.customer->>'phone', o.customer->>'email') \
+             ILIKE {}",
+            contains_pattern(q),
+        );
+    }
+    let tail = w.page("o.id", filter.page);
+    let rows = db
+        .query(
+            &format!(
+                "SELECT {} FROM orders o WHERE {} {tail}",
+                Order::COLUMNS,
+                w.sql()
+            ),
+            &w.params(),
+        )
+        .await?;
+    rows.iter().map(Order::from_row).collect()
+}
+
+/// A product as an order line needs it, locked.
+struct Stocked {
+    id: Uuid,
+    name: String,
+    sku: Option<String>,
+    price_cents: i64,
+    currency: String,
+    status: ProductStatus,
+    stock: i32,
+}
+
+fn insufficient_stock(detail: String) -> AppError {
+    AppError::Conflict {
+        code: "insufficient_stock",
+        detail,
+    }
+}
+
+/// Checks every line against its locked product; returns the lines with their product.
+fn price_lines<'a>(
+    order: &NewOrder,
+    products: &'a [Stocked],
+) -> AppResult<Vec<(&'a Stocked, i32)>> {
+    let mut lines = Vec::with_capacity(order.items.len());
+    for (i, (product_id, quantity)) in order.items.iter().enumerate() {
+        let product = products
+            .iter()
+            .find(|p| p.id == *product_id)
+            .ok_or_else(|| AppError::MissingReference {
+                field: format!("items[{i}].product_id"),
+                what: "product",
+            })?;
+        lines.push((product, *quantity));
+    }
+    let currency = &lines[0].0.currency;
+    let mut errors = Vec::new();
+    for (i, (product, _)) in lines.iter().enumerate() {
+        let field = format!("items[{i}].product_id");
+        if product.status != ProductStatus::Active {
+            errors.push(FieldError::new(
+                field,
+                format!("the product is {}, not on sale", product.status.as_str()),
+            ));
+        } else if &product.currency != currency {
+            errors.push(FieldError::new(
+                field,
+                format!(
+                    "the product is priced in {}, the order in {currency}: one currency per order",
+                    product.currency
+                ),
+            ));
+        }
+    }
+    if !errors.is_empty() {
+        return Err(AppError::Validation(errors));
+    }
+    for (i, (product, quantity)) in lines.iter().enumerate() {
+        if product.stock < *quantity {
+            return Err(insufficient_stock(format!(
+                "items[{i}]: {} in stock, {quantity} ordered",
+                product.stock
+            )));
+        }
+    }
+    Ok(lines)
+}
+
+/// Places an order: locks its products, prices it from them, reserves the stock and stores
+/// it, all in one transaction.
+pub async fn create(db: &TenantDb, order: &NewOrder) -> AppResult<Order> {
+    let tx = db.begin().await?;
+    let ids: Vec<Uuid> = order.items.iter().map(|(id, _)| *id).collect();
+    let products: Vec<Stocked> = tx
+        .query(
+            "SELECT id, name, sku, price_cents, currency, status, stock FROM products
+             WHERE tenant_id = $1 AND id = ANY($2) ORDER BY id FOR UPDATE",
+            &[&tx.tenant_id(), &ids],
+        )
+        .await?
+        .iter()
+        .map(|r| Stocked {
+            id: r.get("id"),
+            name: r.get("name"),
+            sku: r.get("sku"),
+            price_cents: r.get("price_cents"),
+            currency: r.get("currency"),
+            status: r.get("status"),
+            stock: r.get("stock"),
+        })
+        .collect();
+    let lines = price_lines(order, &products)?;
+    let subtotal = lines
+        .iter()
+        .try_fold(0i64, |sum, (p, q)| {
+            p.price_cents
+                .checked_mul(i64::from(*q))
+                .and_then(|line| sum.checked_add(line))
+        })
+        .ok_or_else(|| AppError::validation("items", "the order total is too large"))?;
+    let quantities: Vec<i32> = lines.iter().map(|(_, q)| *q).collect();
+
+    // The rows are locked, so this cannot fail; the condition keeps it safe regardless.
+    let reserved = tx
+        .execute(
+            "UPDATE products p SET stock = p.stock - x.q, updated_at = now()
+             FROM unnest($2::uuid[], $3::int[]) AS x(id, q)
+             WHERE p.tenant_id = $1 AND p.id = x.id AND p.stock >= x.q",
+            &[&tx.tenant_id(), &ids, &quantities],
+        )
+        .await?;
+    if reserved as usize != ids.len() {
+        return Err(insufficient_stock("The stock changed; try again.".into()));
+    }
+
+    let id = Uuid::now_v7();
+    let customer = serde_json::to_value(&order.customer).map_err(anyhow::Error::from)?;
+    tx.execute(
+        "INSERT INTO orders (tenant_id, id, channel, customer, notes, subtotal_cents,
+             total_cents, currency)
+         VALUES ($1, $2, $3, $4, $5, $6, $6, $7)",
+        &[
+            &tx.tenant_id(),
+            &id,
+            &order.channel,
+            &customer,
+            &order.notes,
+            &subtotal,
+            &lines[0].0.currency,
+        ],
+    )
+    .await?;
+    let names: Vec<&str> = lines.iter().map(|(p, _)| p.name.as_str()).collect();
+    let skus: Vec<Option<&str>> = lines.iter().map(|(p, _)| p.sku.as_deref()).collect();
+    let prices: Vec<i64> = lines.iter().map(|(p, _)| p.price_cents).collect();
+    tx.execute(
+        "INSERT INTO order_items (tenant_id, order_id, position, product_id, name, sku,
+             quantity, unit_price_cents)
+         SELECT $1, $2, (x.n - 1)::smallint, x.product_id, x.name, x.sku, x.quantity, x.price
+         FROM unnest($3::uuid[], $4::text[], $5::text[], $6::int[], $7::bigint[])
+              WITH ORDINALITY AS x(product_id, name, sku, quantity, price, n)",
+        &[
+            &tx.tenant_id(),
+            &id,
+            &ids,
+            &names,
+            &skus,
+            &quantities,
+            &prices,
+        ],
+    )
+    .await?;
+    let created = fetch(&tx, tx.tenant_id(), id).await?;
+    tx.commit().await?;
+    Ok(created)
+}
+
+/// Puts a cancelled order's stock back on its products (those that still exist).
+async fn release_stock(tx: &TenantTx, order_id: Uuid) -> AppResult<()> {
+    tx.execute(
+        "SELECT 1 FROM products WHERE tenant_id = $1 AND id IN
+             (SELECT product_id FROM order_items WHERE tenant_id = $1 AND order_id = $2)
+         ORDER BY id FOR UPDATE",
+        &[&tx.tenant_id(), &order_id],
+    )
+    .await?;
+    tx.execute(
+        "UPDATE products p SET stock = p.stock + i.quantity, updated_at = now()
+         FROM order_items i
+         WHERE p.tenant_id = $1 AND i.tenant_id = $1 AND i.order_id = $2
+           AND p.id = i.product_id",
+        &[&tx.tenant_id(), &order_id],
+    )
+    .await?;
+    Ok(())
+}
+
+/// Locks the order and returns its status and delivery time; 404 when it does not exist.
+async fn lock(
+    tx: &TenantTx,
+    id: Uuid,
+) -> AppResult<(OrderStatus, Option<chrono::DateTime<chrono::Utc>>)> {
+    let row = tx
+        .query_opt(
+            "SELECT status, delivered_at FROM orders WHERE tenant_id = $1 AND id = $2 FOR UPDATE",
+            &[&tx.tenant_id(), &id],
+        )
+        .await?
+        .ok_or(AppError::NotFound("order"))?;
+    Ok((row.get(0), row.get(1)))
+}
+
+/// Moves an order to another status under its row lock, so concurrent moves are serialised.
+pub async fn transition(db: &TenantDb, id: Uuid, change: &StatusChange) -> AppResult<Order> {
+    let tx = db.begin().await?;
+    let (current, _) = lock(&tx, id).await?;
+    if !current.can_move_to(change.status) {
+        return Err(AppError::Conflict {
+            code: "invalid_transition",
+            detail: format!(
+                "An order cannot move from {} to {}.",
+                current.as_str(),
+                change.status.as_str()
+            ),
+        });
+    }
+    if change.status == OrderStatus::Cancelled {
+        release_stock(&tx, id).await?;
+    }
+    tx.execute(
+        "UPDATE orders SET status = $3,
+             tracking_number = coalesce($4, tracking_number),
+             carrier = coalesce($5, carrier),
+             status_reason = coalesce($6, status_reason),
+             delivered_at = CASE WHEN $3 = 'delivered' THEN now() ELSE delivered_at END,
+             updated_at = now()
+         WHERE tenant_id = $1 AND id = $2",
+        &[
+            &tx.tenant_id(),
+            &id,
+            &change.status,
+            &change.tracking_number,
+            &change.carrier,
+            &change.reason,
+        ],
+    )
+    .await?;
+    let order = fetch(&tx, tx.tenant_id(), id).await?;
+    tx.commit().await?;
+    Ok(order)
+}
+
+/// Records the customer's rating: once, and only for an order that was delivered.
+pub async fn rate(db: &TenantDb, id: Uuid, rating: &NewRating) -> AppResult<Rating> {
+    let tx = db.begin().await?;
+    let (_, delivered_at) = lock(&tx, id).await?;
+    if delivered_at.is_none() {
+        return Err(AppError::Conflict {
+            code: "invalid_state",
+            detail: "Only a delivered order can be rated.".into(),
+        });
+    }
+    let row = tx
+        .query_one(
+            "INSERT INTO order_ratings (tenant_id, order_id, stars, comment)
+             VALUES ($1, $2, $3, $4) RETURNING stars, comment, created_at",
+            &[&tx.tenant_id(), &id, &rating.stars, &rating.comment],
+        )
+        .await
+        .map_err(|e| match e.unique_violation() {
+            Some("order_ratings_pkey") => AppError::Conflict {
+                code: "already_rated",
+                detail: "This order has already been rated.".into(),
+            },
+            _ => e.into(),
+        })?;
+    tx.commit().await?;
+    Ok(Rating {
+        stars: row.get("stars"),
+        comment: row.get("comment"),
+        created_at: row.get("created_at"),
+    })
+}

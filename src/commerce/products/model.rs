@@ -1,0 +1,289 @@
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use tokio_postgres::Row;
+use utoipa::{IntoParams, ToSchema};
+use uuid::Uuid;
+
+use crate::commerce::{nullable, text_enum};
+use crate::error::{AppError, Fields, sent};
+use crate::extract::{PageQuery, PageRequest};
+use crate::types::{self, Currency, PositiveCents, Sku};
+
+text_enum! {
+    /// Only `active` products can be ordered.
+    ProductStatus {
+        Draft => "draft",
+        Active => "active",
+        Archived => "archived",
+    }
+}
+
+/// The most images one product can have.
+pub const MAX_MEDIA: usize = 20;
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Product {
+    pub id: Uuid,
+    pub name: String,
+    pub description: Option<String>,
+    /// Price in minor units of `currency`.
+    pub price_cents: i64,
+    pub currency: String,
+    pub sku: Option<String>,
+    pub stock: i32,
+    pub status: ProductStatus,
+    /// The product's images, in display order.
+    pub media_ids: Vec<Uuid>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+impl Product {
+    /// Columns of `products p`, with the media ids in order.
+    pub const COLUMNS: &'static str = "p.id, p.name, p.description, p.price_cents, p.currency, \
+        p.sku, p.stock, p.status, p.created_at, p.updated_at, \
+        ARRAY(SELECT pm.media_id FROM product_media pm \
+              WHERE pm.tenant_id = p.tenant_id AND pm.product_id = p.id \
+              ORDER BY pm.position) AS media_ids";
+
+    pub fn from_row(row: &Row) -> Self {
+        Self {
+            id: row.get("id"),
+            name: row.get("name"),
+            description: row.get("description"),
+            price_cents: row.get("price_cents"),
+            currency: row.get("currency"),
+            sku: row.get("sku"),
+            stock: row.get("stock"),
+            status: row.get("status"),
+            media_ids: row.get("media_ids"),
+            created_at: row.get("created_at"),
+            updated_at: row.get("updated_at"),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(example = json!({
+    "name": "Tee — Ipê print, M",
+    "description": "Organic cotton, hand-printed.",
+    "price_cents": 8990,
+    "currency": "BRL",
+    "sku": "TEE-IPE-M",
+    "stock": 25,
+    "status": "active",
+    "media_ids": []
+}))]
+pub struct CreateProduct {
+    /// 1-200 characters.
+    pub name: String,
+    pub description: Option<String>,
+    /// Greater than 0, in minor units.
+    pub price_cents: i64,
+    /// ISO 4217.
+    pub currency: String,
+    /// Unique in the tenant.
+    pub sku: Option<String>,
+    /// 0 or more (default 0).
+    #[serde(default)]
+    pub stock: i32,
+    /// Default `draft`.
+    pub status: Option<ProductStatus>,
+    /// Media of this tenant, in display order (at most 20).
+    #[serde(default)]
+    pub media_ids: Vec<Uuid>,
+}
+
+pub struct NewProduct {
+    pub name: String,
+    pub description: Option<String>,
+    pub price: PositiveCents,
+    pub currency: Currency,
+    pub sku: Option<Sku>,
+    pub stock: i32,
+    pub status: ProductStatus,
+    pub media_ids: Vec<Uuid>,
+}
+
+fn check_stock(f: &mut Fields, stock: i32) -> Option<i32> {
+    f.check(
+        "stock",
+        if stock >= 0 {
+            Ok(stock)
+        } else {
+            Err("must be 0 or more")
+        },
+    )
+}
+
+fn check_media(f: &mut Fields, ids: Vec<Uuid>) -> Option<Vec<Uuid>> {
+    if ids.len() > MAX_MEDIA {
+        f.fail("media_ids", format!("at most {MAX_MEDIA} images"));
+        return None;
+    }
+    for (i, id) in ids.iter().enumerate() {
+        if ids[..i].contains(id) {
+            f.fail(format!("media_ids[{i}]"), "is listed twice");
+            return None;
+        }
+    }
+    Some(ids)
+}
+
+fn sku(f: &mut Fields, raw: Option<&str>) -> Option<Option<Sku>> {
+    f.check("sku", raw.map(Sku::parse).transpose())
+}
+
+impl CreateProduct {
+    pub fn validate(self) -> Result<NewProduct, AppError> {
+        let mut f = Fields::default();
+        let name = f.check("name", types::name(&self.name, 200));
+        let description = f.check(
+            "description",
+            types::text(self.description.as_deref(), 5000),
+        );
+        let price = f.check("price_cents", PositiveCents::parse(self.price_cents));
+        let currency = f.check("currency", Currency::parse(&self.currency));
+        let sku = sku(&mut f, self.sku.as_deref());
+        let stock = check_stock(&mut f, self.stock);
+        let media_ids = check_media(&mut f, self.media_ids);
+        f.finish(|| {
+            Some(NewProduct {
+                name: name?,
+                description: description?,
+                price: price?,
+                currency: currency?,
+                sku: sku?,
+                stock: stock?,
+                status: self.status.unwrap_or(ProductStatus::Draft),
+                media_ids: media_ids?,
+            })
+        })
+    }
+}
+
+/// Only the fields sent change; `description` and `sku` can be cleared with `null`;
+/// `media_ids` replaces the list.
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(example = json!({"price_cents": 7990, "stock": 40, "status": "active"}))]
+pub struct UpdateProduct {
+    pub name: Option<String>,
+    #[serde(default, deserialize_with = "nullable")]
+    #[schema(value_type = Option<String>)]
+    pub description: Option<Option<String>>,
+    pub price_cents: Option<i64>,
+    pub currency: Option<String>,
+    #[serde(default, deserialize_with = "nullable")]
+    #[schema(value_type = Option<String>)]
+    pub sku: Option<Option<String>>,
+    pub stock: Option<i32>,
+    pub status: Option<ProductStatus>,
+    pub media_ids: Option<Vec<Uuid>>,
+}
+
+/// A change to a product: `None` keeps the current value.
+pub struct ProductChange {
+    pub name: Option<String>,
+    pub description: Option<Option<String>>,
+    pub price: Option<PositiveCents>,
+    pub currency: Option<Currency>,
+    pub sku: Option<Option<Sku>>,
+    pub stock: Option<i32>,
+    pub status: Option<ProductStatus>,
+    pub media_ids: Option<Vec<Uuid>>,
+}
+
+impl UpdateProduct {
+    pub fn validate(self) -> Result<ProductChange, AppError> {
+        let mut f = Fields::default();
+        let name = self.name.map(|n| f.check("name", types::name(&n, 200)));
+        let description = self
+            .description
+            .map(|d| f.check("description", types::text(d.as_deref(), 5000)));
+        let price = self
+            .price_cents
+            .map(|p| f.check("price_cents", PositiveCents::parse(p)));
+        let currency = self
+            .currency
+            .map(|c| f.check("currency", Currency::parse(&c)));
+        let sku = self.sku.map(|s| sku(&mut f, s.as_deref()));
+        let stock = self.stock.map(|s| check_stock(&mut f, s));
+        let media_ids = self.media_ids.map(|m| check_media(&mut f, m));
+        f.finish(|| {
+            Some(ProductChange {
+                name: sent(name)?,
+                description: sent(description)?,
+                price: sent(price)?,
+                currency: sent(currency)?,
+                sku: sent(sku)?,
+                stock: sent(stock)?,
+                status: self.status,
+                media_ids: sent(media_ids)?,
+            })
+        })
+    }
+}
+
+/// `GET /api/v1/products` query.
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ProductQuery {
+    /// Text in the name or sku (case-insensitive), 1-100 characters.
+    pub q: Option<String>,
+    pub status: Option<ProductStatus>,
+    /// Lowest `price_cents`, inclusive.
+    pub min_price: Option<i64>,
+    /// Highest `price_cents`, inclusive.
+    pub max_price: Option<i64>,
+    /// Items per page, 1-100 (default 20).
+    pub limit: Option<i64>,
+    /// The `next_cursor` of the previous page.
+    pub cursor: Option<String>,
+}
+
+/// A parsed product list request.
+#[derive(Debug, Clone)]
+pub struct ProductFilter {
+    pub q: Option<String>,
+    pub status: Option<ProductStatus>,
+    pub min_price: Option<i64>,
+    pub max_price: Option<i64>,
+    pub page: PageRequest,
+}
+
+impl ProductQuery {
+    pub fn parse(self) -> Result<ProductFilter, AppError> {
+        let page = PageQuery {
+            limit: self.limit,
+            cursor: self.cursor,
+        }
+        .parse()?;
+        let mut f = Fields::default();
+        let q = f.check("q", types::text(self.q.as_deref(), 100));
+        let price = |f: &mut Fields, field: &str, value: Option<i64>| match value {
+            Some(v) if v < 0 => {
+                f.fail(field, "must be 0 or more");
+                None
+            }
+            other => Some(other),
+        };
+        let min_price = price(&mut f, "min_price", self.min_price);
+        let max_price = price(&mut f, "max_price", self.max_price);
+        if let (Some(Some(min)), Some(Some(max))) = (min_price, max_price)
+            && min > max
+        {
+            f.fail("max_price", "must not be below min_price");
+        }
+        f.finish(|| {
+            Some(ProductFilter {
+                q: q?,
+                status: self.status,
+                min_price: min_price?,
+                max_price: max_price?,
+                page,
+            })
+        })
+    }
+}

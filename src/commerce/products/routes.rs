@@ -1,0 +1,102 @@
+use axum::Json;
+use axum::extract::Query;
+use axum::http::StatusCode;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use super::model::{CreateProduct, Product, ProductQuery, UpdateProduct};
+use super::store;
+use crate::error::{AppResult, Problem};
+use crate::extract::{ApiJson, IdPath, Page};
+use crate::state::AppState;
+use crate::tenancy::TenantCtx;
+
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list_products, create_product))
+        .routes(routes!(get_product, update_product, delete_product))
+}
+
+/// Lists products, newest first, filtered by text (name or sku), status and price range.
+#[utoipa::path(get, path = "/api/v1/products", tag = "products",
+    params(ProductQuery),
+    responses(
+        (status = 200, description = "A page of products", body = Page<Product>),
+        (status = 400, description = "`invalid_cursor`", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "`validation_failed` (limit, q, prices)", body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn list_products(
+    ctx: TenantCtx,
+    Query(query): Query<ProductQuery>,
+) -> AppResult<Json<Page<Product>>> {
+    let filter = query.parse()?;
+    let products = store::list(ctx.db(), &filter).await?;
+    Ok(Json(Page::from_rows(
+        products,
+        filter.page,
+        |p: &Product| p.id,
+    )))
+}
+
+/// Adds a product (any member).
+#[utoipa::path(post, path = "/api/v1/products", tag = "products",
+    request_body = CreateProduct,
+    responses(
+        (status = 201, description = "Created", body = Product),
+        (status = 404, description = "`not_found`: a `media_ids[i]` that is not a media of this tenant", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "`sku_taken`", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "`validation_failed` (name, price, currency, sku, stock, media_ids)", body = Problem, content_type = "application/problem+json"),
+    ))]
+#[tracing::instrument(skip_all)]
+pub async fn create_product(
+    ctx: TenantCtx,
+    ApiJson(body): ApiJson<CreateProduct>,
+) -> AppResult<(StatusCode, Json<Product>)> {
+    let new = body.validate()?;
+    let product = store::create(ctx.db(), &new).await?;
+    Ok((StatusCode::CREATED, Json(product)))
+}
+
+/// One product.
+#[utoipa::path(get, path = "/api/v1/products/{id}", tag = "products",
+    params(("id" = uuid::Uuid, Path, description = "Product id")),
+    responses(
+        (status = 200, description = "The product", body = Product),
+        (status = 404, description = "`not_found` (also for another tenant's product)", body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn get_product(ctx: TenantCtx, IdPath(id): IdPath) -> AppResult<Json<Product>> {
+    Ok(Json(store::get(ctx.db(), id).await?))
+}
+
+/// Changes a product (any member); only the fields sent change.
+#[utoipa::path(patch, path = "/api/v1/products/{id}", tag = "products",
+    params(("id" = uuid::Uuid, Path, description = "Product id")),
+    request_body = UpdateProduct,
+    responses(
+        (status = 200, description = "The updated product", body = Product),
+        (status = 404, description = "`not_found`: the product, or a `media_ids[i]`", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "`sku_taken`", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "`validation_failed`", body = Problem, content_type = "application/problem+json"),
+    ))]
+#[tracing::instrument(skip_all, fields(product_id = %id))]
+pub async fn update_product(
+    ctx: TenantCtx,
+    IdPath(id): IdPath,
+    ApiJson(body): ApiJson<UpdateProduct>,
+) -> AppResult<Json<Product>> {
+    let change = body.validate()?;
+    Ok(Json(store::update(ctx.db(), id, &change).await?))
+}
+
+/// Deletes a product (any member). Orders keep their lines, without the product link.
+#[utoipa::path(delete, path = "/api/v1/products/{id}", tag = "products",
+    params(("id" = uuid::Uuid, Path, description = "Product id")),
+    responses(
+        (status = 204, description = "Deleted"),
+        (status = 404, description = "`not_found`", body = Problem, content_type = "application/problem+json"),
+    ))]
+#[tracing::instrument(skip_all, fields(product_id = %id))]
+pub async fn delete_product(ctx: TenantCtx, IdPath(id): IdPath) -> AppResult<StatusCode> {
+    store::delete(ctx.db(), id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}

@@ -1,0 +1,240 @@
+//! SQL for products. Every statement also filters `tenant_id` explicitly.
+
+use uuid::Uuid;
+
+use super::model::{NewProduct, Product, ProductChange, ProductFilter};
+use crate::commerce::filter::{Statement, Where, contains_pattern};
+use crate::db::{Conn, DbError, TenantDb, TenantTx};
+use crate::error::{AppError, AppResult};
+
+/// The searchable text of a product, as `product_search_terms_sync` (migration 0002) sees it.
+const SEARCH_TEXT: &str = "(p.name || ' ' || coalesce(p.sku, ''))";
+
+/// Whether `q` has a trigram (as `product_search_trigrams` makes them: a word of three or more
+/// characters between ASCII characters other than letters and digits).
+fn has_trigram(q: &str) -> bool {
+    q.split(|c: char| c.is_ascii() && !c.is_ascii_alphanumeric())
+        .any(|word| word.chars().count() >= 3)
+}
+
+fn conflict(err: DbError) -> AppError {
+    match (err.unique_violation(), err.foreign_key_violation()) {
+        (Some("products_sku_key"), _) => AppError::Conflict {
+            code: "sku_taken",
+            detail: "A product with this sku already exists in the tenant.".into(),
+        },
+        (_, Some("product_media_media_fkey")) => AppError::MissingReference {
+            field: "media_ids".into(),
+            what: "media",
+        },
+        _ => err.into(),
+    }
+}
+
+/// The statement behind `GET /api/v1/products` (public so that a test can check its plan).
+pub fn list_statement(tenant_id: Uuid, filter: &ProductFilter) -> Statement {
+    let mut w = Where::tenant("p.tenant_id", tenant_id);
+    if let Some(q) = &filter.q {
+        // Candidates come from the trigram table (an index lookup); ILIKE decides. Queries
+        // without a trigram (shorter than three characters) scan the tenant's products.
+        if has_trigram(q) {
+            let text = w.bind(q.clone());
+            w.condition(format!(
+                "p.id IN (SELECT t.product_id FROM product_search_terms t
+                          WHERE t.tenant_id = $1
+                            AND t.trigram = ANY(product_search_trigrams({text}))
+                          GROUP BY t.product_id
+                          HAVING count(*) = cardinality(product_search_trigrams({text})))"
+            ));
+        }
+        w.push(&format!("{SEARCH_TEXT} ILIKE {{}}"), contains_pattern(q));
+    }
+    w.push_opt("p.status = {}", filter.status);
+    w.push_opt("p.price_cents >= {}", filter.min_price);
+    w.push_opt("p.price_cents <= {}", filter.max_price);
+    let tail = w.page("p.id", filter.page);
+    Statement {
+        sql: format!(
+            "SELECT {} FROM products p WHERE {} {tail}",
+            Product::COLUMNS,
+            w.sql()
+        ),
+        filter: w,
+    }
+}
+
+pub async fn list(db: &TenantDb, filter: &ProductFilter) -> AppResult<Vec<Product>> {
+    let statement = list_statement(db.tenant_id(), filter);
+    let rows = db.query(&statement.sql, &statement.params()).await?;
+    Ok(rows.iter().map(Product::from_row).collect())
+}
+
+async fn fetch(conn: &Conn, tenant_id: Uuid, id: Uuid) -> AppResult<Option<Product>> {
+    Ok(conn
+        .query_opt(&select_one(), &[&tenant_id, &id])
+        .await?
+        .map(|r| Product::from_row(&r)))
+}
+
+fn select_one() -> String {
+    format!(
+        "SELECT {} FROM products p WHERE p.tenant_id = $1 AND p.id = $2",
+        Product::COLUMNS
+    )
+}
+
+pub async fn get(db: &TenantDb, id: Uuid) -> AppResult<Product> {
+    db.query_opt(&select_one(), &[&db.tenant_id(), &id])
+        .await?
+        .map(|r| Product::from_row(&r))
+        .ok_or(AppError::NotFound("product"))
+}
+
+/// Every id in `media_ids` must be a media of this tenant: 404 naming the first that is not.
+/// (A media deleted meanwhile trips `product_media_media_fkey` on insert instead.)
+async fn check_media(tx: &TenantTx, media_ids: &[Uuid]) -> AppResult<()> {
+    if media_ids.is_empty() {
+        return Ok(());
+    }
+    let found: Vec<Uuid> = tx
+        .query(
+            "SELECT id FROM media WHERE tenant_id = $1 AND id = ANY($2)",
+            &[&tx.tenant_id(), &media_ids],
+        )
+        .await?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    match media_ids.iter().position(|id| !found.contains(id)) {
+        Some(i) => Err(AppError::MissingReference {
+            field: format!("media_ids[{i}]"),
+            what: "media",
+        }),
+        None => Ok(()),
+    }
+}
+
+async fn attach_media(tx: &TenantTx, product_id: Uuid, media_ids: &[Uuid]) -> AppResult<()> {
+    tx.execute(
+        "DELETE FROM product_media WHERE tenant_id = $1 AND product_id = $2",
+        &[&tx.tenant_id(), &product_id],
+    )
+    .await?;
+    if media_ids.is_empty() {
+        return Ok(());
+    }
+    tx.execute(
+        "INSERT INTO product_media (tenant_id, product_id, media_id, position)
+         SELECT $1, $2, m.id, (m.n - 1)::smallint
+         FROM unnest($3::uuid[]) WITH ORDINALITY AS m(id, n)",
+        &[&tx.tenant_id(), &product_id, &media_ids],
+    )
+    .await
+    .map_err(conflict)?;
+    Ok(())
+}
+
+/// Creates a product in one transaction (where a product quota check belongs).
+pub async fn create(db: &TenantDb, new: &NewProduct) -> AppResult<Product> {
+    let tx = db.begin().await?;
+    check_media(&tx, &new.media_ids).await?;
+    let id = Uuid::now_v7();
+    tx.execute(
+        "INSERT INTO products (tenant_id, id, name, description, price_cents, currency, sku,
+             stock, status)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+        &[
+            &tx.tenant_id(),
+            &id,
+            &new.name,
+            &new.description,
+            &new.price.get(),
+            &new.currency.as_str(),
+            &new.sku.as_ref().map(|s| s.as_str()),
+            &new.stock,
+            &new.status,
+        ],
+    )
+    .await
+    .map_err(conflict)?;
+    attach_media(&tx, id, &new.media_ids).await?;
+    let product = fetch(&tx, tx.tenant_id(), id)
+        .await?
+        .ok_or(AppError::NotFound("product"))?;
+    tx.commit().await?;
+    Ok(product)
+}
+
+pub async fn update(db: &TenantDb, id: Uuid, change: &ProductChange) -> AppResult<Product> {
+    let tx = db.begin().await?;
+    if let Some(media_ids) = &change.media_ids {
+        check_media(&tx, media_ids).await?;
+    }
+    let updated = tx
+        .execute(
+            "UPDATE products SET
+                 name = coalesce($3, name),
+                 description = CASE WHEN $4 THEN $5 ELSE description END,
+                 price_cents = coalesce($6, price_cents),
+                 currency = coalesce($7, currency),
+                 sku = CASE WHEN $8 THEN $9 ELSE sku END,
+                 stock = coalesce($10, stock),
+                 status = coalesce($11, status),
+                 updated_at = now()
+             WHERE tenant_id = $1 AND id = $2",
+            &[
+                &tx.tenant_id(),
+                &id,
+                &change.name,
+                &change.description.is_some(),
+                &change.description.clone().flatten(),
+                &change.price.map(|p| p.get()),
+                &change.currency.as_ref().map(|c| c.as_str()),
+                &change.sku.is_some(),
+                &change.sku.clone().flatten().as_ref().map(|s| s.as_str()),
+                &change.stock,
+                &change.status,
+            ],
+        )
+        .await
+        .map_err(conflict)?;
+    if updated == 0 {
+        return Err(AppError::NotFound("product"));
+    }
+    if let Some(media_ids) = &change.media_ids {
+        attach_media(&tx, id, media_ids).await?;
+    }
+    let product = fetch(&tx, tx.tenant_id(), id)
+        .await?
+        .ok_or(AppError::NotFound("product"))?;
+    tx.commit().await?;
+    Ok(product)
+}
+
+/// Deletes a product; its order lines keep their copy of name, sku and price.
+pub async fn delete(db: &TenantDb, id: Uuid) -> AppResult<()> {
+    let deleted = db
+        .query(
+            "DELETE FROM products WHERE tenant_id = $1 AND id = $2 RETURNING id",
+            &[&db.tenant_id(), &id],
+        )
+        .await?;
+    if deleted.is_empty() {
+        return Err(AppError::NotFound("product"));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn trigrams_need_a_word_of_three_characters() {
+        assert!(has_trigram("ipê print"));
+        assert!(has_trigram("x-ipê"));
+        assert!(!has_trigram("ab cd"));
+        assert!(!has_trigram("a-b_c%d"));
+        assert!(!has_trigram("ê!"));
+    }
+}

@@ -1,0 +1,41 @@
+use axum::Json;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use super::model::{PutSellerProfile, SellerProfile};
+use super::store;
+use crate::error::{AppResult, Problem};
+use crate::extract::ApiJson;
+use crate::state::AppState;
+use crate::tenancy::TenantCtx;
+
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(get_profile, put_profile))
+}
+
+/// The seller profile (any member). 404 until an owner or admin first saves one.
+#[utoipa::path(get, path = "/api/v1/seller-profile", tag = "seller-profile",
+    responses(
+        (status = 200, description = "The seller profile", body = SellerProfile),
+        (status = 404, description = "`not_found`: no profile saved yet", body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn get_profile(ctx: TenantCtx) -> AppResult<Json<SellerProfile>> {
+    Ok(Json(store::get(ctx.db()).await?))
+}
+
+/// Creates or replaces the seller profile (owner or admin).
+#[utoipa::path(put, path = "/api/v1/seller-profile", tag = "seller-profile",
+    request_body = PutSellerProfile,
+    responses(
+        (status = 200, description = "The saved profile", body = SellerProfile),
+        (status = 422, description = "`validation_failed` (E.164 phone, e-mail, URLs, slug, address)", body = Problem, content_type = "application/problem+json"),
+    ))]
+#[tracing::instrument(skip_all)]
+pub async fn put_profile(
+    ctx: TenantCtx,
+    ApiJson(body): ApiJson<PutSellerProfile>,
+) -> AppResult<Json<SellerProfile>> {
+    ctx.require_manager()?;
+    let input = body.validate()?;
+    Ok(Json(store::put(ctx.db(), &input).await?))
+}

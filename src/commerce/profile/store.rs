@@ -1,0 +1,62 @@
+//! SQL for the seller profile. Every statement also filters `tenant_id` explicitly.
+
+use super::model::{ProfileInput, SellerProfile};
+use crate::db::TenantDb;
+use crate::error::{AppError, AppResult};
+
+pub async fn get(db: &TenantDb) -> AppResult<SellerProfile> {
+    let row = db
+        .query_opt(
+            &format!(
+                "SELECT {} FROM seller_profiles WHERE tenant_id = $1",
+                SellerProfile::COLUMNS
+            ),
+            &[&db.tenant_id()],
+        )
+        .await?
+        .ok_or(AppError::NotFound("seller profile"))?;
+    SellerProfile::from_row(&row)
+}
+
+pub async fn put(db: &TenantDb, input: &ProfileInput) -> AppResult<SellerProfile> {
+    let social = serde_json::to_value(&input.social_handles).map_err(anyhow::Error::from)?;
+    let address = input
+        .business_address
+        .as_ref()
+        .map(serde_json::to_value)
+        .transpose()
+        .map_err(anyhow::Error::from)?;
+    let row = db
+        .query_opt(
+            &format!(
+                "INSERT INTO seller_profiles AS p (tenant_id, store_name, slug, bio, logo_url,
+                     banner_url, contact_email, contact_phone, social_handles, business_address)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+                 ON CONFLICT (tenant_id) DO UPDATE SET
+                     store_name = EXCLUDED.store_name, slug = EXCLUDED.slug, bio = EXCLUDED.bio,
+                     logo_url = EXCLUDED.logo_url, banner_url = EXCLUDED.banner_url,
+                     contact_email = EXCLUDED.contact_email,
+                     contact_phone = EXCLUDED.contact_phone,
+                     social_handles = EXCLUDED.social_handles,
+                     business_address = EXCLUDED.business_address, updated_at = now()
+                 WHERE p.tenant_id = $1
+                 RETURNING {}",
+                SellerProfile::COLUMNS
+            ),
+            &[
+                &db.tenant_id(),
+                &input.store_name,
+                &input.slug.as_str(),
+                &input.bio,
+                &input.logo_url,
+                &input.banner_url,
+                &input.contact_email.as_ref().map(|e| e.as_str()),
+                &input.contact_phone.as_ref().map(|p| p.as_str()),
+                &social,
+                &address,
+            ],
+        )
+        .await?
+        .ok_or_else(|| AppError::Internal(anyhow::anyhow!("upsert returned no row")))?;
+    SellerProfile::from_row(&row)
+}

@@ -1,0 +1,260 @@
+//! Media: sniffed types, size limit, byte-exact round trip, attachment to products, isolation.
+
+use reqwest::multipart::{Form, Part};
+use serde_json::json;
+
+use crate::helpers::*;
+
+/// A tiny but real PNG header followed by filler.
+fn png(len: usize) -> Vec<u8> {
+    let mut bytes = b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR".to_vec();
+    bytes.extend((0..len).map(|i| (i % 251) as u8));
+    bytes
+}
+
+fn file(bytes: Vec<u8>, name: &str, declared: &str) -> Form {
+    Form::new().part(
+        "file",
+        Part::bytes(bytes)
+            .file_name(name.to_string())
+            .mime_str(declared)
+            .unwrap(),
+    )
+}
+
+async fn upload(app: &TestApp, tenant: &TestTenant, form: Form) -> Response {
+    app.post("/api/v1/media")
+        .user(&tenant.owner)
+        .tenant(tenant.id)
+        .multipart(form)
+        .send()
+        .await
+}
+
+async fn raw_content(app: &TestApp, tenant: &TestTenant, id: &str) -> reqwest::Response {
+    app.http
+        .get(format!("{}/api/v1/media/{id}/content", app.base))
+        .bearer_auth(token(&tenant.owner))
+        .header("X-Tenant-ID", tenant.id.to_string())
+        .send()
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn uploads_round_trip_with_their_sniffed_type() {
+    let app = TestApp::spawn().await;
+    let tenant = app.tenant().await;
+    let (staff, _) = app.member(&tenant, "staff").await;
+    let bytes = png(100_000);
+    // The declared type is ignored: the bytes say PNG.
+    let created = app
+        .post("/api/v1/media")
+        .user(&staff)
+        .tenant(tenant.id)
+        .multipart(file(bytes.clone(), "../shots/photo.jpg", "image/jpeg"))
+        .send()
+        .await
+        .expect(201);
+    let media = &created.body;
+    let id = media["id"].as_str().unwrap();
+    assert_eq!(media["content_type"], "image/png");
+    assert_eq!(media["size_bytes"], bytes.len());
+    assert_eq!(media["filename"], "photo.jpg");
+    assert_eq!(media["url"], format!("/api/v1/media/{id}/content"));
+
+    let meta = app
+        .get(&format!("/api/v1/media/{id}"))
+        .user(&staff)
+        .tenant(tenant.id)
+        .send()
+        .await
+        .expect(200);
+    assert_eq!(meta.body, created.body);
+    let content = raw_content(&app, &tenant, id).await;
+    assert_eq!(content.status(), 200);
+    assert_eq!(content.headers()["content-type"], "image/png");
+    assert_eq!(content.headers()["x-content-type-options"], "nosniff");
+    assert_eq!(content.bytes().await.unwrap().as_ref(), bytes.as_slice());
+
+    let pdf = upload(
+        &app,
+        &tenant,
+        file(b"%PDF-1.7 tiny".to_vec(), "doc", "text/plain"),
+    )
+    .await
+    .expect(201);
+    assert_eq!(pdf.body["content_type"], "application/pdf");
+}
+
+#[tokio::test]
+async fn unsupported_too_large_and_malformed_uploads_are_refused() {
+    let app = TestApp::spawn().await;
+    let tenant = app.tenant().await;
+    for bytes in [
+        b"just some text".to_vec(),
+        b"<svg xmlns=\"http://www.w3.org/2000/svg\"></svg>".to_vec(),
+    ] {
+        upload(&app, &tenant, file(bytes, "x.png", "image/png"))
+            .await
+            .expect_problem(415, "unsupported_media_type");
+    }
+    // The tests run with MEDIA_MAX_BYTES=262144.
+    upload(&app, &tenant, file(png(262_144), "big.png", "image/png"))
+        .await
+        .expect_problem(413, "payload_too_large");
+    upload(&app, &tenant, file(png(4_000_000), "huge.png", "image/png"))
+        .await
+        .expect_problem(413, "payload_too_large");
+    upload(
+        &app,
+        &tenant,
+        file(png(262_144 - 16), "fits.png", "image/png"),
+    )
+    .await
+    .expect(201);
+    let missing = upload(
+        &app,
+        &tenant,
+        Form::new().part("other", Part::bytes(png(10))),
+    )
+    .await
+    .expect_problem(422, "validation_failed");
+    assert_eq!(error_fields(&missing), ["file"]);
+    upload(&app, &tenant, file(vec![], "empty.png", "image/png"))
+        .await
+        .expect_problem(422, "validation_failed");
+    app.post("/api/v1/media")
+        .user(&tenant.owner)
+        .tenant(tenant.id)
+        .json(&json!({"file": "aGVsbG8="}))
+        .send()
+        .await
+        .expect_problem(415, "unsupported_media_type");
+}
+
+#[tokio::test]
+async fn media_attach_to_products_and_deleting_detaches() {
+    let app = TestApp::spawn().await;
+    let tenant = app.tenant().await;
+    let first = upload(&app, &tenant, file(png(10), "a.png", "image/png"))
+        .await
+        .expect(201)
+        .body;
+    let second = upload(&app, &tenant, file(png(20), "b.png", "image/png"))
+        .await
+        .expect(201)
+        .body;
+    let product = app
+        .product(&tenant, json!({"media_ids": [second["id"], first["id"]]}))
+        .await;
+    assert_eq!(product["media_ids"], json!([second["id"], first["id"]]));
+    let path = format!("/api/v1/products/{}", product["id"].as_str().unwrap());
+
+    let media_path = format!("/api/v1/media/{}", second["id"].as_str().unwrap());
+    app.delete(&media_path)
+        .user(&tenant.owner)
+        .tenant(tenant.id)
+        .send()
+        .await
+        .expect(204);
+    app.get(&media_path)
+        .user(&tenant.owner)
+        .tenant(tenant.id)
+        .send()
+        .await
+        .expect_problem(404, "not_found");
+    assert_eq!(
+        raw_content(&app, &tenant, second["id"].as_str().unwrap())
+            .await
+            .status(),
+        404
+    );
+    let after = app
+        .get(&path)
+        .user(&tenant.owner)
+        .tenant(tenant.id)
+        .send()
+        .await
+        .expect(200);
+    assert_eq!(after.body["media_ids"], json!([first["id"]]));
+
+    let reordered = app
+        .patch(&path)
+        .user(&tenant.owner)
+        .tenant(tenant.id)
+        .json(&json!({"media_ids": []}))
+        .send()
+        .await
+        .expect(200);
+    assert_eq!(reordered.body["media_ids"], json!([]));
+    let gone = app
+        .patch(&path)
+        .user(&tenant.owner)
+        .tenant(tenant.id)
+        .json(&json!({"media_ids": [first["id"], second["id"]]}))
+        .send()
+        .await
+        .expect_problem(404, "not_found");
+    assert!(
+        gone.body["detail"]
+            .as_str()
+            .unwrap()
+            .starts_with("media_ids[1]")
+    );
+}
+
+#[tokio::test]
+async fn another_tenants_media_is_not_found_nor_attachable() {
+    let app = TestApp::spawn().await;
+    let (a, b) = (app.tenant().await, app.tenant().await);
+    let theirs = upload(&app, &b, file(png(10), "b.png", "image/png"))
+        .await
+        .expect(201)
+        .body;
+    let id = theirs["id"].as_str().unwrap();
+    let path = format!("/api/v1/media/{id}");
+    app.get(&path)
+        .user(&a.owner)
+        .tenant(a.id)
+        .send()
+        .await
+        .expect_problem(404, "not_found");
+    assert_eq!(raw_content(&app, &a, id).await.status(), 404);
+    app.delete(&path)
+        .user(&a.owner)
+        .tenant(a.id)
+        .send()
+        .await
+        .expect_problem(404, "not_found");
+
+    let refused = app
+        .post("/api/v1/products")
+        .user(&a.owner)
+        .tenant(a.id)
+        .json(&json!({"name": "x", "price_cents": 1, "currency": "USD", "media_ids": [id]}))
+        .send()
+        .await
+        .expect_problem(404, "not_found");
+    assert!(
+        refused.body["detail"]
+            .as_str()
+            .unwrap()
+            .starts_with("media_ids[0]")
+    );
+    let list = app
+        .get("/api/v1/products")
+        .user(&a.owner)
+        .tenant(a.id)
+        .send()
+        .await
+        .expect(200);
+    assert!(ids(&list).is_empty(), "the refused product was not created");
+    app.get(&path)
+        .user(&b.owner)
+        .tenant(b.id)
+        .send()
+        .await
+        .expect(200);
+    assert_eq!(raw_content(&app, &b, id).await.status(), 200);
+}

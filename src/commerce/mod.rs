@@ -10,10 +10,12 @@ pub mod profile;
 pub mod tenant;
 pub mod users;
 
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer, Serialize};
+use tokio_postgres::Row;
 use utoipa::ToSchema;
 
-use crate::error::Fields;
+use crate::error::{AppError, Fields};
 use crate::types;
 
 /// An enum stored as text: serde, OpenAPI and PostgreSQL (`FromSql`/`ToSql` on text columns)
@@ -89,6 +91,17 @@ where
     T: Deserialize<'de>,
 {
     Option::<T>::deserialize(deserializer).map(Some)
+}
+
+/// A value as a json(b) parameter.
+pub fn to_json<T: Serialize>(value: &T) -> Result<serde_json::Value, AppError> {
+    serde_json::to_value(value).map_err(|e| AppError::Internal(e.into()))
+}
+
+/// A json(b) column as `T` (SQL NULL reads as JSON null, so `T` may be an `Option`).
+pub fn json_column<T: DeserializeOwned>(row: &Row, name: &str) -> Result<T, AppError> {
+    let value: Option<serde_json::Value> = row.get(name);
+    serde_json::from_value(value.unwrap_or_default()).map_err(|e| AppError::Internal(e.into()))
 }
 
 /// A postal address (business address, delivery address).

@@ -13,8 +13,7 @@ async fn say(
     text: &str,
 ) -> Value {
     app.post("/api/v1/conversations/messages")
-        .user(&tenant.owner)
-        .tenant(tenant.id)
+        .owner_of(tenant)
         .json(&json!({"customer_handle": handle, "channel": channel, "sender_type": sender, "message": text}))
         .send()
         .await
@@ -61,8 +60,7 @@ async fn threads_show_their_last_message_and_unread_count() {
 
     let threads = app
         .get("/api/v1/conversations")
-        .user(&tenant.owner)
-        .tenant(tenant.id)
+        .owner_of(&tenant)
         .send()
         .await
         .expect(200);
@@ -98,8 +96,7 @@ async fn threads_show_their_last_message_and_unread_count() {
     .await;
     let threads = app
         .get("/api/v1/conversations?limit=1")
-        .user(&tenant.owner)
-        .tenant(tenant.id)
+        .owner_of(&tenant)
         .send()
         .await
         .expect(200);
@@ -111,8 +108,7 @@ async fn threads_show_their_last_message_and_unread_count() {
     let cursor = threads.body["next_cursor"].as_str().unwrap();
     let rest = app
         .get(&format!("/api/v1/conversations?limit=1&cursor={cursor}"))
-        .user(&tenant.owner)
-        .tenant(tenant.id)
+        .owner_of(&tenant)
         .send()
         .await
         .expect(200);
@@ -122,8 +118,7 @@ async fn threads_show_their_last_message_and_unread_count() {
     let thread = first["thread_id"].as_str().unwrap();
     let page = app
         .get(&format!("/api/v1/conversations/{thread}/messages?limit=3"))
-        .user(&tenant.owner)
-        .tenant(tenant.id)
+        .owner_of(&tenant)
         .send()
         .await
         .expect(200);
@@ -139,8 +134,7 @@ async fn threads_show_their_last_message_and_unread_count() {
         .get(&format!(
             "/api/v1/conversations/{thread}/messages?limit=3&cursor={cursor}"
         ))
-        .user(&tenant.owner)
-        .tenant(tenant.id)
+        .owner_of(&tenant)
         .send()
         .await
         .expect(200);
@@ -180,8 +174,7 @@ async fn messages_are_validated_and_link_only_own_orders() {
     let p = app.product(&b, json!({})).await;
     let order = app
         .post("/api/v1/orders")
-        .user(&b.owner)
-        .tenant(b.id)
+        .owner_of(&b)
         .json(
             &json!({"customer": {"name": "Ana", "phone": "+5511900000000"},
                       "items": [{"product_id": p["id"], "quantity": 1}], "channel": "instagram"}),
@@ -239,8 +232,7 @@ async fn messages_are_validated_and_link_only_own_orders() {
         .await
         .expect_problem(404, "not_found");
     app.get(&format!("/api/v1/conversations/{thread}/messages"))
-        .user(&b.owner)
-        .tenant(b.id)
+        .owner_of(&b)
         .send()
         .await
         .expect(200);

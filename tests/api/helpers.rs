@@ -154,6 +154,11 @@ impl Call {
         self.token(&token(sub))
     }
 
+    /// As `tenant`'s owner, in `tenant`.
+    pub fn owner_of(self, tenant: &TestTenant) -> Self {
+        self.user(&tenant.owner).tenant(tenant.id)
+    }
+
     pub fn tenant(mut self, tenant: impl std::fmt::Display) -> Self {
         self.builder = self.builder.header("X-Tenant-ID", tenant.to_string());
         self
@@ -343,8 +348,7 @@ impl TestApp {
             body[k] = v.clone();
         }
         self.post("/api/v1/products")
-            .user(&tenant.owner)
-            .tenant(tenant.id)
+            .owner_of(tenant)
             .json(&body)
             .send()
             .await

@@ -24,8 +24,7 @@ fn file(bytes: Vec<u8>, name: &str, declared: &str) -> Form {
 
 async fn upload(app: &TestApp, tenant: &TestTenant, form: Form) -> Response {
     app.post("/api/v1/media")
-        .user(&tenant.owner)
-        .tenant(tenant.id)
+        .owner_of(tenant)
         .multipart(form)
         .send()
         .await
@@ -125,8 +124,7 @@ async fn unsupported_too_large_and_malformed_uploads_are_refused() {
         .await
         .expect_problem(422, "validation_failed");
     app.post("/api/v1/media")
-        .user(&tenant.owner)
-        .tenant(tenant.id)
+        .owner_of(&tenant)
         .json(&json!({"file": "aGVsbG8="}))
         .send()
         .await
@@ -153,14 +151,12 @@ async fn media_attach_to_products_and_deleting_detaches() {
 
     let media_path = format!("/api/v1/media/{}", second["id"].as_str().unwrap());
     app.delete(&media_path)
-        .user(&tenant.owner)
-        .tenant(tenant.id)
+        .owner_of(&tenant)
         .send()
         .await
         .expect(204);
     app.get(&media_path)
-        .user(&tenant.owner)
-        .tenant(tenant.id)
+        .owner_of(&tenant)
         .send()
         .await
         .expect_problem(404, "not_found");
@@ -170,19 +166,12 @@ async fn media_attach_to_products_and_deleting_detaches() {
             .status(),
         404
     );
-    let after = app
-        .get(&path)
-        .user(&tenant.owner)
-        .tenant(tenant.id)
-        .send()
-        .await
-        .expect(200);
+    let after = app.get(&path).owner_of(&tenant).send().await.expect(200);
     assert_eq!(after.body["media_ids"], json!([first["id"]]));
 
     let reordered = app
         .patch(&path)
-        .user(&tenant.owner)
-        .tenant(tenant.id)
+        .owner_of(&tenant)
         .json(&json!({"media_ids": []}))
         .send()
         .await
@@ -190,8 +179,7 @@ async fn media_attach_to_products_and_deleting_detaches() {
     assert_eq!(reordered.body["media_ids"], json!([]));
     let gone = app
         .patch(&path)
-        .user(&tenant.owner)
-        .tenant(tenant.id)
+        .owner_of(&tenant)
         .json(&json!({"media_ids": [first["id"], second["id"]]}))
         .send()
         .await
@@ -215,23 +203,20 @@ async fn another_tenants_media_is_not_found_nor_attachable() {
     let id = theirs["id"].as_str().unwrap();
     let path = format!("/api/v1/media/{id}");
     app.get(&path)
-        .user(&a.owner)
-        .tenant(a.id)
+        .owner_of(&a)
         .send()
         .await
         .expect_problem(404, "not_found");
     assert_eq!(raw_content(&app, &a, id).await.status(), 404);
     app.delete(&path)
-        .user(&a.owner)
-        .tenant(a.id)
+        .owner_of(&a)
         .send()
         .await
         .expect_problem(404, "not_found");
 
     let refused = app
         .post("/api/v1/products")
-        .user(&a.owner)
-        .tenant(a.id)
+        .owner_of(&a)
         .json(&json!({"name": "x", "price_cents": 1, "currency": "USD", "media_ids": [id]}))
         .send()
         .await
@@ -244,17 +229,11 @@ async fn another_tenants_media_is_not_found_nor_attachable() {
     );
     let list = app
         .get("/api/v1/products")
-        .user(&a.owner)
-        .tenant(a.id)
+        .owner_of(&a)
         .send()
         .await
         .expect(200);
     assert!(ids(&list).is_empty(), "the refused product was not created");
-    app.get(&path)
-        .user(&b.owner)
-        .tenant(b.id)
-        .send()
-        .await
-        .expect(200);
+    app.get(&path).owner_of(&b).send().await.expect(200);
     assert_eq!(raw_content(&app, &b, id).await.status(), 200);
 }

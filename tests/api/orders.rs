@@ -20,8 +20,7 @@ fn id(value: &Value) -> &str {
 
 async fn place(app: &TestApp, tenant: &TestTenant, body: &Value) -> Response {
     app.post("/api/v1/orders")
-        .user(&tenant.owner)
-        .tenant(tenant.id)
+        .owner_of(tenant)
         .json(body)
         .send()
         .await
@@ -29,8 +28,7 @@ async fn place(app: &TestApp, tenant: &TestTenant, body: &Value) -> Response {
 
 async fn stock(app: &TestApp, tenant: &TestTenant, product: &Value) -> i64 {
     app.get(&format!("/api/v1/products/{}", id(product)))
-        .user(&tenant.owner)
-        .tenant(tenant.id)
+        .owner_of(tenant)
         .send()
         .await
         .expect(200)
@@ -41,8 +39,7 @@ async fn stock(app: &TestApp, tenant: &TestTenant, product: &Value) -> i64 {
 
 async fn move_to(app: &TestApp, tenant: &TestTenant, order: &str, status: &str) -> Response {
     app.post(&format!("/api/v1/orders/{order}/transitions"))
-        .user(&tenant.owner)
-        .tenant(tenant.id)
+        .owner_of(tenant)
         .json(&json!({"status": status}))
         .send()
         .await
@@ -220,8 +217,7 @@ async fn clients_cannot_send_prices_and_invalid_orders_change_nothing() {
     assert_eq!(stock(&app, &tenant, &p).await, 5, "nothing was reserved");
     let orders = app
         .get("/api/v1/orders")
-        .user(&tenant.owner)
-        .tenant(tenant.id)
+        .owner_of(&tenant)
         .send()
         .await
         .expect(200);
@@ -325,8 +321,7 @@ async fn the_state_machine_refuses_every_illegal_move() {
         }
         let now = app
             .get(&format!("/api/v1/orders/{}", id(&order)))
-            .user(&tenant.owner)
-            .tenant(tenant.id)
+            .owner_of(&tenant)
             .send()
             .await
             .expect(200);
@@ -339,8 +334,7 @@ async fn the_state_machine_refuses_every_illegal_move() {
         .body;
     let transition = |body: Value| {
         app.post(&format!("/api/v1/orders/{}/transitions", id(&order)))
-            .user(&tenant.owner)
-            .tenant(tenant.id)
+            .owner_of(&tenant)
             .json(&body)
             .send()
     };
@@ -409,8 +403,7 @@ async fn a_delivered_order_is_rated_once() {
     .body;
     let rate = |body: Value| {
         app.post(&format!("/api/v1/orders/{}/rating", id(&order)))
-            .user(&tenant.owner)
-            .tenant(tenant.id)
+            .owner_of(&tenant)
             .json(&body)
             .send()
     };
@@ -437,8 +430,7 @@ async fn a_delivered_order_is_rated_once() {
         .expect(200);
     let read = app
         .get(&format!("/api/v1/orders/{}", id(&order)))
-        .user(&tenant.owner)
-        .tenant(tenant.id)
+        .owner_of(&tenant)
         .send()
         .await
         .expect(200);
@@ -481,8 +473,7 @@ async fn another_tenants_orders_and_products_are_not_found() {
     .body;
     let path = format!("/api/v1/orders/{}", id(&order));
     app.get(&path)
-        .user(&a.owner)
-        .tenant(a.id)
+        .owner_of(&a)
         .send()
         .await
         .expect_problem(404, "not_found");
@@ -490,27 +481,19 @@ async fn another_tenants_orders_and_products_are_not_found() {
         .await
         .expect_problem(404, "not_found");
     app.post(&format!("{path}/rating"))
-        .user(&a.owner)
-        .tenant(a.id)
+        .owner_of(&a)
         .json(&json!({"stars": 1}))
         .send()
         .await
         .expect_problem(404, "not_found");
     let list = app
         .get("/api/v1/orders")
-        .user(&a.owner)
-        .tenant(a.id)
+        .owner_of(&a)
         .send()
         .await
         .expect(200);
     assert!(ids(&list).is_empty());
-    let still = app
-        .get(&path)
-        .user(&b.owner)
-        .tenant(b.id)
-        .send()
-        .await
-        .expect(200);
+    let still = app.get(&path).owner_of(&b).send().await.expect(200);
     assert_eq!(still.body["status"], "pending");
 }
 
@@ -533,10 +516,7 @@ async fn orders_filter_and_page_newest_first() {
         .await
         .expect(200);
     let list = |query: String| {
-        let call = app
-            .get(&format!("/api/v1/orders{query}"))
-            .user(&tenant.owner)
-            .tenant(tenant.id);
+        let call = app.get(&format!("/api/v1/orders{query}")).owner_of(&tenant);
         async move { ids(&call.send().await.expect(200)) }
     };
     assert_eq!(
@@ -558,8 +538,7 @@ async fn orders_filter_and_page_newest_first() {
     assert_eq!(list(format!("?until={future}&limit=100")).await.len(), 3);
     let first = app
         .get("/api/v1/orders?limit=2")
-        .user(&tenant.owner)
-        .tenant(tenant.id)
+        .owner_of(&tenant)
         .send()
         .await
         .expect(200);
@@ -570,14 +549,12 @@ async fn orders_filter_and_page_newest_first() {
         [made[0].clone()]
     );
     app.get("/api/v1/orders?since=2999-01-01T00:00:00Z&until=2000-01-01T00:00:00Z")
-        .user(&tenant.owner)
-        .tenant(tenant.id)
+        .owner_of(&tenant)
         .send()
         .await
         .expect_problem(422, "validation_failed");
     app.get("/api/v1/orders?cursor=zzz")
-        .user(&tenant.owner)
-        .tenant(tenant.id)
+        .owner_of(&tenant)
         .send()
         .await
         .expect_problem(400, "invalid_cursor");

@@ -54,8 +54,7 @@ async fn managers_set_the_seller_profile_and_everyone_reads_it() {
     // PUT replaces: what is left out is cleared.
     let replaced = app
         .put("/api/v1/seller-profile")
-        .user(&tenant.owner)
-        .tenant(tenant.id)
+        .owner_of(&tenant)
         .json(&json!({"store_name": "Acme", "slug": "acme"}))
         .send()
         .await
@@ -65,8 +64,7 @@ async fn managers_set_the_seller_profile_and_everyone_reads_it() {
 
     let bad = app
         .put("/api/v1/seller-profile")
-        .user(&tenant.owner)
-        .tenant(tenant.id)
+        .owner_of(&tenant)
         .json(&json!({
             "store_name": "", "slug": "Not A Slug", "logo_url": "javascript:alert(1)",
             "contact_email": "nope", "contact_phone": "11912345678",
@@ -90,8 +88,7 @@ async fn managers_set_the_seller_profile_and_everyone_reads_it() {
     );
     let kept = app
         .get("/api/v1/seller-profile")
-        .user(&tenant.owner)
-        .tenant(tenant.id)
+        .owner_of(&tenant)
         .send()
         .await
         .expect(200);
@@ -100,8 +97,7 @@ async fn managers_set_the_seller_profile_and_everyone_reads_it() {
         "the refused PUT changed nothing"
     );
     app.get("/api/v1/seller-profile")
-        .user(&other.owner)
-        .tenant(other.id)
+        .owner_of(&other)
         .send()
         .await
         .expect_problem(404, "not_found");
@@ -135,8 +131,7 @@ async fn ai_config_has_defaults_and_managers_change_it() {
         .expect_problem(403, "forbidden");
     let saved = app
         .put("/api/v1/ai-config")
-        .user(&tenant.owner)
-        .tenant(tenant.id)
+        .owner_of(&tenant)
         .json(&config)
         .send()
         .await
@@ -155,8 +150,7 @@ async fn ai_config_has_defaults_and_managers_change_it() {
 
     let bad = app
         .put("/api/v1/ai-config")
-        .user(&tenant.owner)
-        .tenant(tenant.id)
+        .owner_of(&tenant)
         .json(&json!({
             "bot_name": "", "style_tone": "friendly", "auto_reply_enabled": true,
             "active_hours": {"timezone": "Mars/Olympus", "start": "25:00", "end": "6am"},
@@ -178,8 +172,7 @@ async fn ai_config_has_defaults_and_managers_change_it() {
     );
     let tone = app
         .put("/api/v1/ai-config")
-        .user(&tenant.owner)
-        .tenant(tenant.id)
+        .owner_of(&tenant)
         .json(&json!({"bot_name": "x", "style_tone": "grumpy", "auto_reply_enabled": false, "languages": ["en"]}))
         .send()
         .await
@@ -187,16 +180,14 @@ async fn ai_config_has_defaults_and_managers_change_it() {
     assert_eq!(error_fields(&tone), ["style_tone"]);
     let kept = app
         .get("/api/v1/ai-config")
-        .user(&tenant.owner)
-        .tenant(tenant.id)
+        .owner_of(&tenant)
         .send()
         .await
         .expect(200);
     assert_eq!(kept.body["bot_name"], "Ana");
     let theirs = app
         .get("/api/v1/ai-config")
-        .user(&other.owner)
-        .tenant(other.id)
+        .owner_of(&other)
         .send()
         .await
         .expect(200);

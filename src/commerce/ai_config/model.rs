@@ -3,7 +3,7 @@ use serde::{Deserialize, Serialize};
 use tokio_postgres::Row;
 use utoipa::ToSchema;
 
-use crate::commerce::text_enum;
+use crate::commerce::{json_column, text_enum};
 use crate::error::{AppError, Fields, sent};
 use crate::types::{self, LanguageTag, TimeOfDay, TimeZone};
 
@@ -61,15 +61,11 @@ impl AiConfig {
     }
 
     pub fn from_row(row: &Row) -> Result<Self, AppError> {
-        let active_hours: Option<serde_json::Value> = row.get("active_hours");
         Ok(Self {
             bot_name: row.get("bot_name"),
             style_tone: row.get("style_tone"),
             auto_reply_enabled: row.get("auto_reply_enabled"),
-            active_hours: active_hours
-                .map(serde_json::from_value)
-                .transpose()
-                .map_err(anyhow::Error::from)?,
+            active_hours: json_column(row, "active_hours")?,
             languages: row.get("languages"),
             system_prompt: row.get("system_prompt"),
             updated_at: Some(row.get("updated_at")),

@@ -1,6 +1,7 @@
 //! SQL for the AI configuration. Every statement also filters `tenant_id` explicitly.
 
 use super::model::{AiConfig, AiConfigInput};
+use crate::commerce::to_json;
 use crate::db::TenantDb;
 use crate::error::{AppError, AppResult};
 
@@ -22,12 +23,7 @@ pub async fn get(db: &TenantDb) -> AppResult<AiConfig> {
 }
 
 pub async fn put(db: &TenantDb, input: &AiConfigInput) -> AppResult<AiConfig> {
-    let hours = input
-        .active_hours
-        .as_ref()
-        .map(serde_json::to_value)
-        .transpose()
-        .map_err(anyhow::Error::from)?;
+    let hours = to_json(&input.active_hours)?;
     let row = db
         .query_opt(
             &format!(

@@ -4,7 +4,7 @@ use tokio_postgres::Row;
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
-use crate::commerce::{Address, Channel, text_enum};
+use crate::commerce::{Address, Channel, json_column, text_enum};
 use crate::error::{AppError, Fields, sent};
 use crate::extract::{PageQuery, PageRequest};
 use crate::types::{self, Email, Phone};
@@ -109,17 +109,12 @@ impl Order {
          FROM order_ratings r WHERE r.tenant_id = o.tenant_id AND r.order_id = o.id) AS rating";
 
     pub fn from_row(row: &Row) -> Result<Self, AppError> {
-        fn json<T: serde::de::DeserializeOwned>(row: &Row, name: &str) -> Result<T, AppError> {
-            let value: serde_json::Value = row.get(name);
-            Ok(serde_json::from_value(value).map_err(anyhow::Error::from)?)
-        }
-        let rating: Option<serde_json::Value> = row.get("rating");
         Ok(Self {
             id: row.get("id"),
             status: row.get("status"),
             channel: row.get("channel"),
-            customer: json(row, "customer")?,
-            items: json(row, "items")?,
+            customer: json_column(row, "customer")?,
+            items: json_column(row, "items")?,
             subtotal_cents: row.get("subtotal_cents"),
             total_cents: row.get("total_cents"),
             currency: row.get("currency"),
@@ -128,10 +123,7 @@ impl Order {
             carrier: row.get("carrier"),
             status_reason: row.get("status_reason"),
             delivered_at: row.get("delivered_at"),
-            rating: rating
-                .map(serde_json::from_value)
-                .transpose()
-                .map_err(anyhow::Error::from)?,
+            rating: json_column(row, "rating")?,
             created_at: row.get("created_at"),
             updated_at: row.get("updated_at"),
         })

@@ -8,6 +8,7 @@ use uuid::Uuid;
 use super::model::{NewOrder, NewRating, Order, OrderFilter, OrderStatus, Rating, StatusChange};
 use crate::commerce::filter::{Where, contains_pattern};
 use crate::commerce::products::model::ProductStatus;
+use crate::commerce::to_json;
 use crate::db::{Conn, TenantDb, TenantTx};
 use crate::error::{AppError, AppResult, FieldError};
 
@@ -176,7 +177,7 @@ pub async fn create(db: &TenantDb, order: &NewOrder) -> AppResult<Order> {
     }
 
     let id = Uuid::now_v7();
-    let customer = serde_json::to_value(&order.customer).map_err(anyhow::Error::from)?;
+    let customer = to_json(&order.customer)?;
     tx.execute(
         "INSERT INTO orders (tenant_id, id, channel, customer, notes, subtotal_cents,
              total_cents, currency)

@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 use tokio_postgres::Row;
 use utoipa::ToSchema;
 
-use crate::commerce::Address;
+use crate::commerce::{Address, json_column};
 use crate::error::{AppError, Fields, sent};
 use crate::types::{self, Email, Phone, Slug};
 
@@ -31,9 +31,6 @@ impl SellerProfile {
         contact_phone, social_handles, business_address, created_at, updated_at";
 
     pub fn from_row(row: &Row) -> Result<Self, AppError> {
-        let json = |name: &str| -> Result<Option<serde_json::Value>, AppError> {
-            Ok(row.try_get(name).map_err(anyhow::Error::from)?)
-        };
         Ok(Self {
             store_name: row.get("store_name"),
             slug: row.get("slug"),
@@ -42,15 +39,8 @@ impl SellerProfile {
             banner_url: row.get("banner_url"),
             contact_email: row.get("contact_email"),
             contact_phone: row.get("contact_phone"),
-            social_handles: json("social_handles")?
-                .map(serde_json::from_value)
-                .transpose()
-                .map_err(anyhow::Error::from)?
-                .unwrap_or_default(),
-            business_address: json("business_address")?
-                .map(serde_json::from_value)
-                .transpose()
-                .map_err(anyhow::Error::from)?,
+            social_handles: json_column(row, "social_handles")?,
+            business_address: json_column(row, "business_address")?,
             created_at: row.get("created_at"),
             updated_at: row.get("updated_at"),
         })

@@ -1,6 +1,7 @@
 //! SQL for the seller profile. Every statement also filters `tenant_id` explicitly.
 
 use super::model::{ProfileInput, SellerProfile};
+use crate::commerce::to_json;
 use crate::db::TenantDb;
 use crate::error::{AppError, AppResult};
 
@@ -19,13 +20,8 @@ pub async fn get(db: &TenantDb) -> AppResult<SellerProfile> {
 }
 
 pub async fn put(db: &TenantDb, input: &ProfileInput) -> AppResult<SellerProfile> {
-    let social = serde_json::to_value(&input.social_handles).map_err(anyhow::Error::from)?;
-    let address = input
-        .business_address
-        .as_ref()
-        .map(serde_json::to_value)
-        .transpose()
-        .map_err(anyhow::Error::from)?;
+    let social = to_json(&input.social_handles)?;
+    let address = to_json(&input.business_address)?;
     let row = db
         .query_opt(
             &format!(

@@ -1,4 +1,4 @@
--- Usage buckets and resource quotas (SPEC §5).
+-- Usage buckets, resource quotas and what the cleanup job needs (SPEC §5).
 
 -- Admitted requests per tenant, in minute, hour and day buckets (written in batches).
 CREATE TABLE api_usage (
@@ -50,6 +50,7 @@ CREATE FUNCTION tenant_limit(p_tenant uuid, p_limit text) RETURNS bigint
             WHEN 'max_products' THEN 1000
             WHEN 'max_users' THEN 100
             WHEN 'max_storage_bytes' THEN 1073741824
+            WHEN 'conversation_retention_days' THEN 365
         END)
     $$;
 
@@ -106,17 +107,56 @@ CREATE TRIGGER users_quota BEFORE INSERT OR DELETE ON users
     FOR EACH ROW EXECUTE FUNCTION count_quota('users');
 CREATE TRIGGER products_quota BEFORE INSERT OR DELETE ON products
     FOR EACH ROW EXECUTE FUNCTION count_quota('products');
+CREATE TRIGGER media_quota BEFORE INSERT OR DELETE ON media
+    FOR EACH ROW EXECUTE FUNCTION count_quota('storage_bytes', 'size_bytes');
+
+-- Since when no product shows a media (NULL while one does): the cleanup job purges media
+-- unreferenced for 24 hours. Kept by triggers on product_media, so every path that attaches
+-- or detaches (including a product's deletion cascading) keeps it true.
+ALTER TABLE media ADD COLUMN unreferenced_since timestamptz DEFAULT now();
+CREATE INDEX media_unreferenced_idx ON media (tenant_id, unreferenced_since)
+    WHERE unreferenced_since IS NOT NULL;
+GRANT UPDATE (unreferenced_since) ON media TO convcommerce_app;
+
+CREATE FUNCTION track_media_references() RETURNS trigger
+    LANGUAGE plpgsql
+    AS $$
+BEGIN
+    IF TG_OP = 'INSERT' THEN
+        UPDATE media SET unreferenced_since = NULL
+        WHERE tenant_id = NEW.tenant_id AND id = NEW.media_id AND unreferenced_since IS NOT NULL;
+    ELSE
+        UPDATE media SET unreferenced_since = now()
+        WHERE tenant_id = OLD.tenant_id AND id = OLD.media_id
+          AND NOT EXISTS (SELECT 1 FROM product_media pm
+                          WHERE pm.tenant_id = OLD.tenant_id AND pm.media_id = OLD.media_id);
+    END IF;
+    RETURN NULL;
+END
+$$;
+CREATE TRIGGER product_media_references AFTER INSERT OR DELETE ON product_media
+    FOR EACH ROW EXECUTE FUNCTION track_media_references();
+
+-- The cleanup job removes threads whose messages have all passed the retention.
+GRANT DELETE ON conversation_threads TO convcommerce_app;
 
 -- Count what exists already. The owner is subject to FORCE RLS, so lift it for the backfill
 -- inside this migration's transaction.
 ALTER TABLE users NO FORCE ROW LEVEL SECURITY;
 ALTER TABLE products NO FORCE ROW LEVEL SECURITY;
+ALTER TABLE media NO FORCE ROW LEVEL SECURITY;
+ALTER TABLE product_media NO FORCE ROW LEVEL SECURITY;
 ALTER TABLE tenant_quota_usage NO FORCE ROW LEVEL SECURITY;
-INSERT INTO tenant_quota_usage (tenant_id, users, products)
+INSERT INTO tenant_quota_usage (tenant_id, users, products, storage_bytes)
 SELECT t.id,
        (SELECT count(*) FROM users u WHERE u.tenant_id = t.id),
-       (SELECT count(*) FROM products p WHERE p.tenant_id = t.id)
+       (SELECT count(*) FROM products p WHERE p.tenant_id = t.id),
+       (SELECT coalesce(sum(size_bytes), 0) FROM media m WHERE m.tenant_id = t.id)
 FROM tenants t;
+UPDATE media m SET unreferenced_since = NULL
+WHERE EXISTS (SELECT 1 FROM product_media pm WHERE pm.tenant_id = m.tenant_id AND pm.media_id = m.id);
 ALTER TABLE users FORCE ROW LEVEL SECURITY;
 ALTER TABLE products FORCE ROW LEVEL SECURITY;
+ALTER TABLE media FORCE ROW LEVEL SECURITY;
+ALTER TABLE product_media FORCE ROW LEVEL SECURITY;
 ALTER TABLE tenant_quota_usage FORCE ROW LEVEL SECURITY;

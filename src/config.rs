@@ -73,6 +73,8 @@ pub struct Config {
     pub rate_limits_enabled: bool,
     /// How often admitted-request counts are written to `api_usage`.
     pub usage_flush_interval: Duration,
+    /// How often the cleanup job runs (media, conversation retention, old usage buckets).
+    pub cleanup_interval: Duration,
     /// The directory media bytes are stored in (`MEDIA_STORE`).
     pub media_store: PathBuf,
     /// The largest media upload accepted, in bytes.
@@ -328,6 +330,12 @@ impl Config {
                 "a number of milliseconds",
             )?)
             .max(Duration::from_millis(10)),
+            cleanup_interval: Duration::from_secs(r.parsed(
+                "CLEANUP_INTERVAL_SECONDS",
+                3_600,
+                "a number of seconds",
+            )?)
+            .max(Duration::from_secs(1)),
             media_store,
             media_max_bytes,
         })

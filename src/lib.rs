@@ -125,6 +125,13 @@ impl Application {
                 config.usage_flush_interval,
                 jobs_stop.clone(),
             )),
+            tokio::spawn(limits::cleanup::run(
+                state.db.clone(),
+                state.media.clone(),
+                state.clock.clone(),
+                config.cleanup_interval,
+                jobs_stop.clone(),
+            )),
         ];
 
         let listener = TcpListener::bind((config.host, config.port))

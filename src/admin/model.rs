@@ -91,6 +91,10 @@ pub struct LimitsPatch {
     #[serde(default, deserialize_with = "nullable")]
     #[schema(value_type = Option<i64>)]
     pub max_storage_bytes: Option<Option<i64>>,
+    /// Days conversation messages are kept (default 365).
+    #[serde(default, deserialize_with = "nullable")]
+    #[schema(value_type = Option<i64>)]
+    pub conversation_retention_days: Option<Option<i64>>,
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -118,6 +122,11 @@ impl LimitsPatch {
             ("max_products", self.max_products, 0),
             ("max_users", self.max_users, 1),
             ("max_storage_bytes", self.max_storage_bytes, 0),
+            (
+                "conversation_retention_days",
+                self.conversation_retention_days,
+                1,
+            ),
         ];
         let mut change = LimitsChange::default();
         let mut errors = Vec::new();

@@ -6,6 +6,7 @@
 //! [`redis::RedisBackend`] (shared by instances, one atomic script per decision).
 //! [`Limiter`] uses Redis when configured and falls back to memory while Redis fails.
 
+pub mod cleanup;
 pub mod headers;
 pub mod memory;
 pub mod quotas;

@@ -67,6 +67,8 @@ pub struct Limits {
     pub max_products: i64,
     pub max_users: i64,
     pub max_storage_bytes: i64,
+    /// Conversation messages older than this are purged by the cleanup job.
+    pub conversation_retention_days: i64,
 }
 
 impl Limits {
@@ -77,18 +79,10 @@ impl Limits {
         max_products: 1_000,
         max_users: 100,
         max_storage_bytes: 1 << 30,
+        conversation_retention_days: 365,
     };
 
-    pub const NAMES: [&'static str; 6] = [
-        "requests_per_minute",
-        "requests_per_hour",
-        "requests_per_day",
-        "max_products",
-        "max_users",
-        "max_storage_bytes",
-    ];
-
-    /// The defaults with the stored overrides (a JSON object of some of `NAMES`) applied.
+    /// The defaults with the stored overrides (a JSON object keyed by field name) applied.
     pub fn with_overrides(overrides: &serde_json::Value) -> Self {
         let get = |name: &str, default: i64| {
             overrides
@@ -104,6 +98,10 @@ impl Limits {
             max_products: get("max_products", d.max_products),
             max_users: get("max_users", d.max_users),
             max_storage_bytes: get("max_storage_bytes", d.max_storage_bytes),
+            conversation_retention_days: get(
+                "conversation_retention_days",
+                d.conversation_retention_days,
+            ),
         }
     }
 }

@@ -4,7 +4,7 @@ use serde_json::{Value, json};
 
 use crate::helpers::*;
 
-async fn say(
+pub(crate) async fn say(
     app: &TestApp,
     tenant: &TestTenant,
     handle: &str,

@@ -2,6 +2,7 @@
 
 mod admin;
 mod auth;
+mod cleanup;
 mod conversations;
 mod demo;
 mod dev_server;

@@ -6,13 +6,13 @@ use serde_json::json;
 use crate::helpers::*;
 
 /// A tiny but real PNG header followed by filler.
-fn png(len: usize) -> Vec<u8> {
+pub(crate) fn png(len: usize) -> Vec<u8> {
     let mut bytes = b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR".to_vec();
     bytes.extend((0..len).map(|i| (i % 251) as u8));
     bytes
 }
 
-fn file(bytes: Vec<u8>, name: &str, declared: &str) -> Form {
+pub(crate) fn file(bytes: Vec<u8>, name: &str, declared: &str) -> Form {
     Form::new().part(
         "file",
         Part::bytes(bytes)
@@ -22,7 +22,7 @@ fn file(bytes: Vec<u8>, name: &str, declared: &str) -> Form {
     )
 }
 
-async fn upload(app: &TestApp, tenant: &TestTenant, form: Form) -> Response {
+pub(crate) async fn upload(app: &TestApp, tenant: &TestTenant, form: Form) -> Response {
     app.post("/api/v1/media")
         .owner_of(tenant)
         .multipart(form)

@@ -1,0 +1,126 @@
+//! The cleanup job (SPEC §5): purges media that no product has shown for 24 hours, and
+//! conversation messages older than the tenant's retention (threads left empty go too), and
+//! thins old usage buckets. Purged media free their storage quota through the quota trigger.
+//!
+//! It visits tenants one at a time, in a transaction of its own with that tenant set, so
+//! row-level security still scopes every statement; object bytes are deleted after commit.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use crate::clock::Clock;
+use crate::commerce::media::storage::MediaStore;
+use crate::db::Db;
+use crate::tenancy::model::Limits;
+
+/// How long a media may stay unreferenced.
+pub const MEDIA_GRACE: chrono::Duration = chrono::Duration::hours(24);
+/// Minute buckets are kept two days, hour buckets ninety; day buckets stay.
+const MINUTE_BUCKETS_KEPT: chrono::Duration = chrono::Duration::days(2);
+const HOUR_BUCKETS_KEPT: chrono::Duration = chrono::Duration::days(90);
+
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct CleanupReport {
+    pub media_purged: u64,
+    pub bytes_freed: i64,
+    pub messages_purged: u64,
+    pub threads_purged: u64,
+    pub usage_buckets_purged: u64,
+}
+
+/// One pass over every tenant as of `now`.
+pub async fn run_once(
+    db: &Db,
+    media: &MediaStore,
+    now: DateTime<Utc>,
+) -> anyhow::Result<CleanupReport> {
+    let tenants: Vec<(Uuid, Limits)> = db
+        .platform()
+        .await?
+        .query("SELECT id, limits FROM tenants ORDER BY id", &[])
+        .await?
+        .iter()
+        .map(|r| (r.get(0), Limits::with_overrides(&r.get(1))))
+        .collect();
+    let mut report = CleanupReport::default();
+    for (tenant, limits) in tenants {
+        let keys = clean_tenant(db, tenant, &limits, now, &mut report).await?;
+        for key in keys {
+            media.delete(&key).await;
+        }
+    }
+    Ok(report)
+}
+
+async fn clean_tenant(
+    db: &Db,
+    tenant: Uuid,
+    limits: &Limits,
+    now: DateTime<Utc>,
+    report: &mut CleanupReport,
+) -> anyhow::Result<Vec<String>> {
+    let tx = db.begin_platform().await?;
+    tx.set_tenant(tenant).await?;
+    let purged = tx
+        .query(
+            "DELETE FROM media WHERE tenant_id = $1 AND unreferenced_since < $2
+             RETURNING storage_key, size_bytes",
+            &[&tenant, &(now - MEDIA_GRACE)],
+        )
+        .await?;
+    report.media_purged += purged.len() as u64;
+    report.bytes_freed += purged.iter().map(|r| r.get::<_, i64>(1)).sum::<i64>();
+    let retention = chrono::Duration::days(limits.conversation_retention_days);
+    report.messages_purged += tx
+        .execute(
+            "DELETE FROM conversation_history WHERE tenant_id = $1 AND created_at < $2",
+            &[&tenant, &(now - retention)],
+        )
+        .await?;
+    report.threads_purged += tx
+        .execute(
+            "DELETE FROM conversation_threads t WHERE t.tenant_id = $1
+               AND NOT EXISTS (SELECT 1 FROM conversation_history h
+                               WHERE h.tenant_id = t.tenant_id AND h.thread_id = t.id)",
+            &[&tenant],
+        )
+        .await?;
+    report.usage_buckets_purged += tx
+        .execute(
+            "DELETE FROM api_usage WHERE tenant_id = $1 AND (
+                 (granularity = 'minute' AND bucket_start < $2) OR
+                 (granularity = 'hour' AND bucket_start < $3))",
+            &[
+                &tenant,
+                &(now - MINUTE_BUCKETS_KEPT),
+                &(now - HOUR_BUCKETS_KEPT),
+            ],
+        )
+        .await?;
+    tx.commit().await?;
+    Ok(purged.iter().map(|r| r.get(0)).collect())
+}
+
+/// Runs a pass every `interval` (the first one interval after start) until `stop`.
+pub async fn run(
+    db: Db,
+    media: MediaStore,
+    clock: std::sync::Arc<dyn Clock>,
+    interval: Duration,
+    stop: CancellationToken,
+) {
+    let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = ticker.tick() => match run_once(&db, &media, clock.now()).await {
+                Ok(report) => tracing::info!(?report, "cleanup pass finished"),
+                Err(e) => tracing::warn!(error = %e, "cleanup pass failed"),
+            },
+        }
+    }
+}

@@ -94,8 +94,7 @@ async fn limits_are_overridden_and_restored() {
     // The tenant sees its new limits at once.
     let seen = app
         .get("/api/v1/tenant")
-        .user(&tenant.owner)
-        .tenant(tenant.id)
+        .owner_of(&tenant)
         .send()
         .await
         .expect(200);

@@ -65,6 +65,30 @@ pub async fn private_database() -> Provisioned {
         .expect("provisioning a private database")
 }
 
+/// A direct connection to the database, outside the server.
+pub async fn connect(url: &str) -> tokio_postgres::Client {
+    let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+        .await
+        .expect("the database accepts the connection");
+    tokio::spawn(conn);
+    client
+}
+
+/// A transaction with `tenant` set, the way the server opens its own.
+pub async fn tenant_tx(
+    client: &mut tokio_postgres::Client,
+    tenant: Uuid,
+) -> tokio_postgres::Transaction<'_> {
+    let tx = client.transaction().await.unwrap();
+    tx.execute(
+        "SELECT set_config('my.tenant_id', $1, true)",
+        &[&tenant.to_string()],
+    )
+    .await
+    .unwrap();
+    tx
+}
+
 pub fn config_vars(db: &Provisioned) -> BTreeMap<String, String> {
     [
         ("DATABASE_URL", db.app_url.as_str()),
@@ -307,8 +331,7 @@ impl TestApp {
         let sub = format!("{role}-{}", Uuid::now_v7().simple());
         let created = self
             .post("/api/v1/users")
-            .user(&tenant.owner)
-            .tenant(tenant.id)
+            .owner_of(&tenant)
             .json(
                 &json!({"external_id": sub, "email": format!("{sub}@test.example"), "role": role}),
             )

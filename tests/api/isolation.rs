@@ -4,27 +4,14 @@ use std::time::Duration;
 
 use futures_util::future::join_all;
 use serde_json::Value;
-use tokio_postgres::NoTls;
 use uuid::Uuid;
 
 use crate::helpers::*;
 
-async fn connect(url: &str) -> tokio_postgres::Client {
-    let (client, conn) = tokio_postgres::connect(url, NoTls).await.unwrap();
-    tokio::spawn(conn);
-    client
-}
-
 /// Inserts a product for `tenant` as the application role, with the tenant set.
 async fn insert_product(app_url: &str, tenant: Uuid, name: &str) {
     let mut client = connect(app_url).await;
-    let tx = client.transaction().await.unwrap();
-    tx.execute(
-        "SELECT set_config('my.tenant_id', $1, true)",
-        &[&tenant.to_string()],
-    )
-    .await
-    .unwrap();
+    let tx = tenant_tx(&mut client, tenant).await;
     tx.execute(
         "INSERT INTO products (tenant_id, id, name, price_cents, currency) VALUES ($1, $2, $3, 100, 'USD')",
         &[&tenant, &Uuid::now_v7(), &name],
@@ -43,13 +30,7 @@ async fn the_seed_example_holds_at_the_database() {
 
     let mut client = connect(&app.db.app_url).await;
     for tenant in [a.id, b.id] {
-        let tx = client.transaction().await.unwrap();
-        tx.execute(
-            "SELECT set_config('my.tenant_id', $1, true)",
-            &[&tenant.to_string()],
-        )
-        .await
-        .unwrap();
+        let tx = tenant_tx(&mut client, tenant).await;
         let rows = tx
             .query(
                 "SELECT tenant_id FROM products WHERE tenant_id IN ($1, $2)",
@@ -78,13 +59,7 @@ async fn the_seed_example_holds_at_the_database() {
     assert_eq!(users[0].get::<_, i64>(0), 0);
 
     // The setting does not outlive its transaction.
-    let tx = client.transaction().await.unwrap();
-    tx.execute(
-        "SELECT set_config('my.tenant_id', $1, true)",
-        &[&a.id.to_string()],
-    )
-    .await
-    .unwrap();
+    let tx = tenant_tx(&mut client, a.id).await;
     tx.commit().await.unwrap();
     let after = client
         .query("SELECT count(*) FROM products", &[])
@@ -93,13 +68,7 @@ async fn the_seed_example_holds_at_the_database() {
     assert_eq!(after[0].get::<_, i64>(0), 0);
 
     // WITH CHECK: writing B's row while A is set is refused, as is moving a row to B.
-    let tx = client.transaction().await.unwrap();
-    tx.execute(
-        "SELECT set_config('my.tenant_id', $1, true)",
-        &[&a.id.to_string()],
-    )
-    .await
-    .unwrap();
+    let tx = tenant_tx(&mut client, a.id).await;
     let err = tx
         .execute(
             "INSERT INTO products (tenant_id, id, name, price_cents, currency) VALUES ($1, $2, 'x', 1, 'USD')",
@@ -112,13 +81,7 @@ async fn the_seed_example_holds_at_the_database() {
         Some(&tokio_postgres::error::SqlState::INSUFFICIENT_PRIVILEGE)
     );
     drop(tx);
-    let tx = client.transaction().await.unwrap();
-    tx.execute(
-        "SELECT set_config('my.tenant_id', $1, true)",
-        &[&a.id.to_string()],
-    )
-    .await
-    .unwrap();
+    let tx = tenant_tx(&mut client, a.id).await;
     let err = tx
         .execute(
             "UPDATE products SET tenant_id = $1 WHERE tenant_id = $2",
@@ -195,10 +158,7 @@ async fn interleaved_requests_over_a_tiny_pool_never_leak() {
 
     let calls = (0..200).map(|i| {
         let tenant = if i % 2 == 0 { &a } else { &b };
-        let call = app
-            .get("/api/v1/users?limit=100")
-            .user(&tenant.owner)
-            .tenant(tenant.id);
+        let call = app.get("/api/v1/users?limit=100").owner_of(&tenant);
         async move { (tenant.id, call.send().await) }
     });
     for (tenant, response) in join_all(calls).await {

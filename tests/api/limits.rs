@@ -7,7 +7,6 @@ use chrono::{TimeZone, Utc};
 use convcommerce::clock::ManualClock;
 use futures_util::future::join_all;
 use serde_json::json;
-use tokio_postgres::NoTls;
 
 use crate::helpers::*;
 
@@ -34,8 +33,7 @@ async fn every_tenant_scoped_response_carries_the_headers() {
     let tenant = app.tenant().await;
     let first = app
         .get("/api/v1/tenant")
-        .user(&tenant.owner)
-        .tenant(tenant.id)
+        .owner_of(&tenant)
         .send()
         .await
         .expect(200);
@@ -59,8 +57,7 @@ async fn every_tenant_scoped_response_carries_the_headers() {
     // An error inside a tenant-scoped handler carries them too.
     let missing = app
         .get(&format!("/api/v1/users/{}", uuid::Uuid::now_v7()))
-        .user(&tenant.owner)
-        .tenant(tenant.id)
+        .owner_of(&tenant)
         .send()
         .await
         .expect_problem(404, "not_found");
@@ -78,8 +75,7 @@ async fn every_tenant_scoped_response_carries_the_headers() {
     }
     let after = app
         .get("/api/v1/tenant")
-        .user(&tenant.owner)
-        .tenant(tenant.id)
+        .owner_of(&tenant)
         .send()
         .await
         .expect(200);
@@ -93,12 +89,7 @@ async fn a_concurrent_burst_admits_exactly_the_limit() {
     let tenant = app.tenant().await;
     app.set_limits(&tenant, json!({"requests_per_minute": 10}))
         .await;
-    let burst = (0..50).map(|_| {
-        app.get("/api/v1/tenant")
-            .user(&tenant.owner)
-            .tenant(tenant.id)
-            .send()
-    });
+    let burst = (0..50).map(|_| app.get("/api/v1/tenant").owner_of(&tenant).send());
     let responses = join_all(burst).await;
     assert_eq!(count(&responses, 200), 10);
     assert_eq!(count(&responses, 429), 40);
@@ -129,12 +120,7 @@ async fn a_refused_request_counts_in_no_window() {
         json!({"requests_per_minute": 3, "requests_per_hour": 5}),
     )
     .await;
-    let call = || {
-        app.get("/api/v1/tenant")
-            .user(&tenant.owner)
-            .tenant(tenant.id)
-            .send()
-    };
+    let call = || app.get("/api/v1/tenant").owner_of(&tenant).send();
     for _ in 0..3 {
         call().await.expect(200);
     }
@@ -161,12 +147,6 @@ async fn a_refused_request_counts_in_no_window() {
     );
 }
 
-async fn connect(url: &str) -> tokio_postgres::Client {
-    let (client, conn) = tokio_postgres::connect(url, NoTls).await.unwrap();
-    tokio::spawn(conn);
-    client
-}
-
 /// The tenant's usage buckets of `granularity` in the database (as the app role).
 async fn read_buckets(
     app_url: &str,
@@ -174,13 +154,7 @@ async fn read_buckets(
     granularity: &str,
 ) -> Vec<(chrono::DateTime<Utc>, i64)> {
     let mut client = connect(app_url).await;
-    let tx = client.transaction().await.unwrap();
-    tx.execute(
-        "SELECT set_config('my.tenant_id', $1, true)",
-        &[&tenant.id.to_string()],
-    )
-    .await
-    .unwrap();
+    let tx = tenant_tx(&mut client, tenant.id).await;
     let rows = tx
         .query(
             "SELECT bucket_start, requests FROM api_usage WHERE tenant_id = $1 AND granularity = $2 ORDER BY 1",
@@ -198,12 +172,7 @@ async fn the_day_resets_at_utc_midnight() {
     let tenant = app.tenant().await;
     app.set_limits(&tenant, json!({"requests_per_day": 2}))
         .await;
-    let call = || {
-        app.get("/api/v1/tenant")
-            .user(&tenant.owner)
-            .tenant(tenant.id)
-            .send()
-    };
+    let call = || app.get("/api/v1/tenant").owner_of(&tenant).send();
     call().await.expect(200);
     call().await.expect(200);
     let refused = call().await.expect_problem(429, "rate_limited");
@@ -232,12 +201,7 @@ async fn every_admitted_request_is_counted_after_shutdown() {
     })
     .await;
     let tenant = app.tenant().await;
-    let calls = (0..25).map(|_| {
-        app.get("/api/v1/tenant")
-            .user(&tenant.owner)
-            .tenant(tenant.id)
-            .send()
-    });
+    let calls = (0..25).map(|_| app.get("/api/v1/tenant").owner_of(&tenant).send());
     assert_eq!(count(&join_all(calls).await, 200), 25);
     let db = app.db.clone();
     app.stop().await;
@@ -263,16 +227,14 @@ async fn usage_shows_live_counters_and_flushed_history() {
     let tenant = app.tenant().await;
     for _ in 0..4 {
         app.get("/api/v1/tenant")
-            .user(&tenant.owner)
-            .tenant(tenant.id)
+            .owner_of(&tenant)
             .send()
             .await
             .expect(200);
     }
     let mut usage = app
         .get("/api/v1/tenant/usage")
-        .user(&tenant.owner)
-        .tenant(tenant.id)
+        .owner_of(&tenant)
         .send()
         .await
         .expect(200);
@@ -294,8 +256,7 @@ async fn usage_shows_live_counters_and_flushed_history() {
         tokio::time::sleep(Duration::from_millis(20)).await;
         usage = app
             .get("/api/v1/tenant/usage")
-            .user(&tenant.owner)
-            .tenant(tenant.id)
+            .owner_of(&tenant)
             .send()
             .await
             .expect(200);
@@ -351,18 +312,8 @@ async fn a_hammering_tenant_does_not_starve_another() {
     clock.advance(chrono::Duration::seconds(60));
     let lookups_before = app.metric("convcommerce_directory_lookups_total").await;
 
-    let hammer = (0..50).map(|_| {
-        app.get("/api/v1/users")
-            .user(&noisy.owner)
-            .tenant(noisy.id)
-            .send()
-    });
-    let polite = (0..20).map(|_| {
-        app.get("/api/v1/users")
-            .user(&quiet.owner)
-            .tenant(quiet.id)
-            .send()
-    });
+    let hammer = (0..50).map(|_| app.get("/api/v1/users").owner_of(&noisy).send());
+    let polite = (0..20).map(|_| app.get("/api/v1/users").owner_of(&quiet).send());
     let (hammered, served) = tokio::join!(join_all(hammer), join_all(polite));
     assert_eq!(count(&hammered, 200), 5);
     assert_eq!(count(&hammered, 429), 45);
@@ -399,10 +350,7 @@ async fn redis_keeps_the_limit_exact_across_two_instances() {
         .await;
     let burst = (0..60).map(|i| {
         let app = if i % 2 == 0 { &one } else { &two };
-        app.get("/api/v1/tenant")
-            .user(&tenant.owner)
-            .tenant(tenant.id)
-            .send()
+        app.get("/api/v1/tenant").owner_of(&tenant).send()
     });
     let responses = join_all(burst).await;
     assert_eq!(
@@ -430,12 +378,7 @@ async fn a_redis_outage_falls_back_and_recovers() {
     })
     .await;
     let tenant = app.tenant().await;
-    let call = || {
-        app.get("/api/v1/tenant")
-            .user(&tenant.owner)
-            .tenant(tenant.id)
-            .send()
-    };
+    let call = || app.get("/api/v1/tenant").owner_of(&tenant).send();
     let shared = call().await.expect(200);
     assert_eq!(shared.header("x-ratelimit-remaining-minute"), Some("59"));
 
@@ -486,7 +429,7 @@ async fn concurrent_creates_admit_exactly_the_room_left() {
     let tenant = app.tenant().await;
     app.set_limits(&tenant, json!({"max_users": 4})).await;
     let creates = (0..50).map(|i| {
-        app.post("/api/v1/users").user(&tenant.owner).tenant(tenant.id).json(&json!({
+        app.post("/api/v1/users").owner_of(&tenant).json(&json!({
             "external_id": format!("racer-{i}"), "email": format!("racer-{i}@x.example"), "role": "staff"
         })).send()
     });
@@ -504,8 +447,7 @@ async fn concurrent_creates_admit_exactly_the_room_left() {
 
     let quotas = app
         .get("/api/v1/tenant/quotas")
-        .user(&tenant.owner)
-        .tenant(tenant.id)
+        .owner_of(&tenant)
         .send()
         .await
         .expect(200);
@@ -519,14 +461,12 @@ async fn concurrent_creates_admit_exactly_the_room_left() {
         .unwrap()
         .to_string();
     app.delete(&format!("/api/v1/users/{victim}"))
-        .user(&tenant.owner)
-        .tenant(tenant.id)
+        .owner_of(&tenant)
         .send()
         .await
         .expect(204);
     app.post("/api/v1/users")
-        .user(&tenant.owner)
-        .tenant(tenant.id)
+        .owner_of(&tenant)
         .json(&json!({"external_id": "late", "email": "late@x.example", "role": "staff"}))
         .send()
         .await
@@ -547,13 +487,7 @@ async fn the_product_quota_holds_at_the_database() {
     app.set_limits(&tenant, json!({"max_products": 2})).await;
     let mut client = connect(&app.db.app_url).await;
     let insert = "INSERT INTO products (tenant_id, id, name, price_cents, currency) VALUES ($1, $2, 'p', 100, 'USD')";
-    let tx = client.transaction().await.unwrap();
-    tx.execute(
-        "SELECT set_config('my.tenant_id', $1, true)",
-        &[&tenant.id.to_string()],
-    )
-    .await
-    .unwrap();
+    let tx = tenant_tx(&mut client, tenant.id).await;
     for _ in 0..2 {
         tx.execute(insert, &[&tenant.id, &uuid::Uuid::now_v7()])
             .await
@@ -605,11 +539,7 @@ async fn a_limit_change_reaches_every_instance_within_seconds() {
     .await;
     let tenant = one.tenant().await;
     let limit = |app: &TestApp| {
-        let call = app
-            .get("/api/v1/tenant")
-            .user(&tenant.owner)
-            .tenant(tenant.id)
-            .send();
+        let call = app.get("/api/v1/tenant").owner_of(&tenant).send();
         async move {
             call.await
                 .expect(200)

@@ -3,7 +3,6 @@
 
 use futures_util::future::join_all;
 use serde_json::{Value, json};
-use tokio_postgres::NoTls;
 use uuid::Uuid;
 
 use convcommerce::commerce::products::model::{ProductFilter, ProductStatus};
@@ -307,12 +306,6 @@ async fn another_tenants_product_is_not_found() {
     assert_eq!(still.body["name"], "Theirs");
 }
 
-async fn connect(url: &str) -> tokio_postgres::Client {
-    let (client, conn) = tokio_postgres::connect(url, NoTls).await.unwrap();
-    tokio::spawn(conn);
-    client
-}
-
 /// The plans PostgreSQL picks for the API's search statement, as the application role: for
 /// the statement with its parameters (a custom plan), and the generic plan a prepared
 /// statement may switch to after a few executions.
@@ -329,13 +322,7 @@ async fn search_plans(app_url: &str, tenant: Uuid, q: &str) -> [String; 2] {
         },
     };
     let statement = list_statement(tenant, &filter);
-    let tx = client.transaction().await.unwrap();
-    tx.execute(
-        "SELECT set_config('my.tenant_id', $1, true)",
-        &[&tenant.to_string()],
-    )
-    .await
-    .unwrap();
+    let tx = tenant_tx(&mut client, tenant).await;
     let rows = tx
         .query(
             &format!("EXPLAIN (FORMAT TEXT) {}", statement.sql),

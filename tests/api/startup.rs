@@ -2,7 +2,6 @@
 
 use convcommerce::Application;
 use convcommerce::config::Config;
-use tokio_postgres::NoTls;
 
 use crate::helpers::*;
 
@@ -33,10 +32,7 @@ async fn refuses_a_superuser() {
 #[tokio::test]
 async fn refuses_a_bypassrls_role_and_the_owner() {
     let db = database().await;
-    let (admin, conn) = tokio_postgres::connect(&db.superuser_url, NoTls)
-        .await
-        .unwrap();
-    tokio::spawn(conn);
+    let admin = connect(&db.superuser_url).await;
     // Several test processes may race to create the role: serialise on a lock.
     admin
         .execute("SELECT pg_advisory_lock(77)", &[])
@@ -66,8 +62,7 @@ async fn refuses_a_bypassrls_role_and_the_owner() {
 #[tokio::test]
 async fn refuses_a_tenant_table_without_forced_rls() {
     let db = private_database().await;
-    let (owner, conn) = tokio_postgres::connect(&db.owner_url, NoTls).await.unwrap();
-    tokio::spawn(conn);
+    let owner = connect(&db.owner_url).await;
     owner
         .batch_execute("ALTER TABLE orders NO FORCE ROW LEVEL SECURITY")
         .await
@@ -80,10 +75,7 @@ async fn refuses_a_tenant_table_without_forced_rls() {
     };
     assert!(err.contains("\"orders\"") && err.contains("FORCE"), "{err}");
     drop(owner);
-    let (admin, conn) = tokio_postgres::connect(&superuser_url().await, NoTls)
-        .await
-        .unwrap();
-    tokio::spawn(conn);
+    let admin = connect(&superuser_url().await).await;
     admin
         .batch_execute(&format!(
             "DROP DATABASE IF EXISTS \"{}\" WITH (FORCE)",
@@ -101,10 +93,7 @@ async fn migrations_are_idempotent_and_refuse_edited_history() {
         0
     );
     let own = private_database().await;
-    let (owner, conn) = tokio_postgres::connect(&own.owner_url, NoTls)
-        .await
-        .unwrap();
-    tokio::spawn(conn);
+    let owner = connect(&own.owner_url).await;
     owner
         .batch_execute("UPDATE schema_migrations SET checksum = 'edited' WHERE version = 1")
         .await
@@ -117,10 +106,7 @@ async fn migrations_are_idempotent_and_refuse_edited_history() {
         "{err}"
     );
     drop(owner);
-    let (admin, conn) = tokio_postgres::connect(&superuser_url().await, NoTls)
-        .await
-        .unwrap();
-    tokio::spawn(conn);
+    let admin = connect(&superuser_url().await).await;
     admin
         .batch_execute(&format!(
             "DROP DATABASE IF EXISTS \"{}\" WITH (FORCE)",

@@ -107,8 +107,7 @@ async fn a_member_of_one_tenant_cannot_act_in_another() {
     // B's user, unchanged.
     let user = app
         .get(&format!("/api/v1/users/{b_staff_id}"))
-        .user(&b.owner)
-        .tenant(b.id)
+        .owner_of(&b)
         .send()
         .await
         .expect(200);
@@ -120,8 +119,7 @@ async fn a_suspended_tenant_sees_only_its_status() {
     let app = TestApp::spawn().await;
     let tenant = app.tenant().await;
     app.get("/api/v1/users")
-        .user(&tenant.owner)
-        .tenant(tenant.id)
+        .owner_of(&tenant)
         .send()
         .await
         .expect(200);
@@ -133,15 +131,13 @@ async fn a_suspended_tenant_sees_only_its_status() {
         .await
         .expect(200);
     app.get("/api/v1/users")
-        .user(&tenant.owner)
-        .tenant(tenant.id)
+        .owner_of(&tenant)
         .send()
         .await
         .expect_problem(403, "tenant_suspended");
     let status = app
         .get("/api/v1/tenant")
-        .user(&tenant.owner)
-        .tenant(tenant.id)
+        .owner_of(&tenant)
         .send()
         .await
         .expect(200);
@@ -161,8 +157,7 @@ async fn a_suspended_tenant_sees_only_its_status() {
         .await
         .expect(200);
     app.get("/api/v1/users")
-        .user(&tenant.owner)
-        .tenant(tenant.id)
+        .owner_of(&tenant)
         .send()
         .await
         .expect(200);
@@ -180,12 +175,7 @@ fn lookups(metrics: &str) -> u64 {
 async fn warm_requests_do_not_look_up_tenant_or_membership() {
     let app = TestApp::spawn().await;
     let tenant = app.tenant().await;
-    let call = || {
-        app.get("/api/v1/tenant")
-            .user(&tenant.owner)
-            .tenant(tenant.id)
-            .send()
-    };
+    let call = || app.get("/api/v1/tenant").owner_of(&tenant).send();
     let metrics = || async {
         app.get("/metrics")
             .send()
@@ -241,15 +231,13 @@ async fn revocations_reach_other_instances_before_the_cache_expires() {
         .await
         .expect(200);
     two.get("/api/v1/users")
-        .user(&tenant.owner)
-        .tenant(tenant.id)
+        .owner_of(&tenant)
         .send()
         .await
         .expect(200);
 
     one.delete(&format!("/api/v1/users/{staff_id}"))
-        .user(&tenant.owner)
-        .tenant(tenant.id)
+        .owner_of(&tenant)
         .send()
         .await
         .expect(204);
@@ -276,8 +264,7 @@ async fn revocations_reach_other_instances_before_the_cache_expires() {
     assert!(
         eventually(Duration::from_secs(5), || async {
             two.get("/api/v1/users")
-                .user(&tenant.owner)
-                .tenant(tenant.id)
+                .owner_of(&tenant)
                 .send()
                 .await
                 .code()

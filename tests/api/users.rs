@@ -62,8 +62,7 @@ async fn managers_add_users_and_staff_cannot() {
         .await
         .expect_problem(409, "email_taken");
     app.post("/api/v1/users")
-        .user(&tenant.owner)
-        .tenant(tenant.id)
+        .owner_of(&tenant)
         .json(&body("o2", "owner"))
         .send()
         .await
@@ -76,8 +75,7 @@ async fn invalid_users_are_refused_with_their_fields_and_change_nothing() {
     let tenant = app.tenant().await;
     let bad = app
         .post("/api/v1/users")
-        .user(&tenant.owner)
-        .tenant(tenant.id)
+        .owner_of(&tenant)
         .json(&json!({"external_id": "has space", "email": "nope", "role": "staff"}))
         .send()
         .await
@@ -91,14 +89,13 @@ async fn invalid_users_are_refused_with_their_fields_and_change_nothing() {
     assert_eq!(fields, ["external_id", "email"]);
     let wrong_role = app
         .post("/api/v1/users")
-        .user(&tenant.owner)
-        .tenant(tenant.id)
+        .owner_of(&tenant)
         .json(&json!({"external_id": "x", "email": "x@x.example", "role": "emperor"}))
         .send()
         .await
         .expect_problem(422, "validation_failed");
     assert_eq!(wrong_role.body["errors"][0]["field"], "role");
-    let unknown = app.post("/api/v1/users").user(&tenant.owner).tenant(tenant.id)
+    let unknown = app.post("/api/v1/users").owner_of(&tenant)
         .json(&json!({"external_id": "x", "email": "x@x.example", "role": "staff", "tenant_id": Uuid::now_v7()}))
         .send().await.expect_problem(422, "validation_failed");
     assert!(
@@ -108,15 +105,13 @@ async fn invalid_users_are_refused_with_their_fields_and_change_nothing() {
             .contains("tenant_id")
     );
     app.post("/api/v1/users")
-        .user(&tenant.owner)
-        .tenant(tenant.id)
+        .owner_of(&tenant)
         .body("application/json", "{not json")
         .send()
         .await
         .expect_problem(400, "malformed_json");
     app.post("/api/v1/users")
-        .user(&tenant.owner)
-        .tenant(tenant.id)
+        .owner_of(&tenant)
         .body("text/plain", "hello")
         .send()
         .await
@@ -124,8 +119,7 @@ async fn invalid_users_are_refused_with_their_fields_and_change_nothing() {
 
     let list = app
         .get("/api/v1/users")
-        .user(&tenant.owner)
-        .tenant(tenant.id)
+        .owner_of(&tenant)
         .send()
         .await
         .expect(200);
@@ -143,37 +137,27 @@ async fn another_tenants_user_is_not_found() {
     let (_, b_user) = app.member(&b, "staff").await;
     let path = format!("/api/v1/users/{b_user}");
     app.get(&path)
-        .user(&a.owner)
-        .tenant(a.id)
+        .owner_of(&a)
         .send()
         .await
         .expect_problem(404, "not_found");
     app.patch(&path)
-        .user(&a.owner)
-        .tenant(a.id)
+        .owner_of(&a)
         .json(&json!({"role": "admin"}))
         .send()
         .await
         .expect_problem(404, "not_found");
     app.delete(&path)
-        .user(&a.owner)
-        .tenant(a.id)
+        .owner_of(&a)
         .send()
         .await
         .expect_problem(404, "not_found");
     app.get("/api/v1/users/not-a-uuid")
-        .user(&a.owner)
-        .tenant(a.id)
+        .owner_of(&a)
         .send()
         .await
         .expect_problem(404, "not_found");
-    let still = app
-        .get(&path)
-        .user(&b.owner)
-        .tenant(b.id)
-        .send()
-        .await
-        .expect(200);
+    let still = app.get(&path).owner_of(&b).send().await.expect(200);
     assert_eq!(still.body["role"], "staff");
 }
 
@@ -185,8 +169,7 @@ async fn roles_govern_changes_and_the_last_owner_stays() {
     let (_, staff_id) = app.member(&tenant, "staff").await;
     let owners = app
         .get("/api/v1/users?limit=100")
-        .user(&tenant.owner)
-        .tenant(tenant.id)
+        .owner_of(&tenant)
         .send()
         .await;
     let owner_id = owners.body["items"]
@@ -231,24 +214,21 @@ async fn roles_govern_changes_and_the_last_owner_stays() {
     // The last owner can be neither demoted, deactivated nor deleted.
     for change in [json!({"role": "staff"}), json!({"is_active": false})] {
         app.patch(&format!("/api/v1/users/{owner_id}"))
-            .user(&tenant.owner)
-            .tenant(tenant.id)
+            .owner_of(&tenant)
             .json(&change)
             .send()
             .await
             .expect_problem(409, "invalid_state");
     }
     app.delete(&format!("/api/v1/users/{owner_id}"))
-        .user(&tenant.owner)
-        .tenant(tenant.id)
+        .owner_of(&tenant)
         .send()
         .await
         .expect_problem(409, "invalid_state");
 
     // A deactivated member loses access at once.
     app.patch(&format!("/api/v1/users/{admin_id}"))
-        .user(&tenant.owner)
-        .tenant(tenant.id)
+        .owner_of(&tenant)
         .json(&json!({"is_active": false}))
         .send()
         .await
@@ -266,12 +246,7 @@ async fn two_owners_demoting_each_other_at_once_leave_one_owner() {
     let app = TestApp::spawn().await;
     let tenant = app.tenant().await;
     let (second, second_id) = app.member(&tenant, "owner").await;
-    let list = app
-        .get("/api/v1/users")
-        .user(&tenant.owner)
-        .tenant(tenant.id)
-        .send()
-        .await;
+    let list = app.get("/api/v1/users").owner_of(&tenant).send().await;
     let first_id = list.body["items"]
         .as_array()
         .unwrap()
@@ -295,12 +270,7 @@ async fn two_owners_demoting_each_other_at_once_leave_one_owner() {
     ])
     .await;
     let statuses: Vec<u16> = results.iter().map(|r| r.status.as_u16()).collect();
-    let after = app
-        .get("/api/v1/users")
-        .user(&tenant.owner)
-        .tenant(tenant.id)
-        .send()
-        .await;
+    let after = app.get("/api/v1/users").owner_of(&tenant).send().await;
     let reader_ok = after.status == 200;
     let list = if reader_ok {
         after
@@ -336,8 +306,7 @@ async fn users_page_newest_first_with_opaque_cursors() {
     }
     let first = app
         .get("/api/v1/users?limit=3")
-        .user(&tenant.owner)
-        .tenant(tenant.id)
+        .owner_of(&tenant)
         .send()
         .await
         .expect(200);
@@ -354,8 +323,7 @@ async fn users_page_newest_first_with_opaque_cursors() {
     let cursor = first.body["next_cursor"].as_str().unwrap().to_string();
     let second = app
         .get(&format!("/api/v1/users?limit=3&cursor={cursor}"))
-        .user(&tenant.owner)
-        .tenant(tenant.id)
+        .owner_of(&tenant)
         .send()
         .await
         .expect(200);
@@ -370,14 +338,12 @@ async fn users_page_newest_first_with_opaque_cursors() {
     assert!(second.body["next_cursor"].is_null());
 
     app.get("/api/v1/users?cursor=bogus")
-        .user(&tenant.owner)
-        .tenant(tenant.id)
+        .owner_of(&tenant)
         .send()
         .await
         .expect_problem(400, "invalid_cursor");
     app.get("/api/v1/users?limit=101")
-        .user(&tenant.owner)
-        .tenant(tenant.id)
+        .owner_of(&tenant)
         .send()
         .await
         .expect_problem(422, "validation_failed");

@@ -331,7 +331,7 @@ impl TestApp {
         let sub = format!("{role}-{}", Uuid::now_v7().simple());
         let created = self
             .post("/api/v1/users")
-            .owner_of(&tenant)
+            .owner_of(tenant)
             .json(
                 &json!({"external_id": sub, "email": format!("{sub}@test.example"), "role": role}),
             )

@@ -158,7 +158,7 @@ async fn interleaved_requests_over_a_tiny_pool_never_leak() {
 
     let calls = (0..200).map(|i| {
         let tenant = if i % 2 == 0 { &a } else { &b };
-        let call = app.get("/api/v1/users?limit=100").owner_of(&tenant);
+        let call = app.get("/api/v1/users?limit=100").owner_of(tenant);
         async move { (tenant.id, call.send().await) }
     });
     for (tenant, response) in join_all(calls).await {

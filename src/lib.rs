@@ -47,7 +47,7 @@ use crate::error::{AppError, PROBLEM_CONTENT_TYPE, Problem, problem_response, pr
 use crate::limits::Limiter;
 use crate::limits::redis::RedisBackend;
 use crate::limits::usage::UsageRecorder;
-use crate::state::AppState;
+use crate::state::{AppState, Services};
 use crate::telemetry::Metrics;
 use crate::tenancy::directory::Directory;
 
@@ -103,7 +103,7 @@ impl Application {
         let limiter = config
             .rate_limits_enabled
             .then(|| Arc::new(Limiter::new(redis.clone(), metrics.clone())));
-        let state = AppState {
+        let state = AppState::new(Services {
             verifier: Arc::new(Verifier::new(&config.jwt, http)),
             config: config.clone(),
             db: db.clone(),
@@ -114,7 +114,7 @@ impl Application {
             redis,
             usage: UsageRecorder::default(),
             media: commerce::media::storage::MediaStore::from_config(&config)?,
-        };
+        });
         let shutdown = CancellationToken::new();
         let jobs_stop = CancellationToken::new();
         let background = vec![

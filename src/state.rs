@@ -14,8 +14,26 @@ use crate::limits::usage::UsageRecorder;
 use crate::telemetry::Metrics;
 use crate::tenancy::directory::Directory;
 
+/// A cheap handle (one reference count) to [`Services`]: axum clones the state for every
+/// extractor of every request.
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<Services>);
+
+impl AppState {
+    pub fn new(services: Services) -> Self {
+        Self(Arc::new(services))
+    }
+}
+
+impl std::ops::Deref for AppState {
+    type Target = Services;
+
+    fn deref(&self) -> &Services {
+        &self.0
+    }
+}
+
+pub struct Services {
     pub config: Arc<Config>,
     pub(crate) db: Db,
     pub verifier: Arc<Verifier>,

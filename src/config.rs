@@ -54,6 +54,8 @@ pub struct Config {
     pub database_url: Option<SecretString>,
     pub migration_database_url: Option<SecretString>,
     pub db_pool_size: usize,
+    /// Connections for short reads, each shared by many requests (`db::lanes`); 0: none.
+    pub db_read_lanes: usize,
     pub host: IpAddr,
     pub port: u16,
     pub project_name: String,
@@ -252,6 +254,15 @@ impl Config {
         if db_pool_size == 0 {
             return Err(invalid("DB_POOL_SIZE", "must be at least 1"));
         }
+        // A lane's connection keeps one PostgreSQL backend, so one core, busy; a short read
+        // costs PostgreSQL about as much CPU as it costs the server (bench/README.md).
+        let default_lanes =
+            std::thread::available_parallelism().map_or(1, |n| (n.get() / 2).max(1));
+        let db_read_lanes: usize =
+            r.parsed("DB_LANES", default_lanes, "a number of connections")?;
+        if db_read_lanes > 64 {
+            return Err(invalid("DB_LANES", "must be between 0 and 64"));
+        }
         let directory_ttl_secs: u64 =
             r.parsed("TENANT_CACHE_TTL_SECONDS", 30, "a number of seconds")?;
         if directory_ttl_secs == 0 || directory_ttl_secs > 3600 {
@@ -282,6 +293,7 @@ impl Config {
             database_url: r.postgres_url("DATABASE_URL")?,
             migration_database_url: r.postgres_url("MIGRATION_DATABASE_URL")?,
             db_pool_size,
+            db_read_lanes,
             host: r.parsed("HOST", IpAddr::from([127, 0, 0, 1]), "an IP address")?,
             port: r.parsed("PORT", 8000, "a port number (0-65535)")?,
             project_name: r
@@ -396,6 +408,8 @@ mod tests {
             ("JWT_JWKS_URL", "ftp://keys"),
             ("DATABASE_URL", "postgres://[broken"),
             ("DB_POOL_SIZE", "0"),
+            ("DB_LANES", "65"),
+            ("DB_LANES", "-1"),
             ("REDIS_URL", "http://cache:6379"),
             ("RATE_LIMITS", "maybe"),
             ("MEDIA_STORE", "s3://bucket/media"),

@@ -179,7 +179,7 @@ pub async fn run(config: &Config, slug: &str) -> anyhow::Result<String> {
         .database_url
         .as_ref()
         .context("DATABASE_URL is required")?;
-    let db = Db::connect(url, 2)?;
+    let db = Db::connect(url, 2, 0)?;
     let demo = seed(&db, &slug).await;
     db.close();
     let demo = demo?;

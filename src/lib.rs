@@ -87,7 +87,7 @@ impl Application {
         drop(check);
 
         let config = Arc::new(config);
-        let db = Db::connect(&url, config.db_pool_size)?;
+        let db = Db::connect(&url, config.db_pool_size, config.db_read_lanes)?;
         let metrics = Arc::new(Metrics::default());
         let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(10))

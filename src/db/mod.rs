@@ -4,9 +4,11 @@
 
 pub mod bootstrap;
 pub mod embedded;
+mod lanes;
 pub mod migrate;
 pub mod safety;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod, Runtime};
@@ -14,6 +16,8 @@ use secrecy::{ExposeSecret, SecretString};
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{NoTls, Row};
 use uuid::Uuid;
+
+use lanes::Lanes;
 
 /// The only statement that sets the tenant: transaction-local, so it cannot outlive the
 /// transaction on a pooled connection.
@@ -23,6 +27,11 @@ const SET_TENANT: &str = "SELECT set_config('my.tenant_id', $1, true)";
 /// for PostgreSQL instead of two). Inlining is safe: a `Uuid` formats as hex and hyphens only.
 fn begin_for(tenant_id: Uuid) -> String {
     format!("BEGIN; SELECT set_config('my.tenant_id', '{tenant_id}', true)")
+}
+
+/// The same for a read-only transaction ([`TenantDb::read`]).
+fn begin_read_for(tenant_id: Uuid) -> String {
+    format!("BEGIN READ ONLY; SELECT set_config('my.tenant_id', '{tenant_id}', true)")
 }
 
 pub type Params<'a> = &'a [&'a (dyn ToSql + Sync)];
@@ -69,15 +78,18 @@ impl From<deadpool_postgres::PoolError> for DbError {
 #[derive(Clone)]
 pub struct Db {
     pool: Pool,
+    lanes: Option<Arc<Lanes>>,
 }
 
 impl Db {
-    pub fn connect(url: &SecretString, max_size: usize) -> anyhow::Result<Self> {
+    /// A pool of `max_size` connections, and `lanes` more for short reads (none when 0).
+    pub fn connect(url: &SecretString, max_size: usize, lanes: usize) -> anyhow::Result<Self> {
         let mut pg: tokio_postgres::Config = url.expose_secret().parse()?;
         pg.application_name("convcommerce");
         // Bounds on runaway statements and on transactions a crashed handler left open.
         pg.options("-c statement_timeout=15000 -c idle_in_transaction_session_timeout=30000");
         pg.connect_timeout(Duration::from_secs(5));
+        let lanes = (lanes > 0).then(|| Arc::new(Lanes::new(pg.clone(), lanes)));
         let manager = Manager::from_config(
             pg,
             NoTls,
@@ -92,13 +104,14 @@ impl Db {
             .recycle_timeout(Some(Duration::from_secs(5)))
             .runtime(Runtime::Tokio1)
             .build()?;
-        Ok(Self { pool })
+        Ok(Self { pool, lanes })
     }
 
     /// Tenant-scoped access: the only way to tenant tables.
     pub fn for_tenant(&self, tenant_id: Uuid) -> TenantDb {
         TenantDb {
             pool: self.pool.clone(),
+            lanes: self.lanes.clone(),
             tenant_id,
         }
     }
@@ -122,6 +135,9 @@ impl Db {
 
     pub fn close(&self) {
         self.pool.close();
+        if let Some(lanes) = &self.lanes {
+            lanes.close();
+        }
     }
 }
 
@@ -196,6 +212,7 @@ impl Drop for Conn {
 #[derive(Clone)]
 pub struct TenantDb {
     pool: Pool,
+    lanes: Option<Arc<Lanes>>,
     tenant_id: Uuid,
 }
 
@@ -207,9 +224,17 @@ impl TenantDb {
     /// Runs one statement in its own tenant transaction, in one network round trip:
     /// BEGIN with set_config, the statement and COMMIT are pipelined on the connection.
     pub async fn query(&self, sql: &str, params: Params<'_>) -> Result<Vec<Row>, DbError> {
+        self.pooled(begin_for(self.tenant_id), sql, params).await
+    }
+
+    async fn pooled(
+        &self,
+        begin: String,
+        sql: &str,
+        params: Params<'_>,
+    ) -> Result<Vec<Row>, DbError> {
         let mut conn = Conn::new(self.pool.get().await?);
         let stmt = conn.client().prepare_cached(sql).await?;
-        let begin = begin_for(self.tenant_id);
         conn.in_tx = true;
         let client = conn.client();
         let (begin, rows, commit) = tokio::join!(
@@ -226,12 +251,25 @@ impl TenantDb {
     }
 
     pub async fn query_opt(&self, sql: &str, params: Params<'_>) -> Result<Option<Row>, DbError> {
-        let mut rows = self.query(sql, params).await?;
-        Ok(if rows.is_empty() {
-            None
-        } else {
-            Some(rows.swap_remove(0))
-        })
+        Ok(first(self.query(sql, params).await?))
+    }
+
+    /// Runs one read-only statement of bounded cost (an index lookup, a page of an index) in
+    /// its own read-only tenant transaction, on a read lane when there are lanes (`db::lanes`),
+    /// else on a pooled connection like [`TenantDb::query`]. Statements whose cost depends on the data, such as searches, go
+    /// through `query`: on a lane they would hold up the reads queued behind them.
+    pub async fn read(&self, sql: &str, params: Params<'_>) -> Result<Vec<Row>, DbError> {
+        match &self.lanes {
+            Some(lanes) => lanes.read(self.tenant_id, sql, params).await,
+            None => {
+                self.pooled(begin_read_for(self.tenant_id), sql, params)
+                    .await
+            }
+        }
+    }
+
+    pub async fn read_opt(&self, sql: &str, params: Params<'_>) -> Result<Option<Row>, DbError> {
+        Ok(first(self.read(sql, params).await?))
     }
 
     /// Starts a tenant transaction (BEGIN and set_config in one message, one round trip).
@@ -245,6 +283,14 @@ impl TenantDb {
             conn,
             tenant_id: self.tenant_id,
         })
+    }
+}
+
+fn first(mut rows: Vec<Row>) -> Option<Row> {
+    if rows.is_empty() {
+        None
+    } else {
+        Some(rows.swap_remove(0))
     }
 }
 

@@ -60,7 +60,7 @@ async fn uploads_are_held_to_the_storage_quota() {
 /// The job's own handles on the app's database and media directory.
 fn job_parts(app: &TestApp) -> (Db, MediaStore) {
     let config = Config::from_source(&config_vars(&app.db)).unwrap();
-    let db = Db::connect(&SecretString::from(app.db.app_url.clone()), 2).unwrap();
+    let db = Db::connect(&SecretString::from(app.db.app_url.clone()), 2, 0).unwrap();
     (db, MediaStore::from_config(&config).unwrap())
 }
 

@@ -98,6 +98,8 @@ pub fn config_vars(db: &Provisioned) -> BTreeMap<String, String> {
         ("PORT", "0"),
         ("ENVIRONMENT", "test"),
         ("DB_POOL_SIZE", "4"),
+        // One read lane whatever the machine's core count (the default follows it).
+        ("DB_LANES", "1"),
         (
             "MEDIA_STORE",
             concat!(env!("CARGO_TARGET_TMPDIR"), "/media"),

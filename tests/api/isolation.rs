@@ -1,4 +1,4 @@
-//! Row-level security at the database and through the server's pool.
+//! Row-level security at the database and through the server's pool and read lanes.
 
 use std::time::Duration;
 
@@ -123,8 +123,19 @@ fn subjects(body: &Value) -> Vec<String> {
 
 #[tokio::test]
 async fn interleaved_requests_over_a_tiny_pool_never_leak() {
+    interleaved_requests_never_leak("0").await;
+}
+
+/// The same through one read lane: every request's transaction pipelined on one connection.
+#[tokio::test]
+async fn interleaved_requests_over_one_read_lane_never_leak() {
+    interleaved_requests_never_leak("1").await;
+}
+
+async fn interleaved_requests_never_leak(lanes: &str) {
     let app = TestApp::spawn_with(|vars| {
         vars.insert("DB_POOL_SIZE".into(), "1".into());
+        vars.insert("DB_LANES".into(), lanes.into());
         vars.insert("RATE_LIMITS".into(), "off".into());
     })
     .await;
@@ -137,7 +148,7 @@ async fn interleaved_requests_over_a_tiny_pool_never_leak() {
     }
 
     // Abandoned requests (client gives up mid-flight) must not leave a tenant behind on
-    // the pooled connection.
+    // the connection.
     let impatient = reqwest::Client::builder()
         .timeout(Duration::from_micros(300))
         .build()

@@ -9,6 +9,7 @@ mod dev_server;
 mod helpers;
 mod http;
 mod isolation;
+mod lanes;
 mod limits;
 mod media;
 mod orders;

@@ -8,7 +8,7 @@ use crate::error::{AppError, AppResult};
 /// The saved configuration, or the defaults when none was saved.
 pub async fn get(db: &TenantDb) -> AppResult<AiConfig> {
     match db
-        .query_opt(
+        .read_opt(
             &format!(
                 "SELECT {} FROM ai_config WHERE tenant_id = $1",
                 AiConfig::COLUMNS

@@ -67,7 +67,7 @@ pub async fn post(db: &TenantDb, new: &NewMessage) -> AppResult<Message> {
 /// Threads, the one with the newest message first.
 pub async fn threads(db: &TenantDb, page: PageRequest) -> AppResult<Vec<Thread>> {
     let rows = db
-        .query(
+        .read(
             "SELECT t.id AS thread_id, t.customer_handle, t.channel, t.unread_count,
                     t.created_at, h.id AS last_id, h.sender_type AS last_sender_type,
                     h.message AS last_message, h.created_at AS last_created_at
@@ -90,7 +90,7 @@ pub async fn messages(
     // The thread row is always returned (with null message columns past the last page), so
     // one statement tells a missing thread from an empty page.
     let rows = db
-        .query(
+        .read(
             &format!(
                 "SELECT {} FROM conversation_threads t
                  LEFT JOIN LATERAL (

@@ -46,7 +46,7 @@ pub async fn create(
 }
 
 pub async fn get(db: &TenantDb, id: Uuid, base: &str) -> AppResult<Media> {
-    db.query_opt(
+    db.read_opt(
         &format!(
             "SELECT {} FROM media WHERE tenant_id = $1 AND id = $2",
             Media::COLUMNS
@@ -61,7 +61,7 @@ pub async fn get(db: &TenantDb, id: Uuid, base: &str) -> AppResult<Media> {
 /// The content type and object key of a media.
 pub async fn locate(db: &TenantDb, id: Uuid) -> AppResult<(String, i64, String)> {
     let row = db
-        .query_opt(
+        .read_opt(
             "SELECT content_type, size_bytes, storage_key FROM media
              WHERE tenant_id = $1 AND id = $2",
             &[&db.tenant_id(), &id],

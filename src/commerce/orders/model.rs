@@ -340,6 +340,17 @@ pub struct OrderFilter {
     pub page: PageRequest,
 }
 
+impl OrderFilter {
+    /// No condition but the page.
+    pub fn is_plain_page(&self) -> bool {
+        self.status.is_none()
+            && self.channel.is_none()
+            && self.since.is_none()
+            && self.until.is_none()
+            && self.q.is_none()
+    }
+}
+
 impl OrderQuery {
     pub fn parse(self) -> Result<OrderFilter, AppError> {
         let page = PageQuery {

@@ -29,7 +29,7 @@ async fn fetch(conn: &Conn, tenant_id: Uuid, id: Uuid) -> AppResult<Order> {
 
 pub async fn get(db: &TenantDb, id: Uuid) -> AppResult<Order> {
     let row = db
-        .query_opt(&select_one(), &[&db.tenant_id(), &id])
+        .read_opt(&select_one(), &[&db.tenant_id(), &id])
         .await?
         .ok_or(AppError::NotFound("order"))?;
     Order::from_row(&row)
@@ -49,16 +49,17 @@ pub async fn list(db: &TenantDb, filter: &OrderFilter) -> AppResult<Vec<Order>> 
         );
     }
     let tail = w.page("o.id", filter.page);
-    let rows = db
-        .query(
-            &format!(
-                "SELECT {} FROM orders o WHERE {} {tail}",
-                Order::COLUMNS,
-                w.sql()
-            ),
-            &w.params(),
-        )
-        .await?;
+    let sql = format!(
+        "SELECT {} FROM orders o WHERE {} {tail}",
+        Order::COLUMNS,
+        w.sql()
+    );
+    // A plain page walks the (tenant_id, id) index; a filter may read many rows per page.
+    let rows = if filter.is_plain_page() {
+        db.read(&sql, &w.params()).await?
+    } else {
+        db.query(&sql, &w.params()).await?
+    };
     rows.iter().map(Order::from_row).collect()
 }
 

@@ -253,6 +253,16 @@ pub struct ProductFilter {
     pub page: PageRequest,
 }
 
+impl ProductFilter {
+    /// No condition but the page.
+    pub fn is_plain_page(&self) -> bool {
+        self.q.is_none()
+            && self.status.is_none()
+            && self.min_price.is_none()
+            && self.max_price.is_none()
+    }
+}
+
 impl ProductQuery {
     pub fn parse(self) -> Result<ProductFilter, AppError> {
         let page = PageQuery {

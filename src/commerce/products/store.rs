@@ -65,7 +65,12 @@ pub fn list_statement(tenant_id: Uuid, filter: &ProductFilter) -> Statement {
 
 pub async fn list(db: &TenantDb, filter: &ProductFilter) -> AppResult<Vec<Product>> {
     let statement = list_statement(db.tenant_id(), filter);
-    let rows = db.query(&statement.sql, &statement.params()).await?;
+    // A plain page walks the (tenant_id, id) index; a search or filter may read many rows.
+    let rows = if filter.is_plain_page() {
+        db.read(&statement.sql, &statement.params()).await?
+    } else {
+        db.query(&statement.sql, &statement.params()).await?
+    };
     Ok(rows.iter().map(Product::from_row).collect())
 }
 
@@ -84,7 +89,7 @@ fn select_one() -> String {
 }
 
 pub async fn get(db: &TenantDb, id: Uuid) -> AppResult<Product> {
-    db.query_opt(&select_one(), &[&db.tenant_id(), &id])
+    db.read_opt(&select_one(), &[&db.tenant_id(), &id])
         .await?
         .map(|r| Product::from_row(&r))
         .ok_or(AppError::NotFound("product"))

@@ -7,7 +7,7 @@ use crate::error::{AppError, AppResult};
 
 pub async fn get(db: &TenantDb) -> AppResult<SellerProfile> {
     let row = db
-        .query_opt(
+        .read_opt(
             &format!(
                 "SELECT {} FROM seller_profiles WHERE tenant_id = $1",
                 SellerProfile::COLUMNS

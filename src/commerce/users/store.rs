@@ -26,7 +26,7 @@ fn conflict(err: DbError) -> AppError {
 
 pub async fn list(db: &TenantDb, page: PageRequest) -> AppResult<Vec<User>> {
     let rows = db
-        .query(
+        .read(
             &format!(
                 "SELECT {} FROM users
                  WHERE tenant_id = $1 AND ($2::uuid IS NULL OR id < $2)
@@ -40,7 +40,7 @@ pub async fn list(db: &TenantDb, page: PageRequest) -> AppResult<Vec<User>> {
 }
 
 pub async fn get(db: &TenantDb, id: Uuid) -> AppResult<User> {
-    db.query_opt(
+    db.read_opt(
         &format!(
             "SELECT {} FROM users WHERE tenant_id = $1 AND id = $2",
             User::COLUMNS

@@ -46,6 +46,7 @@ impl UsageRecorder {
 /// One bucket of a tenant's history.
 #[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
 pub struct Bucket {
+    #[serde(serialize_with = "crate::types::timestamp")]
     pub start: DateTime<Utc>,
     pub requests: i64,
 }

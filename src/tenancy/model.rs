@@ -117,7 +117,9 @@ pub struct Tenant {
     pub trust_level: i16,
     /// Effective limits: the tenant's overrides, else the defaults.
     pub limits: Limits,
+    #[serde(serialize_with = "crate::types::timestamp")]
     pub created_at: DateTime<Utc>,
+    #[serde(serialize_with = "crate::types::timestamp")]
     pub updated_at: DateTime<Utc>,
 }
 

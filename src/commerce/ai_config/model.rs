@@ -41,6 +41,7 @@ pub struct AiConfig {
     pub languages: Vec<String>,
     pub system_prompt: Option<String>,
     /// `null` while the tenant runs on the defaults (never saved).
+    #[serde(serialize_with = "crate::types::timestamp_opt")]
     pub updated_at: Option<DateTime<Utc>>,
 }
 

@@ -26,6 +26,7 @@ pub struct Message {
     pub sender_type: SenderType,
     pub message: String,
     pub order_id: Option<Uuid>,
+    #[serde(serialize_with = "crate::types::timestamp")]
     pub created_at: DateTime<Utc>,
 }
 
@@ -54,6 +55,7 @@ pub struct LastMessage {
     pub id: Uuid,
     pub sender_type: SenderType,
     pub message: String,
+    #[serde(serialize_with = "crate::types::timestamp")]
     pub created_at: DateTime<Utc>,
 }
 
@@ -65,6 +67,7 @@ pub struct Thread {
     pub last_message: LastMessage,
     /// Customer messages since the last merchant or bot message.
     pub unread_count: i32,
+    #[serde(serialize_with = "crate::types::timestamp")]
     pub created_at: DateTime<Utc>,
 }
 

@@ -14,6 +14,7 @@ pub struct Media {
     pub filename: Option<String>,
     /// Where to GET the bytes (with the same headers as every tenant request).
     pub url: String,
+    #[serde(serialize_with = "crate::types::timestamp")]
     pub created_at: DateTime<Utc>,
 }
 

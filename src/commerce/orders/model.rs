@@ -70,6 +70,7 @@ pub struct OrderItem {
 pub struct Rating {
     pub stars: i16,
     pub comment: Option<String>,
+    #[serde(serialize_with = "crate::types::timestamp")]
     pub created_at: DateTime<Utc>,
 }
 
@@ -89,9 +90,12 @@ pub struct Order {
     pub carrier: Option<String>,
     /// Why it was cancelled or disputed.
     pub status_reason: Option<String>,
+    #[serde(serialize_with = "crate::types::timestamp_opt")]
     pub delivered_at: Option<DateTime<Utc>>,
     pub rating: Option<Rating>,
+    #[serde(serialize_with = "crate::types::timestamp")]
     pub created_at: DateTime<Utc>,
+    #[serde(serialize_with = "crate::types::timestamp")]
     pub updated_at: DateTime<Utc>,
 }
 

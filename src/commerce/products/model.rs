@@ -34,7 +34,9 @@ pub struct Product {
     pub status: ProductStatus,
     /// The product's images, in display order.
     pub media_ids: Vec<Uuid>,
+    #[serde(serialize_with = "crate::types::timestamp")]
     pub created_at: DateTime<Utc>,
+    #[serde(serialize_with = "crate::types::timestamp")]
     pub updated_at: DateTime<Utc>,
 }
 

@@ -22,7 +22,9 @@ pub struct SellerProfile {
     /// Network name to handle, e.g. `{"instagram": "@acme"}`.
     pub social_handles: BTreeMap<String, String>,
     pub business_address: Option<Address>,
+    #[serde(serialize_with = "crate::types::timestamp")]
     pub created_at: DateTime<Utc>,
+    #[serde(serialize_with = "crate::types::timestamp")]
     pub updated_at: DateTime<Utc>,
 }
 

@@ -16,7 +16,9 @@ pub struct User {
     pub email: String,
     pub role: Role,
     pub is_active: bool,
+    #[serde(serialize_with = "crate::types::timestamp")]
     pub created_at: DateTime<Utc>,
+    #[serde(serialize_with = "crate::types::timestamp")]
     pub updated_at: DateTime<Utc>,
 }
 

@@ -21,7 +21,7 @@ use lanes::Lanes;
 
 /// The only statement that sets the tenant: transaction-local, so it cannot outlive the
 /// transaction on a pooled connection.
-const SET_TENANT: &str = "SELECT set_config('my.tenant_id', $1, true)";
+pub(crate) const SET_TENANT: &str = "SELECT set_config('my.tenant_id', $1, true)";
 
 /// `BEGIN` and the transaction-local tenant in one simple-protocol message (one sync point
 /// for PostgreSQL instead of two). Inlining is safe: a `Uuid` formats as hex and hyphens only.

@@ -4,7 +4,8 @@
 One command (see bench/README.md):  python3 bench/run.py
 
 It builds the release binary, starts a private PostgreSQL, migrates it, seeds 100 tenants x 200
-products (deterministic, one member each), then runs, in this order:
+products (deterministic, one member each), then runs, in this order, and again for every round
+(three by default; each run reports its median round):
 
 - the API runs: `convcommerce serve` against that database, loaded with wrk (a warm-up, then the
   measured run; a random tenant and its member's token per request): GET /api/v1/tenant, GET
@@ -13,9 +14,9 @@ products (deterministic, one member each), then runs, in this order:
 - the pgbench runs: the same database, as the application role, with the transactions the API
   runs for the product list and for an order, each once plain and once pipelined.
 
-It prints one table (req/s or TPS, p50, p99, errors), the ratios API / pgbench and the limiter's
-cost, and saves them to target/bench/results.json. Every process it starts is stopped on exit,
-failure and Ctrl-C included.
+It prints one table (req/s or TPS, p50, p99, errors, every round's figure), the ratios API /
+pgbench and the limiter's cost, and saves them to target/bench/results.json. Every process it
+starts is stopped on exit, failure and Ctrl-C included.
 """
 
 import argparse
@@ -584,6 +585,13 @@ def run_pgbench(pg, name, args):
     return pgbench(pg, name, tx, args, pipelined)
 
 
+def median_round(results):
+    """The round with the median throughput (the lower middle one of an even count), whole:
+    its latencies belong to its throughput."""
+    ordered = sorted(results, key=lambda r: r.get("rps") or r.get("tps"))
+    return ordered[(len(ordered) - 1) // 2]
+
+
 def ratio(a, b):
     return round(a / b, 3) if a and b else None
 
@@ -626,15 +634,18 @@ def report(results):
     print()
     print(f"convcommerce benchmark, {results['date']}: {TENANTS} tenants x {PRODUCTS} products, "
           f"{results['connections']} connections, {results['duration_s']} s measured after "
-          f"{results['warmup_s']} s warm-up, {results['cores']} cores")
-    print(f"{'run':<26}{'req/s|TPS':>11}{'p50 ms':>9}{'p99 ms':>9}{'non-2xx':>9}{'errors':>8}")
+          f"{results['warmup_s']} s warm-up, median of {results['rounds']} rounds, "
+          f"{results['cores']} cores")
+    print(f"{'run':<26}{'req/s|TPS':>11}{'p50 ms':>9}{'p99 ms':>9}{'non-2xx':>9}{'errors':>8}"
+          "   every round's req/s|TPS")
     for name, r in runs.items():
+        every = " ".join(f"{x.get('rps') or x.get('tps'):.0f}" for x in results["all_rounds"][name])
         if "rps" in r:
             print(f"{name:<26}{r['rps']:>11.0f}{r['p50_ms']:>9.2f}{r['p99_ms']:>9.2f}"
-                  f"{r['non_2xx']:>9}{r['socket_errors']:>8}")
+                  f"{r['non_2xx']:>9}{r['socket_errors']:>8}   {every}")
         else:
             print(f"{name:<26}{r['tps']:>11.0f}{r['p50_ms']:>9.2f}{r['p99_ms']:>9.2f}"
-                  f"{'':>9}{r['failed']:>8}")
+                  f"{'':>9}{r['failed']:>8}   {every}")
     labels = {
         "read_api_vs_pgbench_plain": "read:  API / pgbench plain",
         "read_api_vs_pgbench_pipelined": "read:  API / pgbench pipelined",
@@ -694,26 +705,30 @@ def benchmark(args, selected):
         raise BenchError(f"{BINARY} does not exist: run without --skip-build")
     WORK.mkdir(parents=True, exist_ok=True)
     load_before = [round(x, 2) for x in os.getloadavg()]
-    runs = {}
+    rounds = {}
     with Postgres() as pg:
         log(f"PostgreSQL on port {pg.port} ({pg.dir}); migrating")
         provision(pg)
         log(f"seeding {TENANTS} tenants x {PRODUCTS} products")
         seed(pg)
-        for name in RUNS:
-            if name not in selected:
-                continue
-            if name in WRITES:
-                settle(pg)
-            runs[name] = run_api(pg, name, args) if name in API else run_pgbench(pg, name, args)
+        for n in range(1, args.rounds + 1):
+            log(f"round {n} of {args.rounds}")
+            for name in RUNS:
+                if name not in selected:
+                    continue
+                if name in WRITES:
+                    settle(pg)
+                result = run_api(pg, name, args) if name in API else run_pgbench(pg, name, args)
+                rounds.setdefault(name, []).append(result)
+    runs = {name: median_round(results) for name, results in rounds.items()}
     ratios, targets = summarise(runs)
     return {
         "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
         "command": shlex.join([Path(sys.executable).name, *sys.argv]),
         "cores": os.cpu_count(), "duration_s": args.duration, "warmup_s": args.warmup,
-        "connections": args.connections, "load_before": load_before,
+        "connections": args.connections, "rounds": args.rounds, "load_before": load_before,
         "load_after": [round(x, 2) for x in os.getloadavg()],
-        "runs": runs, "ratios": ratios, "targets": targets,
+        "runs": runs, "all_rounds": rounds, "ratios": ratios, "targets": targets,
     }
 
 
@@ -722,12 +737,16 @@ def main():
     parser.add_argument("--duration", type=int, default=15, help="measured seconds per run")
     parser.add_argument("--warmup", type=int, default=3, help="warm-up seconds per run")
     parser.add_argument("--connections", type=int, default=32)
+    parser.add_argument("--rounds", type=int, default=3,
+                        help="times every run is repeated (in turn); each reports its median")
     parser.add_argument("--skip-build", action="store_true",
                         help="use the existing target/release/convcommerce")
     parser.add_argument("--only", help=f"comma-separated runs, of: {','.join(RUNS)}")
     args = parser.parse_args()
     selected = args.only.split(",") if args.only else RUNS
     unknown = sorted(set(selected) - set(RUNS))
+    if args.rounds < 1:
+        parser.error("--rounds must be at least 1")
     if unknown:
         parser.error(f"unknown runs {', '.join(unknown)}; the runs are {', '.join(RUNS)}")
     for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
@@ -743,8 +762,8 @@ def main():
         sys.exit(130)
     (WORK / "results.json").write_text(json.dumps(results, indent=2) + "\n")
     report(results)
-    errors = [name for name, r in results["runs"].items()
-              if r.get("non_2xx") or r.get("socket_errors") or r.get("failed")]
+    errors = sorted({name for name, rs in results["all_rounds"].items() for r in rs
+                     if r.get("non_2xx") or r.get("socket_errors") or r.get("failed")})
     if errors:
         log(f"error: {', '.join(errors)} had failed requests or transactions: "
             "their figures are not a benchmark")

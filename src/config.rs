@@ -395,6 +395,8 @@ mod tests {
         assert_eq!(c.host.to_string(), "127.0.0.1");
         assert!(c.database_url.is_none());
         assert_eq!(c.environment, Environment::Development);
+        let cores = std::thread::available_parallelism().unwrap().get();
+        assert_eq!(c.db_read_lanes, (cores / 2).max(1));
     }
 
     #[test]

@@ -59,10 +59,10 @@ pub async fn list_tenants(
     State(state): State<AppState>,
     _admin: PlatformAdmin,
     Query(query): Query<PageQuery>,
-) -> AppResult<Json<Page<Tenant>>> {
+) -> AppResult<Page<Tenant>> {
     let page = query.parse()?;
     let rows = store::list(&state.db, page).await?;
-    Ok(Json(Page::from_rows(rows, page, |t: &Tenant| t.id)))
+    Ok(Page::from_rows(rows, page, |t: &Tenant| t.id))
 }
 
 /// One tenant.

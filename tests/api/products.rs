@@ -203,6 +203,7 @@ async fn list(app: &TestApp, tenant: &TestTenant, query: &str) -> Vec<String> {
         .send()
         .await
         .expect(200);
+    assert_eq!(r.header("content-type"), Some("application/json"));
     ids(&r)
 }
 

@@ -50,12 +50,12 @@ pub async fn post_message(
 pub async fn list_threads(
     ctx: TenantCtx,
     Query(query): Query<PageQuery>,
-) -> AppResult<Json<Page<Thread>>> {
+) -> AppResult<Page<Thread>> {
     let page = query.parse()?;
     let threads = store::threads(ctx.db(), page).await?;
-    Ok(Json(Page::from_rows(threads, page, |t: &Thread| {
+    Ok(Page::from_rows(threads, page, |t: &Thread| {
         t.last_message.id
-    })))
+    }))
 }
 
 /// The messages of one thread, newest first.
@@ -70,8 +70,8 @@ pub async fn list_messages(
     ctx: TenantCtx,
     IdPath(thread_id): IdPath,
     Query(query): Query<PageQuery>,
-) -> AppResult<Json<Page<Message>>> {
+) -> AppResult<Page<Message>> {
     let page = query.parse()?;
     let messages = store::messages(ctx.db(), thread_id, page).await?;
-    Ok(Json(Page::from_rows(messages, page, |m: &Message| m.id)))
+    Ok(Page::from_rows(messages, page, |m: &Message| m.id))
 }

@@ -30,10 +30,10 @@ pub fn router() -> OpenApiRouter<AppState> {
 pub async fn list_orders(
     ctx: TenantCtx,
     Query(query): Query<OrderQuery>,
-) -> AppResult<Json<Page<Order>>> {
+) -> AppResult<Page<Order>> {
     let filter = query.parse()?;
     let orders = store::list(ctx.db(), &filter).await?;
-    Ok(Json(Page::from_rows(orders, filter.page, |o: &Order| o.id)))
+    Ok(Page::from_rows(orders, filter.page, |o: &Order| o.id))
 }
 
 /// Places an order: prices come from the products (never from the request), each line's

@@ -28,14 +28,10 @@ pub fn router() -> OpenApiRouter<AppState> {
 pub async fn list_products(
     ctx: TenantCtx,
     Query(query): Query<ProductQuery>,
-) -> AppResult<Json<Page<Product>>> {
+) -> AppResult<Page<Product>> {
     let filter = query.parse()?;
     let products = store::list(ctx.db(), &filter).await?;
-    Ok(Json(Page::from_rows(
-        products,
-        filter.page,
-        |p: &Product| p.id,
-    )))
+    Ok(Page::from_rows(products, filter.page, |p: &Product| p.id))
 }
 
 /// Adds a product (any member).

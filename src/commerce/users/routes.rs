@@ -37,13 +37,10 @@ async fn forget(state: &AppState, ctx: &TenantCtx, subject: String) {
         (status = 400, description = "`invalid_cursor`", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "`validation_failed` (limit)", body = Problem, content_type = "application/problem+json"),
     ))]
-pub async fn list_users(
-    ctx: TenantCtx,
-    Query(query): Query<PageQuery>,
-) -> AppResult<Json<Page<User>>> {
+pub async fn list_users(ctx: TenantCtx, Query(query): Query<PageQuery>) -> AppResult<Page<User>> {
     let page = query.parse()?;
     let users = store::list(ctx.db(), page).await?;
-    Ok(Json(Page::from_rows(users, page, |u: &User| u.id)))
+    Ok(Page::from_rows(users, page, |u: &User| u.id))
 }
 
 /// Adds a user to the tenant (owner or admin; only an owner adds an owner).

@@ -1,13 +1,13 @@
 //! Read lanes: short tenant reads from many requests share a few connections, each request's
 //! transaction pipelined behind the others' (`DB_LANES`, docs/ARCHITECTURE.md).
 //!
-//! A lane is one connection. A request sends its whole transaction (`BEGIN READ ONLY`, the
-//! transaction-local tenant, the statement, `COMMIT`; the middle two prepared once per lane)
-//! while it holds the lane's send lock, so the connection carries complete transactions one
-//! after another and PostgreSQL reads many of them per wake-up instead of waiting for each
-//! client's next message. Nothing of another request can land inside a transaction, and every
-//! statement also filters `tenant_id` explicitly. The transaction is read-only: a write, or a
-//! row lock, fails instead of holding up the requests queued behind it.
+//! A lane is one connection. A request sends its whole transaction (`BEGIN READ ONLY` with the
+//! transaction-local tenant in one message, the statement, prepared once per lane, and
+//! `COMMIT`) while it holds the lane's send lock, so the connection carries complete
+//! transactions one after another and PostgreSQL reads many of them per wake-up instead of
+//! waiting for each client's next message. Nothing of another request can land inside a
+//! transaction, and every statement also filters `tenant_id` explicitly. The transaction is
+//! read-only: a write, or a row lock, fails instead of holding up the requests queued behind it.
 
 use std::collections::HashMap;
 use std::future::{Future, poll_fn};
@@ -17,11 +17,10 @@ use std::sync::{Arc, Mutex};
 use std::task::Poll;
 
 use tokio::sync::Mutex as AsyncMutex;
-use tokio_postgres::types::ToSql;
 use tokio_postgres::{Client, NoTls, Row, Statement};
 use uuid::Uuid;
 
-use super::{DbError, Params, SET_TENANT};
+use super::{DbError, Params, begin_read_for};
 
 pub(super) struct Lanes {
     config: tokio_postgres::Config,
@@ -88,32 +87,28 @@ impl Lanes {
     ) -> Result<Vec<Row>, DbError> {
         let connection = self.connection(lane).await?;
         let statement = connection.statement(sql).await?;
-        let set_tenant = connection.statement(SET_TENANT).await?;
-        let tenant = tenant_id.to_string();
-        let tenant_param: [&(dyn ToSql + Sync); 1] = [&tenant];
+        let begin = begin_read_for(tenant_id);
         let client = &connection.client;
         let mut exchange = pin!(async {
             tokio::join!(
-                client.batch_execute("BEGIN READ ONLY"),
-                client.query(&set_tenant, &tenant_param),
+                client.batch_execute(&begin),
                 client.query(&statement, params),
                 client.batch_execute("COMMIT"),
             )
         });
         // tokio-postgres sends a request when its future is first polled, so this first poll
-        // sends all four messages, back to back, under the send lock.
+        // sends all three messages, back to back, under the send lock.
         let first = {
             let _send = connection.send.lock().await;
             poll_fn(|cx| Poll::Ready(exchange.as_mut().poll(cx))).await
         };
-        let (begin, set, rows, commit) = match first {
+        let (begin, rows, commit) = match first {
             Poll::Ready(done) => done,
             Poll::Pending => exchange.await,
         };
         // A failed statement turns the COMMIT into a rollback; the lane is idle again after it.
         commit?;
         begin?;
-        set?;
         Ok(rows?)
     }
 

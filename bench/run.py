@@ -196,6 +196,9 @@ class Postgres:
         subprocess.run(self.cmd("pg_ctl", "stop", "-m", "fast", "-D", str(self.data)),
                        capture_output=True)
 
+    def postmaster(self):
+        return int((self.data / "postmaster.pid").read_text().split()[0])
+
     def url(self, user, db="convcommerce"):
         password = "" if user == "postgres" else f":{PASSWORD}"
         return f"postgres://{user}{password}@127.0.0.1:{self.port}/{db}"
@@ -407,11 +410,65 @@ def parse_wrk(output):
             "socket_errors": sum(map(int, sockets.groups())) if sockets else 0}
 
 
-def wrk(url, script, args):
-    """Warm-up, then the measured run."""
+def wrk(url, script, args, server, pg):
+    """Warm-up, then the measured run, with the CPU the machine, the server and PostgreSQL spent
+    on it, per request."""
     base = ["wrk", "-t", "2", "-c", str(args.connections), "--latency", "-s", str(script)]
     run([*base, "-d", f"{args.warmup}s", url])
-    return parse_wrk(run([*base, "-d", f"{args.duration}s", url]))
+    before = Cpu(server, pg)
+    result = parse_wrk(run([*base, "-d", f"{args.duration}s", url]))
+    return {**result, **Cpu(server, pg).per_unit_since(before, result["requests"])}
+
+
+# ---------------------------------------------------------------------------------------------
+# Where the CPU goes: /proc counters before and after a measured run.
+
+TICK = os.sysconf("SC_CLK_TCK")
+
+
+def process_cpu(pid):
+    """User + system seconds of a process (0 once it is gone)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (FileNotFoundError, ProcessLookupError):
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / TICK
+
+
+def machine_busy():
+    """Seconds all cores spent neither idle nor waiting for I/O."""
+    values = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    return (sum(values) - values[3] - values[4]) / TICK
+
+
+def children(pid):
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            if int(stat.read_text().rsplit(")", 1)[1].split()[1]) == pid:
+                found.append(int(stat.parent.name))
+        except (FileNotFoundError, ProcessLookupError, ValueError):
+            continue
+    return found
+
+
+class Cpu:
+    """A snapshot: the machine's busy time and, for an API run, the server's and PostgreSQL's
+    (the postmaster's children: the server's connections, which outlive the warm-up)."""
+
+    def __init__(self, server=None, pg=None):
+        self.busy = machine_busy()
+        self.server = process_cpu(server.proc.pid) if server else None
+        self.pg = {pid: process_cpu(pid) for pid in children(pg.postmaster())} if pg else None
+
+    def per_unit_since(self, before, units):
+        per = lambda seconds: round(seconds / units * 1e6, 1) if units else None
+        out = {"cpu_us": per(self.busy - before.busy)}
+        if self.server is not None:
+            out["server_cpu_us"] = per(self.server - before.server)
+            out["postgres_cpu_us"] = per(sum(t - before.pg.get(pid, 0.0)
+                                            for pid, t in self.pg.items()))
+        return out
 
 
 # ---------------------------------------------------------------------------------------------
@@ -519,8 +576,12 @@ def pgbench(pg, name, tx, args, pipelined):
     base = ["pgbench", "-n", "-M", "prepared", "-c", str(args.connections), "-j", "2",
             "-f", str(script)]
     run([*base, "-T", str(args.warmup), pg.url("convcommerce_app")])
+    before = Cpu()
     out = run([*base, "-T", str(args.duration), "-l", f"--log-prefix={logs / 'tx'}",
                pg.url("convcommerce_app")])
+    transactions = int(re.search(r"number of transactions actually processed: (\d+)",
+                                 out).group(1))
+    cpu = Cpu().per_unit_since(before, transactions)
     # Per-transaction log lines: client, transaction, latency (us), script, epoch s, epoch us.
     # (A failed transaction logs a word instead of its latency; the count below reports it.)
     latencies = sorted(int(fields[2]) for f in logs.iterdir()
@@ -530,9 +591,7 @@ def pgbench(pg, name, tx, args, pipelined):
     failed = re.search(r"number of failed transactions: (\d+)", out)
     return {"tps": float(re.search(r"tps = ([\d.]+)", out).group(1)),
             "p50_ms": percentile(latencies, 50) / 1000, "p99_ms": percentile(latencies, 99) / 1000,
-            "transactions": int(re.search(r"number of transactions actually processed: (\d+)",
-                                          out).group(1)),
-            "failed": int(failed.group(1)) if failed else 0}
+            "transactions": transactions, "failed": int(failed.group(1)) if failed else 0, **cpu}
 
 
 def percentile(sorted_values, p):
@@ -575,7 +634,7 @@ def run_api(pg, name, args):
         check_request(server.base, name, method, path)
         log(f"{name}: {method} {path} (limits {limiter}), {args.connections} connections, "
             f"{args.warmup} s warm-up + {args.duration} s")
-        return wrk(server.base + path, script, args)
+        return wrk(server.base + path, script, args, server, pg)
 
 
 def run_pgbench(pg, name, args):
@@ -636,16 +695,16 @@ def report(results):
           f"{results['connections']} connections, {results['duration_s']} s measured after "
           f"{results['warmup_s']} s warm-up, median of {results['rounds']} rounds, "
           f"{results['cores']} cores")
-    print(f"{'run':<26}{'req/s|TPS':>11}{'p50 ms':>9}{'p99 ms':>9}{'non-2xx':>9}{'errors':>8}"
-          "   every round's req/s|TPS")
+    print(f"{'run':<24}{'req/s|TPS':>10}{'p50 ms':>8}{'p99 ms':>8}{'non-2xx':>8}{'errors':>7}"
+          f"{'CPU us':>8}{'srv us':>8}{'PG us':>7}   every round's req/s|TPS")
+    us = lambda value: f"{value:.0f}" if value is not None else ""
     for name, r in runs.items():
         every = " ".join(f"{x.get('rps') or x.get('tps'):.0f}" for x in results["all_rounds"][name])
-        if "rps" in r:
-            print(f"{name:<26}{r['rps']:>11.0f}{r['p50_ms']:>9.2f}{r['p99_ms']:>9.2f}"
-                  f"{r['non_2xx']:>9}{r['socket_errors']:>8}   {every}")
-        else:
-            print(f"{name:<26}{r['tps']:>11.0f}{r['p50_ms']:>9.2f}{r['p99_ms']:>9.2f}"
-                  f"{'':>9}{r['failed']:>8}   {every}")
+        rate, non_2xx = r.get("rps") or r["tps"], r.get("non_2xx", "")
+        errors = r["socket_errors"] if "rps" in r else r["failed"]
+        print(f"{name:<24}{rate:>10.0f}{r['p50_ms']:>8.2f}{r['p99_ms']:>8.2f}{non_2xx:>8}"
+              f"{errors:>7}{us(r.get('cpu_us')):>8}{us(r.get('server_cpu_us')):>8}"
+              f"{us(r.get('postgres_cpu_us')):>7}   {every}")
     labels = {
         "read_api_vs_pgbench_plain": "read:  API / pgbench plain",
         "read_api_vs_pgbench_pipelined": "read:  API / pgbench pipelined",

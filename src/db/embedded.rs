@@ -32,6 +32,9 @@ pub struct EmbeddedPostgres {
     bin: PathBuf,
     port: u16,
     run_as: Option<Account>,
+    /// Whether this process started the cluster (rather than attaching to one that another
+    /// process, say a running `serve`, started): only then does `stop` stop it.
+    started: bool,
 }
 
 /// How the cluster trades durability for speed.
@@ -88,11 +91,13 @@ impl EmbeddedPostgres {
             bin,
             port: 0,
             run_as,
+            started: false,
         };
         if let Some(port) = pg.running_port() {
             pg.port = port;
             return Ok(pg);
         }
+        pg.started = true;
         if !pg.data().join("PG_VERSION").exists() {
             pg.initdb()?;
         }
@@ -116,7 +121,12 @@ impl EmbeddedPostgres {
         format!("postgres://{SUPERUSER}@127.0.0.1:{}/{database}", self.port)
     }
 
+    /// Stops the cluster if this process started it; a cluster it only attached to keeps
+    /// running for the process that started it.
     pub async fn stop(&self) -> anyhow::Result<()> {
+        if !self.started {
+            return Ok(());
+        }
         let pg = self.clone();
         tokio::task::spawn_blocking(move || {
             let status = pg

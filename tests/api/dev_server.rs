@@ -1,5 +1,5 @@
 //! `serve` without DATABASE_URL, as a newcomer runs it: a private PostgreSQL that is created,
-//! migrated, reused by the next start and stopped with the server.
+//! migrated, reused by the next start (and by `demo` meanwhile) and stopped with the server.
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -135,6 +135,30 @@ async fn serve_runs_its_own_database_and_keeps_the_data() {
         200,
         "the second start reuses the data and the dev secret"
     );
+
+    // `demo` while the server runs attaches to the server's cluster and leaves it running.
+    let demo = Command::new(env!("CARGO_BIN_EXE_convcommerce"))
+        .arg("demo")
+        .env_remove("DATABASE_URL")
+        .env_remove("MIGRATION_DATABASE_URL")
+        .env_remove("JWT_HS256_SECRET")
+        .env("CONVCOMMERCE_DATA_DIR", &data_dir)
+        .env("RUST_LOG", "warn")
+        .output()
+        .expect("demo runs");
+    assert!(demo.status.success(), "demo: {demo:?}");
+    assert!(
+        cluster_running(&cluster),
+        "demo left the server's cluster running"
+    );
+    let again = http
+        .get(format!("{base}/api/v1/tenant"))
+        .bearer_auth(&token)
+        .header("X-Tenant-ID", &id)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(again.status(), 200, "the server still reaches its database");
     stop(child);
     let _ = std::fs::remove_dir_all(&data_dir);
     let _ = std::fs::remove_dir_all(&cluster);

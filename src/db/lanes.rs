@@ -13,7 +13,7 @@ use std::collections::HashMap;
 use std::future::{Future, poll_fn};
 use std::pin::pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use std::task::Poll;
 
 use tokio::sync::Mutex as AsyncMutex;
@@ -29,8 +29,11 @@ pub(super) struct Lanes {
 
 #[derive(Default)]
 struct Lane {
-    /// The connection, opened on first use and again after it breaks.
-    connection: AsyncMutex<Option<Arc<LaneConnection>>>,
+    /// The open connection, which every request on the lane reads.
+    open: RwLock<Option<Arc<LaneConnection>>>,
+    /// Held while the connection is opened (on first use, and again after it breaks), so
+    /// that one request connects and the others wait for it.
+    connecting: AsyncMutex<()>,
     /// Requests on this lane, queued or in flight: new ones go to the least busy lane.
     busy: AtomicUsize,
 }
@@ -113,9 +116,12 @@ impl Lanes {
     }
 
     async fn connection(&self, lane: &Lane) -> Result<Arc<LaneConnection>, DbError> {
-        let mut slot = lane.connection.lock().await;
-        if let Some(open) = slot.as_ref().filter(|c| !c.client.is_closed()) {
-            return Ok(open.clone());
+        if let Some(open) = lane.current() {
+            return Ok(open);
+        }
+        let _connecting = lane.connecting.lock().await;
+        if let Some(open) = lane.current() {
+            return Ok(open);
         }
         let (client, connection) = self
             .config
@@ -132,17 +138,27 @@ impl Lanes {
             statements: Mutex::default(),
             send: AsyncMutex::new(()),
         });
-        *slot = Some(open.clone());
+        *lane.open.write().expect("never poisoned") = Some(open.clone());
         Ok(open)
     }
 
     /// Closes the lanes' connections (requests still running on them finish first).
     pub(super) fn close(&self) {
         for lane in &self.lanes {
-            if let Ok(mut slot) = lane.connection.try_lock() {
-                slot.take();
-            }
+            lane.open.write().expect("never poisoned").take();
         }
+    }
+}
+
+impl Lane {
+    /// The connection, unless it is missing or closed.
+    fn current(&self) -> Option<Arc<LaneConnection>> {
+        self.open
+            .read()
+            .expect("never poisoned")
+            .as_ref()
+            .filter(|c| !c.client.is_closed())
+            .cloned()
     }
 }
 

@@ -253,13 +253,14 @@ impl TenantDb {
     }
 
     pub async fn query_opt(&self, sql: &str, params: Params<'_>) -> Result<Option<Row>, DbError> {
-        Ok(first(self.query(sql, params).await?))
+        Ok(self.query(sql, params).await?.into_iter().next())
     }
 
     /// Runs one read-only statement of bounded cost (an index lookup, a page of an index) in
     /// its own read-only tenant transaction, on a read lane when there are lanes (`db::lanes`),
-    /// else on a pooled connection like [`TenantDb::query`]. Statements whose cost depends on the data, such as searches, go
-    /// through `query`: on a lane they would hold up the reads queued behind them.
+    /// else on a pooled connection like [`TenantDb::query`]. Statements whose cost depends on
+    /// the data, such as searches, go through `query`: on a lane they would hold up the reads
+    /// queued behind them.
     pub async fn read(&self, sql: &str, params: Params<'_>) -> Result<Vec<Row>, DbError> {
         match &self.lanes {
             Some(lanes) => lanes.read(self.tenant_id, sql, params).await,
@@ -271,7 +272,7 @@ impl TenantDb {
     }
 
     pub async fn read_opt(&self, sql: &str, params: Params<'_>) -> Result<Option<Row>, DbError> {
-        Ok(first(self.read(sql, params).await?))
+        Ok(self.read(sql, params).await?.into_iter().next())
     }
 
     /// Starts a tenant transaction (BEGIN and the tenant in one message, one round trip).
@@ -285,14 +286,6 @@ impl TenantDb {
             conn,
             tenant_id: self.tenant_id,
         })
-    }
-}
-
-fn first(mut rows: Vec<Row>) -> Option<Row> {
-    if rows.is_empty() {
-        None
-    } else {
-        Some(rows.swap_remove(0))
     }
 }
 

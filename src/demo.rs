@@ -18,7 +18,6 @@ use crate::commerce::profile::model::PutSellerProfile;
 use crate::commerce::{ai_config, conversations, orders, products, profile};
 use crate::config::Config;
 use crate::db::{Db, TenantDb};
-use crate::error::AppError;
 use crate::types::{Email, Slug};
 use crate::{admin, auth, dev};
 
@@ -53,7 +52,7 @@ pub async fn seed(db: &Db, slug: &Slug) -> anyhow::Result<Demo> {
     let tenant = match admin::store::create(db, &new).await {
         Ok(tenant) => tenant,
         // Another `demo` run created it meanwhile.
-        Err(AppError::Conflict { .. }) => {
+        Err(admin::store::TenantError::SlugTaken) => {
             let tenant_id = admin::store::id_by_slug(db, slug.as_str())
                 .await?
                 .context("the demo tenant vanished")?;

@@ -187,7 +187,7 @@ impl<T: Serialize> IntoResponse for Page<T> {
                 body,
             )
                 .into_response(),
-            Err(e) => AppError::Internal(e.into()).into_response(),
+            Err(e) => AppError::from(anyhow::Error::from(e)).into_response(),
         }
     }
 }

@@ -6,6 +6,7 @@ mod cleanup;
 mod conversations;
 mod demo;
 mod dev_server;
+mod faults;
 mod helpers;
 mod http;
 mod isolation;

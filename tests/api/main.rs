@@ -19,3 +19,4 @@ mod settings;
 mod startup;
 mod tenancy;
 mod users;
+mod validation;

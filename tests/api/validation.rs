@@ -6,6 +6,9 @@ use serde_json::{Value, json};
 
 use crate::helpers::*;
 
+/// A request: method, path, body, and whether a platform admin sends it (else the owner).
+type Case = (Method, String, Value, bool);
+
 #[tokio::test]
 async fn a_missing_required_field_is_named_in_every_request_type() {
     let app = TestApp::spawn().await;
@@ -34,7 +37,7 @@ async fn a_missing_required_field_is_named_in_every_request_type() {
         )
     };
     let member = |method: Method, path: &str, body: Value| (method, path.to_string(), body, false);
-    let cases: Vec<((Method, String, Value, bool), &str)> = vec![
+    let cases: Vec<(Case, &str)> = vec![
         (
             admin(json!({"name": "A", "slug": "a-missing-owner"})),
             "owner",

@@ -115,10 +115,14 @@ pub async fn update_tenant(
     Ok(Json(tenant))
 }
 
-async fn tenant_record(state: &AppState, id: Uuid) -> AppResult<std::sync::Arc<Tenant>> {
+async fn tenant_record(
+    state: &AppState,
+    admin: &PlatformAdmin,
+    id: Uuid,
+) -> AppResult<std::sync::Arc<Tenant>> {
     state
         .directory
-        .tenant(id)
+        .tenant(id, &admin.0.subject)
         .await?
         .ok_or(AppError::NotFound("tenant"))
 }
@@ -132,10 +136,10 @@ async fn tenant_record(state: &AppState, id: Uuid) -> AppResult<std::sync::Arc<T
     ))]
 pub async fn admin_usage(
     State(state): State<AppState>,
-    _admin: PlatformAdmin,
+    admin: PlatformAdmin,
     IdPath(id): IdPath,
 ) -> AppResult<Json<Usage>> {
-    let tenant = tenant_record(&state, id).await?;
+    let tenant = tenant_record(&state, &admin, id).await?;
     Ok(Json(
         usage_of(&state, &tenant, &state.db.for_tenant(id)).await?,
     ))
@@ -150,10 +154,10 @@ pub async fn admin_usage(
     ))]
 pub async fn admin_quotas(
     State(state): State<AppState>,
-    _admin: PlatformAdmin,
+    admin: PlatformAdmin,
     IdPath(id): IdPath,
 ) -> AppResult<Json<Quotas>> {
-    let tenant = tenant_record(&state, id).await?;
+    let tenant = tenant_record(&state, &admin, id).await?;
     Ok(Json(
         quotas::current(&state.db.for_tenant(id), &tenant.limits).await?,
     ))

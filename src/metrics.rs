@@ -40,6 +40,7 @@ pub struct Metrics {
     job_failures: Family<KindLabels, Counter>,
     connections_refused: Counter,
     directory_refusals: Counter,
+    audit_events: Family<KindLabels, Counter>,
     redis_healthy: Gauge,
     pool_size: Gauge,
     pool_available: Gauge,
@@ -102,6 +103,12 @@ impl Default for Metrics {
             "Lookups refused before the database: the caller's misses for the minute were spent",
             directory_refusals.clone(),
         );
+        let audit_events = Family::<KindLabels, Counter>::default();
+        registry.register(
+            "audit_events",
+            "Platform-admin actions on tenants, reads included, by action",
+            audit_events.clone(),
+        );
         let connections_refused = Counter::default();
         registry.register(
             "http_connections_refused",
@@ -138,6 +145,7 @@ impl Default for Metrics {
             job_failures,
             connections_refused,
             directory_refusals,
+            audit_events,
             redis_healthy,
             pool_size,
             pool_available,
@@ -189,6 +197,14 @@ impl Metrics {
     pub fn job_failure(&self, job: &'static str) {
         self.job_failures
             .get_or_create(&KindLabels { kind: job.into() })
+            .inc();
+    }
+
+    pub fn audit_event(&self, action: &'static str) {
+        self.audit_events
+            .get_or_create(&KindLabels {
+                kind: action.into(),
+            })
             .inc();
     }
 

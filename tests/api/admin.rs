@@ -178,7 +178,10 @@ async fn platform_admin_reads_of_a_tenant_are_audit_events() {
     let app = TestApp::spawn().await;
     let tenant = app.tenant().await;
     for (path, action) in [
-        (format!("/api/v1/admin/tenants/{}", tenant.id), "tenant.read"),
+        (
+            format!("/api/v1/admin/tenants/{}", tenant.id),
+            "tenant.read",
+        ),
         (
             format!("/api/v1/admin/tenants/{}/usage", tenant.id),
             "tenant.usage_read",

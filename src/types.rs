@@ -2,6 +2,8 @@
 //! (parse, don't validate): e-mails, slugs, E.164 phones, ISO 4217 currencies, prices, skus,
 //! URLs, language tags, time zones, times of day.
 
+pub mod schema;
+
 use chrono::{DateTime, Datelike, Timelike, Utc};
 use serde::{Serialize, Serializer};
 
@@ -76,7 +78,10 @@ pub fn name(raw: &str, max: usize) -> Result<String, String> {
 /// An identity-provider subject (`sub`): 1-255 visible characters.
 pub fn external_id(raw: &str) -> Result<String, &'static str> {
     let s = raw.trim();
-    if s.is_empty() || s.len() > 255 || s.chars().any(|c| c.is_control() || c.is_whitespace()) {
+    if s.is_empty()
+        || s.chars().count() > 255
+        || s.chars().any(|c| c.is_control() || c.is_whitespace())
+    {
         return Err("must be 1-255 characters without spaces");
     }
     Ok(s.to_string())

@@ -7,7 +7,7 @@ use utoipa_axum::routes;
 use super::model::{CreateTenant, UpdateTenant};
 use super::store;
 use crate::auth::PlatformAdmin;
-use crate::error::{AppResult, Problem};
+use crate::error::AppResult;
 use crate::extract::{ApiJson, IdPath, Page, PageQuery};
 use crate::state::AppState;
 use crate::tenancy::directory::Invalidation;
@@ -24,8 +24,8 @@ pub fn router() -> OpenApiRouter<AppState> {
     request_body = CreateTenant,
     responses(
         (status = 201, description = "Created", body = Tenant),
-        (status = 409, description = "`slug_taken`", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "`validation_failed`", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "`slug_taken`"),
+        (status = 422, description = "`validation_failed`"),
     ))]
 #[tracing::instrument(skip_all)]
 pub async fn create_tenant(
@@ -52,8 +52,8 @@ pub async fn create_tenant(
     params(PageQuery),
     responses(
         (status = 200, description = "A page of tenants", body = Page<Tenant>),
-        (status = 400, description = "`invalid_cursor`", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "`validation_failed` (limit)", body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "`invalid_cursor`"),
+        (status = 422, description = "`validation_failed` (limit)"),
     ))]
 pub async fn list_tenants(
     State(state): State<AppState>,
@@ -70,7 +70,7 @@ pub async fn list_tenants(
     params(("id" = uuid::Uuid, Path, description = "Tenant id")),
     responses(
         (status = 200, description = "The tenant", body = Tenant),
-        (status = 404, description = "`not_found`", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "`not_found`"),
     ))]
 pub async fn get_tenant(
     State(state): State<AppState>,
@@ -86,8 +86,8 @@ pub async fn get_tenant(
     request_body = UpdateTenant,
     responses(
         (status = 200, description = "The updated tenant", body = Tenant),
-        (status = 404, description = "`not_found`", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "`validation_failed`", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "`not_found`"),
+        (status = 422, description = "`validation_failed`"),
     ))]
 #[tracing::instrument(skip_all, fields(tenant_id = %id))]
 pub async fn update_tenant(

@@ -11,7 +11,7 @@ use super::usage::{self, History};
 use super::{Decision, WindowState};
 use crate::auth::PlatformAdmin;
 use crate::db::TenantDb;
-use crate::error::{AppError, AppResult, Problem};
+use crate::error::{AppError, AppResult};
 use crate::extract::IdPath;
 use crate::state::AppState;
 use crate::tenancy::TenantCtx;
@@ -96,7 +96,7 @@ async fn tenant_record(state: &AppState, id: Uuid) -> AppResult<std::sync::Arc<T
     params(("id" = Uuid, Path, description = "Tenant id")),
     responses(
         (status = 200, description = "Usage", body = Usage),
-        (status = 404, description = "`not_found`", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "`not_found`"),
     ))]
 pub async fn admin_usage(
     State(state): State<AppState>,
@@ -114,7 +114,7 @@ pub async fn admin_usage(
     params(("id" = Uuid, Path, description = "Tenant id")),
     responses(
         (status = 200, description = "Quotas", body = Quotas),
-        (status = 404, description = "`not_found`", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "`not_found`"),
     ))]
 pub async fn admin_quotas(
     State(state): State<AppState>,

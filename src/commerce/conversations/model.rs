@@ -25,6 +25,7 @@ pub struct Message {
     pub channel: Channel,
     pub sender_type: SenderType,
     pub message: String,
+    #[schema(required = true)]
     pub order_id: Option<Uuid>,
     #[serde(serialize_with = "crate::types::timestamp")]
     pub created_at: DateTime<Utc>,
@@ -66,6 +67,7 @@ pub struct Thread {
     pub channel: Channel,
     pub last_message: LastMessage,
     /// Customer messages since the last merchant or bot message.
+    #[schema(minimum = 0)]
     pub unread_count: i32,
     #[serde(serialize_with = "crate::types::timestamp")]
     pub created_at: DateTime<Utc>,
@@ -98,12 +100,14 @@ impl Thread {
     "message": "Oi! Do you have the Ipê tee in M?"
 }))]
 pub struct PostMessage {
-    /// The customer's address on the channel (phone number, @handle, visitor id); 1-200
-    /// characters. With `channel` it names the thread.
+    /// The customer's address on the channel (phone number, @handle, visitor id); with
+    /// `channel` it names the thread.
+    #[schema(schema_with = types::schema::name::<200>)]
     pub customer_handle: String,
     pub channel: Channel,
     pub sender_type: SenderType,
-    /// 1-4096 characters.
+    /// 1-4096 characters, not blank.
+    #[schema(min_length = 1, max_length = 4096, pattern = r"\S")]
     pub message: String,
     /// An order of this tenant the message is about.
     pub order_id: Option<Uuid>,

@@ -108,13 +108,14 @@ pub fn email_or_null() -> Object {
     or_null(email_schema())
 }
 
-/// What [`super::http_url`] accepts, in the plain form of a host name and a path.
+/// What [`super::http_url`] accepts, in the plain form of a host name and a path (the last
+/// label starts with a letter: one that ends in a number makes the host an IPv4 address).
 pub fn http_url_or_null() -> Object {
     or_null(
         text()
             .max_length(Some(2048))
             .pattern(Some(
-                r"^https?://[a-z0-9]+(?:[.-][a-z0-9]+)*(?:/[A-Za-z0-9._~-]*)*$",
+                r"^https?://(?:[a-z0-9]+(?:-[a-z0-9]+)*\.)*[a-z][a-z0-9]*(?:-[a-z0-9]+)*(?:/[A-Za-z0-9._~-]*)*$",
             ))
             .description(Some("An absolute http or https URL.")),
     )
@@ -259,6 +260,18 @@ mod tests {
         }
         let phones = pattern(&phone());
         assert!(phones.is_match("+5511912345678") && !phones.is_match("+0123456789"));
+        let urls = pattern(&http_url_or_null());
+        for good in [
+            "https://cdn.acme.example/logo.png",
+            "http://a/b",
+            "http://x-1.y2z",
+        ] {
+            assert!(
+                urls.is_match(good) && super::super::http_url(good).is_ok(),
+                "{good}"
+            );
+        }
+        assert!(!urls.is_match("http://a.b.4/x"));
         let slugs = pattern(&slug());
         assert!(slugs.is_match("acme-store-2") && !slugs.is_match("ac--me"));
     }

@@ -235,7 +235,7 @@ fn document_errors(path: &str, op: &mut Operation) {
         op,
         "503",
         "Retry-After",
-        integer_header("Seconds to wait before retrying, when known."),
+        integer_header("Seconds to wait before retrying."),
     );
 }
 

@@ -2,12 +2,19 @@
 //!
 //! Internal causes are logged with the request's span and never sent to the client.
 
+use std::panic::Location;
+
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use utoipa::ToSchema;
 
+use crate::db::DbError;
+
 pub const PROBLEM_CONTENT_TYPE: &str = "application/problem+json";
+
+/// `Retry-After` of a 503: the database is usually back within seconds.
+const UNAVAILABLE_RETRY_AFTER: u64 = 2;
 
 /// One field that failed validation.
 #[derive(Debug, Clone, Serialize, ToSchema, PartialEq, Eq)]
@@ -94,8 +101,22 @@ pub enum AppError {
     UnsupportedMediaType(String),
     #[error("service unavailable")]
     Unavailable(&'static str),
-    #[error(transparent)]
-    Internal(#[from] anyhow::Error),
+    /// A fault of ours, with where it was turned into an error (the `?` that converted it).
+    #[error("{cause:#} (at {at})")]
+    Internal {
+        cause: anyhow::Error,
+        at: &'static Location<'static>,
+    },
+}
+
+impl From<anyhow::Error> for AppError {
+    #[track_caller]
+    fn from(cause: anyhow::Error) -> Self {
+        Self::Internal {
+            cause,
+            at: Location::caller(),
+        }
+    }
 }
 
 impl AppError {
@@ -127,7 +148,7 @@ impl AppError {
             Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
-            Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            Self::Internal { .. } => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 
@@ -147,7 +168,7 @@ impl AppError {
             Self::PayloadTooLarge => "payload_too_large",
             Self::UnsupportedMediaType(_) => "unsupported_media_type",
             Self::Unavailable(_) => "service_unavailable",
-            Self::Internal(_) => "internal_error",
+            Self::Internal { .. } => "internal_error",
         }
     }
 
@@ -182,8 +203,8 @@ impl AppError {
             },
             Self::PayloadTooLarge => "The request body is too large.".into(),
             Self::UnsupportedMediaType(detail) => detail.clone(),
-            Self::Unavailable(what) => format!("{what} is unavailable."),
-            Self::Internal(_) => "An internal error occurred.".into(),
+            Self::Unavailable(what) => format!("{what} is unavailable; retry shortly."),
+            Self::Internal { .. } => "An internal error occurred.".into(),
         }
     }
 
@@ -236,7 +257,9 @@ pub fn problem_response(problem: &Problem) -> Response {
 impl IntoResponse for AppError {
     fn into_response(self) -> Response {
         match &self {
-            Self::Internal(cause) => tracing::error!(error = ?cause, "request failed"),
+            Self::Internal { cause, at } => {
+                tracing::error!(error = %format!("{cause:#}"), at = %at, "request failed")
+            }
             Self::Unavailable(what) => tracing::warn!(dependency = what, "dependency unavailable"),
             _ => {}
         }
@@ -252,22 +275,55 @@ impl IntoResponse for AppError {
                     .headers_mut()
                     .insert(header::RETRY_AFTER, HeaderValue::from(*retry_after));
             }
+            Self::Unavailable(_) => {
+                response.headers_mut().insert(
+                    header::RETRY_AFTER,
+                    HeaderValue::from(UNAVAILABLE_RETRY_AFTER),
+                );
+            }
             _ => {}
         }
         response
     }
 }
 
-impl From<crate::db::DbError> for AppError {
-    fn from(err: crate::db::DbError) -> Self {
+impl From<DbError> for AppError {
+    #[track_caller]
+    fn from(err: DbError) -> Self {
+        let at = Location::caller();
         match err {
-            crate::db::DbError::Unavailable(cause) => {
-                tracing::error!(error = %cause, "database unavailable");
+            DbError::Unavailable(cause) => {
+                tracing::warn!(error = %cause, at = %at, "database unavailable");
                 Self::Unavailable("The database")
             }
-            crate::db::DbError::Query(cause) => match quota_violation(&cause) {
+            DbError::Query(cause) => match quota_violation(&cause) {
                 Some(quota) => quota,
-                None => Self::Internal(cause.into()),
+                None => Self::Internal {
+                    cause: cause.into(),
+                    at,
+                },
+            },
+            DbError::Decode(what) => Self::Internal {
+                cause: anyhow::anyhow!("decoding a column: {what}"),
+                at,
+            },
+        }
+    }
+}
+
+impl From<std::sync::Arc<DbError>> for AppError {
+    /// A lookup shared by concurrent requests (the directory's cache) failed.
+    #[track_caller]
+    fn from(err: std::sync::Arc<DbError>) -> Self {
+        let at = Location::caller();
+        match &*err {
+            DbError::Unavailable(cause) => {
+                tracing::warn!(error = %cause, at = %at, "database unavailable");
+                Self::Unavailable("The database")
+            }
+            other => Self::Internal {
+                cause: anyhow::anyhow!("{other}"),
+                at,
             },
         }
     }
@@ -330,7 +386,7 @@ impl Fields {
         if !self.errors.is_empty() {
             return Err(AppError::Validation(self.errors));
         }
-        build().ok_or_else(|| AppError::Internal(anyhow::anyhow!("a parsed field went missing")))
+        build().ok_or_else(|| anyhow::anyhow!("a parsed field went missing").into())
     }
 }
 
@@ -352,8 +408,7 @@ mod tests {
 
     #[test]
     fn internal_errors_hide_their_cause() {
-        let problem =
-            AppError::Internal(anyhow::anyhow!("relation users does not exist")).to_problem();
+        let problem = AppError::from(anyhow::anyhow!("relation users does not exist")).to_problem();
         assert_eq!(problem.status, 500);
         assert!(!problem.detail.contains("relation"));
     }

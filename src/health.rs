@@ -64,6 +64,9 @@ pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
             CONTENT_TYPE,
             "application/openmetrics-text; version=1.0.0; charset=utf-8",
         )],
-        state.metrics.render(state.db.status()),
+        {
+            let pool = state.db.status();
+            state.metrics.render(pool.size, pool.available)
+        },
     )
 }

@@ -13,8 +13,12 @@ pub mod docs;
 pub mod error;
 pub mod extract;
 pub mod health;
+pub mod jobs;
 pub mod limits;
+pub mod metrics;
+pub mod scope;
 pub mod state;
+pub mod storage;
 pub mod telemetry;
 pub mod tenancy;
 pub mod types;
@@ -47,8 +51,8 @@ use crate::error::{AppError, PROBLEM_CONTENT_TYPE, Problem, problem_response, pr
 use crate::limits::Limiter;
 use crate::limits::redis::RedisBackend;
 use crate::limits::usage::UsageRecorder;
+use crate::metrics::Metrics;
 use crate::state::{AppState, Services};
-use crate::telemetry::Metrics;
 use crate::tenancy::directory::Directory;
 
 /// JSON bodies larger than this are refused with 413.
@@ -113,25 +117,35 @@ impl Application {
             limiter,
             redis,
             usage: UsageRecorder::default(),
-            media: commerce::media::storage::MediaStore::from_config(&config)?,
+            media: storage::MediaStore::from_config(&config)?,
         });
         let shutdown = CancellationToken::new();
         let jobs_stop = CancellationToken::new();
         let background = vec![
             tokio::spawn(tenancy::listener::run(url, directory, jobs_stop.clone())),
-            tokio::spawn(limits::usage::run(
-                db,
-                state.usage.clone(),
+            jobs::spawn(
+                jobs::usage::UsageFlush {
+                    db: db.clone(),
+                    recorder: state.usage.clone(),
+                },
+                jobs::Scope::Instance,
                 config.usage_flush_interval,
+                db.clone(),
+                state.metrics.clone(),
                 jobs_stop.clone(),
-            )),
-            tokio::spawn(limits::cleanup::run(
-                state.db.clone(),
-                state.media.clone(),
-                state.clock.clone(),
+            ),
+            jobs::spawn(
+                jobs::cleanup::Cleanup {
+                    db: db.clone(),
+                    media: state.media.clone(),
+                    clock: state.clock.clone(),
+                },
+                jobs::Scope::Cluster,
                 config.cleanup_interval,
+                db,
+                state.metrics.clone(),
                 jobs_stop.clone(),
-            )),
+            ),
         ];
 
         let listener = TcpListener::bind((config.host, config.port))
@@ -202,7 +216,7 @@ pub fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .merge(admin::routes::router())
         .merge(commerce::tenant::router())
         .merge(commerce::users::routes::router())
-        .merge(limits::routes::router())
+        .merge(commerce::usage::router())
         .merge(commerce::profile::routes::router())
         .merge(commerce::products::routes::router())
         .merge(commerce::orders::routes::router())
@@ -225,7 +239,7 @@ fn router(state: AppState) -> Router {
         ))
         .layer(middleware::from_fn(problem_json_errors))
         .layer(middleware::from_fn_with_state(
-            state.clone(),
+            state.metrics.clone(),
             telemetry::observe,
         ))
         .layer(cors(&state.config))
@@ -253,11 +267,28 @@ fn cors(config: &Config) -> CorsLayer {
             tenancy::TENANT_HEADER,
             telemetry::REQUEST_ID,
         ])
-        .expose_headers([
-            telemetry::REQUEST_ID,
-            HeaderName::from_static("retry-after"),
-        ])
+        .expose_headers(exposed_headers())
         .max_age(Duration::from_secs(600))
+}
+
+/// What a browser client may read: the request id, `Retry-After` and every rate-limit header
+/// (SPEC §5).
+fn exposed_headers() -> Vec<HeaderName> {
+    let mut names = vec![
+        telemetry::REQUEST_ID,
+        HeaderName::from_static("retry-after"),
+        HeaderName::from_static("ratelimit"),
+        HeaderName::from_static("ratelimit-policy"),
+    ];
+    for field in ["limit", "remaining", "reset"] {
+        for window in ["minute", "hour", "day"] {
+            names.push(
+                HeaderName::try_from(format!("x-ratelimit-{field}-{window}"))
+                    .expect("a valid header name"),
+            );
+        }
+    }
+    names
 }
 
 async fn not_found() -> Response {
@@ -267,7 +298,12 @@ async fn not_found() -> Response {
 /// The safety net behind SPEC §1's "no plain-text error bodies": an error response that a
 /// layer or the framework produced without a problem document gets one for its status.
 async fn problem_json_errors(req: Request, next: Next) -> Response {
-    let response = next.run(req).await;
+    // A method outside the standard ones reaches no handler (and no metric label of its own).
+    let response = if telemetry::method_label(req.method()) == "other" {
+        StatusCode::NOT_IMPLEMENTED.into_response()
+    } else {
+        next.run(req).await
+    };
     let status = response.status();
     let is_problem = response
         .headers()
@@ -282,6 +318,7 @@ async fn problem_json_errors(req: Request, next: Next) -> Response {
         StatusCode::REQUEST_TIMEOUT => "request_timeout",
         StatusCode::PAYLOAD_TOO_LARGE => "payload_too_large",
         StatusCode::UNSUPPORTED_MEDIA_TYPE => "unsupported_media_type",
+        StatusCode::NOT_IMPLEMENTED => "not_implemented",
         s if s.is_server_error() => "internal_error",
         _ => "bad_request",
     };

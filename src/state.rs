@@ -5,13 +5,13 @@ use std::sync::Arc;
 
 use crate::auth::jwt::Verifier;
 use crate::clock::Clock;
-use crate::commerce::media::storage::MediaStore;
 use crate::config::Config;
 use crate::db::Db;
 use crate::limits::Limiter;
 use crate::limits::redis::RedisBackend;
 use crate::limits::usage::UsageRecorder;
-use crate::telemetry::Metrics;
+use crate::metrics::Metrics;
+use crate::storage::MediaStore;
 use crate::tenancy::directory::Directory;
 
 /// A cheap handle (one reference count) to [`Services`]: axum clones the state for every

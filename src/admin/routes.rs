@@ -3,12 +3,15 @@ use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
+use uuid::Uuid;
 
 use super::model::{CreateTenant, UpdateTenant};
-use super::store;
+use super::store::{self, TenantError};
 use crate::auth::PlatformAdmin;
-use crate::error::AppResult;
+use crate::commerce::usage::{Usage, usage_of};
+use crate::error::{AppError, AppResult};
 use crate::extract::{ApiJson, IdPath, Page, PageQuery};
+use crate::limits::quotas::{self, Quotas};
 use crate::state::AppState;
 use crate::tenancy::directory::Invalidation;
 use crate::tenancy::model::Tenant;
@@ -17,6 +20,8 @@ pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(create_tenant, list_tenants))
         .routes(routes!(get_tenant, update_tenant))
+        .routes(routes!(admin_usage))
+        .routes(routes!(admin_quotas))
 }
 
 /// Creates a tenant and its owner user.
@@ -108,4 +113,62 @@ pub async fn update_tenant(
     tracing::info!(target: "audit", actor = %admin.subject, tenant_id = %id, status = tenant.status.as_str(),
         limits_set = ?limits.set, limits_reset = ?limits.reset, "tenant updated");
     Ok(Json(tenant))
+}
+
+async fn tenant_record(state: &AppState, id: Uuid) -> AppResult<std::sync::Arc<Tenant>> {
+    state
+        .directory
+        .tenant(id)
+        .await?
+        .ok_or(AppError::NotFound("tenant"))
+}
+
+/// Any tenant's usage (platform admins).
+#[utoipa::path(get, path = "/api/v1/admin/tenants/{id}/usage", tag = "admin",
+    params(("id" = Uuid, Path, description = "Tenant id")),
+    responses(
+        (status = 200, description = "Usage", body = Usage),
+        (status = 404, description = "`not_found`"),
+    ))]
+pub async fn admin_usage(
+    State(state): State<AppState>,
+    _admin: PlatformAdmin,
+    IdPath(id): IdPath,
+) -> AppResult<Json<Usage>> {
+    let tenant = tenant_record(&state, id).await?;
+    Ok(Json(
+        usage_of(&state, &tenant, &state.db.for_tenant(id)).await?,
+    ))
+}
+
+/// Any tenant's quotas (platform admins).
+#[utoipa::path(get, path = "/api/v1/admin/tenants/{id}/quotas", tag = "admin",
+    params(("id" = Uuid, Path, description = "Tenant id")),
+    responses(
+        (status = 200, description = "Quotas", body = Quotas),
+        (status = 404, description = "`not_found`"),
+    ))]
+pub async fn admin_quotas(
+    State(state): State<AppState>,
+    _admin: PlatformAdmin,
+    IdPath(id): IdPath,
+) -> AppResult<Json<Quotas>> {
+    let tenant = tenant_record(&state, id).await?;
+    Ok(Json(
+        quotas::current(&state.db.for_tenant(id), &tenant.limits).await?,
+    ))
+}
+
+impl From<TenantError> for AppError {
+    #[track_caller]
+    fn from(err: TenantError) -> Self {
+        match err {
+            TenantError::NotFound => Self::NotFound("tenant"),
+            TenantError::SlugTaken => Self::Conflict {
+                code: "slug_taken",
+                detail: "The slug is taken.".into(),
+            },
+            TenantError::Db(e) => e.into(),
+        }
+    }
 }

@@ -4,8 +4,7 @@
 use uuid::Uuid;
 
 use super::model::{LimitsChange, NewTenant};
-use crate::db::{Db, PlatformTx};
-use crate::error::{AppError, AppResult};
+use crate::db::{Db, DbError, OnConstraint, PlatformTx};
 use crate::extract::PageRequest;
 use crate::tenancy::directory::{Directory, Invalidation};
 use crate::tenancy::model::{Tenant, TenantStatus};
@@ -14,7 +13,21 @@ fn select(filter: &str) -> String {
     format!("SELECT {} FROM tenants {filter}", Tenant::COLUMNS)
 }
 
-pub async fn create(db: &Db, new: &NewTenant) -> AppResult<Tenant> {
+/// What can go wrong storing tenants, in storage terms.
+#[derive(Debug, thiserror::Error)]
+pub enum TenantError {
+    #[error("no such tenant")]
+    NotFound,
+    #[error("the slug is taken")]
+    SlugTaken,
+    #[error(transparent)]
+    Db(#[from] DbError),
+}
+
+type Result<T, E = TenantError> = std::result::Result<T, E>;
+
+/// Creates the tenant and its owner in one platform transaction.
+pub async fn create(db: &Db, new: &NewTenant) -> Result<Tenant> {
     let tx = db.begin_platform().await?;
     let id = Uuid::now_v7();
     let row = tx
@@ -26,19 +39,13 @@ pub async fn create(db: &Db, new: &NewTenant) -> AppResult<Tenant> {
             &[&id, &new.name, &new.slug.as_str()],
         )
         .await
-        .map_err(|e| match e.unique_violation() {
-            Some("tenants_slug_key") => AppError::Conflict {
-                code: "slug_taken",
-                detail: format!("The slug {:?} is taken.", new.slug.as_str()),
-            },
-            _ => e.into(),
-        })?;
+        .on_constraint("tenants_slug_key", || TenantError::SlugTaken)?;
     insert_owner(&tx, id, new).await?;
     tx.commit().await?;
     Ok(Tenant::from_row(&row))
 }
 
-async fn insert_owner(tx: &PlatformTx, tenant_id: Uuid, new: &NewTenant) -> AppResult<()> {
+async fn insert_owner(tx: &PlatformTx, tenant_id: Uuid, new: &NewTenant) -> Result<()> {
     tx.set_tenant(tenant_id).await?;
     tx.execute(
         "INSERT INTO users (tenant_id, id, external_id, email, role)
@@ -54,7 +61,8 @@ async fn insert_owner(tx: &PlatformTx, tenant_id: Uuid, new: &NewTenant) -> AppR
     Ok(())
 }
 
-pub async fn list(db: &Db, page: PageRequest) -> AppResult<Vec<Tenant>> {
+/// A page of tenants, newest first (pooled).
+pub async fn list(db: &Db, page: PageRequest) -> Result<Vec<Tenant>> {
     let conn = db.platform().await?;
     let rows = conn
         .query(
@@ -66,7 +74,7 @@ pub async fn list(db: &Db, page: PageRequest) -> AppResult<Vec<Tenant>> {
 }
 
 /// The id of the tenant with `slug`, if there is one.
-pub async fn id_by_slug(db: &Db, slug: &str) -> AppResult<Option<Uuid>> {
+pub async fn id_by_slug(db: &Db, slug: &str) -> Result<Option<Uuid>> {
     let conn = db.platform().await?;
     Ok(conn
         .query_opt("SELECT id FROM tenants WHERE slug = $1", &[&slug])
@@ -74,12 +82,12 @@ pub async fn id_by_slug(db: &Db, slug: &str) -> AppResult<Option<Uuid>> {
         .map(|r| r.get(0)))
 }
 
-pub async fn get(db: &Db, id: Uuid) -> AppResult<Tenant> {
+pub async fn get(db: &Db, id: Uuid) -> Result<Tenant> {
     let conn = db.platform().await?;
     conn.query_opt(&select("WHERE id = $1"), &[&id])
         .await?
         .map(|r| Tenant::from_row(&r))
-        .ok_or(AppError::NotFound("tenant"))
+        .ok_or(TenantError::NotFound)
 }
 
 pub async fn update(
@@ -87,7 +95,7 @@ pub async fn update(
     id: Uuid,
     status: Option<TenantStatus>,
     limits: &LimitsChange,
-) -> AppResult<Tenant> {
+) -> Result<Tenant> {
     let tx = db.begin_platform().await?;
     let row = tx
         .query_opt(
@@ -108,7 +116,7 @@ pub async fn update(
             ],
         )
         .await?
-        .ok_or(AppError::NotFound("tenant"))?;
+        .ok_or(TenantError::NotFound)?;
     Directory::announce(
         &tx,
         &Invalidation {

@@ -28,6 +28,18 @@ pub enum TokenError {
     Invalid(String),
 }
 
+impl TokenError {
+    /// The reason as a metric label.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Malformed => "malformed",
+            Self::Algorithm => "algorithm",
+            Self::UnknownKey => "unknown_key",
+            Self::Invalid(_) => "invalid",
+        }
+    }
+}
+
 #[derive(Debug, Serialize, Deserialize)]
 pub struct Claims {
     pub sub: String,

@@ -7,8 +7,8 @@ use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
 
 use crate::error::AppError;
+use crate::scope::RequestScope;
 use crate::state::AppState;
-use crate::telemetry::RequestScope;
 
 /// An authenticated caller. Extracting it answers 401 `unauthorized` when the request has no
 /// valid bearer token; that check comes before every other.
@@ -38,7 +38,7 @@ impl FromRequestParts<AppState> for Principal {
             .ok_or(AppError::Unauthorized)?;
         let subject = state.verifier.verify(token).await.map_err(|e| {
             tracing::info!(reason = %e, "rejected bearer token");
-            state.metrics.auth_failure(&e);
+            state.metrics.auth_failure(e.kind());
             AppError::Unauthorized
         })?;
         let principal = Principal {

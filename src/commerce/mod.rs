@@ -8,6 +8,7 @@ pub mod orders;
 pub mod products;
 pub mod profile;
 pub mod tenant;
+pub mod usage;
 pub mod users;
 
 use serde::de::DeserializeOwned;
@@ -15,7 +16,8 @@ use serde::{Deserialize, Deserializer, Serialize};
 use tokio_postgres::Row;
 use utoipa::ToSchema;
 
-use crate::error::{AppError, Fields};
+use crate::db::DbError;
+use crate::error::Fields;
 use crate::types;
 
 /// An enum stored as text: serde, OpenAPI and PostgreSQL (`FromSql`/`ToSql` on text columns)
@@ -95,14 +97,15 @@ where
 }
 
 /// A value as a json(b) parameter.
-pub fn to_json<T: Serialize>(value: &T) -> Result<serde_json::Value, AppError> {
-    serde_json::to_value(value).map_err(|e| AppError::Internal(e.into()))
+pub fn to_json<T: Serialize>(value: &T) -> Result<serde_json::Value, DbError> {
+    serde_json::to_value(value).map_err(|e| DbError::Decode(e.to_string()))
 }
 
 /// A json(b) column as `T` (SQL NULL reads as JSON null, so `T` may be an `Option`).
-pub fn json_column<T: DeserializeOwned>(row: &Row, name: &str) -> Result<T, AppError> {
+pub fn json_column<T: DeserializeOwned>(row: &Row, name: &str) -> Result<T, DbError> {
     let value: Option<serde_json::Value> = row.get(name);
-    serde_json::from_value(value.unwrap_or_default()).map_err(|e| AppError::Internal(e.into()))
+    serde_json::from_value(value.unwrap_or_default())
+        .map_err(|e| DbError::Decode(format!("{name}: {e}")))
 }
 
 /// A postal address (business address, delivery address).

@@ -35,6 +35,7 @@ pub struct EmbeddedPostgres {
     /// Whether this process started the cluster (rather than attaching to one that another
     /// process, say a running `serve`, started): only then does `stop` stop it.
     started: bool,
+    durability: Durability,
 }
 
 /// How the cluster trades durability for speed.
@@ -92,6 +93,7 @@ impl EmbeddedPostgres {
             port: 0,
             run_as,
             started: false,
+            durability,
         };
         if let Some(port) = pg.running_port() {
             pg.port = port;
@@ -102,7 +104,7 @@ impl EmbeddedPostgres {
             pg.initdb()?;
         }
         pg.port = free_port()?;
-        pg.pg_ctl_start(durability)?;
+        pg.pg_ctl_start()?;
         let mut f = File::create(pg.dir.join("port"))?;
         writeln!(f, "{}", pg.port)?;
         Ok(pg)
@@ -140,6 +142,79 @@ impl EmbeddedPostgres {
             }
             let _ = fs::remove_file(pg.dir.join("port"));
             Ok(())
+        })
+        .await?
+    }
+
+    /// `pg_ctl restart -m fast`: sessions are ended, the server is back on the same port when
+    /// this returns (fault drills: the service must ride through it).
+    pub async fn restart(&self) -> anyhow::Result<()> {
+        let pg = self.clone();
+        tokio::task::spawn_blocking(move || {
+            let status = pg
+                .command("pg_ctl")
+                .args(["restart", "-m", "fast", "-w", "-t", "60", "-D"])
+                .arg(pg.data())
+                .arg("-l")
+                .arg(pg.dir.join("postgres.log"))
+                .stdout(Stdio::null())
+                .status()?;
+            if !status.success() {
+                bail!("pg_ctl restart failed ({status})");
+            }
+            Ok(())
+        })
+        .await?
+    }
+
+    /// Kills the postmaster and every backend with SIGKILL, as a crash would, and leaves the
+    /// cluster down; [`EmbeddedPostgres::recover`] starts it again (with crash recovery).
+    pub async fn crash(&self) -> anyhow::Result<()> {
+        let pid_file = fs::read_to_string(self.data().join("postmaster.pid"))
+            .context("reading postmaster.pid")?;
+        let postmaster: i32 = pid_file
+            .lines()
+            .next()
+            .and_then(|l| l.trim().parse().ok())
+            .context("postmaster.pid names no process")?;
+        let mut victims = vec![postmaster];
+        for entry in fs::read_dir("/proc")?.flatten() {
+            let Some(pid) = entry
+                .file_name()
+                .to_str()
+                .and_then(|n| n.parse::<i32>().ok())
+            else {
+                continue;
+            };
+            let stat = fs::read_to_string(entry.path().join("stat")).unwrap_or_default();
+            // The parent pid is the second field after the parenthesised command name.
+            let parent = stat
+                .rsplit_once(')')
+                .and_then(|(_, rest)| rest.split_whitespace().nth(1))
+                .and_then(|p| p.parse::<i32>().ok());
+            if parent == Some(postmaster) {
+                victims.push(pid);
+            }
+        }
+        for pid in victims {
+            // SAFETY: kill has no memory preconditions; a pid that is gone is ignored.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+        }
+        for _ in 0..100 {
+            if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+                return Ok(());
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        bail!("PostgreSQL still accepts connections after SIGKILL")
+    }
+
+    /// Starts a crashed cluster again on its port; returns once it accepts connections.
+    pub async fn recover(&self) -> anyhow::Result<()> {
+        let pg = self.clone();
+        tokio::task::spawn_blocking(move || {
+            let _ = fs::remove_file(pg.data().join("postmaster.pid"));
+            pg.pg_ctl_start()
         })
         .await?
     }
@@ -202,12 +277,12 @@ impl EmbeddedPostgres {
         Ok(())
     }
 
-    fn pg_ctl_start(&self, durability: Durability) -> anyhow::Result<()> {
+    fn pg_ctl_start(&self) -> anyhow::Result<()> {
         let mut options = format!(
             "-p {} -c listen_addresses=127.0.0.1 -c unix_socket_directories='' -c max_connections=400",
             self.port
         );
-        if durability == Durability::Ephemeral {
+        if self.durability == Durability::Ephemeral {
             options.push_str(" -c fsync=off -c synchronous_commit=off -c full_page_writes=off");
         }
         let status = self

@@ -73,8 +73,8 @@ impl Lanes {
         lane.busy.fetch_add(1, Ordering::Relaxed);
         let _busy = Busy(&lane.busy);
         match self.read_on(lane, tenant_id, sql, params).await {
-            Err(DbError::Query(e)) if e.is_closed() => {
-                tracing::warn!("read lane connection lost; reconnecting");
+            Err(DbError::Unavailable(cause)) => {
+                tracing::warn!(error = %cause, "read lane connection lost; reconnecting");
                 self.read_on(lane, tenant_id, sql, params).await
             }
             done => done,

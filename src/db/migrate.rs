@@ -29,6 +29,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "0003_limits.sql",
         sql: include_str!("../../migrations/0003_limits.sql"),
     },
+    Migration {
+        version: 4,
+        name: "0004_jobs.sql",
+        sql: include_str!("../../migrations/0004_jobs.sql"),
+    },
 ];
 
 /// Serialises concurrent migrators (several instances or test processes starting at once).

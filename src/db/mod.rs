@@ -43,26 +43,79 @@ pub enum DbError {
     #[error("database unavailable: {0}")]
     Unavailable(String),
     #[error(transparent)]
-    Query(#[from] tokio_postgres::Error),
+    Query(tokio_postgres::Error),
+    /// A value that does not convert to or from its column (a json(b) document).
+    #[error("column value: {0}")]
+    Decode(String),
 }
 
 impl DbError {
-    /// The constraint a unique violation tripped, if this is one.
-    pub fn unique_violation(&self) -> Option<&str> {
-        self.constraint_violation(&tokio_postgres::error::SqlState::UNIQUE_VIOLATION)
-    }
-
-    pub fn foreign_key_violation(&self) -> Option<&str> {
-        self.constraint_violation(&tokio_postgres::error::SqlState::FOREIGN_KEY_VIOLATION)
-    }
-
-    fn constraint_violation(&self, state: &tokio_postgres::error::SqlState) -> Option<&str> {
+    /// The constraint (unique, foreign key, check) a statement violated, if it did.
+    pub fn constraint(&self) -> Option<&str> {
         match self {
-            Self::Query(err) => err
-                .as_db_error()
-                .filter(|db| db.code() == state)
-                .and_then(|db| db.constraint()),
-            Self::Unavailable(_) => None,
+            Self::Query(err) => err.as_db_error().and_then(|db| db.constraint()),
+            Self::Unavailable(_) | Self::Decode(_) => None,
+        }
+    }
+}
+
+/// An error that may stand for a violated constraint: [`DbError`], and the stores' own
+/// errors that wrap one.
+pub trait Violation {
+    fn violated(&self) -> Option<&str>;
+}
+
+impl Violation for DbError {
+    fn violated(&self) -> Option<&str> {
+        self.constraint()
+    }
+}
+
+/// Maps a named constraint's violation to a store's own error where the statement runs
+/// (realworld-axum-sqlx's `on_constraint`); chains, so one statement can name several.
+pub trait OnConstraint<T, E> {
+    fn on_constraint<F: From<E>>(self, name: &str, make: impl FnOnce() -> F) -> Result<T, F>;
+}
+
+impl<T, E: Violation> OnConstraint<T, E> for Result<T, E> {
+    fn on_constraint<F: From<E>>(self, name: &str, make: impl FnOnce() -> F) -> Result<T, F> {
+        self.map_err(|e| {
+            if e.violated() == Some(name) {
+                make()
+            } else {
+                F::from(e)
+            }
+        })
+    }
+}
+
+impl From<tokio_postgres::Error> for DbError {
+    /// A lost or refused connection, or a server shutting down, is `Unavailable` (503, worth
+    /// retrying); anything else is a fault of the statement.
+    fn from(err: tokio_postgres::Error) -> Self {
+        if cannot_reach(&err) {
+            Self::Unavailable(err.to_string())
+        } else {
+            Self::Query(err)
+        }
+    }
+}
+
+/// Whether `err` says the database cannot be reached rather than that a statement failed.
+fn cannot_reach(err: &tokio_postgres::Error) -> bool {
+    match err.as_db_error() {
+        // Class 08 (connection exception), 57P01-57P03 (shutting down, starting up), 53300
+        // (too many connections).
+        Some(db) => {
+            let code = db.code().code();
+            code.starts_with("08") || matches!(code, "57P01" | "57P02" | "57P03" | "53300")
+        }
+        // No server answer: the socket failed, closed, or timed out.
+        None => {
+            err.is_closed()
+                || std::error::Error::source(err)
+                    .is_some_and(|s| s.downcast_ref::<std::io::Error>().is_some())
+                || err.to_string().starts_with("timeout")
         }
     }
 }
@@ -70,7 +123,7 @@ impl DbError {
 impl From<deadpool_postgres::PoolError> for DbError {
     fn from(err: deadpool_postgres::PoolError) -> Self {
         match err {
-            deadpool_postgres::PoolError::Backend(e) => Self::Query(e),
+            deadpool_postgres::PoolError::Backend(e) => e.into(),
             other => Self::Unavailable(other.to_string()),
         }
     }

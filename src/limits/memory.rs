@@ -7,7 +7,7 @@ use std::sync::Mutex;
 use uuid::Uuid;
 
 use super::{BackendError, Decision, RateLimitBackend, Window};
-use crate::tenancy::model::Limits;
+use crate::limits::Limits;
 
 const SHARDS: usize = 64;
 

@@ -9,7 +9,7 @@ use serde::Serialize;
 use utoipa::ToSchema;
 
 use crate::db::{DbError, TenantDb};
-use crate::tenancy::model::Limits;
+use crate::limits::Limits;
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct QuotaState {

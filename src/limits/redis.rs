@@ -11,7 +11,7 @@ use tokio::sync::RwLock;
 use uuid::Uuid;
 
 use super::{BackendError, Decision, RateLimitBackend, Window};
-use crate::tenancy::model::Limits;
+use crate::limits::Limits;
 
 const SCRIPT: &str = r"
 local used = {}

@@ -1,14 +1,12 @@
 //! API usage tracking without a database write per request: admitted requests are counted
 //! in memory per tenant and UTC minute, and a job writes them in batches to `api_usage`
-//! (minute, hour and day buckets). The job runs every `USAGE_FLUSH_MILLISECONDS` and once
-//! more after the server has drained at shutdown; a failed flush keeps its counts for the next.
+//! (minute, hour and day buckets): `jobs::usage` runs [`flush`] every `USAGE_FLUSH_MILLISECONDS`
+//! and once more after the server has drained at shutdown; a failed flush keeps its counts.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use super::Window;
@@ -100,26 +98,6 @@ async fn write(db: &Db, counts: &HashMap<(Uuid, i64), i64>) -> Result<i64, DbErr
     }
     tx.commit().await?;
     Ok(counts.values().sum())
-}
-
-/// Flushes every `interval` until `stop`, then once more.
-pub async fn run(db: Db, recorder: UsageRecorder, interval: Duration, stop: CancellationToken) {
-    let mut ticker = tokio::time::interval(interval);
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            _ = stop.cancelled() => break,
-            _ = ticker.tick() => {
-                if let Err(e) = flush(&db, &recorder).await {
-                    tracing::warn!(error = %e, "usage flush failed; counts kept for the next one");
-                }
-            }
-        }
-    }
-    match flush(&db, &recorder).await {
-        Ok(n) => tracing::info!(requests = n, "usage flushed at shutdown"),
-        Err(e) => tracing::error!(error = %e, "final usage flush failed"),
-    }
 }
 
 /// A tenant's recent buckets: the last 60 minutes, 24 hours and 30 days that had requests.

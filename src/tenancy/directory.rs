@@ -15,7 +15,7 @@ use uuid::Uuid;
 
 use super::model::{Role, Tenant};
 use crate::db::{Conn, Db, DbError};
-use crate::telemetry::Metrics;
+use crate::metrics::Metrics;
 
 pub const INVALIDATION_CHANNEL: &str = "convcommerce_directory";
 const NEGATIVE_TTL: Duration = Duration::from_secs(5);

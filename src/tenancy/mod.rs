@@ -15,8 +15,8 @@ use uuid::Uuid;
 use crate::auth::Principal;
 use crate::db::TenantDb;
 use crate::error::{AppError, AppResult};
+use crate::scope::RequestScope;
 use crate::state::AppState;
-use crate::telemetry::RequestScope;
 use model::{Role, Tenant, TenantStatus};
 
 pub const TENANT_HEADER: HeaderName = HeaderName::from_static("x-tenant-id");
@@ -79,14 +79,12 @@ async fn resolve(
     let tenant = state
         .directory
         .tenant(tenant_id)
-        .await
-        .map_err(|e| AppError::Internal(anyhow::anyhow!("tenant lookup: {e}")))?
+        .await?
         .ok_or(AppError::TenantAccessDenied)?;
     let membership = state
         .directory
         .membership(tenant_id, &principal.subject)
-        .await
-        .map_err(|e| AppError::Internal(anyhow::anyhow!("membership lookup: {e}")))?
+        .await?
         .ok_or(AppError::TenantAccessDenied)?;
     let scope = parts.extensions.get::<RequestScope>();
     if let Some(scope) = scope {
@@ -100,7 +98,7 @@ async fn resolve(
         let refused = decision.refused;
         state.metrics.rate_limit_decision(refused.is_none());
         if let Some(scope) = scope {
-            scope.set_rate_limit(decision);
+            scope.add_headers(|headers| crate::limits::headers::apply(&decision, headers));
         }
         if let Some(window) = refused {
             return Err(AppError::RateLimited {

@@ -2,10 +2,10 @@
 //! past the tenant's retention, freed bytes.
 
 use chrono::{Duration, Utc};
-use convcommerce::commerce::media::storage::MediaStore;
 use convcommerce::config::Config;
 use convcommerce::db::Db;
-use convcommerce::limits::cleanup;
+use convcommerce::jobs::cleanup;
+use convcommerce::storage::MediaStore;
 use futures_util::future::join_all;
 use secrecy::SecretString;
 use serde_json::json;
@@ -88,12 +88,12 @@ async fn cleanup_purges_media_unreferenced_for_a_day_and_frees_their_bytes() {
     let before = storage_used(&app, &tenant).await;
 
     let (db, store) = job_parts(&app);
-    let soon = cleanup::run_once(&db, &store, Utc::now() + Duration::hours(23))
+    let soon = cleanup::run_at(&db, &store, Utc::now() + Duration::hours(23))
         .await
         .unwrap();
     assert_eq!(soon.media_purged, 0, "nothing is a day old yet");
 
-    let report = cleanup::run_once(&db, &store, Utc::now() + Duration::hours(25))
+    let report = cleanup::run_at(&db, &store, Utc::now() + Duration::hours(25))
         .await
         .unwrap();
     assert_eq!(report.media_purged, 2, "the loose and the detached media");
@@ -140,7 +140,7 @@ async fn cleanup_purges_conversations_past_the_retention() {
         say(&app, tenant, "+15550001111", "whatsapp", "merchant", "hi!").await;
     }
     let (db, store) = job_parts(&app);
-    let report = cleanup::run_once(&db, &store, Utc::now() + Duration::days(2))
+    let report = cleanup::run_at(&db, &store, Utc::now() + Duration::days(2))
         .await
         .unwrap();
     assert_eq!(report.messages_purged, 2);

@@ -509,7 +509,7 @@ async fn the_product_quota_holds_at_the_database() {
 async fn the_database_defaults_match_the_services() {
     let db = database().await;
     let client = connect(&db.app_url).await;
-    let d = convcommerce::tenancy::model::Limits::DEFAULT;
+    let d = convcommerce::limits::Limits::DEFAULT;
     for (name, expected) in [
         ("requests_per_minute", d.requests_per_minute),
         ("requests_per_hour", d.requests_per_hour),

@@ -1,6 +1,6 @@
 //! SPEC §2 over HTTP: every error, in its order; suspension; caching and its invalidation.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::json;
 use uuid::Uuid;
@@ -196,22 +196,6 @@ async fn warm_requests_do_not_look_up_tenant_or_membership() {
         warm,
         "warm requests hit the cache only"
     );
-}
-
-/// Polls `check` until it holds or `limit` passes.
-async fn eventually<F, Fut>(limit: Duration, mut check: F) -> bool
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let start = Instant::now();
-    while start.elapsed() < limit {
-        if check().await {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    false
 }
 
 #[tokio::test]

@@ -65,7 +65,7 @@ impl AiConfig {
         }
     }
 
-    pub fn from_row(row: &Row) -> Result<Self, AppError> {
+    pub fn from_row(row: &Row) -> Result<Self, crate::db::DbError> {
         Ok(Self {
             bot_name: row.get("bot_name"),
             style_tone: row.get("style_tone"),

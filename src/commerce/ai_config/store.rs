@@ -2,11 +2,10 @@
 
 use super::model::{AiConfig, AiConfigInput};
 use crate::commerce::to_json;
-use crate::db::TenantDb;
-use crate::error::{AppError, AppResult};
+use crate::db::{DbError, TenantDb};
 
-/// The saved configuration, or the defaults when none was saved.
-pub async fn get(db: &TenantDb) -> AppResult<AiConfig> {
+/// The saved configuration, or the defaults when none was saved (by key, on a read lane).
+pub async fn get(db: &TenantDb) -> Result<AiConfig, DbError> {
     match db
         .read_opt(
             &format!(
@@ -22,10 +21,11 @@ pub async fn get(db: &TenantDb) -> AppResult<AiConfig> {
     }
 }
 
-pub async fn put(db: &TenantDb, input: &AiConfigInput) -> AppResult<AiConfig> {
+/// Saves the configuration (one pooled upsert).
+pub async fn put(db: &TenantDb, input: &AiConfigInput) -> Result<AiConfig, DbError> {
     let hours = to_json(&input.active_hours)?;
-    let row = db
-        .query_opt(
+    let rows = db
+        .query(
             &format!(
                 "INSERT INTO ai_config AS c (tenant_id, bot_name, style_tone, auto_reply_enabled,
                      active_hours, languages, system_prompt)
@@ -49,7 +49,9 @@ pub async fn put(db: &TenantDb, input: &AiConfigInput) -> AppResult<AiConfig> {
                 &input.system_prompt,
             ],
         )
-        .await?
-        .ok_or_else(|| AppError::Internal(anyhow::anyhow!("upsert returned no row")))?;
-    AiConfig::from_row(&row)
+        .await?;
+    AiConfig::from_row(
+        rows.first()
+            .ok_or(DbError::Decode("the upsert returned no row".into()))?,
+    )
 }

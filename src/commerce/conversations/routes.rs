@@ -5,8 +5,8 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::model::{Message, PostMessage, Thread};
-use super::store;
-use crate::error::AppResult;
+use super::store::{self, ConversationError};
+use crate::error::{AppError, AppResult};
 use crate::extract::{ApiJson, IdPath, Page, PageQuery};
 use crate::state::AppState;
 use crate::tenancy::TenantCtx;
@@ -74,4 +74,18 @@ pub async fn list_messages(
     let page = query.parse()?;
     let messages = store::messages(ctx.db(), thread_id, page).await?;
     Ok(Page::from_rows(messages, page, |m: &Message| m.id))
+}
+
+impl From<ConversationError> for AppError {
+    #[track_caller]
+    fn from(err: ConversationError) -> Self {
+        match err {
+            ConversationError::ThreadNotFound => Self::NotFound("thread"),
+            ConversationError::OrderMissing => Self::MissingReference {
+                field: "order_id".into(),
+                what: "order",
+            },
+            ConversationError::Db(e) => e.into(),
+        }
+    }
 }

@@ -3,12 +3,25 @@
 use uuid::Uuid;
 
 use super::model::{Message, NewMessage, SenderType, Thread};
-use crate::db::TenantDb;
-use crate::error::{AppError, AppResult};
+use crate::db::{DbError, OnConstraint, TenantDb};
 use crate::extract::PageRequest;
 
-/// Stores a message in its thread (made on the customer's first message on a channel).
-pub async fn post(db: &TenantDb, new: &NewMessage) -> AppResult<Message> {
+/// What can go wrong storing conversations, in storage terms.
+#[derive(Debug, thiserror::Error)]
+pub enum ConversationError {
+    #[error("no such thread")]
+    ThreadNotFound,
+    #[error("no such order")]
+    OrderMissing,
+    #[error(transparent)]
+    Db(#[from] DbError),
+}
+
+type Result<T, E = ConversationError> = std::result::Result<T, E>;
+
+/// Stores a message in its thread (made on the customer's first message on a channel), in
+/// one pooled transaction.
+pub async fn post(db: &TenantDb, new: &NewMessage) -> Result<Message> {
     let tx = db.begin().await?;
     let id = Uuid::now_v7();
     let from_customer = new.sender_type == SenderType::Customer;
@@ -53,19 +66,15 @@ pub async fn post(db: &TenantDb, new: &NewMessage) -> AppResult<Message> {
             ],
         )
         .await
-        .map_err(|e| match e.foreign_key_violation() {
-            Some("conversation_history_order_fkey") => AppError::MissingReference {
-                field: "order_id".into(),
-                what: "order",
-            },
-            _ => e.into(),
+        .on_constraint("conversation_history_order_fkey", || {
+            ConversationError::OrderMissing
         })?;
     tx.commit().await?;
     Ok(Message::from_row(&row))
 }
 
-/// Threads, the one with the newest message first.
-pub async fn threads(db: &TenantDb, page: PageRequest) -> AppResult<Vec<Thread>> {
+/// Threads, the one with the newest message first: an index walk, on a read lane.
+pub async fn threads(db: &TenantDb, page: PageRequest) -> Result<Vec<Thread>> {
     let rows = db
         .read(
             "SELECT t.id AS thread_id, t.customer_handle, t.channel, t.unread_count,
@@ -81,12 +90,8 @@ pub async fn threads(db: &TenantDb, page: PageRequest) -> AppResult<Vec<Thread>>
     Ok(rows.iter().map(Thread::from_row).collect())
 }
 
-/// A thread's messages, newest first; 404 when the thread does not exist.
-pub async fn messages(
-    db: &TenantDb,
-    thread_id: Uuid,
-    page: PageRequest,
-) -> AppResult<Vec<Message>> {
+/// A thread's messages, newest first (one bounded statement, on a read lane).
+pub async fn messages(db: &TenantDb, thread_id: Uuid, page: PageRequest) -> Result<Vec<Message>> {
     // The thread row is always returned (with null message columns past the last page), so
     // one statement tells a missing thread from an empty page.
     let rows = db
@@ -107,7 +112,7 @@ pub async fn messages(
         )
         .await?;
     if rows.is_empty() {
-        return Err(AppError::NotFound("thread"));
+        return Err(ConversationError::ThreadNotFound);
     }
     Ok(rows
         .iter()

@@ -2,5 +2,4 @@
 
 pub mod model;
 pub mod routes;
-pub mod storage;
 mod store;

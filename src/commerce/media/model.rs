@@ -1,3 +1,5 @@
+//! Media metadata, what an upload may be (sniffed from its bytes), and file names.
+
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
@@ -103,6 +105,26 @@ pub fn clean_filename(raw: &str) -> Option<String> {
     (!name.is_empty()).then(|| name.to_string())
 }
 
+/// The media types accepted, recognised by their first bytes (never by the client's word).
+pub fn sniff(bytes: &[u8]) -> Option<&'static str> {
+    let starts = |magic: &[u8]| bytes.starts_with(magic);
+    if starts(&[0xFF, 0xD8, 0xFF]) {
+        Some("image/jpeg")
+    } else if starts(b"\x89PNG\r\n\x1a\n") {
+        Some("image/png")
+    } else if starts(b"GIF87a") || starts(b"GIF89a") {
+        Some("image/gif")
+    } else if starts(b"RIFF") && bytes.get(8..12) == Some(b"WEBP") {
+        Some("image/webp")
+    } else if starts(b"%PDF-") {
+        Some("application/pdf")
+    } else {
+        None
+    }
+}
+
+pub const ACCEPTED: &str = "JPEG, PNG, GIF, WebP or PDF";
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -116,5 +138,23 @@ mod tests {
         assert_eq!(clean_filename("../../etc/pa\nss").as_deref(), Some("pass"));
         assert_eq!(clean_filename("  "), None);
         assert_eq!(clean_filename(&"a".repeat(300)).unwrap().len(), 255);
+    }
+
+    #[test]
+    fn sniffs_by_magic_bytes() {
+        assert_eq!(sniff(b"\xFF\xD8\xFF\xE0rest"), Some("image/jpeg"));
+        assert_eq!(sniff(b"\x89PNG\r\n\x1a\nIHDR"), Some("image/png"));
+        assert_eq!(sniff(b"GIF89a..."), Some("image/gif"));
+        assert_eq!(sniff(b"RIFF\x10\0\0\0WEBPVP8 "), Some("image/webp"));
+        assert_eq!(sniff(b"%PDF-1.7"), Some("application/pdf"));
+        for other in [
+            &b""[..],
+            b"<svg xmlns='http://www.w3.org/2000/svg'/>",
+            b"RIFF\x10\0\0\0WAVEfmt ",
+            b"MZ\x90\0",
+            b"\x89PN",
+        ] {
+            assert_eq!(sniff(other), None, "{other:?}");
+        }
     }
 }

@@ -9,9 +9,9 @@ use futures_util::TryStreamExt;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+use super::model::{ACCEPTED, sniff};
 use super::model::{Media, MediaContent, MediaUpload, NewMedia, clean_filename};
-use super::storage::{ACCEPTED, sniff};
-use super::store;
+use super::store::{self, MediaError};
 use crate::error::{AppError, AppResult};
 use crate::extract::IdPath;
 use crate::state::AppState;
@@ -173,4 +173,15 @@ pub async fn get_media_content(
         Body::from_stream(stream.map_err(std::io::Error::other)),
     )
         .into_response())
+}
+
+impl From<MediaError> for AppError {
+    #[track_caller]
+    fn from(err: MediaError) -> Self {
+        match err {
+            MediaError::NotFound => Self::NotFound("media"),
+            MediaError::Db(e) => e.into(),
+            MediaError::Storage(cause) => cause.context("media object store").into(),
+        }
+    }
 }

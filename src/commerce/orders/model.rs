@@ -122,7 +122,7 @@ impl Order {
                  'created_at', r.created_at) \
          FROM order_ratings r WHERE r.tenant_id = o.tenant_id AND r.order_id = o.id) AS rating";
 
-    pub fn from_row(row: &Row) -> Result<Self, AppError> {
+    pub fn from_row(row: &Row) -> Result<Self, crate::db::DbError> {
         Ok(Self {
             id: row.get("id"),
             status: row.get("status"),

@@ -5,8 +5,8 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::model::{CreateOrder, Order, OrderQuery, RateOrder, Rating, Transition};
-use super::store;
-use crate::error::AppResult;
+use super::store::{self, LineProblem, OrderError};
+use crate::error::{AppError, AppResult, FieldError};
 use crate::extract::{ApiJson, IdPath, Page};
 use crate::state::AppState;
 use crate::tenancy::TenantCtx;
@@ -108,4 +108,61 @@ pub async fn rate_order(
         StatusCode::CREATED,
         Json(store::rate(ctx.db(), id, &rating).await?),
     ))
+}
+
+impl From<OrderError> for AppError {
+    #[track_caller]
+    fn from(err: OrderError) -> Self {
+        match err {
+            OrderError::NotFound => Self::NotFound("order"),
+            OrderError::ProductMissing(i) => Self::MissingReference {
+                field: format!("items[{i}].product_id"),
+                what: "product",
+            },
+            OrderError::Lines(problems) => Self::Validation(
+                problems
+                    .into_iter()
+                    .map(|(i, problem)| {
+                        let message = match problem {
+                            LineProblem::NotOnSale(status) => {
+                                format!("the product is {}, not on sale", status.as_str())
+                            }
+                            LineProblem::Currency { product, order } => format!(
+                                "the product is priced in {product}, the order in {order}: \
+                                 one currency per order"
+                            ),
+                        };
+                        FieldError::new(format!("items[{i}].product_id"), message)
+                    })
+                    .collect(),
+            ),
+            OrderError::TotalTooLarge => Self::validation("items", "the order total is too large"),
+            OrderError::InsufficientStock(line) => Self::Conflict {
+                code: "insufficient_stock",
+                detail: match line {
+                    Some((i, stock, quantity)) => {
+                        format!("items[{i}]: {stock} in stock, {quantity} ordered")
+                    }
+                    None => "The stock changed; try again.".into(),
+                },
+            },
+            OrderError::InvalidTransition { from, to } => Self::Conflict {
+                code: "invalid_transition",
+                detail: format!(
+                    "An order cannot move from {} to {}.",
+                    from.as_str(),
+                    to.as_str()
+                ),
+            },
+            OrderError::NotDelivered => Self::Conflict {
+                code: "invalid_state",
+                detail: "Only a delivered order can be rated.".into(),
+            },
+            OrderError::AlreadyRated => Self::Conflict {
+                code: "already_rated",
+                detail: "This order has already been rated.".into(),
+            },
+            OrderError::Db(e) => e.into(),
+        }
+    }
 }

@@ -9,8 +9,43 @@ use super::model::{NewOrder, NewRating, Order, OrderFilter, OrderStatus, Rating,
 use crate::commerce::filter::{Where, contains_pattern};
 use crate::commerce::products::model::ProductStatus;
 use crate::commerce::to_json;
-use crate::db::{Conn, TenantDb, TenantTx};
-use crate::error::{AppError, AppResult, FieldError};
+use crate::db::{Conn, DbError, OnConstraint, TenantDb, TenantTx};
+
+/// A line of an order that cannot be sold as asked, by its position in `items`.
+#[derive(Debug, PartialEq, Eq)]
+pub enum LineProblem {
+    /// The product is draft or archived.
+    NotOnSale(ProductStatus),
+    /// The product's currency is not the order's (that of its first line).
+    Currency { product: String, order: String },
+}
+
+/// What can go wrong storing orders, in storage terms (the routes choose the API's answer).
+#[derive(Debug, thiserror::Error)]
+pub enum OrderError {
+    #[error("no such order")]
+    NotFound,
+    /// `items[i].product_id` is not a product of this tenant.
+    #[error("items[{0}]: no such product")]
+    ProductMissing(usize),
+    #[error("lines cannot be sold: {0:?}")]
+    Lines(Vec<(usize, LineProblem)>),
+    #[error("the order total overflows")]
+    TotalTooLarge,
+    /// Not enough stock: which line, and how many are left (`None`: the stock changed).
+    #[error("insufficient stock")]
+    InsufficientStock(Option<(usize, i32, i32)>),
+    #[error("cannot move from {from:?} to {to:?}")]
+    InvalidTransition { from: OrderStatus, to: OrderStatus },
+    #[error("the order was not delivered")]
+    NotDelivered,
+    #[error("the order is rated already")]
+    AlreadyRated,
+    #[error(transparent)]
+    Db(#[from] DbError),
+}
+
+type Result<T, E = OrderError> = std::result::Result<T, E>;
 
 fn select_one() -> String {
     format!(
@@ -19,23 +54,26 @@ fn select_one() -> String {
     )
 }
 
-async fn fetch(conn: &Conn, tenant_id: Uuid, id: Uuid) -> AppResult<Order> {
+async fn fetch(conn: &Conn, tenant_id: Uuid, id: Uuid) -> Result<Order> {
     let row = conn
         .query_opt(&select_one(), &[&tenant_id, &id])
         .await?
-        .ok_or(AppError::NotFound("order"))?;
-    Order::from_row(&row)
+        .ok_or(OrderError::NotFound)?;
+    Ok(Order::from_row(&row)?)
 }
 
-pub async fn get(db: &TenantDb, id: Uuid) -> AppResult<Order> {
+/// One order, by key on a read lane.
+pub async fn get(db: &TenantDb, id: Uuid) -> Result<Order> {
     let row = db
         .read_opt(&select_one(), &[&db.tenant_id(), &id])
         .await?
-        .ok_or(AppError::NotFound("order"))?;
-    Order::from_row(&row)
+        .ok_or(OrderError::NotFound)?;
+    Ok(Order::from_row(&row)?)
 }
 
-pub async fn list(db: &TenantDb, filter: &OrderFilter) -> AppResult<Vec<Order>> {
+/// A page of orders: a plain page walks the (tenant_id, id) index on a read lane; a filter
+/// may read many rows per page, so it goes to the pool.
+pub async fn list(db: &TenantDb, filter: &OrderFilter) -> Result<Vec<Order>> {
     let mut w = Where::tenant("o.tenant_id", db.tenant_id());
     w.push_opt("o.status = {}", filter.status);
     w.push_opt("o.channel = {}", filter.channel);
@@ -54,13 +92,15 @@ pub async fn list(db: &TenantDb, filter: &OrderFilter) -> AppResult<Vec<Order>> 
         Order::COLUMNS,
         w.sql()
     );
-    // A plain page walks the (tenant_id, id) index; a filter may read many rows per page.
     let rows = if filter.is_plain_page() {
         db.read(&sql, &w.params()).await?
     } else {
         db.query(&sql, &w.params()).await?
     };
-    rows.iter().map(Order::from_row).collect()
+    Ok(rows
+        .iter()
+        .map(Order::from_row)
+        .collect::<Result<_, DbError>>()?)
 }
 
 /// A product as an order line needs it, locked.
@@ -74,65 +114,49 @@ struct Stocked {
     stock: i32,
 }
 
-fn insufficient_stock(detail: String) -> AppError {
-    AppError::Conflict {
-        code: "insufficient_stock",
-        detail,
-    }
-}
-
 /// Checks every line against its locked product; returns the lines with their product.
-fn price_lines<'a>(
-    order: &NewOrder,
-    products: &'a [Stocked],
-) -> AppResult<Vec<(&'a Stocked, i32)>> {
+fn price_lines<'a>(order: &NewOrder, products: &'a [Stocked]) -> Result<Vec<(&'a Stocked, i32)>> {
     let mut lines = Vec::with_capacity(order.items.len());
     for (i, (product_id, quantity)) in order.items.iter().enumerate() {
         let product = products
             .iter()
             .find(|p| p.id == *product_id)
-            .ok_or_else(|| AppError::MissingReference {
-                field: format!("items[{i}].product_id"),
-                what: "product",
-            })?;
+            .ok_or(OrderError::ProductMissing(i))?;
         lines.push((product, *quantity));
     }
     let currency = &lines[0].0.currency;
-    let mut errors = Vec::new();
+    let mut problems = Vec::new();
     for (i, (product, _)) in lines.iter().enumerate() {
-        let field = format!("items[{i}].product_id");
         if product.status != ProductStatus::Active {
-            errors.push(FieldError::new(
-                field,
-                format!("the product is {}, not on sale", product.status.as_str()),
-            ));
+            problems.push((i, LineProblem::NotOnSale(product.status)));
         } else if &product.currency != currency {
-            errors.push(FieldError::new(
-                field,
-                format!(
-                    "the product is priced in {}, the order in {currency}: one currency per order",
-                    product.currency
-                ),
+            problems.push((
+                i,
+                LineProblem::Currency {
+                    product: product.currency.clone(),
+                    order: currency.clone(),
+                },
             ));
         }
     }
-    if !errors.is_empty() {
-        return Err(AppError::Validation(errors));
+    if !problems.is_empty() {
+        return Err(OrderError::Lines(problems));
     }
     for (i, (product, quantity)) in lines.iter().enumerate() {
         if product.stock < *quantity {
-            return Err(insufficient_stock(format!(
-                "items[{i}]: {} in stock, {quantity} ordered",
-                product.stock
-            )));
+            return Err(OrderError::InsufficientStock(Some((
+                i,
+                product.stock,
+                *quantity,
+            ))));
         }
     }
     Ok(lines)
 }
 
 /// Places an order: locks its products, prices it from them, reserves the stock and stores
-/// it, all in one transaction.
-pub async fn create(db: &TenantDb, order: &NewOrder) -> AppResult<Order> {
+/// it, all in one pooled transaction.
+pub async fn create(db: &TenantDb, order: &NewOrder) -> Result<Order> {
     let tx = db.begin().await?;
     let ids: Vec<Uuid> = order.items.iter().map(|(id, _)| *id).collect();
     let products: Vec<Stocked> = tx
@@ -161,7 +185,7 @@ pub async fn create(db: &TenantDb, order: &NewOrder) -> AppResult<Order> {
                 .checked_mul(i64::from(*q))
                 .and_then(|line| sum.checked_add(line))
         })
-        .ok_or_else(|| AppError::validation("items", "the order total is too large"))?;
+        .ok_or(OrderError::TotalTooLarge)?;
     let quantities: Vec<i32> = lines.iter().map(|(_, q)| *q).collect();
 
     // The rows are locked, so this cannot fail; the condition keeps it safe regardless.
@@ -174,7 +198,7 @@ pub async fn create(db: &TenantDb, order: &NewOrder) -> AppResult<Order> {
         )
         .await?;
     if reserved as usize != ids.len() {
-        return Err(insufficient_stock("The stock changed; try again.".into()));
+        return Err(OrderError::InsufficientStock(None));
     }
 
     let id = Uuid::now_v7();
@@ -222,7 +246,7 @@ pub async fn create(db: &TenantDb, order: &NewOrder) -> AppResult<Order> {
 /// Puts a cancelled order's stock back on its products (those that still exist), up to the
 /// stock bound: both are at most `MAX_STOCK`, so the sum fits an `integer` and the release
 /// never fails.
-async fn release_stock(tx: &TenantTx, order_id: Uuid) -> AppResult<()> {
+async fn release_stock(tx: &TenantTx, order_id: Uuid) -> Result<()> {
     tx.execute(
         "SELECT 1 FROM products WHERE tenant_id = $1 AND id IN
              (SELECT product_id FROM order_items WHERE tenant_id = $1 AND order_id = $2)
@@ -245,33 +269,30 @@ async fn release_stock(tx: &TenantTx, order_id: Uuid) -> AppResult<()> {
     Ok(())
 }
 
-/// Locks the order and returns its status and delivery time; 404 when it does not exist.
+/// Locks the order and returns its status and delivery time.
 async fn lock(
     tx: &TenantTx,
     id: Uuid,
-) -> AppResult<(OrderStatus, Option<chrono::DateTime<chrono::Utc>>)> {
+) -> Result<(OrderStatus, Option<chrono::DateTime<chrono::Utc>>)> {
     let row = tx
         .query_opt(
             "SELECT status, delivered_at FROM orders WHERE tenant_id = $1 AND id = $2 FOR UPDATE",
             &[&tx.tenant_id(), &id],
         )
         .await?
-        .ok_or(AppError::NotFound("order"))?;
+        .ok_or(OrderError::NotFound)?;
     Ok((row.get(0), row.get(1)))
 }
 
-/// Moves an order to another status under its row lock, so concurrent moves are serialised.
-pub async fn transition(db: &TenantDb, id: Uuid, change: &StatusChange) -> AppResult<Order> {
+/// Moves an order to another status under its row lock, so concurrent moves are serialised
+/// (one pooled transaction).
+pub async fn transition(db: &TenantDb, id: Uuid, change: &StatusChange) -> Result<Order> {
     let tx = db.begin().await?;
     let (current, _) = lock(&tx, id).await?;
     if !current.can_move_to(change.status) {
-        return Err(AppError::Conflict {
-            code: "invalid_transition",
-            detail: format!(
-                "An order cannot move from {} to {}.",
-                current.as_str(),
-                change.status.as_str()
-            ),
+        return Err(OrderError::InvalidTransition {
+            from: current,
+            to: change.status,
         });
     }
     if change.status == OrderStatus::Cancelled {
@@ -301,14 +322,11 @@ pub async fn transition(db: &TenantDb, id: Uuid, change: &StatusChange) -> AppRe
 }
 
 /// Records the customer's rating: once, and only for an order that was delivered.
-pub async fn rate(db: &TenantDb, id: Uuid, rating: &NewRating) -> AppResult<Rating> {
+pub async fn rate(db: &TenantDb, id: Uuid, rating: &NewRating) -> Result<Rating> {
     let tx = db.begin().await?;
     let (_, delivered_at) = lock(&tx, id).await?;
     if delivered_at.is_none() {
-        return Err(AppError::Conflict {
-            code: "invalid_state",
-            detail: "Only a delivered order can be rated.".into(),
-        });
+        return Err(OrderError::NotDelivered);
     }
     let row = tx
         .query_one(
@@ -317,13 +335,7 @@ pub async fn rate(db: &TenantDb, id: Uuid, rating: &NewRating) -> AppResult<Rati
             &[&tx.tenant_id(), &id, &rating.stars, &rating.comment],
         )
         .await
-        .map_err(|e| match e.unique_violation() {
-            Some("order_ratings_pkey") => AppError::Conflict {
-                code: "already_rated",
-                detail: "This order has already been rated.".into(),
-            },
-            _ => e.into(),
-        })?;
+        .on_constraint("order_ratings_pkey", || OrderError::AlreadyRated)?;
     tx.commit().await?;
     Ok(Rating {
         stars: row.get("stars"),

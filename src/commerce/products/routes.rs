@@ -5,8 +5,8 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::model::{CreateProduct, Product, ProductQuery, UpdateProduct};
-use super::store;
-use crate::error::AppResult;
+use super::store::{self, ProductError};
+use crate::error::{AppError, AppResult};
 use crate::extract::{ApiJson, IdPath, Page};
 use crate::state::AppState;
 use crate::tenancy::TenantCtx;
@@ -95,4 +95,25 @@ pub async fn update_product(
 pub async fn delete_product(ctx: TenantCtx, IdPath(id): IdPath) -> AppResult<StatusCode> {
     store::delete(ctx.db(), id).await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+impl From<ProductError> for AppError {
+    #[track_caller]
+    fn from(err: ProductError) -> Self {
+        match err {
+            ProductError::NotFound => Self::NotFound("product"),
+            ProductError::SkuTaken => Self::Conflict {
+                code: "sku_taken",
+                detail: "A product with this sku already exists in the tenant.".into(),
+            },
+            ProductError::MediaMissing(index) => Self::MissingReference {
+                field: match index {
+                    Some(i) => format!("media_ids[{i}]"),
+                    None => "media_ids".into(),
+                },
+                what: "media",
+            },
+            ProductError::Db(e) => e.into(),
+        }
+    }
 }

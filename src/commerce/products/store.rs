@@ -4,8 +4,33 @@ use uuid::Uuid;
 
 use super::model::{NewProduct, Product, ProductChange, ProductFilter};
 use crate::commerce::filter::{Statement, Where, contains_pattern};
-use crate::db::{Conn, DbError, TenantDb, TenantTx};
-use crate::error::{AppError, AppResult};
+use crate::db::{Conn, DbError, OnConstraint, TenantDb, TenantTx, Violation};
+
+/// What can go wrong storing products, in storage terms (the routes choose the API's answer).
+#[derive(Debug, thiserror::Error)]
+pub enum ProductError {
+    #[error("no such product")]
+    NotFound,
+    #[error("the sku is taken")]
+    SkuTaken,
+    /// A media id that is not a media of this tenant: its position in `media_ids`, when
+    /// known (a media deleted meanwhile is found only by the foreign key).
+    #[error("media missing")]
+    MediaMissing(Option<usize>),
+    #[error(transparent)]
+    Db(#[from] DbError),
+}
+
+impl Violation for ProductError {
+    fn violated(&self) -> Option<&str> {
+        match self {
+            Self::Db(e) => e.violated(),
+            _ => None,
+        }
+    }
+}
+
+type Result<T, E = ProductError> = std::result::Result<T, E>;
 
 /// The searchable text of a product, as `product_search_terms_sync` (migration 0002) sees it.
 const SEARCH_TEXT: &str = "(p.name || ' ' || coalesce(p.sku, ''))";
@@ -15,20 +40,6 @@ const SEARCH_TEXT: &str = "(p.name || ' ' || coalesce(p.sku, ''))";
 fn has_trigram(q: &str) -> bool {
     q.split(|c: char| c.is_ascii() && !c.is_ascii_alphanumeric())
         .any(|word| word.chars().count() >= 3)
-}
-
-fn conflict(err: DbError) -> AppError {
-    match (err.unique_violation(), err.foreign_key_violation()) {
-        (Some("products_sku_key"), _) => AppError::Conflict {
-            code: "sku_taken",
-            detail: "A product with this sku already exists in the tenant.".into(),
-        },
-        (_, Some("product_media_media_fkey")) => AppError::MissingReference {
-            field: "media_ids".into(),
-            what: "media",
-        },
-        _ => err.into(),
-    }
 }
 
 /// The statement behind `GET /api/v1/products` (public so that a test can check its plan).
@@ -63,9 +74,10 @@ pub fn list_statement(tenant_id: Uuid, filter: &ProductFilter) -> Statement {
     }
 }
 
-pub async fn list(db: &TenantDb, filter: &ProductFilter) -> AppResult<Vec<Product>> {
+/// A page of products. A plain page walks the (tenant_id, id) index, so it goes to a read
+/// lane; a search or a filter may read many rows, so it goes to the pool.
+pub async fn list(db: &TenantDb, filter: &ProductFilter) -> Result<Vec<Product>> {
     let statement = list_statement(db.tenant_id(), filter);
-    // A plain page walks the (tenant_id, id) index; a search or filter may read many rows.
     let rows = if filter.is_plain_page() {
         db.read(&statement.sql, &statement.params()).await?
     } else {
@@ -74,11 +86,11 @@ pub async fn list(db: &TenantDb, filter: &ProductFilter) -> AppResult<Vec<Produc
     Ok(rows.iter().map(Product::from_row).collect())
 }
 
-async fn fetch(conn: &Conn, tenant_id: Uuid, id: Uuid) -> AppResult<Option<Product>> {
-    Ok(conn
-        .query_opt(&select_one(), &[&tenant_id, &id])
+async fn fetch(conn: &Conn, tenant_id: Uuid, id: Uuid) -> Result<Product> {
+    conn.query_opt(&select_one(), &[&tenant_id, &id])
         .await?
-        .map(|r| Product::from_row(&r)))
+        .map(|r| Product::from_row(&r))
+        .ok_or(ProductError::NotFound)
 }
 
 fn select_one() -> String {
@@ -88,16 +100,17 @@ fn select_one() -> String {
     )
 }
 
-pub async fn get(db: &TenantDb, id: Uuid) -> AppResult<Product> {
+/// One product, by key on a read lane.
+pub async fn get(db: &TenantDb, id: Uuid) -> Result<Product> {
     db.read_opt(&select_one(), &[&db.tenant_id(), &id])
         .await?
         .map(|r| Product::from_row(&r))
-        .ok_or(AppError::NotFound("product"))
+        .ok_or(ProductError::NotFound)
 }
 
-/// Every id in `media_ids` must be a media of this tenant: 404 naming the first that is not.
+/// Every id in `media_ids` must be a media of this tenant; the first that is not is named.
 /// (A media deleted meanwhile trips `product_media_media_fkey` on insert instead.)
-async fn check_media(tx: &TenantTx, media_ids: &[Uuid]) -> AppResult<()> {
+async fn check_media(tx: &TenantTx, media_ids: &[Uuid]) -> Result<()> {
     if media_ids.is_empty() {
         return Ok(());
     }
@@ -111,15 +124,12 @@ async fn check_media(tx: &TenantTx, media_ids: &[Uuid]) -> AppResult<()> {
         .map(|r| r.get(0))
         .collect();
     match media_ids.iter().position(|id| !found.contains(id)) {
-        Some(i) => Err(AppError::MissingReference {
-            field: format!("media_ids[{i}]"),
-            what: "media",
-        }),
+        Some(i) => Err(ProductError::MediaMissing(Some(i))),
         None => Ok(()),
     }
 }
 
-async fn attach_media(tx: &TenantTx, product_id: Uuid, media_ids: &[Uuid]) -> AppResult<()> {
+async fn attach_media(tx: &TenantTx, product_id: Uuid, media_ids: &[Uuid]) -> Result<()> {
     tx.execute(
         "DELETE FROM product_media WHERE tenant_id = $1 AND product_id = $2",
         &[&tx.tenant_id(), &product_id],
@@ -135,12 +145,14 @@ async fn attach_media(tx: &TenantTx, product_id: Uuid, media_ids: &[Uuid]) -> Ap
         &[&tx.tenant_id(), &product_id, &media_ids],
     )
     .await
-    .map_err(conflict)?;
+    .on_constraint("product_media_media_fkey", || {
+        ProductError::MediaMissing(None)
+    })?;
     Ok(())
 }
 
-/// Creates a product in one transaction (where a product quota check belongs).
-pub async fn create(db: &TenantDb, new: &NewProduct) -> AppResult<Product> {
+/// Creates a product in one pooled transaction; the product quota trigger runs in it.
+pub async fn create(db: &TenantDb, new: &NewProduct) -> Result<Product> {
     let tx = db.begin().await?;
     check_media(&tx, &new.media_ids).await?;
     let id = Uuid::now_v7();
@@ -161,16 +173,15 @@ pub async fn create(db: &TenantDb, new: &NewProduct) -> AppResult<Product> {
         ],
     )
     .await
-    .map_err(conflict)?;
+    .on_constraint("products_sku_key", || ProductError::SkuTaken)?;
     attach_media(&tx, id, &new.media_ids).await?;
-    let product = fetch(&tx, tx.tenant_id(), id)
-        .await?
-        .ok_or(AppError::NotFound("product"))?;
+    let product = fetch(&tx, tx.tenant_id(), id).await?;
     tx.commit().await?;
     Ok(product)
 }
 
-pub async fn update(db: &TenantDb, id: Uuid, change: &ProductChange) -> AppResult<Product> {
+/// Changes a product in one pooled transaction.
+pub async fn update(db: &TenantDb, id: Uuid, change: &ProductChange) -> Result<Product> {
     let tx = db.begin().await?;
     if let Some(media_ids) = &change.media_ids {
         check_media(&tx, media_ids).await?;
@@ -202,22 +213,21 @@ pub async fn update(db: &TenantDb, id: Uuid, change: &ProductChange) -> AppResul
             ],
         )
         .await
-        .map_err(conflict)?;
+        .on_constraint("products_sku_key", || ProductError::SkuTaken)?;
     if updated == 0 {
-        return Err(AppError::NotFound("product"));
+        return Err(ProductError::NotFound);
     }
     if let Some(media_ids) = &change.media_ids {
         attach_media(&tx, id, media_ids).await?;
     }
-    let product = fetch(&tx, tx.tenant_id(), id)
-        .await?
-        .ok_or(AppError::NotFound("product"))?;
+    let product = fetch(&tx, tx.tenant_id(), id).await?;
     tx.commit().await?;
     Ok(product)
 }
 
-/// Deletes a product; its order lines keep their copy of name, sku and price.
-pub async fn delete(db: &TenantDb, id: Uuid) -> AppResult<()> {
+/// Deletes a product (one pooled statement); its order lines keep their copy of name, sku and
+/// price.
+pub async fn delete(db: &TenantDb, id: Uuid) -> Result<()> {
     let deleted = db
         .query(
             "DELETE FROM products WHERE tenant_id = $1 AND id = $2 RETURNING id",
@@ -225,7 +235,7 @@ pub async fn delete(db: &TenantDb, id: Uuid) -> AppResult<()> {
         )
         .await?;
     if deleted.is_empty() {
-        return Err(AppError::NotFound("product"));
+        return Err(ProductError::NotFound);
     }
     Ok(())
 }

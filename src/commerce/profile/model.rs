@@ -38,7 +38,7 @@ impl SellerProfile {
     pub const COLUMNS: &'static str = "store_name, slug, bio, logo_url, banner_url, contact_email, \
         contact_phone, social_handles, business_address, created_at, updated_at";
 
-    pub fn from_row(row: &Row) -> Result<Self, AppError> {
+    pub fn from_row(row: &Row) -> Result<Self, crate::db::DbError> {
         Ok(Self {
             store_name: row.get("store_name"),
             slug: row.get("slug"),

@@ -4,7 +4,7 @@ use utoipa_axum::routes;
 
 use super::model::{PutSellerProfile, SellerProfile};
 use super::store;
-use crate::error::AppResult;
+use crate::error::{AppError, AppResult};
 use crate::extract::ApiJson;
 use crate::state::AppState;
 use crate::tenancy::TenantCtx;
@@ -20,7 +20,10 @@ pub fn router() -> OpenApiRouter<AppState> {
         (status = 404, description = "`not_found`: no profile saved yet"),
     ))]
 pub async fn get_profile(ctx: TenantCtx) -> AppResult<Json<SellerProfile>> {
-    Ok(Json(store::get(ctx.db()).await?))
+    store::get(ctx.db())
+        .await?
+        .map(Json)
+        .ok_or(AppError::NotFound("seller profile"))
 }
 
 /// Creates or replaces the seller profile (owner or admin).

@@ -2,28 +2,28 @@
 
 use super::model::{ProfileInput, SellerProfile};
 use crate::commerce::to_json;
-use crate::db::TenantDb;
-use crate::error::{AppError, AppResult};
+use crate::db::{DbError, TenantDb};
 
-pub async fn get(db: &TenantDb) -> AppResult<SellerProfile> {
-    let row = db
-        .read_opt(
-            &format!(
-                "SELECT {} FROM seller_profiles WHERE tenant_id = $1",
-                SellerProfile::COLUMNS
-            ),
-            &[&db.tenant_id()],
-        )
-        .await?
-        .ok_or(AppError::NotFound("seller profile"))?;
-    SellerProfile::from_row(&row)
+/// The profile, if one was saved (by key, on a read lane).
+pub async fn get(db: &TenantDb) -> Result<Option<SellerProfile>, DbError> {
+    db.read_opt(
+        &format!(
+            "SELECT {} FROM seller_profiles WHERE tenant_id = $1",
+            SellerProfile::COLUMNS
+        ),
+        &[&db.tenant_id()],
+    )
+    .await?
+    .map(|row| SellerProfile::from_row(&row))
+    .transpose()
 }
 
-pub async fn put(db: &TenantDb, input: &ProfileInput) -> AppResult<SellerProfile> {
+/// Saves the profile (one pooled upsert).
+pub async fn put(db: &TenantDb, input: &ProfileInput) -> Result<SellerProfile, DbError> {
     let social = to_json(&input.social_handles)?;
     let address = to_json(&input.business_address)?;
-    let row = db
-        .query_opt(
+    let rows = db
+        .query(
             &format!(
                 "INSERT INTO seller_profiles AS p (tenant_id, store_name, slug, bio, logo_url,
                      banner_url, contact_email, contact_phone, social_handles, business_address)
@@ -52,7 +52,9 @@ pub async fn put(db: &TenantDb, input: &ProfileInput) -> AppResult<SellerProfile
                 &address,
             ],
         )
-        .await?
-        .ok_or_else(|| AppError::Internal(anyhow::anyhow!("upsert returned no row")))?;
-    SellerProfile::from_row(&row)
+        .await?;
+    SellerProfile::from_row(
+        rows.first()
+            .ok_or(DbError::Decode("the upsert returned no row".into()))?,
+    )
 }

@@ -5,7 +5,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::model::{CreateUser, UpdateUser, User};
-use super::store;
+use super::store::{self, UserError};
 use crate::error::{AppError, AppResult};
 use crate::extract::{ApiJson, IdPath, Page, PageQuery};
 use crate::state::AppState;
@@ -120,4 +120,31 @@ pub async fn delete_user(
     let subject = store::delete(ctx.db(), ctx.user_id, id).await?;
     forget(&state, &ctx, subject).await;
     Ok(StatusCode::NO_CONTENT)
+}
+
+impl From<UserError> for AppError {
+    #[track_caller]
+    fn from(err: UserError) -> Self {
+        match err {
+            UserError::NotFound => Self::NotFound("user"),
+            UserError::ExternalIdTaken => Self::Conflict {
+                code: "user_exists",
+                detail: "A user with this external_id already exists in the tenant.".into(),
+            },
+            UserError::EmailTaken => Self::Conflict {
+                code: "email_taken",
+                detail: "A user with this email already exists in the tenant.".into(),
+            },
+            UserError::ActorNotManager => {
+                Self::Forbidden("This action needs the owner or admin role.")
+            }
+            UserError::OwnerOnly => Self::Forbidden("Only an owner can change or remove an owner."),
+            UserError::LastOwner => Self::Conflict {
+                code: "invalid_state",
+                detail: "The tenant's last active owner cannot be removed, demoted or deactivated."
+                    .into(),
+            },
+            UserError::Db(e) => e.into(),
+        }
+    }
 }

@@ -4,27 +4,44 @@
 use uuid::Uuid;
 
 use super::model::{NewUser, User, UserChange};
-use crate::db::{DbError, TenantDb, TenantTx};
-use crate::error::{AppError, AppResult};
+use crate::db::{DbError, OnConstraint, TenantDb, TenantTx, Violation};
 use crate::extract::PageRequest;
 use crate::tenancy::directory::{Directory, Invalidation};
 use crate::tenancy::model::Role;
 
-fn conflict(err: DbError) -> AppError {
-    match err.unique_violation() {
-        Some("users_external_id_key") => AppError::Conflict {
-            code: "user_exists",
-            detail: "A user with this external_id already exists in the tenant.".into(),
-        },
-        Some("users_email_key") => AppError::Conflict {
-            code: "email_taken",
-            detail: "A user with this email already exists in the tenant.".into(),
-        },
-        _ => err.into(),
+/// What can go wrong storing users, in storage terms (the routes choose the API's answer).
+#[derive(Debug, thiserror::Error)]
+pub enum UserError {
+    #[error("no such user")]
+    NotFound,
+    #[error("the external id is taken")]
+    ExternalIdTaken,
+    #[error("the email is taken")]
+    EmailTaken,
+    /// The actor is no longer an active owner or admin (a concurrent change demoted it).
+    #[error("the actor may not manage users")]
+    ActorNotManager,
+    #[error("only an owner may change an owner")]
+    OwnerOnly,
+    #[error("the last active owner must stay")]
+    LastOwner,
+    #[error(transparent)]
+    Db(#[from] DbError),
+}
+
+impl Violation for UserError {
+    fn violated(&self) -> Option<&str> {
+        match self {
+            Self::Db(e) => e.violated(),
+            _ => None,
+        }
     }
 }
 
-pub async fn list(db: &TenantDb, page: PageRequest) -> AppResult<Vec<User>> {
+type Result<T, E = UserError> = std::result::Result<T, E>;
+
+/// A page of users, newest first: an index walk, on a read lane.
+pub async fn list(db: &TenantDb, page: PageRequest) -> Result<Vec<User>> {
     let rows = db
         .read(
             &format!(
@@ -39,7 +56,8 @@ pub async fn list(db: &TenantDb, page: PageRequest) -> AppResult<Vec<User>> {
     Ok(rows.iter().map(User::from_row).collect())
 }
 
-pub async fn get(db: &TenantDb, id: Uuid) -> AppResult<User> {
+/// One user, by key on a read lane.
+pub async fn get(db: &TenantDb, id: Uuid) -> Result<User> {
     db.read_opt(
         &format!(
             "SELECT {} FROM users WHERE tenant_id = $1 AND id = $2",
@@ -49,10 +67,11 @@ pub async fn get(db: &TenantDb, id: Uuid) -> AppResult<User> {
     )
     .await?
     .map(|r| User::from_row(&r))
-    .ok_or(AppError::NotFound("user"))
+    .ok_or(UserError::NotFound)
 }
 
-pub async fn create(db: &TenantDb, new: &NewUser) -> AppResult<User> {
+/// Adds a member in one pooled transaction (the user quota trigger runs in it).
+pub async fn create(db: &TenantDb, new: &NewUser) -> Result<User> {
     let tx = db.begin().await?;
     let row = tx
         .query_one(
@@ -70,7 +89,8 @@ pub async fn create(db: &TenantDb, new: &NewUser) -> AppResult<User> {
             ],
         )
         .await
-        .map_err(conflict)?;
+        .on_constraint("users_external_id_key", || UserError::ExternalIdTaken)
+        .on_constraint("users_email_key", || UserError::EmailTaken)?;
     // Other instances may hold a cached "not a member" for this subject.
     announce(&tx, &new.external_id).await?;
     tx.commit().await?;
@@ -88,7 +108,7 @@ struct Locked {
 
 /// Locks the tenant's active owners, then the target user (always in this order, so
 /// concurrent changes cannot deadlock), and reads the actor's current role.
-async fn lock_target(tx: &TenantTx, actor_id: Uuid, id: Uuid) -> AppResult<Locked> {
+async fn lock_target(tx: &TenantTx, actor_id: Uuid, id: Uuid) -> Result<Locked> {
     let active_owners = tx
         .query(
             "SELECT id FROM users WHERE tenant_id = $1 AND role = 'owner' AND is_active
@@ -105,9 +125,7 @@ async fn lock_target(tx: &TenantTx, actor_id: Uuid, id: Uuid) -> AppResult<Locke
         .await?
         .and_then(|r| r.get::<_, &str>(0).parse::<Role>().ok())
         .filter(|role| role.can_manage())
-        .ok_or(AppError::Forbidden(
-            "This action needs the owner or admin role.",
-        ))?;
+        .ok_or(UserError::ActorNotManager)?;
     let target = tx
         .query_opt(
             &format!(
@@ -118,7 +136,7 @@ async fn lock_target(tx: &TenantTx, actor_id: Uuid, id: Uuid) -> AppResult<Locke
         )
         .await?
         .map(|r| User::from_row(&r))
-        .ok_or(AppError::NotFound("user"))?;
+        .ok_or(UserError::NotFound)?;
     Ok(Locked {
         active_owners,
         actor,
@@ -126,23 +144,14 @@ async fn lock_target(tx: &TenantTx, actor_id: Uuid, id: Uuid) -> AppResult<Locke
     })
 }
 
-fn only_owners_touch_owners(actor: Role, target: &User, new_role: Option<Role>) -> AppResult<()> {
+fn only_owners_touch_owners(actor: Role, target: &User, new_role: Option<Role>) -> Result<()> {
     if actor != Role::Owner && (target.role == Role::Owner || new_role == Some(Role::Owner)) {
-        return Err(AppError::Forbidden(
-            "Only an owner can change or remove an owner.",
-        ));
+        return Err(UserError::OwnerOnly);
     }
     Ok(())
 }
 
-fn last_owner() -> AppError {
-    AppError::Conflict {
-        code: "invalid_state",
-        detail: "The tenant's last active owner cannot be removed, demoted or deactivated.".into(),
-    }
-}
-
-async fn announce(tx: &TenantTx, subject: &str) -> AppResult<()> {
+async fn announce(tx: &TenantTx, subject: &str) -> Result<()> {
     Directory::announce(
         tx,
         &Invalidation {
@@ -154,12 +163,7 @@ async fn announce(tx: &TenantTx, subject: &str) -> AppResult<()> {
     Ok(())
 }
 
-pub async fn update(
-    db: &TenantDb,
-    actor_id: Uuid,
-    id: Uuid,
-    change: &UserChange,
-) -> AppResult<User> {
+pub async fn update(db: &TenantDb, actor_id: Uuid, id: Uuid, change: &UserChange) -> Result<User> {
     let tx = db.begin().await?;
     let Locked {
         active_owners,
@@ -171,7 +175,7 @@ pub async fn update(
         && target.is_active
         && (change.role.is_some_and(|r| r != Role::Owner) || change.is_active == Some(false));
     if stops_being_owner && active_owners <= 1 {
-        return Err(last_owner());
+        return Err(UserError::LastOwner);
     }
     let row = tx
         .query_one(
@@ -190,14 +194,15 @@ pub async fn update(
             ],
         )
         .await
-        .map_err(conflict)?;
+        .on_constraint("users_external_id_key", || UserError::ExternalIdTaken)
+        .on_constraint("users_email_key", || UserError::EmailTaken)?;
     announce(&tx, &target.external_id).await?;
     tx.commit().await?;
     Ok(User::from_row(&row))
 }
 
 /// Deletes a user; returns its external id (to invalidate cached memberships).
-pub async fn delete(db: &TenantDb, actor_id: Uuid, id: Uuid) -> AppResult<String> {
+pub async fn delete(db: &TenantDb, actor_id: Uuid, id: Uuid) -> Result<String> {
     let tx = db.begin().await?;
     let Locked {
         active_owners,
@@ -206,7 +211,7 @@ pub async fn delete(db: &TenantDb, actor_id: Uuid, id: Uuid) -> AppResult<String
     } = lock_target(&tx, actor_id, id).await?;
     only_owners_touch_owners(actor, &target, None)?;
     if target.role == Role::Owner && target.is_active && active_owners <= 1 {
-        return Err(last_owner());
+        return Err(UserError::LastOwner);
     }
     tx.execute(
         "DELETE FROM users WHERE tenant_id = $1 AND id = $2",

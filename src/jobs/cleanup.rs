@@ -5,16 +5,16 @@
 //! It visits tenants one at a time, in a transaction of its own with that tenant set, so
 //! row-level security still scopes every statement; object bytes are deleted after commit.
 
-use std::time::Duration;
+use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
-use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
+use super::Job;
 use crate::clock::Clock;
-use crate::commerce::media::storage::MediaStore;
 use crate::db::Db;
-use crate::tenancy::model::Limits;
+use crate::limits::Limits;
+use crate::storage::MediaStore;
 
 /// How long a media may stay unreferenced.
 pub const MEDIA_GRACE: chrono::Duration = chrono::Duration::hours(24);
@@ -29,10 +29,12 @@ pub struct CleanupReport {
     pub messages_purged: u64,
     pub threads_purged: u64,
     pub usage_buckets_purged: u64,
+    /// Tenants whose pass failed (logged); the others were still cleaned.
+    pub tenants_failed: u64,
 }
 
 /// One pass over every tenant as of `now`.
-pub async fn run_once(
+pub async fn run_at(
     db: &Db,
     media: &MediaStore,
     now: DateTime<Utc>,
@@ -47,9 +49,16 @@ pub async fn run_once(
         .collect();
     let mut report = CleanupReport::default();
     for (tenant, limits) in tenants {
-        let keys = clean_tenant(db, tenant, &limits, now, &mut report).await?;
-        for key in keys {
-            media.delete(&key).await;
+        match clean_tenant(db, tenant, &limits, now, &mut report).await {
+            Ok(keys) => {
+                for key in keys {
+                    media.delete(&key).await;
+                }
+            }
+            Err(e) => {
+                report.tenants_failed += 1;
+                tracing::warn!(%tenant, error = %format!("{e:#}"), "cleanup of a tenant failed");
+            }
         }
     }
     Ok(report)
@@ -104,23 +113,18 @@ async fn clean_tenant(
     Ok(purged.iter().map(|r| r.get(0)).collect())
 }
 
-/// Runs a pass every `interval` (the first one interval after start) until `stop`.
-pub async fn run(
-    db: Db,
-    media: MediaStore,
-    clock: std::sync::Arc<dyn Clock>,
-    interval: Duration,
-    stop: CancellationToken,
-) {
-    let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            _ = stop.cancelled() => return,
-            _ = ticker.tick() => match run_once(&db, &media, clock.now()).await {
-                Ok(report) => tracing::info!(?report, "cleanup pass finished"),
-                Err(e) => tracing::warn!(error = %e, "cleanup pass failed"),
-            },
-        }
+/// The cleanup as a scheduled job, as of the service clock.
+pub struct Cleanup {
+    pub db: Db,
+    pub media: MediaStore,
+    pub clock: Arc<dyn Clock>,
+}
+
+impl Job for Cleanup {
+    const NAME: &'static str = "cleanup";
+    type Report = CleanupReport;
+
+    async fn run_once(&self) -> anyhow::Result<CleanupReport> {
+        run_at(&self.db, &self.media, self.clock.now()).await
     }
 }

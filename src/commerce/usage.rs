@@ -1,18 +1,17 @@
+//! The tenant's usage and quotas (SPEC §5), also read by the admin module.
+
 use axum::Json;
 use axum::extract::State;
 use serde::Serialize;
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
-use uuid::Uuid;
 
-use super::quotas::{self, Quotas};
-use super::usage::{self, History};
-use super::{Decision, WindowState};
-use crate::auth::PlatformAdmin;
 use crate::db::TenantDb;
-use crate::error::{AppError, AppResult};
-use crate::extract::IdPath;
+use crate::error::AppResult;
+use crate::limits::quotas::{self, Quotas};
+use crate::limits::usage::{self, History};
+use crate::limits::{Decision, WindowState};
 use crate::state::AppState;
 use crate::tenancy::TenantCtx;
 use crate::tenancy::model::Tenant;
@@ -21,8 +20,6 @@ pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(tenant_usage))
         .routes(routes!(tenant_quotas))
-        .routes(routes!(admin_usage))
-        .routes(routes!(admin_quotas))
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -53,7 +50,8 @@ pub struct Usage {
     pub history: History,
 }
 
-async fn usage_of(state: &AppState, tenant: &Tenant, db: &TenantDb) -> AppResult<Usage> {
+/// A tenant's usage: the limiter's live windows and the flushed history.
+pub async fn usage_of(state: &AppState, tenant: &Tenant, db: &TenantDb) -> AppResult<Usage> {
     let now = state.clock.now().timestamp();
     let live = match &state.limiter {
         Some(limiter) => limiter.peek(tenant.id, &tenant.limits, now).await,
@@ -80,49 +78,4 @@ pub async fn tenant_usage(State(state): State<AppState>, ctx: TenantCtx) -> AppR
     responses((status = 200, description = "Quotas", body = Quotas)))]
 pub async fn tenant_quotas(ctx: TenantCtx) -> AppResult<Json<Quotas>> {
     Ok(Json(quotas::current(ctx.db(), &ctx.tenant.limits).await?))
-}
-
-async fn tenant_record(state: &AppState, id: Uuid) -> AppResult<std::sync::Arc<Tenant>> {
-    state
-        .directory
-        .tenant(id)
-        .await
-        .map_err(|e| AppError::Internal(anyhow::anyhow!("tenant lookup: {e}")))?
-        .ok_or(AppError::NotFound("tenant"))
-}
-
-/// Any tenant's usage (platform admins).
-#[utoipa::path(get, path = "/api/v1/admin/tenants/{id}/usage", tag = "admin",
-    params(("id" = Uuid, Path, description = "Tenant id")),
-    responses(
-        (status = 200, description = "Usage", body = Usage),
-        (status = 404, description = "`not_found`"),
-    ))]
-pub async fn admin_usage(
-    State(state): State<AppState>,
-    _admin: PlatformAdmin,
-    IdPath(id): IdPath,
-) -> AppResult<Json<Usage>> {
-    let tenant = tenant_record(&state, id).await?;
-    Ok(Json(
-        usage_of(&state, &tenant, &state.db.for_tenant(id)).await?,
-    ))
-}
-
-/// Any tenant's quotas (platform admins).
-#[utoipa::path(get, path = "/api/v1/admin/tenants/{id}/quotas", tag = "admin",
-    params(("id" = Uuid, Path, description = "Tenant id")),
-    responses(
-        (status = 200, description = "Quotas", body = Quotas),
-        (status = 404, description = "`not_found`"),
-    ))]
-pub async fn admin_quotas(
-    State(state): State<AppState>,
-    _admin: PlatformAdmin,
-    IdPath(id): IdPath,
-) -> AppResult<Json<Quotas>> {
-    let tenant = tenant_record(&state, id).await?;
-    Ok(Json(
-        quotas::current(&state.db.for_tenant(id), &tenant.limits).await?,
-    ))
 }

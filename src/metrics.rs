@@ -1,0 +1,193 @@
+//! The server's Prometheus metrics: a leaf that every layer increments. It depends only on the
+//! Prometheus client; callers pass plain labels (`&'static str` kinds, the matched route).
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RequestLabels {
+    method: String,
+    route: String,
+    status: u16,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RouteLabels {
+    method: String,
+    route: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct KindLabels {
+    kind: String,
+}
+
+type HistogramFamily = Family<RouteLabels, Histogram, fn() -> Histogram>;
+
+/// The server's metrics, in a registry of its own (one per `Application`).
+pub struct Metrics {
+    registry: Registry,
+    requests: Family<RequestLabels, Counter>,
+    latency: HistogramFamily,
+    directory_lookups: Family<KindLabels, Counter>,
+    auth_failures: Family<KindLabels, Counter>,
+    rate_limit_decisions: Family<KindLabels, Counter>,
+    rate_limit_fallbacks: Counter,
+    job_failures: Family<KindLabels, Counter>,
+    redis_healthy: Gauge,
+    pool_size: Gauge,
+    pool_available: Gauge,
+}
+
+fn latency_histogram() -> Histogram {
+    Histogram::new([
+        0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+    ])
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::with_prefix("convcommerce");
+        let requests = Family::<RequestLabels, Counter>::default();
+        registry.register(
+            "http_requests",
+            "HTTP requests by method, route and status",
+            requests.clone(),
+        );
+        let latency: HistogramFamily = Family::new_with_constructor(latency_histogram);
+        registry.register(
+            "http_request_duration_seconds",
+            "HTTP request latency by method and route",
+            latency.clone(),
+        );
+        let directory_lookups = Family::<KindLabels, Counter>::default();
+        registry.register(
+            "directory_lookups",
+            "Tenant and membership lookups that reached the database (cache misses)",
+            directory_lookups.clone(),
+        );
+        let auth_failures = Family::<KindLabels, Counter>::default();
+        registry.register(
+            "auth_failures",
+            "Rejected bearer tokens by reason",
+            auth_failures.clone(),
+        );
+        let rate_limit_decisions = Family::<KindLabels, Counter>::default();
+        registry.register(
+            "rate_limit_decisions",
+            "Rate-limit decisions by result (admitted, refused)",
+            rate_limit_decisions.clone(),
+        );
+        let rate_limit_fallbacks = Counter::default();
+        registry.register(
+            "rate_limit_fallbacks",
+            "Decisions made in-process because Redis failed",
+            rate_limit_fallbacks.clone(),
+        );
+        let job_failures = Family::<KindLabels, Counter>::default();
+        registry.register(
+            "job_failures",
+            "Background job passes that failed or panicked, by job",
+            job_failures.clone(),
+        );
+        let redis_healthy = Gauge::default();
+        redis_healthy.set(1);
+        registry.register(
+            "rate_limit_redis_healthy",
+            "1 while the Redis rate-limit backend answers (or none is configured), else 0",
+            redis_healthy.clone(),
+        );
+        let pool_size = Gauge::default();
+        registry.register(
+            "db_pool_connections",
+            "Open database connections",
+            pool_size.clone(),
+        );
+        let pool_available = Gauge::default();
+        registry.register(
+            "db_pool_idle_connections",
+            "Idle database connections",
+            pool_available.clone(),
+        );
+        Self {
+            registry,
+            requests,
+            latency,
+            directory_lookups,
+            auth_failures,
+            rate_limit_decisions,
+            rate_limit_fallbacks,
+            job_failures,
+            redis_healthy,
+            pool_size,
+            pool_available,
+        }
+    }
+}
+
+impl Metrics {
+    pub fn observe_request(&self, method: &str, route: &str, status: u16, seconds: f64) {
+        self.requests
+            .get_or_create(&RequestLabels {
+                method: method.to_string(),
+                route: route.to_string(),
+                status,
+            })
+            .inc();
+        self.latency
+            .get_or_create(&RouteLabels {
+                method: method.to_string(),
+                route: route.to_string(),
+            })
+            .observe(seconds);
+    }
+
+    pub fn directory_lookup(&self, kind: &str) {
+        self.directory_lookups
+            .get_or_create(&KindLabels { kind: kind.into() })
+            .inc();
+    }
+
+    /// A rejected bearer token, by the verifier's reason (`malformed`, `unknown_key`, ...).
+    pub fn auth_failure(&self, kind: &'static str) {
+        self.auth_failures
+            .get_or_create(&KindLabels { kind: kind.into() })
+            .inc();
+    }
+
+    pub fn rate_limit_decision(&self, admitted: bool) {
+        let kind = if admitted { "admitted" } else { "refused" };
+        self.rate_limit_decisions
+            .get_or_create(&KindLabels { kind: kind.into() })
+            .inc();
+    }
+
+    pub fn rate_limit_fallback(&self) {
+        self.rate_limit_fallbacks.inc();
+    }
+
+    pub fn job_failure(&self, job: &'static str) {
+        self.job_failures
+            .get_or_create(&KindLabels { kind: job.into() })
+            .inc();
+    }
+
+    pub fn set_redis_healthy(&self, healthy: bool) {
+        self.redis_healthy.set(i64::from(healthy));
+    }
+
+    /// The OpenMetrics text, with the pool gauges set to `pool_size` open and `pool_idle` idle
+    /// connections.
+    pub fn render(&self, pool_size: usize, pool_idle: usize) -> String {
+        self.pool_size.set(pool_size as i64);
+        self.pool_available.set(pool_idle as i64);
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &self.registry)
+            .expect("writing to a String cannot fail");
+        out
+    }
+}

@@ -89,12 +89,14 @@ timing "typescript types checked"
 python3 "$clients/typecheck.py" table "$work/capture.json" "$work/ts/check.ts" \
   "$work/ts/tsc.log" || status=1
 
-# Every operation, with the demo owner's token; deletes and state changes are fine here.
-"$work/venv/bin/st" --config-file "$clients/schemathesis.toml" --no-color run \
+# Every operation, with the demo owner's token; deletes and state changes are fine here. One
+# worker: with two, CPython 3.11's ast (which hypothesis uses to describe filters) can fail
+# across threads. Run from the work directory, where schemathesis keeps its cache.
+(cd "$work" && "$work/venv/bin/st" --config-file "$clients/schemathesis.toml" --no-color run \
   "$base/api/v1/openapi.json" \
   -H "Authorization: Bearer $token" -H "X-Tenant-ID: $tenant" \
-  --checks all --max-examples 50 --workers 2 --seed 1 \
-  >"$work/schemathesis.log" 2>&1 || { status=1; sed -n '/FAILURES/,$p' "$work/schemathesis.log"; }
+  --checks all --max-examples 40 --workers 1 --seed 1 \
+  >"$work/schemathesis.log" 2>&1) || { status=1; sed -n '/FAILURES/,$p' "$work/schemathesis.log"; }
 grep -E "^  [0-9]+ generated" "$work/schemathesis.log" | sed 's/^ */schemathesis: /'
 timing "schemathesis"
 

@@ -190,13 +190,17 @@ impl Sku {
     }
 }
 
-/// Optional free text of at most `max` characters; blank means none.
+/// Optional free text of at most `max` characters, without NUL (PostgreSQL text cannot hold
+/// it); blank means none.
 pub fn text(raw: Option<&str>, max: usize) -> Result<Option<String>, String> {
     let Some(s) = raw.map(str::trim).filter(|s| !s.is_empty()) else {
         return Ok(None);
     };
     if s.chars().count() > max {
         return Err(format!("must be at most {max} characters"));
+    }
+    if s.contains('\0') {
+        return Err("must not contain NUL characters".into());
     }
     Ok(Some(s.to_string()))
 }
@@ -483,6 +487,7 @@ mod tests {
         assert_eq!(text(Some("  "), 5).unwrap(), None);
         assert_eq!(text(Some(" hi "), 5).unwrap().as_deref(), Some("hi"));
         assert!(text(Some("toolong"), 5).is_err());
+        assert!(text(Some("a\0b"), 5).is_err());
     }
 
     #[test]

@@ -117,15 +117,15 @@ pub struct Address {
     #[schema(schema_with = types::schema::name::<200>)]
     pub line1: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(max_length = 200)]
+    #[schema(max_length = 200, pattern = r"^[^\x00]*$")]
     pub line2: Option<String>,
     #[schema(schema_with = types::schema::name::<100>)]
     pub city: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(max_length = 100)]
+    #[schema(max_length = 100, pattern = r"^[^\x00]*$")]
     pub region: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(max_length = 20)]
+    #[schema(max_length = 20, pattern = r"^[^\x00]*$")]
     pub postal_code: Option<String>,
     #[schema(schema_with = types::schema::country)]
     pub country: String,

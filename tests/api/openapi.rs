@@ -539,6 +539,30 @@ async fn bounds_are_documented_as_the_server_enforces_them() {
         .send()
         .await
         .expect_problem(404, "not_found");
+    // PostgreSQL text cannot hold NUL: refused as the documented pattern says, not a 500.
+    for (path, body) in [
+        (
+            "/api/v1/conversations/messages",
+            json!({"customer_handle": "ana", "channel": "web", "sender_type": "customer",
+                   "message": "a\u{0}b"}),
+        ),
+        (
+            "/api/v1/products",
+            json!({"name": "Nul", "price_cents": 1, "currency": "USD", "description": "a\u{0}"}),
+        ),
+    ] {
+        app.post(path)
+            .owner_of(&t)
+            .json(&body)
+            .send()
+            .await
+            .expect_problem(422, "validation_failed");
+    }
+    app.get("/api/v1/products?q=a%00b")
+        .owner_of(&t)
+        .send()
+        .await
+        .expect_problem(422, "validation_failed");
     assert_eq!(schemas["RateOrder"]["properties"]["stars"]["maximum"], 5);
     assert_eq!(
         schemas["CreateProduct"]["properties"]["price_cents"]["minimum"],

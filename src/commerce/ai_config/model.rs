@@ -97,7 +97,7 @@ pub struct PutAiConfig {
     pub active_hours: Option<ActiveHours>,
     #[schema(schema_with = types::schema::language_tags::<MAX_LANGUAGES>)]
     pub languages: Vec<String>,
-    #[schema(max_length = 4000)]
+    #[schema(max_length = 4000, pattern = r"^[^\x00]*$")]
     pub system_prompt: Option<String>,
 }
 

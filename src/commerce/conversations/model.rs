@@ -106,8 +106,12 @@ pub struct PostMessage {
     pub customer_handle: String,
     pub channel: Channel,
     pub sender_type: SenderType,
-    /// 1-4096 characters, not blank.
-    #[schema(min_length = 1, max_length = 4096, pattern = r"\S")]
+    /// 1-4096 characters, not blank, no NUL (PostgreSQL text cannot hold it).
+    #[schema(
+        min_length = 1,
+        max_length = 4096,
+        pattern = r"^[^\x00]*[^\s\x00][^\x00]*$"
+    )]
     pub message: String,
     /// An order of this tenant the message is about.
     pub order_id: Option<Uuid>,
@@ -132,6 +136,10 @@ impl PostMessage {
             }
             _ if self.message.chars().count() > 4096 => {
                 f.fail("message", "must be at most 4096 characters");
+                None
+            }
+            _ if self.message.contains('\0') => {
+                f.fail("message", "must not contain NUL characters");
                 None
             }
             _ => Some(self.message),

@@ -179,7 +179,7 @@ pub struct CreateOrder {
     #[schema(min_items = 1, max_items = 100)]
     pub items: Vec<ItemInput>,
     pub channel: Channel,
-    #[schema(max_length = 2000)]
+    #[schema(max_length = 2000, pattern = r"^[^\x00]*$")]
     pub notes: Option<String>,
 }
 
@@ -248,13 +248,13 @@ impl CreateOrder {
 pub struct Transition {
     pub status: OrderStatus,
     /// Only with `shipped`.
-    #[schema(max_length = 100)]
+    #[schema(max_length = 100, pattern = r"^[^\x00]*$")]
     pub tracking_number: Option<String>,
     /// Only with `shipped`.
-    #[schema(max_length = 100)]
+    #[schema(max_length = 100, pattern = r"^[^\x00]*$")]
     pub carrier: Option<String>,
     /// Only with `cancelled` or `disputed`.
-    #[schema(max_length = 1000)]
+    #[schema(max_length = 1000, pattern = r"^[^\x00]*$")]
     pub reason: Option<String>,
 }
 
@@ -310,7 +310,7 @@ impl Transition {
 pub struct RateOrder {
     #[schema(minimum = 1, maximum = 5)]
     pub stars: i16,
-    #[schema(max_length = 2000)]
+    #[schema(max_length = 2000, pattern = r"^[^\x00]*$")]
     pub comment: Option<String>,
 }
 
@@ -346,7 +346,7 @@ pub struct OrderQuery {
     /// Created before (RFC 3339), after `since`.
     pub until: Option<DateTime<Utc>>,
     /// Text in the customer's name, phone or e-mail (case-insensitive), 1-100 characters.
-    #[param(max_length = 100)]
+    #[param(max_length = 100, pattern = r"^[^\x00]*$")]
     pub q: Option<String>,
     /// Items per page, 1-100 (default 20).
     #[param(minimum = 1, maximum = 100, default = 20)]

@@ -88,7 +88,7 @@ impl Product {
 pub struct CreateProduct {
     #[schema(schema_with = types::schema::name::<200>)]
     pub name: String,
-    #[schema(max_length = 5000)]
+    #[schema(max_length = 5000, pattern = r"^[^\x00]*$")]
     pub description: Option<String>,
     /// Greater than 0, in minor units.
     #[schema(minimum = 1)]
@@ -186,7 +186,7 @@ pub struct UpdateProduct {
     #[schema(schema_with = types::schema::name_or_null::<200>, required = false)]
     pub name: Option<String>,
     #[serde(default, deserialize_with = "nullable")]
-    #[schema(value_type = Option<String>, max_length = 5000)]
+    #[schema(value_type = Option<String>, max_length = 5000, pattern = r"^[^\x00]*$")]
     pub description: Option<Option<String>>,
     #[schema(minimum = 1)]
     pub price_cents: Option<i64>,
@@ -250,7 +250,7 @@ impl UpdateProduct {
 #[into_params(parameter_in = Query)]
 pub struct ProductQuery {
     /// Text in the name or sku (case-insensitive), 1-100 characters.
-    #[param(max_length = 100)]
+    #[param(max_length = 100, pattern = r"^[^\x00]*$")]
     pub q: Option<String>,
     pub status: Option<ProductStatus>,
     /// Lowest `price_cents`, inclusive.

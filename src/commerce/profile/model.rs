@@ -74,7 +74,7 @@ pub struct PutSellerProfile {
     pub store_name: String,
     #[schema(schema_with = types::schema::slug)]
     pub slug: String,
-    #[schema(max_length = 2000)]
+    #[schema(max_length = 2000, pattern = r"^[^\x00]*$")]
     pub bio: Option<String>,
     #[schema(schema_with = types::schema::http_url_or_null, required = false)]
     pub logo_url: Option<String>,

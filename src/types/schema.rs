@@ -108,14 +108,15 @@ pub fn email_or_null() -> Object {
     or_null(email_schema())
 }
 
-/// What [`super::http_url`] accepts, in the plain form of a host name and a path (the last
-/// label starts with a letter: one that ends in a number makes the host an IPv4 address).
+/// What [`super::http_url`] accepts: a host name (its last label not a number, which would
+/// make it an IPv4 address), an optional port and anything after it (the URL parser
+/// percent-encodes what a path cannot hold).
 pub fn http_url_or_null() -> Object {
     or_null(
         text()
             .max_length(Some(2048))
             .pattern(Some(
-                r"^https?://(?:[a-z0-9]+(?:-[a-z0-9]+)*\.)*[a-z][a-z0-9]*(?:-[a-z0-9]+)*(?:/[A-Za-z0-9._~-]*)*$",
+                r"^[Hh][Tt][Tt][Pp][Ss]?://(?:[A-Za-z0-9_-]+\.)*[A-Za-z_-][A-Za-z0-9_-]*(?::[0-9]{1,4})?(?:[/?#]\S*)?$",
             ))
             .description(Some("An absolute http or https URL.")),
     )

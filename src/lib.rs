@@ -118,6 +118,7 @@ impl Application {
             limiter,
             redis,
             usage: UsageRecorder::default(),
+            readiness: health::Readiness::default(),
             media: storage::MediaStore::from_config(&config)?,
         });
         let shutdown = CancellationToken::new();

@@ -34,6 +34,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "0004_jobs.sql",
         sql: include_str!("../../migrations/0004_jobs.sql"),
     },
+    Migration {
+        version: 5,
+        name: "0005_order_search.sql",
+        sql: include_str!("../../migrations/0005_order_search.sql"),
+    },
 ];
 
 /// Serialises concurrent migrators (several instances or test processes starting at once).

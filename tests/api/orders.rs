@@ -559,3 +559,133 @@ async fn orders_filter_and_page_newest_first() {
         .await
         .expect_problem(400, "invalid_cursor");
 }
+
+/// EXPLAIN of the order search for `q`, as a custom and as a generic plan.
+async fn order_search_plans(app_url: &str, tenant: uuid::Uuid, q: &str) -> [String; 2] {
+    use convcommerce::commerce::orders::model::OrderFilter;
+    use convcommerce::commerce::orders::store::list_statement;
+    use convcommerce::extract::PageRequest;
+
+    let mut client = connect(app_url).await;
+    let filter = OrderFilter {
+        status: None,
+        channel: None,
+        since: None,
+        until: None,
+        q: Some(q.into()),
+        page: PageRequest {
+            limit: 20,
+            after: None,
+        },
+    };
+    let statement = list_statement(tenant, &filter);
+    let tx = tenant_tx(&mut client, tenant).await;
+    let explain = |sql: String| {
+        let tx = &tx;
+        async move {
+            tx.query(&sql, &[])
+                .await
+                .unwrap()
+                .iter()
+                .map(|r| r.get::<_, String>(0))
+                .collect::<Vec<_>>()
+                .join("\n")
+        }
+    };
+    let rows = tx
+        .query(
+            &format!("EXPLAIN (FORMAT TEXT) {}", statement.sql),
+            &statement.params(),
+        )
+        .await
+        .unwrap();
+    let custom: Vec<String> = rows.iter().map(|r| r.get(0)).collect();
+    let found = tx.query(&statement.sql, &statement.params()).await.unwrap();
+    assert_eq!(found.len(), 1, "the search finds the one matching order");
+    tx.batch_execute(&format!(
+        "SET LOCAL plan_cache_mode = force_generic_plan; PREPARE search AS {}",
+        statement.sql
+    ))
+    .await
+    .unwrap();
+    let generic = explain(format!(
+        "EXPLAIN EXECUTE search('{tenant}', '{q}', '%{q}%', {})",
+        filter.page.limit + 1
+    ))
+    .await;
+    [custom.join("\n"), generic]
+}
+
+#[tokio::test]
+async fn order_search_uses_the_trigram_index_at_a_hundred_thousand_orders() {
+    let db = private_database().await;
+    let app = TestApp::spawn_on(db.clone(), |_| {}).await;
+    let tenant = app.tenant().await;
+    let neighbour = app.tenant().await;
+    let owner = connect(&db.owner_url).await;
+    // Seeded as the owner with the tenant set (row-level security applies to it too); the
+    // search terms come from the same trigger the server's inserts fire.
+    for (t, count) in [(tenant.id, 100_000), (neighbour.id, 1_000)] {
+        owner
+            .batch_execute(&format!(
+                "BEGIN;
+                 SELECT set_config('my.tenant_id', '{t}', true);
+                 INSERT INTO orders (tenant_id, id, channel, customer, subtotal_cents,
+                     total_cents, currency)
+                 SELECT '{t}', gen_random_uuid(), 'web',
+                        jsonb_build_object('name', 'Cliente ' || i, 'phone', '+55119' || lpad(i::text, 8, '0')),
+                        100, 100, 'BRL'
+                 FROM generate_series(1, {count}) AS i;
+                 COMMIT;"
+            ))
+            .await
+            .unwrap();
+    }
+    let product = app.product(&tenant, json!({})).await;
+    place(
+        &app,
+        &tenant,
+        &json!({"customer": {"name": "Joana Quitéria", "phone": "+5521998877665"},
+                "items": [{"product_id": id(&product), "quantity": 1}], "channel": "whatsapp"}),
+    )
+    .await
+    .expect(201);
+    owner
+        .batch_execute("ANALYZE orders; ANALYZE order_search_terms")
+        .await
+        .unwrap();
+
+    for plan in order_search_plans(&db.app_url, tenant.id, "quitéria").await {
+        assert!(plan.contains("order_search_terms_pkey"), "{plan}");
+        assert!(!plan.contains("Seq Scan"), "{plan}");
+    }
+    // Over HTTP, by name and by phone.
+    for q in ["Quit%C3%A9ria", "552199887"] {
+        let found = app
+            .get(&format!("/api/v1/orders?q={q}"))
+            .owner_of(&tenant)
+            .send()
+            .await
+            .expect(200);
+        assert_eq!(found.body["items"].as_array().unwrap().len(), 1, "{q}");
+    }
+    // The neighbour's orders are not found, though they match.
+    let theirs = app
+        .get("/api/v1/orders?q=Cliente%201")
+        .owner_of(&neighbour)
+        .send()
+        .await
+        .expect(200);
+    assert!(!theirs.body["items"].as_array().unwrap().is_empty());
+
+    app.stop().await;
+    drop(owner);
+    let admin = connect(&superuser_url().await).await;
+    admin
+        .batch_execute(&format!(
+            "DROP DATABASE IF EXISTS \"{}\" WITH (FORCE)",
+            db.database
+        ))
+        .await
+        .unwrap();
+}

@@ -3,4 +3,4 @@
 
 pub mod model;
 pub mod routes;
-pub(crate) mod store;
+pub mod store;

@@ -6,7 +6,7 @@
 use uuid::Uuid;
 
 use super::model::{NewOrder, NewRating, Order, OrderFilter, OrderStatus, Rating, StatusChange};
-use crate::commerce::filter::{Where, contains_pattern};
+use crate::commerce::filter::{Search, Statement, Where};
 use crate::commerce::products::model::ProductStatus;
 use crate::commerce::to_json;
 use crate::db::{Conn, DbError, OnConstraint, TenantDb, TenantTx};
@@ -50,6 +50,15 @@ pub enum OrderError {
 
 type Result<T, E = OrderError> = std::result::Result<T, E>;
 
+/// Order search: the customer's name, phone and e-mail, through `order_search_terms`
+/// (migration 0005).
+const SEARCH: Search = Search {
+    id: "o.id",
+    terms: "order_search_terms",
+    term_id: "order_id",
+    text: "order_search_text(o.customer)",
+};
+
 fn select_one() -> String {
     format!(
         "SELECT {} FROM orders o WHERE o.tenant_id = $1 AND o.id = $2",
@@ -74,31 +83,35 @@ pub async fn get(db: &TenantDb, id: Uuid) -> Result<Order> {
     Ok(Order::from_row(&row)?)
 }
 
-/// A page of orders: a plain page walks the (tenant_id, id) index on a read lane; a filter
-/// may read many rows per page, so it goes to the pool.
-pub async fn list(db: &TenantDb, filter: &OrderFilter) -> Result<Vec<Order>> {
-    let mut w = Where::tenant("o.tenant_id", db.tenant_id());
+/// The statement behind `GET /api/v1/orders` (public so that a test can check its plan).
+pub fn list_statement(tenant_id: Uuid, filter: &OrderFilter) -> Statement {
+    let mut w = Where::tenant("o.tenant_id", tenant_id);
     w.push_opt("o.status = {}", filter.status);
     w.push_opt("o.channel = {}", filter.channel);
     w.push_opt("o.created_at >= {}", filter.since);
     w.push_opt("o.created_at < {}", filter.until);
     if let Some(q) = &filter.q {
-        w.push(
-            "concat_ws(' ', o.customer->>'name', o.customer->>'phone', o.customer->>'email') \
-             ILIKE {}",
-            contains_pattern(q),
-        );
+        w.search(&SEARCH, q);
     }
     let tail = w.page("o.id", filter.page);
-    let sql = format!(
-        "SELECT {} FROM orders o WHERE {} {tail}",
-        Order::COLUMNS,
-        w.sql()
-    );
+    Statement {
+        sql: format!(
+            "SELECT {} FROM orders o WHERE {} {tail}",
+            Order::COLUMNS,
+            w.sql()
+        ),
+        filter: w,
+    }
+}
+
+/// A page of orders: a plain page walks the (tenant_id, id) index on a read lane; a filter
+/// may read many rows per page, so it goes to the pool.
+pub async fn list(db: &TenantDb, filter: &OrderFilter) -> Result<Vec<Order>> {
+    let statement = list_statement(db.tenant_id(), filter);
     let rows = if filter.is_plain_page() {
-        db.read(&sql, &w.params()).await?
+        db.read(&statement.sql, &statement.params()).await?
     } else {
-        db.query(&sql, &w.params()).await?
+        db.query(&statement.sql, &statement.params()).await?
     };
     Ok(rows
         .iter()

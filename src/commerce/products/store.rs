@@ -3,7 +3,7 @@
 use uuid::Uuid;
 
 use super::model::{NewProduct, Product, ProductChange, ProductFilter};
-use crate::commerce::filter::{Statement, Where, contains_pattern};
+use crate::commerce::filter::{Search, Statement, Where};
 use crate::db::{Conn, DbError, OnConstraint, TenantDb, TenantTx, Violation};
 
 /// What can go wrong storing products, in storage terms (the routes choose the API's answer).
@@ -32,33 +32,19 @@ impl Violation for ProductError {
 
 type Result<T, E = ProductError> = std::result::Result<T, E>;
 
-/// The searchable text of a product, as `product_search_terms_sync` (migration 0002) sees it.
-const SEARCH_TEXT: &str = "(p.name || ' ' || coalesce(p.sku, ''))";
-
-/// Whether `q` has a trigram (as `product_search_trigrams` makes them: a word of three or more
-/// characters between ASCII characters other than letters and digits).
-fn has_trigram(q: &str) -> bool {
-    q.split(|c: char| c.is_ascii() && !c.is_ascii_alphanumeric())
-        .any(|word| word.chars().count() >= 3)
-}
+/// Product search: name and sku, through `product_search_terms` (migration 0002).
+const SEARCH: Search = Search {
+    id: "p.id",
+    terms: "product_search_terms",
+    term_id: "product_id",
+    text: "(p.name || ' ' || coalesce(p.sku, ''))",
+};
 
 /// The statement behind `GET /api/v1/products` (public so that a test can check its plan).
 pub fn list_statement(tenant_id: Uuid, filter: &ProductFilter) -> Statement {
     let mut w = Where::tenant("p.tenant_id", tenant_id);
     if let Some(q) = &filter.q {
-        // Candidates come from the trigram table (an index lookup); ILIKE decides. Queries
-        // without a trigram (shorter than three characters) scan the tenant's products.
-        if has_trigram(q) {
-            let text = w.bind(q.clone());
-            w.condition(format!(
-                "p.id IN (SELECT t.product_id FROM product_search_terms t
-                          WHERE t.tenant_id = $1
-                            AND t.trigram = ANY(product_search_trigrams({text}))
-                          GROUP BY t.product_id
-                          HAVING count(*) = cardinality(product_search_trigrams({text})))"
-            ));
-        }
-        w.push(&format!("{SEARCH_TEXT} ILIKE {{}}"), contains_pattern(q));
+        w.search(&SEARCH, q);
     }
     w.push_opt("p.status = {}", filter.status);
     w.push_opt("p.price_cents >= {}", filter.min_price);
@@ -238,18 +224,4 @@ pub async fn delete(db: &TenantDb, id: Uuid) -> Result<()> {
         return Err(ProductError::NotFound);
     }
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn trigrams_need_a_word_of_three_characters() {
-        assert!(has_trigram("ipê print"));
-        assert!(has_trigram("x-ipê"));
-        assert!(!has_trigram("ab cd"));
-        assert!(!has_trigram("a-b_c%d"));
-        assert!(!has_trigram("ê!"));
-    }
 }

@@ -143,8 +143,7 @@ impl Reader<'_> {
     fn postgres_url(&self, name: &'static str) -> Result<Option<SecretString>, ConfigError> {
         self.text(name)
             .map(|raw| {
-                raw.parse::<tokio_postgres::Config>()
-                    .map_err(|_| invalid(name, "not a PostgreSQL connection string"))?;
+                crate::db::tls::PgTarget::parse(&raw).map_err(|e| invalid(name, e.to_string()))?;
                 Ok(SecretString::from(raw))
             })
             .transpose()

@@ -89,6 +89,7 @@ impl Application {
             .context("connecting with DATABASE_URL")?;
         db::safety::check(&check).await?;
         drop(check);
+        let listen = db::tls::PgTarget::parse(url.expose_secret())?;
 
         let config = Arc::new(config);
         let db = Db::connect(&url, config.db_pool_size, config.db_read_lanes)?;
@@ -122,7 +123,7 @@ impl Application {
         let shutdown = CancellationToken::new();
         let jobs_stop = CancellationToken::new();
         let background = vec![
-            tokio::spawn(tenancy::listener::run(url, directory, jobs_stop.clone())),
+            tokio::spawn(tenancy::listener::run(listen, directory, jobs_stop.clone())),
             jobs::spawn(
                 jobs::usage::UsageFlush {
                     db: db.clone(),

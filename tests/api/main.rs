@@ -18,4 +18,5 @@ mod products;
 mod settings;
 mod startup;
 mod tenancy;
+mod tls;
 mod users;

@@ -288,8 +288,13 @@ impl Config {
             ));
         }
 
+        let database_url = r.postgres_url("DATABASE_URL")?;
+        if environment == Environment::Production {
+            production_refusals(database_url.is_some(), &jwt)?;
+        }
+
         Ok(Self {
-            database_url: r.postgres_url("DATABASE_URL")?,
+            database_url,
             migration_database_url: r.postgres_url("MIGRATION_DATABASE_URL")?,
             db_pool_size,
             db_read_lanes,
@@ -351,6 +356,30 @@ impl Config {
             media_max_bytes,
         })
     }
+}
+
+/// SPEC §10: production runs only on a database of its own, with no development secret, and
+/// verifies the issuer of JWKS-signed tokens. These are its only refusals.
+fn production_refusals(has_database: bool, jwt: &JwtConfig) -> Result<(), ConfigError> {
+    if !has_database {
+        return Err(invalid(
+            "DATABASE_URL",
+            "is required in production (the private database is for development only)",
+        ));
+    }
+    if jwt.hs256_secret.is_some() {
+        return Err(invalid(
+            "JWT_HS256_SECRET",
+            "must not be set in production (HS256 tokens are for development and tests)",
+        ));
+    }
+    if jwt.jwks_url.is_some() && jwt.issuer.is_none() {
+        return Err(invalid(
+            "JWT_ISSUER",
+            "is required in production when JWT_JWKS_URL is set",
+        ));
+    }
+    Ok(())
 }
 
 /// `MEDIA_STORE`: a directory, as a path or a `file://` URL. Only the local file system is

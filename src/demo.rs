@@ -16,7 +16,7 @@ use crate::commerce::orders::model::{CreateOrder, NewRating, OrderStatus, Status
 use crate::commerce::products::model::CreateProduct;
 use crate::commerce::profile::model::PutSellerProfile;
 use crate::commerce::{ai_config, conversations, orders, products, profile};
-use crate::config::Config;
+use crate::config::{Config, Environment};
 use crate::db::{Db, TenantDb};
 use crate::types::{Email, Slug};
 use crate::{admin, auth, dev};
@@ -182,6 +182,20 @@ pub async fn run(config: &Config, slug: &str) -> anyhow::Result<String> {
     let demo = seed(&db, &slug).await;
     db.close();
     let demo = demo?;
+    let state = if demo.created {
+        "created"
+    } else {
+        "already there"
+    };
+    if config.environment != Environment::Development {
+        // Tokens are printed only in development (SPEC §10).
+        return Ok(format!(
+            "Demo tenant {slug} ({state}).\n\n  TENANT_ID={tenant}\n\nIts owner is {DEMO_OWNER}; \
+             sign in as that subject with your identity provider.\n",
+            slug = slug.as_str(),
+            tenant = demo.tenant_id,
+        ));
+    }
     let secret: SecretString = match &config.jwt.hs256_secret {
         Some(secret) => secret.clone(),
         None => dev::dev_secret(&config.data_dir, false)?,
@@ -193,11 +207,6 @@ pub async fn run(config: &Config, slug: &str) -> anyhow::Result<String> {
         Duration::from_secs(24 * 3600),
     )?;
     let base = format!("http://{}:{}", config.host, config.port);
-    let state = if demo.created {
-        "created"
-    } else {
-        "already there"
-    };
     Ok(format!(
         "Demo tenant {slug} ({state}).\n\
          \n  TENANT_ID={tenant}\n  TOKEN={token}\n\

@@ -53,17 +53,28 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
                         detail: "The body is not valid JSON.".into(),
                     });
                 }
-                let field = if path == "." {
-                    "body".to_string()
-                } else {
-                    path
-                };
+                let message = strip_position(&inner.to_string());
                 Err(AppError::Validation(vec![FieldError::new(
-                    field,
-                    strip_position(&inner.to_string()),
+                    field_of(&path, &message),
+                    message,
                 )]))
             }
         }
+    }
+}
+
+/// The field a deserialisation error is about. serde reports a missing field at the path of
+/// the object that lacks it, so the field's name (from "missing field `x`") is appended.
+fn field_of(path: &str, message: &str) -> String {
+    let parent = (path != ".").then_some(path);
+    let missing = message
+        .strip_prefix("missing field `")
+        .and_then(|rest| rest.split('`').next());
+    match (parent, missing) {
+        (Some(parent), Some(field)) => format!("{parent}.{field}"),
+        (None, Some(field)) => field.to_string(),
+        (Some(parent), None) => parent.to_string(),
+        (None, None) => "body".to_string(),
     }
 }
 
@@ -195,6 +206,24 @@ impl<T: Serialize> IntoResponse for Page<T> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_missing_field_is_named_by_its_path() {
+        assert_eq!(field_of(".", "missing field `owner`"), "owner");
+        assert_eq!(field_of("owner", "missing field `email`"), "owner.email");
+        assert_eq!(
+            field_of("items[2]", "missing field `quantity`"),
+            "items[2].quantity"
+        );
+        assert_eq!(
+            field_of("price_cents", "invalid type: string"),
+            "price_cents"
+        );
+        assert_eq!(
+            field_of(".", "invalid type: string, expected a map"),
+            "body"
+        );
+    }
 
     #[test]
     fn cursors_round_trip_and_reject_forgeries() {

@@ -268,11 +268,28 @@ fn cors(config: &Config) -> CorsLayer {
             tenancy::TENANT_HEADER,
             telemetry::REQUEST_ID,
         ])
-        .expose_headers([
-            telemetry::REQUEST_ID,
-            HeaderName::from_static("retry-after"),
-        ])
+        .expose_headers(exposed_headers())
         .max_age(Duration::from_secs(600))
+}
+
+/// What a browser client may read: the request id, `Retry-After` and every rate-limit header
+/// (SPEC §5).
+fn exposed_headers() -> Vec<HeaderName> {
+    let mut names = vec![
+        telemetry::REQUEST_ID,
+        HeaderName::from_static("retry-after"),
+        HeaderName::from_static("ratelimit"),
+        HeaderName::from_static("ratelimit-policy"),
+    ];
+    for field in ["limit", "remaining", "reset"] {
+        for window in ["minute", "hour", "day"] {
+            names.push(
+                HeaderName::try_from(format!("x-ratelimit-{field}-{window}"))
+                    .expect("a valid header name"),
+            );
+        }
+    }
+    names
 }
 
 async fn not_found() -> Response {
@@ -282,7 +299,12 @@ async fn not_found() -> Response {
 /// The safety net behind SPEC §1's "no plain-text error bodies": an error response that a
 /// layer or the framework produced without a problem document gets one for its status.
 async fn problem_json_errors(req: Request, next: Next) -> Response {
-    let response = next.run(req).await;
+    // A method outside the standard ones reaches no handler (and no metric label of its own).
+    let response = if telemetry::method_label(req.method()) == "other" {
+        StatusCode::NOT_IMPLEMENTED.into_response()
+    } else {
+        next.run(req).await
+    };
     let status = response.status();
     let is_problem = response
         .headers()
@@ -297,6 +319,7 @@ async fn problem_json_errors(req: Request, next: Next) -> Response {
         StatusCode::REQUEST_TIMEOUT => "request_timeout",
         StatusCode::PAYLOAD_TOO_LARGE => "payload_too_large",
         StatusCode::UNSUPPORTED_MEDIA_TYPE => "unsupported_media_type",
+        StatusCode::NOT_IMPLEMENTED => "not_implemented",
         s if s.is_server_error() => "internal_error",
         _ => "bad_request",
     };

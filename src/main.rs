@@ -2,7 +2,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use convcommerce::config::Config;
+use convcommerce::config::{Config, Environment};
 use convcommerce::{Application, dev, telemetry};
 
 /// mimalloc: a request allocates and frees many small buffers (rows, JSON, headers), where it
@@ -55,7 +55,12 @@ async fn main() {
             std::process::exit(2);
         }
     };
-    let result = match cli.command.unwrap_or(Command::Serve) {
+    let command = cli.command.unwrap_or(Command::Serve);
+    if let Err(refusal) = development_only(&config, &command) {
+        eprintln!("convcommerce: {refusal}");
+        std::process::exit(2);
+    }
+    let result = match command {
         Command::Serve => serve(config).await,
         Command::Migrate => migrate(config).await,
         Command::DevToken { sub, ttl_hours } => dev_token(&config, &sub, ttl_hours),
@@ -64,6 +69,25 @@ async fn main() {
     if let Err(e) = result {
         eprintln!("convcommerce: {e:#}");
         std::process::exit(1);
+    }
+}
+
+/// The private database and dev tokens exist only in development (SPEC §10).
+fn development_only(config: &Config, command: &Command) -> Result<(), String> {
+    if config.environment == Environment::Development {
+        return Ok(());
+    }
+    match command {
+        Command::DevToken { .. } => Err(format!(
+            "ENVIRONMENT: dev-token exists only in development (ENVIRONMENT is {:?})",
+            config.environment
+        )),
+        _ if config.database_url.is_none() => Err(format!(
+            "DATABASE_URL: required outside development (ENVIRONMENT is {:?}); the private \
+             database exists only in development",
+            config.environment
+        )),
+        _ => Ok(()),
     }
 }
 

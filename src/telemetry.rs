@@ -46,7 +46,7 @@ fn request_id(req: &Request) -> String {
 
 /// The method as a metric label: the standard methods, else `other` (a closed set, so a
 /// client cannot mint label values).
-fn method_label(method: &Method) -> &'static str {
+pub fn method_label(method: &Method) -> &'static str {
     match *method {
         Method::GET => "GET",
         Method::POST => "POST",

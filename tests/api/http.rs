@@ -243,3 +243,85 @@ async fn graceful_shutdown_finishes_and_stops() {
         "the port is closed"
     );
 }
+
+#[tokio::test]
+async fn custom_methods_answer_501_and_mint_no_metric_labels() {
+    let app = TestApp::spawn().await;
+    let tenant = app.tenant().await;
+    // The series (a metric and its labels), not the bytes: values grow in digits.
+    let series = || async {
+        let text = app.get("/metrics").send().await.body;
+        text.as_str()
+            .unwrap()
+            .lines()
+            .filter(|l| !l.starts_with('#'))
+            .filter_map(|l| l.rsplit_once(' ').map(|(series, _)| series.to_string()))
+            .collect::<std::collections::BTreeSet<_>>()
+    };
+    series().await;
+    // Warm every label the loop below can produce (route templates and `other`).
+    for path in ["/api/v1/products", "/no/such/path"] {
+        let method = reqwest::Method::from_bytes(b"WARMUP").unwrap();
+        app.call(method, path).owner_of(&tenant).send().await;
+    }
+    let before = series().await;
+    for i in 0..1_000 {
+        let method = reqwest::Method::from_bytes(format!("M{i}X").as_bytes()).unwrap();
+        let path = if i % 2 == 0 {
+            "/api/v1/products".to_string()
+        } else {
+            format!("/unmatched/{i}")
+        };
+        let answer = app.call(method, &path).owner_of(&tenant).send().await;
+        if i == 0 {
+            answer.expect_problem(501, "not_implemented");
+        }
+    }
+    let after = series().await;
+    assert!(before.len() > 10, "the metrics were read");
+    assert_eq!(
+        before, after,
+        "1,000 custom methods and paths add no metric series"
+    );
+    let text = app.get("/metrics").send().await.body;
+    let text = text.as_str().unwrap();
+    assert!(text.contains(r#"method="other""#), "{text}");
+    assert!(!text.contains("M0X"), "no client-made label");
+}
+
+#[tokio::test]
+async fn browsers_may_read_the_rate_limit_headers() {
+    let app = TestApp::spawn_with(|vars| {
+        vars.insert(
+            "BACKEND_CORS_ORIGINS".into(),
+            r#"["http://shop.example"]"#.into(),
+        );
+    })
+    .await;
+    let tenant = app.tenant().await;
+    let answer = app
+        .get("/api/v1/products")
+        .owner_of(&tenant)
+        .header("Origin", "http://shop.example")
+        .send()
+        .await
+        .expect(200);
+    let exposed = answer
+        .header("access-control-expose-headers")
+        .unwrap_or_default()
+        .to_ascii_lowercase();
+    for name in [
+        "x-request-id",
+        "retry-after",
+        "ratelimit",
+        "ratelimit-policy",
+        "x-ratelimit-limit-minute",
+        "x-ratelimit-remaining-hour",
+        "x-ratelimit-reset-day",
+    ] {
+        assert!(
+            exposed.split(',').any(|h| h.trim() == name),
+            "{name} exposed: {exposed}"
+        );
+    }
+}

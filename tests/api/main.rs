@@ -20,3 +20,4 @@ mod startup;
 mod tenancy;
 mod tls;
 mod users;
+mod validation;

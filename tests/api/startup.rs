@@ -151,3 +151,117 @@ async fn dev_token_mints_a_token_the_server_accepts() {
         .await
         .expect(200);
 }
+
+/// Runs the binary with `args` and only the variables given (plus PATH).
+fn run_bare(args: &[&str], vars: &[(&str, &str)]) -> std::process::Output {
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_convcommerce"));
+    command.args(args).env_clear().env("PATH", env!("PATH"));
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"));
+    command.current_dir(dir);
+    for (k, v) in vars {
+        command.env(k, v);
+    }
+    command.output().unwrap()
+}
+
+#[tokio::test]
+async fn production_refuses_what_is_unsafe_and_names_the_variable() {
+    let unreachable = "postgres://app:secret@127.0.0.1:1/none";
+    for (vars, named) in [
+        (vec![("ENVIRONMENT", "production")], "DATABASE_URL"),
+        (
+            vec![
+                ("ENVIRONMENT", "production"),
+                ("DATABASE_URL", unreachable),
+                ("JWT_HS256_SECRET", SECRET),
+            ],
+            "JWT_HS256_SECRET",
+        ),
+        (
+            vec![
+                ("ENVIRONMENT", "production"),
+                ("DATABASE_URL", unreachable),
+                (
+                    "JWT_JWKS_URL",
+                    "https://issuer.example/.well-known/jwks.json",
+                ),
+            ],
+            "JWT_ISSUER",
+        ),
+    ] {
+        let output = run_bare(&["serve"], &vars);
+        assert_eq!(output.status.code(), Some(2), "{named}");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(stderr.contains(named), "{named}: {stderr}");
+        assert!(!stderr.contains("secret"), "no password printed: {stderr}");
+    }
+    // With all three satisfied production starts (and fails only to reach the database,
+    // without printing its password).
+    let output = run_bare(
+        &["serve"],
+        &[
+            ("ENVIRONMENT", "production"),
+            ("DATABASE_URL", unreachable),
+            (
+                "JWT_JWKS_URL",
+                "https://issuer.example/.well-known/jwks.json",
+            ),
+            ("JWT_ISSUER", "https://issuer.example"),
+        ],
+    );
+    assert_eq!(output.status.code(), Some(1));
+    let printed = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(!printed.contains("secret"), "{printed}");
+}
+
+#[tokio::test]
+async fn dev_tokens_and_the_private_database_exist_only_in_development() {
+    for environment in ["test", "production"] {
+        let output = run_bare(
+            &["dev-token", "--sub", "someone"],
+            &[
+                ("ENVIRONMENT", environment),
+                ("DATABASE_URL", "postgres://app@127.0.0.1:1/none"),
+                (
+                    "JWT_JWKS_URL",
+                    "https://issuer.example/.well-known/jwks.json",
+                ),
+                ("JWT_ISSUER", "https://issuer.example"),
+            ],
+        );
+        assert_eq!(output.status.code(), Some(2), "{environment}");
+        assert!(
+            output.stdout.is_empty(),
+            "no token printed in {environment}"
+        );
+    }
+    let output = run_bare(&["serve"], &[("ENVIRONMENT", "test")]);
+    assert_eq!(output.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("DATABASE_URL"));
+}
+
+#[tokio::test]
+async fn demo_prints_no_token_outside_development() {
+    let db = database().await;
+    let output = run_bare(
+        &[
+            "demo",
+            "--slug",
+            &format!("d-{}", uuid::Uuid::now_v7().simple()),
+        ],
+        &[
+            ("ENVIRONMENT", "test"),
+            ("DATABASE_URL", &db.app_url),
+            ("JWT_HS256_SECRET", SECRET),
+            ("RUST_LOG", "warn"),
+        ],
+    );
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{stdout}");
+    assert!(stdout.contains("TENANT_ID="), "{stdout}");
+    assert!(!stdout.contains("TOKEN"), "{stdout}");
+}

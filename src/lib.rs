@@ -91,6 +91,9 @@ impl Application {
         drop(check);
         let listen = db::tls::PgTarget::parse(url.expose_secret())?;
 
+        let media = storage::MediaStore::from_config(&config)?;
+        media.check().await.context("MEDIA_STORE cannot be used")?;
+
         let config = Arc::new(config);
         let db = Db::connect(&url, config.db_pool_size, config.db_read_lanes)?;
         let metrics = Arc::new(Metrics::default());
@@ -118,7 +121,7 @@ impl Application {
             limiter,
             redis,
             usage: UsageRecorder::default(),
-            media: storage::MediaStore::from_config(&config)?,
+            media,
         });
         let shutdown = CancellationToken::new();
         let jobs_stop = CancellationToken::new();

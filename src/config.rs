@@ -81,6 +81,20 @@ pub struct Config {
     pub media_store: MediaStoreConfig,
     /// The largest media upload accepted, in bytes.
     pub media_max_bytes: u64,
+    /// What one client may hold open (`HTTP_HEADER_READ_TIMEOUT_SECONDS`,
+    /// `HTTP_IDLE_TIMEOUT_SECONDS`, `HTTP_MAX_CONNECTIONS`).
+    pub connection_limits: ConnectionLimits,
+}
+
+/// What one client may hold open (SPEC §10), enforced by `serve`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConnectionLimits {
+    /// A connection that sent part of a request but not its headers within this is closed.
+    pub header_read: Duration,
+    /// A keep-alive connection with no request for this long is closed.
+    pub idle: Duration,
+    /// Open connections in total; over it a new one is closed at once.
+    pub max_connections: usize,
 }
 
 /// `MEDIA_STORE`: where media bytes are stored.
@@ -163,6 +177,21 @@ impl Reader<'_> {
                 .parse()
                 .map_err(|_| invalid(name, format!("expected {what}, got {raw:?}"))),
         }
+    }
+
+    /// A whole number within `range`, else an error naming the variable and the range.
+    fn bounded(
+        &self,
+        name: &'static str,
+        default: u64,
+        range: std::ops::RangeInclusive<u64>,
+    ) -> Result<u64, ConfigError> {
+        let what = format!("a whole number from {} to {}", range.start(), range.end());
+        let value = self.parsed(name, default, &what)?;
+        if !range.contains(&value) {
+            return Err(invalid(name, format!("expected {what}, got {value}")));
+        }
+        Ok(value)
     }
 
     fn url(&self, name: &'static str) -> Result<Option<url::Url>, ConfigError> {
@@ -326,6 +355,15 @@ impl Config {
             ));
         }
 
+        let connection_limits = ConnectionLimits {
+            header_read: Duration::from_secs(r.bounded(
+                "HTTP_HEADER_READ_TIMEOUT_SECONDS",
+                10,
+                1..=3_600,
+            )?),
+            idle: Duration::from_secs(r.bounded("HTTP_IDLE_TIMEOUT_SECONDS", 60, 1..=86_400)?),
+            max_connections: r.bounded("HTTP_MAX_CONNECTIONS", 10_000, 1..=1_000_000)? as usize,
+        };
         let database_url = r.postgres_url("DATABASE_URL")?;
         if environment == Environment::Production {
             production_refusals(database_url.is_some(), &jwt)?;
@@ -392,6 +430,7 @@ impl Config {
             .max(Duration::from_secs(1)),
             media_store,
             media_max_bytes,
+            connection_limits,
         })
     }
 }

@@ -101,6 +101,13 @@ pub enum AppError {
     UnsupportedMediaType(String),
     #[error("service unavailable")]
     Unavailable(&'static str),
+    /// The database stopped answering during a COMMIT and did not come back in time to tell
+    /// whether it took: the resource `id` may exist (503, with the id to look it up).
+    #[error("outcome unknown: {resource} {id}")]
+    OutcomeUnknown {
+        resource: &'static str,
+        id: uuid::Uuid,
+    },
     /// A fault of ours, with where it was turned into an error (the `?` that converted it).
     #[error("{cause:#} (at {at})")]
     Internal {
@@ -147,7 +154,7 @@ impl AppError {
             Self::Validation(_) => StatusCode::UNPROCESSABLE_ENTITY,
             Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Unavailable(_) | Self::OutcomeUnknown { .. } => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal { .. } => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -167,7 +174,7 @@ impl AppError {
             Self::Validation(_) => "validation_failed",
             Self::PayloadTooLarge => "payload_too_large",
             Self::UnsupportedMediaType(_) => "unsupported_media_type",
-            Self::Unavailable(_) => "service_unavailable",
+            Self::Unavailable(_) | Self::OutcomeUnknown { .. } => "service_unavailable",
             Self::Internal { .. } => "internal_error",
         }
     }
@@ -204,6 +211,10 @@ impl AppError {
             Self::PayloadTooLarge => "The request body is too large.".into(),
             Self::UnsupportedMediaType(detail) => detail.clone(),
             Self::Unavailable(what) => format!("{what} is unavailable; retry shortly."),
+            Self::OutcomeUnknown { resource, id } => format!(
+                "The database stopped answering while the {resource} was saved, so it may or \
+                 may not exist: look it up by its id ({id}) before retrying."
+            ),
             Self::Internal { .. } => "An internal error occurred.".into(),
         }
     }
@@ -229,6 +240,10 @@ impl AppError {
                 Self::RateLimited { window, .. } => {
                     serde_json::Map::from_iter([("window".to_string(), (*window).into())])
                 }
+                Self::OutcomeUnknown { id, .. } => serde_json::Map::from_iter([
+                    ("outcome".to_string(), "unknown".into()),
+                    ("resource_id".to_string(), id.to_string().into()),
+                ]),
                 _ => serde_json::Map::new(),
             },
         }
@@ -275,7 +290,7 @@ impl IntoResponse for AppError {
                     .headers_mut()
                     .insert(header::RETRY_AFTER, HeaderValue::from(*retry_after));
             }
-            Self::Unavailable(_) => {
+            Self::Unavailable(_) | Self::OutcomeUnknown { .. } => {
                 response.headers_mut().insert(
                     header::RETRY_AFTER,
                     HeaderValue::from(UNAVAILABLE_RETRY_AFTER),

@@ -17,6 +17,7 @@ pub mod jobs;
 pub mod limits;
 pub mod metrics;
 pub mod scope;
+pub mod serve;
 pub mod state;
 pub mod storage;
 pub mod telemetry;
@@ -184,9 +185,14 @@ impl Application {
         if signals {
             tokio::spawn(cancel_on_signal(shutdown.clone()));
         }
-        let served = axum::serve(self.listener, self.router)
-            .with_graceful_shutdown(shutdown.clone().cancelled_owned())
-            .await;
+        serve::serve(
+            self.listener,
+            self.router,
+            self.state.config.connection_limits,
+            self.state.metrics.clone(),
+            shutdown.clone(),
+        )
+        .await;
         shutdown.cancel();
         self.jobs_stop.cancel();
         for task in self.background {
@@ -194,7 +200,7 @@ impl Application {
         }
         self.state.db.close();
         tracing::info!("server stopped");
-        Ok(served?)
+        Ok(())
     }
 }
 

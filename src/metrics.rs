@@ -38,6 +38,7 @@ pub struct Metrics {
     rate_limit_decisions: Family<KindLabels, Counter>,
     rate_limit_fallbacks: Counter,
     job_failures: Family<KindLabels, Counter>,
+    connections_refused: Counter,
     redis_healthy: Gauge,
     pool_size: Gauge,
     pool_available: Gauge,
@@ -94,6 +95,12 @@ impl Default for Metrics {
             "Background job passes that failed or panicked, by job",
             job_failures.clone(),
         );
+        let connections_refused = Counter::default();
+        registry.register(
+            "http_connections_refused",
+            "Connections closed at once because the connection cap was reached",
+            connections_refused.clone(),
+        );
         let redis_healthy = Gauge::default();
         redis_healthy.set(1);
         registry.register(
@@ -122,6 +129,7 @@ impl Default for Metrics {
             rate_limit_decisions,
             rate_limit_fallbacks,
             job_failures,
+            connections_refused,
             redis_healthy,
             pool_size,
             pool_available,
@@ -174,6 +182,10 @@ impl Metrics {
         self.job_failures
             .get_or_create(&KindLabels { kind: job.into() })
             .inc();
+    }
+
+    pub fn connection_refused(&self) {
+        self.connections_refused.inc();
     }
 
     pub fn set_redis_healthy(&self, healthy: bool) {

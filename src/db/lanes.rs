@@ -73,8 +73,11 @@ impl Lanes {
             .expect("lanes are only made with at least one");
         lane.busy.fetch_add(1, Ordering::Relaxed);
         let _busy = Busy(&lane.busy);
+        // Only a connection that was open may have died under the read; a failed connect is
+        // not tried twice, so an outage is answered within one connect timeout.
+        let was_open = lane.current().is_some();
         match self.read_on(lane, tenant_id, sql, params).await {
-            Err(DbError::Unavailable(cause)) => {
+            Err(DbError::Unavailable(cause)) if was_open => {
                 tracing::warn!(error = %cause, "read lane connection lost; reconnecting");
                 self.read_on(lane, tenant_id, sql, params).await
             }

@@ -40,6 +40,21 @@ fn begin_read_for(tenant_id: Uuid) -> String {
 
 pub type Params<'a> = &'a [&'a (dyn ToSql + Sync)];
 
+/// The longest a request waits for a connection (a free pooled one, or a new one) before it
+/// answers 503: an outage is answered within 2 s, and a saturated pool pushes back.
+const ACQUIRE_WITHIN: Duration = Duration::from_millis(800);
+
+/// A pooled connection within [`ACQUIRE_WITHIN`] in all (waiting for a slot and connecting).
+async fn acquire(pool: &Pool) -> Result<Object, DbError> {
+    match tokio::time::timeout(ACQUIRE_WITHIN, pool.get()).await {
+        Ok(got) => Ok(got?),
+        Err(_) => Err(DbError::Unavailable(format!(
+            "no database connection within {} ms",
+            ACQUIRE_WITHIN.as_millis()
+        ))),
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum DbError {
     #[error("database unavailable: {0}")]
@@ -146,7 +161,7 @@ impl Db {
         // Bounds on runaway statements and on transactions a crashed handler left open.
         pg.config
             .options("-c statement_timeout=15000 -c idle_in_transaction_session_timeout=30000");
-        pg.config.connect_timeout(Duration::from_secs(5));
+        pg.config.connect_timeout(ACQUIRE_WITHIN);
         let lanes = (lanes > 0).then(|| Arc::new(Lanes::new(pg.clone(), lanes)));
         let manager = Manager::from_config(
             pg.config,
@@ -157,9 +172,9 @@ impl Db {
         );
         let pool = Pool::builder(manager)
             .max_size(max_size)
-            .wait_timeout(Some(Duration::from_secs(10)))
-            .create_timeout(Some(Duration::from_secs(5)))
-            .recycle_timeout(Some(Duration::from_secs(5)))
+            .wait_timeout(Some(ACQUIRE_WITHIN))
+            .create_timeout(Some(ACQUIRE_WITHIN))
+            .recycle_timeout(Some(ACQUIRE_WITHIN))
             .runtime(Runtime::Tokio1)
             .build()?;
         Ok(Self { pool, lanes })
@@ -177,11 +192,11 @@ impl Db {
     /// A connection with no tenant set, for the platform table `tenants` and for checks.
     /// Row-level security still applies: tenant tables show no rows through it.
     pub(crate) async fn platform(&self) -> Result<Conn, DbError> {
-        Ok(Conn::new(self.pool.get().await?))
+        Ok(Conn::new(acquire(&self.pool).await?))
     }
 
     pub(crate) async fn begin_platform(&self) -> Result<PlatformTx, DbError> {
-        let mut conn = Conn::new(self.pool.get().await?);
+        let mut conn = Conn::new(acquire(&self.pool).await?);
         conn.in_tx = true;
         conn.client().batch_execute("BEGIN").await?;
         Ok(PlatformTx { conn })
@@ -291,7 +306,7 @@ impl TenantDb {
         sql: &str,
         params: Params<'_>,
     ) -> Result<Vec<Row>, DbError> {
-        let mut conn = Conn::new(self.pool.get().await?);
+        let mut conn = Conn::new(acquire(&self.pool).await?);
         let stmt = conn.client().prepare_cached(sql).await?;
         conn.in_tx = true;
         let client = conn.client();
@@ -333,7 +348,7 @@ impl TenantDb {
 
     /// Starts a tenant transaction (BEGIN and the tenant in one message, one round trip).
     pub async fn begin(&self) -> Result<TenantTx, DbError> {
-        let mut conn = Conn::new(self.pool.get().await?);
+        let mut conn = Conn::new(acquire(&self.pool).await?);
         conn.in_tx = true;
         conn.client()
             .batch_execute(&begin_for(self.tenant_id))

@@ -3,6 +3,7 @@
 mod admin;
 mod auth;
 mod cleanup;
+mod connections;
 mod conversations;
 mod demo;
 mod dev_server;

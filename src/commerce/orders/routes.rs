@@ -162,6 +162,10 @@ impl From<OrderError> for AppError {
                 code: "already_rated",
                 detail: "This order has already been rated.".into(),
             },
+            OrderError::CommitUnknown(id) => Self::OutcomeUnknown {
+                resource: "order",
+                id,
+            },
             OrderError::Db(e) => e.into(),
         }
     }

@@ -41,6 +41,9 @@ pub enum OrderError {
     NotDelivered,
     #[error("the order is rated already")]
     AlreadyRated,
+    /// The COMMIT of order `0` got no answer and the database did not come back in time.
+    #[error("commit outcome unknown for order {0}")]
+    CommitUnknown(Uuid),
     #[error(transparent)]
     Db(#[from] DbError),
 }
@@ -239,8 +242,36 @@ pub async fn create(db: &TenantDb, order: &NewOrder) -> Result<Order> {
     )
     .await?;
     let created = fetch(&tx, tx.tenant_id(), id).await?;
-    tx.commit().await?;
-    Ok(created)
+    match tx.commit().await {
+        Err(DbError::Unavailable(cause)) => settle_commit(db, created, cause).await,
+        done => done.map(|()| created).map_err(Into::into),
+    }
+}
+
+/// How long an order whose COMMIT got no answer is looked for before giving up (within the
+/// 2 s an outage answer may take).
+const SETTLE_WITHIN: std::time::Duration = std::time::Duration::from_millis(600);
+
+/// The connection died during COMMIT, so the order may or may not be stored. Look: stored,
+/// it is created (201); absent once the database answers, it was rolled back; still no
+/// answer, the outcome stays unknown (503, and the client retries).
+async fn settle_commit(db: &TenantDb, created: Order, cause: String) -> Result<Order> {
+    tracing::warn!(order_id = %created.id, error = %cause, "COMMIT unanswered; looking for the order");
+    let deadline = tokio::time::Instant::now() + SETTLE_WITHIN;
+    while tokio::time::Instant::now() < deadline {
+        match db
+            .query_opt(&select_one(), &[&db.tenant_id(), &created.id])
+            .await
+        {
+            Ok(Some(_)) => return Ok(created),
+            Ok(None) => return Err(DbError::Unavailable(cause).into()),
+            Err(DbError::Unavailable(_)) => {
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Err(OrderError::CommitUnknown(created.id))
 }
 
 /// Puts a cancelled order's stock back on its products (those that still exist).

@@ -89,6 +89,9 @@ pub enum AppError {
         limit: u64,
         retry_after: u64,
     },
+    /// The caller's lookups of unknown tenants or memberships are spent for this minute.
+    #[error("lookup budget spent")]
+    LookupBudget { retry_after: u64 },
     #[error("quota exceeded: {quota}")]
     QuotaExceeded {
         quota: String,
@@ -147,7 +150,7 @@ impl AppError {
             Self::TenantAccessDenied | Self::TenantSuspended | Self::Forbidden(_) => {
                 StatusCode::FORBIDDEN
             }
-            Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+            Self::RateLimited { .. } | Self::LookupBudget { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::QuotaExceeded { .. } => StatusCode::FORBIDDEN,
             Self::NotFound(_) | Self::MissingReference { .. } => StatusCode::NOT_FOUND,
             Self::Conflict { .. } => StatusCode::CONFLICT,
@@ -167,7 +170,7 @@ impl AppError {
             Self::TenantAccessDenied => "tenant_access_denied",
             Self::TenantSuspended => "tenant_suspended",
             Self::Forbidden(_) => "forbidden",
-            Self::RateLimited { .. } => "rate_limited",
+            Self::RateLimited { .. } | Self::LookupBudget { .. } => "rate_limited",
             Self::QuotaExceeded { .. } => "quota_exceeded",
             Self::NotFound(_) | Self::MissingReference { .. } => "not_found",
             Self::Conflict { code, .. } | Self::BadRequest { code, .. } => code,
@@ -196,6 +199,10 @@ impl AppError {
                 retry_after,
             } => format!(
                 "The tenant's limit of {limit} requests per {window} is reached; retry in {retry_after} s."
+            ),
+            Self::LookupBudget { retry_after } => format!(
+                "Too many lookups of tenants or memberships that are not cached; retry in \
+                 {retry_after} s."
             ),
             Self::QuotaExceeded { quota, used, limit } => {
                 format!("The {quota} quota is used up ({used} of {limit}).")
@@ -285,7 +292,7 @@ impl IntoResponse for AppError {
                     .headers_mut()
                     .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
             }
-            Self::RateLimited { retry_after, .. } => {
+            Self::RateLimited { retry_after, .. } | Self::LookupBudget { retry_after } => {
                 response
                     .headers_mut()
                     .insert(header::RETRY_AFTER, HeaderValue::from(*retry_after));
@@ -320,24 +327,6 @@ impl From<DbError> for AppError {
             },
             DbError::Decode(what) => Self::Internal {
                 cause: anyhow::anyhow!("decoding a column: {what}"),
-                at,
-            },
-        }
-    }
-}
-
-impl From<std::sync::Arc<DbError>> for AppError {
-    /// A lookup shared by concurrent requests (the directory's cache) failed.
-    #[track_caller]
-    fn from(err: std::sync::Arc<DbError>) -> Self {
-        let at = Location::caller();
-        match &*err {
-            DbError::Unavailable(cause) => {
-                tracing::warn!(error = %cause, at = %at, "database unavailable");
-                Self::Unavailable("The database")
-            }
-            other => Self::Internal {
-                cause: anyhow::anyhow!("{other}"),
                 at,
             },
         }

@@ -1,6 +1,6 @@
 //! Liveness, readiness and metrics: public, no tenant.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use axum::Json;
 use axum::extract::State;
@@ -33,6 +33,33 @@ pub async fn live() -> Json<Health> {
          content_type = "application/problem+json"),
     ))]
 pub async fn ready(State(state): State<AppState>) -> AppResult<Json<Health>> {
+    // One probe at a time, its result reused for a second: a flood of probes costs the
+    // database one pooled connection a second, not one each.
+    let mut last = state.readiness.0.lock().await;
+    let down = match *last {
+        Some((at, down)) if at.elapsed() < PROBE_REUSE => down,
+        _ => {
+            let down = probe(&state).await;
+            *last = Some((Instant::now(), down));
+            down
+        }
+    };
+    drop(last);
+    match down {
+        Some(dependency) => Err(AppError::Unavailable(dependency)),
+        None => Ok(Json(Health { status: "ready" })),
+    }
+}
+
+/// How long a readiness probe's result is reused.
+const PROBE_REUSE: Duration = Duration::from_secs(1);
+
+/// The last readiness probe: when, and the dependency that was down (if one was).
+#[derive(Default)]
+pub struct Readiness(tokio::sync::Mutex<Option<(Instant, Option<&'static str>)>>);
+
+/// The dependency that does not answer, if any.
+async fn probe(state: &AppState) -> Option<&'static str> {
     let check = async {
         let conn = state.db.platform().await?;
         conn.query_one("SELECT 1", &[]).await
@@ -41,7 +68,7 @@ pub async fn ready(State(state): State<AppState>) -> AppResult<Json<Health>> {
         tokio::time::timeout(Duration::from_secs(2), check).await,
         Ok(Ok(_))
     ) {
-        return Err(AppError::Unavailable("The database"));
+        return Some("The database");
     }
     let redis_down = match &state.redis {
         Some(redis) => !matches!(
@@ -50,10 +77,7 @@ pub async fn ready(State(state): State<AppState>) -> AppResult<Json<Health>> {
         ),
         None => false,
     };
-    if redis_down {
-        return Err(AppError::Unavailable("Redis"));
-    }
-    Ok(Json(Health { status: "ready" }))
+    redis_down.then_some("Redis")
 }
 
 /// Prometheus metrics in the OpenMetrics text format.

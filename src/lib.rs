@@ -122,6 +122,7 @@ impl Application {
             limiter,
             redis,
             usage: UsageRecorder::default(),
+            readiness: health::Readiness::default(),
             media,
         });
         let shutdown = CancellationToken::new();

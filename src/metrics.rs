@@ -39,6 +39,8 @@ pub struct Metrics {
     rate_limit_fallbacks: Counter,
     job_failures: Family<KindLabels, Counter>,
     connections_refused: Counter,
+    directory_refusals: Counter,
+    audit_events: Family<KindLabels, Counter>,
     redis_healthy: Gauge,
     pool_size: Gauge,
     pool_available: Gauge,
@@ -95,6 +97,18 @@ impl Default for Metrics {
             "Background job passes that failed or panicked, by job",
             job_failures.clone(),
         );
+        let directory_refusals = Counter::default();
+        registry.register(
+            "directory_lookups_refused",
+            "Lookups refused before the database: the caller's misses for the minute were spent",
+            directory_refusals.clone(),
+        );
+        let audit_events = Family::<KindLabels, Counter>::default();
+        registry.register(
+            "audit_events",
+            "Platform-admin actions on tenants, reads included, by action",
+            audit_events.clone(),
+        );
         let connections_refused = Counter::default();
         registry.register(
             "http_connections_refused",
@@ -130,6 +144,8 @@ impl Default for Metrics {
             rate_limit_fallbacks,
             job_failures,
             connections_refused,
+            directory_refusals,
+            audit_events,
             redis_healthy,
             pool_size,
             pool_available,
@@ -182,6 +198,18 @@ impl Metrics {
         self.job_failures
             .get_or_create(&KindLabels { kind: job.into() })
             .inc();
+    }
+
+    pub fn audit_event(&self, action: &'static str) {
+        self.audit_events
+            .get_or_create(&KindLabels {
+                kind: action.into(),
+            })
+            .inc();
+    }
+
+    pub fn directory_refusal(&self) {
+        self.directory_refusals.inc();
     }
 
     pub fn connection_refused(&self) {

@@ -45,5 +45,7 @@ pub struct Services {
     /// The Redis rate-limit backend, when configured (also checked by readiness).
     pub redis: Option<Arc<RedisBackend>>,
     pub usage: UsageRecorder,
+    /// The last readiness probe, reused for a second.
+    pub readiness: crate::health::Readiness,
     pub media: MediaStore,
 }

@@ -5,24 +5,32 @@
 use chrono::{DateTime, Datelike, Timelike, Utc};
 use serde::{Serialize, Serializer};
 
-/// A trimmed, lower-cased e-mail address of plausible shape (`local@domain.tld`).
+/// An e-mail address of plausible shape (`local@domain.tld`), normalised so that spellings of
+/// one address compare equal (SPEC §4): the local part in Unicode NFC and full lower case, the
+/// domain in IDNA ASCII form (`bücher.example` is `xn--bcher-kva.example`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Email(String);
 
 impl Email {
     pub fn parse(raw: &str) -> Result<Self, &'static str> {
-        let value = raw.trim().to_ascii_lowercase();
+        use unicode_normalization::UnicodeNormalization;
+        let trimmed = raw.trim();
+        let (local, domain) = trimmed
+            .rsplit_once('@')
+            .ok_or("must be an e-mail address")?;
+        let local: String = local.nfc().collect::<String>().to_lowercase();
+        let domain = idna::domain_to_ascii(domain).map_err(|_| "must be an e-mail address")?;
+        let value = format!("{local}@{domain}");
         if value.len() > 254 {
             return Err("must be at most 254 characters");
         }
-        let (local, domain) = value.split_once('@').ok_or("must be an e-mail address")?;
         let valid = !local.is_empty()
             && local.len() <= 64
             && domain.contains('.')
             && !domain.starts_with('.')
             && !domain.ends_with('.')
             && !value.chars().any(|c| c.is_whitespace() || c.is_control())
-            && !domain.contains('@');
+            && !local.contains('@');
         if valid {
             Ok(Self(value))
         } else {
@@ -404,6 +412,23 @@ mod tests {
         ] {
             assert!(Email::parse(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn look_alike_spellings_of_an_email_are_one_address() {
+        let composed = Email::parse("JOS\u{c9}@B\u{fc}cher.Example").unwrap();
+        let decomposed = Email::parse("jose\u{301}@bu\u{308}cher.example").unwrap();
+        assert_eq!(composed, decomposed);
+        assert_eq!(composed.as_str(), "jos\u{e9}@xn--bcher-kva.example");
+        assert_eq!(
+            Email::parse("ana@xn--bcher-kva.example").unwrap(),
+            Email::parse("Ana@BÜCHER.example").unwrap()
+        );
+        // Full Unicode lower case, not ASCII only.
+        assert_eq!(
+            Email::parse("ÅSA@shop.example").unwrap().as_str(),
+            "\u{e5}sa@shop.example"
+        );
     }
 
     #[test]

@@ -1,6 +1,7 @@
-//! Platform administration: the only code that works across tenants. Every action is
-//! logged on the `audit` target with the acting subject.
+//! Platform administration: the only code that works across tenants. Every action, reads
+//! included, is an audit event (`audit`).
 
+pub mod audit;
 pub mod model;
 pub mod routes;
 pub(crate) mod store;

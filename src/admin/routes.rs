@@ -5,6 +5,9 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
 
+use serde_json::json;
+
+use super::audit;
 use super::model::{CreateTenant, UpdateTenant};
 use super::store::{self, TenantError};
 use crate::auth::PlatformAdmin;
@@ -48,7 +51,13 @@ pub async fn create_tenant(
             subject: Some(new.owner_external_id.clone()),
         })
         .await;
-    tracing::info!(target: "audit", actor = %admin.subject, tenant_id = %tenant.id, slug = %tenant.slug, "tenant created");
+    audit::record(
+        &state.metrics,
+        &admin.subject,
+        Some(tenant.id),
+        "tenant.created",
+        json!({"slug": tenant.slug}),
+    );
     Ok((StatusCode::CREATED, Json(tenant)))
 }
 
@@ -62,10 +71,17 @@ pub async fn create_tenant(
     ))]
 pub async fn list_tenants(
     State(state): State<AppState>,
-    _admin: PlatformAdmin,
+    PlatformAdmin(admin): PlatformAdmin,
     Query(query): Query<PageQuery>,
 ) -> AppResult<Page<Tenant>> {
     let page = query.parse()?;
+    audit::record(
+        &state.metrics,
+        &admin.subject,
+        None,
+        "tenants.listed",
+        json!({}),
+    );
     let rows = store::list(&state.db, page).await?;
     Ok(Page::from_rows(rows, page, |t: &Tenant| t.id))
 }
@@ -79,10 +95,18 @@ pub async fn list_tenants(
     ))]
 pub async fn get_tenant(
     State(state): State<AppState>,
-    _admin: PlatformAdmin,
+    PlatformAdmin(admin): PlatformAdmin,
     IdPath(id): IdPath,
 ) -> AppResult<Json<Tenant>> {
-    Ok(Json(store::get(&state.db, id).await?))
+    let tenant = store::get(&state.db, id).await?;
+    audit::record(
+        &state.metrics,
+        &admin.subject,
+        Some(id),
+        "tenant.read",
+        json!({}),
+    );
+    Ok(Json(tenant))
 }
 
 /// Suspends or reactivates a tenant and changes its limits (`null` restores a default).
@@ -110,15 +134,24 @@ pub async fn update_tenant(
             subject: None,
         })
         .await;
-    tracing::info!(target: "audit", actor = %admin.subject, tenant_id = %id, status = tenant.status.as_str(),
-        limits_set = ?limits.set, limits_reset = ?limits.reset, "tenant updated");
+    audit::record(
+        &state.metrics,
+        &admin.subject,
+        Some(id),
+        "tenant.updated",
+        json!({"status": tenant.status.as_str(), "limits_set": limits.set, "limits_reset": limits.reset}),
+    );
     Ok(Json(tenant))
 }
 
-async fn tenant_record(state: &AppState, id: Uuid) -> AppResult<std::sync::Arc<Tenant>> {
+async fn tenant_record(
+    state: &AppState,
+    admin: &PlatformAdmin,
+    id: Uuid,
+) -> AppResult<std::sync::Arc<Tenant>> {
     state
         .directory
-        .tenant(id)
+        .tenant(id, &admin.0.subject)
         .await?
         .ok_or(AppError::NotFound("tenant"))
 }
@@ -132,13 +165,19 @@ async fn tenant_record(state: &AppState, id: Uuid) -> AppResult<std::sync::Arc<T
     ))]
 pub async fn admin_usage(
     State(state): State<AppState>,
-    _admin: PlatformAdmin,
+    admin: PlatformAdmin,
     IdPath(id): IdPath,
 ) -> AppResult<Json<Usage>> {
-    let tenant = tenant_record(&state, id).await?;
-    Ok(Json(
-        usage_of(&state, &tenant, &state.db.for_tenant(id)).await?,
-    ))
+    let tenant = tenant_record(&state, &admin, id).await?;
+    let usage = usage_of(&state, &tenant, &state.db.for_tenant(id)).await?;
+    audit::record(
+        &state.metrics,
+        &admin.0.subject,
+        Some(id),
+        "tenant.usage_read",
+        json!({}),
+    );
+    Ok(Json(usage))
 }
 
 /// Any tenant's quotas (platform admins).
@@ -150,13 +189,19 @@ pub async fn admin_usage(
     ))]
 pub async fn admin_quotas(
     State(state): State<AppState>,
-    _admin: PlatformAdmin,
+    admin: PlatformAdmin,
     IdPath(id): IdPath,
 ) -> AppResult<Json<Quotas>> {
-    let tenant = tenant_record(&state, id).await?;
-    Ok(Json(
-        quotas::current(&state.db.for_tenant(id), &tenant.limits).await?,
-    ))
+    let tenant = tenant_record(&state, &admin, id).await?;
+    let quotas = quotas::current(&state.db.for_tenant(id), &tenant.limits).await?;
+    audit::record(
+        &state.metrics,
+        &admin.0.subject,
+        Some(id),
+        "tenant.quotas_read",
+        json!({}),
+    );
+    Ok(Json(quotas))
 }
 
 impl From<TenantError> for AppError {

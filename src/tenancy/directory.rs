@@ -4,8 +4,13 @@
 //! hits, at most `NEGATIVE_TTL`). Changes that revoke access (suspension, removal, role
 //! change) invalidate the entry on this instance at once and on the others through
 //! PostgreSQL NOTIFY on [`INVALIDATION_CHANNEL`], sent in the changing transaction.
+//!
+//! Lookups that miss the cache reach the database, so each caller (token subject) has a
+//! budget of [`MISSES_PER_MINUTE`] of them per UTC minute, checked before the query: a
+//! valid token naming random tenants costs the database at most that.
 
-use std::sync::Arc;
+use std::panic::Location;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use moka::Expiry;
@@ -15,11 +20,27 @@ use uuid::Uuid;
 
 use super::model::{Role, Tenant};
 use crate::db::{Conn, Db, DbError};
+use crate::error::AppError;
 use crate::metrics::Metrics;
 
 pub const INVALIDATION_CHANNEL: &str = "convcommerce_directory";
 const NEGATIVE_TTL: Duration = Duration::from_secs(5);
 const CAPACITY: u64 = 100_000;
+/// Lookups that miss the cache, per caller and minute (SPEC §10).
+pub const MISSES_PER_MINUTE: u32 = 30;
+
+/// Why a lookup has no answer.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum LookupError {
+    #[error(transparent)]
+    Db(Arc<DbError>),
+    /// The caller spent its misses for this minute; the budget refills in `retry_after` s.
+    #[error("lookup budget spent; retry in {retry_after} s")]
+    Budget { retry_after: u64 },
+}
+
+/// Per caller: the minute (unix seconds / 60) and the misses spent in it.
+type Spent = Arc<Mutex<(i64, u32)>>;
 
 /// An active member's standing in a tenant.
 #[derive(Debug, Clone, Copy)]
@@ -56,6 +77,8 @@ pub struct Directory {
     metrics: Arc<Metrics>,
     tenants: Cache<Uuid, Option<Arc<Tenant>>>,
     members: Cache<(Uuid, String), Option<Membership>>,
+    /// Misses spent per caller; bounded like the caches, forgotten after two idle minutes.
+    misses: Cache<String, Spent>,
 }
 
 impl Directory {
@@ -71,23 +94,78 @@ impl Directory {
                 .max_capacity(CAPACITY)
                 .expire_after(LookupExpiry { positive: ttl })
                 .build(),
+            misses: Cache::builder()
+                .max_capacity(CAPACITY)
+                .time_to_idle(Duration::from_secs(120))
+                .build(),
         }
     }
 
-    pub async fn tenant(&self, id: Uuid) -> Result<Option<Arc<Tenant>>, Arc<DbError>> {
+    /// Spends one of `caller`'s misses, or refuses when this minute's are gone.
+    async fn spend_miss(&self, caller: &str) -> Result<(Spent, i64), LookupError> {
+        let now = chrono::Utc::now().timestamp();
+        let minute = now.div_euclid(60);
+        let spent = self
+            .misses
+            .get_with(caller.to_string(), async {
+                Arc::new(Mutex::new((minute, 0)))
+            })
+            .await;
+        let mut count = spent.lock().unwrap_or_else(|p| p.into_inner());
+        if count.0 != minute {
+            *count = (minute, 0);
+        }
+        if count.1 >= MISSES_PER_MINUTE {
+            self.metrics.directory_refusal();
+            return Err(LookupError::Budget {
+                retry_after: (60 - now.rem_euclid(60)).max(1) as u64,
+            });
+        }
+        count.1 += 1;
+        drop(count);
+        Ok((spent, minute))
+    }
+
+    /// Runs `lookup` on `caller`'s budget: a miss is spent before it runs and given back when
+    /// the lookup found something (a real tenant or member) or never reached the database.
+    async fn budgeted<T>(
+        &self,
+        kind: &'static str,
+        caller: &str,
+        lookup: impl Future<Output = Result<Option<T>, DbError>>,
+    ) -> Result<Option<T>, LookupError> {
+        let (spent, minute) = self.spend_miss(caller).await?;
+        self.metrics.directory_lookup(kind);
+        let found = lookup.await;
+        if !matches!(found, Ok(None)) {
+            let mut count = spent.lock().unwrap_or_else(|p| p.into_inner());
+            if count.0 == minute {
+                count.1 = count.1.saturating_sub(1);
+            }
+        }
+        found.map_err(|e| LookupError::Db(Arc::new(e)))
+    }
+
+    /// The tenant `id`, looked up for `caller` (whose miss budget a cache miss spends).
+    pub async fn tenant(&self, id: Uuid, caller: &str) -> Result<Option<Arc<Tenant>>, LookupError> {
         self.tenants
             .try_get_with(id, async {
-                self.metrics.directory_lookup("tenant");
-                let conn = self.db.platform().await?;
-                let row = conn
-                    .query_opt(
-                        &format!("SELECT {} FROM tenants WHERE id = $1", Tenant::COLUMNS),
-                        &[&id],
-                    )
+                let row = self
+                    .budgeted("tenant", caller, async {
+                        self.db
+                            .platform()
+                            .await?
+                            .query_opt(
+                                &format!("SELECT {} FROM tenants WHERE id = $1", Tenant::COLUMNS),
+                                &[&id],
+                            )
+                            .await
+                    })
                     .await?;
                 Ok(row.map(|r| Arc::new(Tenant::from_row(&r))))
             })
             .await
+            .map_err(Arc::unwrap_or_clone)
     }
 
     /// The caller's active membership in `tenant_id`, if any.
@@ -95,17 +173,18 @@ impl Directory {
         &self,
         tenant_id: Uuid,
         subject: &str,
-    ) -> Result<Option<Membership>, Arc<DbError>> {
+    ) -> Result<Option<Membership>, LookupError> {
         self.members
             .try_get_with((tenant_id, subject.to_string()), async {
-                self.metrics.directory_lookup("membership");
                 let row = self
-                    .db
-                    .for_tenant(tenant_id)
-                    .query_opt(
-                        "SELECT id, role FROM users
-                         WHERE tenant_id = $1 AND external_id = $2 AND is_active",
-                        &[&tenant_id, &subject],
+                    .budgeted(
+                        "membership",
+                        subject,
+                        self.db.for_tenant(tenant_id).query_opt(
+                            "SELECT id, role FROM users
+                             WHERE tenant_id = $1 AND external_id = $2 AND is_active",
+                            &[&tenant_id, &subject],
+                        ),
                     )
                     .await?;
                 Ok(row.map(|r| Membership {
@@ -114,6 +193,7 @@ impl Directory {
                 }))
             })
             .await
+            .map_err(Arc::unwrap_or_clone)
     }
 
     pub async fn invalidate(&self, what: &Invalidation) {
@@ -141,5 +221,28 @@ impl Directory {
         )
         .await?;
         Ok(())
+    }
+}
+
+impl From<LookupError> for AppError {
+    /// A directory lookup (shared by concurrent requests) failed, or the caller spent its
+    /// budget of lookups that miss the cache.
+    #[track_caller]
+    fn from(err: LookupError) -> Self {
+        let at = Location::caller();
+        let err = match err {
+            LookupError::Budget { retry_after } => return AppError::LookupBudget { retry_after },
+            LookupError::Db(err) => err,
+        };
+        match &*err {
+            DbError::Unavailable(cause) => {
+                tracing::warn!(error = %cause, at = %at, "database unavailable");
+                AppError::Unavailable("The database")
+            }
+            other => AppError::Internal {
+                cause: anyhow::anyhow!("{other}"),
+                at,
+            },
+        }
     }
 }

@@ -78,7 +78,7 @@ async fn resolve(
 
     let tenant = state
         .directory
-        .tenant(tenant_id)
+        .tenant(tenant_id, &principal.subject)
         .await?
         .ok_or(AppError::TenantAccessDenied)?;
     let membership = state

@@ -172,3 +172,38 @@ async fn tenants_are_listed_newest_first() {
         .expect(200);
     assert_ne!(first.body["items"][0]["id"], second.body["items"][0]["id"]);
 }
+
+#[tokio::test]
+async fn platform_admin_reads_of_a_tenant_are_audit_events() {
+    let app = TestApp::spawn().await;
+    let tenant = app.tenant().await;
+    for (path, action) in [
+        (
+            format!("/api/v1/admin/tenants/{}", tenant.id),
+            "tenant.read",
+        ),
+        (
+            format!("/api/v1/admin/tenants/{}/usage", tenant.id),
+            "tenant.usage_read",
+        ),
+        (
+            format!("/api/v1/admin/tenants/{}/quotas", tenant.id),
+            "tenant.quotas_read",
+        ),
+        ("/api/v1/admin/tenants".to_string(), "tenants.listed"),
+    ] {
+        let metric = format!(r#"convcommerce_audit_events_total{{kind="{action}"}}"#);
+        let before = app.metric(&metric).await;
+        app.get(&path).user(ADMIN).send().await.expect(200);
+        assert_eq!(app.metric(&metric).await, before + 1.0, "{action}");
+    }
+    // A refused read is no event.
+    let metric = r#"convcommerce_audit_events_total{kind="tenant.read"}"#;
+    let before = app.metric(metric).await;
+    app.get(&format!("/api/v1/admin/tenants/{}", tenant.id))
+        .owner_of(&tenant)
+        .send()
+        .await
+        .expect_problem(403, "forbidden");
+    assert_eq!(app.metric(metric).await, before);
+}

@@ -258,3 +258,73 @@ async fn revocations_reach_other_instances_before_the_cache_expires() {
         "a suspension reaches every instance"
     );
 }
+
+#[tokio::test]
+async fn random_tenant_ids_cost_the_database_a_bounded_number_of_lookups() {
+    let app = TestApp::spawn().await;
+    let tenant = app.tenant().await;
+    app.get("/api/v1/tenant")
+        .owner_of(&tenant)
+        .send()
+        .await
+        .expect(200);
+    let lookups = || app.metric("convcommerce_directory_lookups_total");
+    let before = lookups().await;
+    let stranger = format!("stranger-{}", Uuid::now_v7().simple());
+    let mut refused = 0;
+    for i in 0..1_000 {
+        let answer = app
+            .get("/api/v1/products")
+            .user(&stranger)
+            .tenant(Uuid::now_v7())
+            .send()
+            .await;
+        match answer.status.as_u16() {
+            403 => assert_eq!(answer.code(), "tenant_access_denied"),
+            429 => {
+                refused += 1;
+                assert_eq!(answer.code(), "rate_limited");
+                assert!(answer.header("retry-after").is_some());
+            }
+            other => panic!("answer {other} to request {i}: {}", answer.body),
+        }
+        if i % 100 == 0 {
+            // The real tenant keeps being served promptly.
+            let started = std::time::Instant::now();
+            app.get("/api/v1/tenant")
+                .owner_of(&tenant)
+                .send()
+                .await
+                .expect(200);
+            assert!(started.elapsed() < Duration::from_millis(500));
+        }
+    }
+    let spent = lookups().await - before;
+    // 30 per caller per minute (the test may straddle a minute boundary: twice that).
+    assert!(spent <= 60.0, "{spent} lookups reached the database");
+    assert!(
+        refused >= 1_000 - 60,
+        "{refused} refused before the database"
+    );
+    assert!(
+        app.metric("convcommerce_directory_lookups_refused_total")
+            .await
+            >= refused as f64
+    );
+}
+
+#[tokio::test]
+async fn readiness_reuses_its_probe_for_a_second() {
+    let app = TestApp::spawn().await;
+    app.get("/health/ready").send().await.expect(200);
+    let pool = || app.metric("convcommerce_db_pool_connections");
+    let before = pool().await;
+    let probes: Vec<_> = (0..200).map(|_| app.get("/health/ready").send()).collect();
+    for answer in futures_util::future::join_all(probes).await {
+        answer.expect(200);
+    }
+    assert!(
+        pool().await <= before + 1.0,
+        "200 concurrent probes take no more connections"
+    );
+}

@@ -348,3 +348,32 @@ async fn users_page_newest_first_with_opaque_cursors() {
         .await
         .expect_problem(422, "validation_failed");
 }
+
+#[tokio::test]
+async fn look_alike_emails_are_the_same_member() {
+    let app = TestApp::spawn().await;
+    let tenant = app.tenant().await;
+    let create = |sub: &str, email: &str| {
+        app.post("/api/v1/users")
+            .owner_of(&tenant)
+            .json(&json!({"external_id": sub, "email": email, "role": "staff"}))
+            .send()
+    };
+    let first = create("u1", "Jos\u{e9}@B\u{fc}cher.example")
+        .await
+        .expect(201);
+    assert_eq!(first.body["email"], "jos\u{e9}@xn--bcher-kva.example");
+    for (i, same) in [
+        "jose\u{301}@bu\u{308}cher.example",
+        "JOS\u{c9}@xn--bcher-kva.example",
+        "jos\u{e9}@B\u{dc}CHER.EXAMPLE",
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        create(&format!("u-{i}"), same)
+            .await
+            .expect_problem(409, "email_taken");
+    }
+    create("u9", "jose@bucher.example").await.expect(201);
+}

@@ -1,6 +1,8 @@
 //! The OpenAPI 3.1 document (generated from the handlers), Swagger UI at `/docs` and ReDoc at
 //! `/redoc`, every asset served from the binary.
 
+use std::collections::btree_map::Entry;
+
 use axum::Router;
 use axum::http::header::{CACHE_CONTROL, CONTENT_TYPE};
 use axum::response::{Html, IntoResponse};
@@ -8,8 +10,9 @@ use axum::routing::get;
 use utoipa::openapi::header::Header;
 use utoipa::openapi::path::{Operation, Parameter, ParameterBuilder, ParameterIn};
 use utoipa::openapi::response::ResponseBuilder;
+use utoipa::openapi::schema::{ArrayItems, ObjectBuilder, Schema, Type};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme};
-use utoipa::openapi::{ContentBuilder, OpenApi as OpenApiDoc, Ref, RefOr, Required};
+use utoipa::openapi::{Components, ContentBuilder, OpenApi as OpenApiDoc, Ref, RefOr, Required};
 use utoipa::{Modify, OpenApi};
 use utoipa_swagger_ui::SwaggerUi;
 
@@ -43,36 +46,29 @@ pub const OPENAPI_PATH: &str = "/api/v1/openapi.json";
 pub struct ApiDoc;
 
 /// Applied to the finished document (after the routes are collected). Adds what every
-/// endpoint of a kind shares, so handlers list only their own answers:
-/// bearer auth, the `X-Tenant-ID` header and the errors of SPEC §2.
+/// endpoint of a kind shares, so handlers list only their own answers: bearer auth, the
+/// `X-Tenant-ID` header, the errors of SPEC §1 and §2 (bodies, queries, path ids, the
+/// database), and the problem+json body of every error status.
 pub struct Conventions;
 
-fn problem(description: &str) -> utoipa::openapi::RefOr<utoipa::openapi::response::Response> {
-    ResponseBuilder::new()
-        .description(description)
-        .content(
-            crate::error::PROBLEM_CONTENT_TYPE,
-            ContentBuilder::new()
-                .schema(Some(Ref::from_schema_name("Problem")))
-                .build(),
-        )
+fn problem_content() -> utoipa::openapi::Content {
+    ContentBuilder::new()
+        .schema(Some(Ref::from_schema_name("Problem")))
         .build()
-        .into()
+}
+
+fn integer_header(description: &str) -> Header {
+    let mut header = Header::new(ObjectBuilder::new().schema_type(Type::Integer));
+    header.description = Some(description.into());
+    header
 }
 
 /// The rate-limit headers every tenant-scoped response carries (SPEC §5).
 fn rate_limit_headers() -> Vec<(String, Header)> {
-    let integer = || {
-        Header::new(
-            utoipa::openapi::ObjectBuilder::new()
-                .schema_type(utoipa::openapi::schema::Type::Integer),
-        )
-    };
-    let text = || {
-        Header::new(
-            utoipa::openapi::ObjectBuilder::new()
-                .schema_type(utoipa::openapi::schema::Type::String),
-        )
+    let text = |description: &str| {
+        let mut header = Header::new(ObjectBuilder::new().schema_type(Type::String));
+        header.description = Some(description.into());
+        header
     };
     let mut headers = Vec::new();
     for window in ["Minute", "Hour", "Day"] {
@@ -81,53 +77,191 @@ fn rate_limit_headers() -> Vec<(String, Header)> {
             ("Remaining", "requests left, after this one, in the"),
             ("Reset", "seconds until the reset of the"),
         ] {
-            let mut header = integer();
-            header.description = Some(format!(
+            let description = format!(
                 "The tenant's {what} current UTC-aligned {} window.",
                 window.to_lowercase()
+            );
+            headers.push((
+                format!("X-RateLimit-{field}-{window}"),
+                integer_header(&description),
             ));
-            headers.push((format!("X-RateLimit-{field}-{window}"), header));
         }
     }
-    let mut policy = text();
-    policy.description = Some(
-        "IETF RateLimit-Policy: `\"minute\";q=60;w=60, \"hour\";q=1000;w=3600, \"day\";q=10000;w=86400`"
-            .into(),
-    );
-    headers.push(("RateLimit-Policy".into(), policy));
-    let mut current = text();
-    current.description =
-        Some("IETF RateLimit: per window `r` (remaining) and `t` (seconds to reset)".into());
-    headers.push(("RateLimit".into(), current));
+    headers.push((
+        "RateLimit-Policy".into(),
+        text(
+            "IETF RateLimit-Policy: `\"minute\";q=60;w=60, \"hour\";q=1000;w=3600, \"day\";q=10000;w=86400`",
+        ),
+    ));
+    headers.push((
+        "RateLimit".into(),
+        text("IETF RateLimit: per window `r` (remaining) and `t` (seconds to reset)"),
+    ));
     headers
 }
 
-fn add_response(op: &mut Operation, status: &str, description: &str) {
-    op.responses
-        .responses
-        .entry(status.to_string())
-        .or_insert_with(|| problem(description));
+/// Documents `status` as answering with `codes` too: a status the handler listed keeps its
+/// description and gains these codes.
+fn add_error(op: &mut Operation, status: &str, codes: &str) {
+    match op.responses.responses.entry(status.to_string()) {
+        Entry::Vacant(entry) => {
+            entry.insert(ResponseBuilder::new().description(codes).build().into());
+        }
+        Entry::Occupied(mut entry) => {
+            if let RefOr::T(response) = entry.get_mut()
+                && !response.description.contains(codes)
+            {
+                response.description = format!("{}; {codes}", response.description);
+            }
+        }
+    }
 }
 
+fn add_header(op: &mut Operation, status: &str, name: &str, header: Header) {
+    if let Some(RefOr::T(response)) = op.responses.responses.get_mut(status) {
+        response.headers.insert(name.into(), header);
+    }
+}
+
+/// The `X-Tenant-ID` header: a string with the UUID pattern rather than `format: uuid`, which
+/// generators type as a UUID object that their HTTP libraries refuse as a header value
+/// (docs/OPERATIONS.md, "OpenAPI document").
 fn tenant_header() -> Parameter {
     ParameterBuilder::new()
         .name("X-Tenant-ID")
         .parameter_in(ParameterIn::Header)
         .required(Required::True)
-        .description(Some("The tenant the request acts on."))
+        .description(Some("The tenant the request acts on: its id, a UUID."))
         .schema(Some(
-            utoipa::openapi::ObjectBuilder::new()
-                .schema_type(utoipa::openapi::schema::Type::String)
-                .format(Some(utoipa::openapi::SchemaFormat::KnownFormat(
-                    utoipa::openapi::KnownFormat::Uuid,
-                ))),
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .pattern(Some(UUID_PATTERN)),
         ))
         .build()
+}
+
+pub const UUID_PATTERN: &str =
+    "^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$";
+
+/// The errors an operation can answer with, by what it reads.
+fn document_errors(path: &str, op: &mut Operation) {
+    let admin = path.starts_with("/api/v1/admin/");
+    add_error(op, "401", "`unauthorized`: no valid bearer token");
+    if admin {
+        add_error(op, "403", "`forbidden`: not a platform admin");
+    } else {
+        op.parameters
+            .get_or_insert_with(Vec::new)
+            .push(tenant_header());
+        add_error(
+            op,
+            "400",
+            "`tenant_header_missing` or `tenant_header_invalid`",
+        );
+        add_error(
+            op,
+            "403",
+            "`tenant_access_denied` (unknown tenant or not a member), `tenant_suspended`, \
+             `forbidden` (role), or `quota_exceeded` on creates (with `quota`, `used` and \
+             `limit`)",
+        );
+        add_error(
+            op,
+            "429",
+            "`rate_limited`: a window of the tenant's rate limit is full; `Retry-After` says \
+             when the refusing window resets",
+        );
+        add_header(
+            op,
+            "429",
+            "Retry-After",
+            integer_header("Seconds until the window that refused resets."),
+        );
+    }
+    if path.contains('{') {
+        add_error(
+            op,
+            "404",
+            "`not_found`: no such resource in this tenant (also a malformed id)",
+        );
+    }
+    let queried = op
+        .parameters
+        .iter()
+        .flatten()
+        .any(|p| p.parameter_in == ParameterIn::Query);
+    if queried {
+        add_error(
+            op,
+            "400",
+            "`bad_request`: a query parameter is not of its type",
+        );
+        add_error(
+            op,
+            "422",
+            "`validation_failed`: a query parameter out of its bounds",
+        );
+    }
+    if op.request_body.is_some() {
+        add_error(
+            op,
+            "400",
+            "`malformed_json` or `invalid_body`: the body could not be read",
+        );
+        add_error(op, "413", "`payload_too_large`");
+        add_error(
+            op,
+            "415",
+            "`unsupported_media_type`: not the documented content type",
+        );
+        add_error(
+            op,
+            "422",
+            "`validation_failed`: `errors` names each field that does not fit",
+        );
+    }
+    add_error(op, "408", "`request_timeout`: the request took too long");
+    add_error(
+        op,
+        "500",
+        "`internal_error`: an unexpected failure, logged with the request id",
+    );
+    add_error(
+        op,
+        "503",
+        "`service_unavailable`: the database cannot be reached; retry shortly",
+    );
+    add_header(
+        op,
+        "503",
+        "Retry-After",
+        integer_header("Seconds to wait before retrying."),
+    );
+}
+
+/// Points each page's `items` at its item schema: utoipa inlines a generic argument
+/// (juhaku/utoipa#1586), and a generated client then has two types for one item.
+fn reference_page_items(components: &mut Components) {
+    let names: Vec<String> = components.schemas.keys().cloned().collect();
+    for name in names {
+        let Some(item) = name.strip_prefix("Page_") else {
+            continue;
+        };
+        if !components.schemas.contains_key(item) {
+            continue;
+        }
+        if let Some(RefOr::T(Schema::Object(page))) = components.schemas.get_mut(&name)
+            && let Some(RefOr::T(Schema::Array(items))) = page.properties.get_mut("items")
+        {
+            items.items = ArrayItems::RefOrSchema(Box::new(Ref::from_schema_name(item).into()));
+        }
+    }
 }
 
 impl Modify for Conventions {
     fn modify(&self, openapi: &mut OpenApiDoc) {
         let components = openapi.components.get_or_insert_with(Default::default);
+        reference_page_items(components);
         components.add_security_scheme(
             "bearer",
             SecurityScheme::Http(
@@ -138,10 +272,8 @@ impl Modify for Conventions {
             ),
         );
         for (path, item) in openapi.paths.paths.iter_mut() {
-            if !path.starts_with("/api/v1/") || path == OPENAPI_PATH {
-                continue;
-            }
-            let admin = path.starts_with("/api/v1/admin/");
+            let api = path.starts_with("/api/v1/") && path != OPENAPI_PATH;
+            let tenant_scoped = api && !path.starts_with("/api/v1/admin/");
             let ops = [
                 &mut item.get,
                 &mut item.post,
@@ -150,48 +282,26 @@ impl Modify for Conventions {
                 &mut item.delete,
             ];
             for op in ops.into_iter().flatten() {
-                op.security = Some(vec![SecurityRequirement::new(
-                    "bearer",
-                    Vec::<String>::new(),
-                )]);
-                add_response(op, "401", "`unauthorized`: no valid bearer token");
-                if admin {
-                    add_response(op, "403", "`forbidden`: not a platform admin");
-                } else {
-                    op.parameters
-                        .get_or_insert_with(Vec::new)
-                        .push(tenant_header());
-                    add_response(
-                        op,
-                        "400",
-                        "`tenant_header_missing` or `tenant_header_invalid`",
-                    );
-                    add_response(
-                        op,
-                        "403",
-                        "`tenant_access_denied` (unknown tenant or not a member), \
-                         `tenant_suspended`, `forbidden` (role), or `quota_exceeded` on creates \
-                         (with `quota`, `used` and `limit`)",
-                    );
-                    add_response(
-                        op,
-                        "429",
-                        "`rate_limited`: a window of the tenant's rate limit is full; \
-                         `Retry-After` says when the refusing window resets",
-                    );
-                    if let Some(RefOr::T(limited)) = op.responses.responses.get_mut("429") {
-                        let mut retry = Header::new(
-                            utoipa::openapi::ObjectBuilder::new()
-                                .schema_type(utoipa::openapi::schema::Type::Integer),
-                        );
-                        retry.description =
-                            Some("Seconds until the window that refused resets.".into());
-                        limited.headers.insert("Retry-After".into(), retry);
+                if api {
+                    op.security = Some(vec![SecurityRequirement::new(
+                        "bearer",
+                        Vec::<String>::new(),
+                    )]);
+                    document_errors(path, op);
+                }
+                for (status, response) in op.responses.responses.iter_mut() {
+                    let RefOr::T(response) = response else {
+                        continue;
+                    };
+                    if (status.starts_with('4') || status.starts_with('5'))
+                        && response.content.is_empty()
+                    {
+                        response
+                            .content
+                            .insert(crate::error::PROBLEM_CONTENT_TYPE.into(), problem_content());
                     }
-                    for response in op.responses.responses.values_mut() {
-                        if let RefOr::T(response) = response {
-                            response.headers.extend(rate_limit_headers());
-                        }
+                    if tenant_scoped {
+                        response.headers.extend(rate_limit_headers());
                     }
                 }
             }

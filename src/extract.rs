@@ -41,25 +41,56 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
                     detail: "The body could not be read.".into(),
                 },
             })?;
-        let de = &mut serde_json::Deserializer::from_slice(&bytes);
-        match serde_path_to_error::deserialize(de) {
-            Ok(value) => Ok(Self(value)),
-            Err(err) => {
-                let path = err.path().to_string();
-                let inner = err.into_inner();
-                if inner.is_syntax() || inner.is_eof() {
-                    return Err(AppError::BadRequest {
-                        code: "malformed_json",
-                        detail: "The body is not valid JSON.".into(),
-                    });
-                }
-                let message = strip_position(&inner.to_string());
-                Err(AppError::Validation(vec![FieldError::new(
-                    field_of(&path, &message),
-                    message,
-                )]))
+        decode(&bytes).map(Self)
+    }
+}
+
+/// The body as `T`; JSON Schema counts `5.0` as an integer where serde does not, so a body
+/// that fails is tried once more with such numbers written as integers.
+fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, AppError> {
+    let de = &mut serde_json::Deserializer::from_slice(bytes);
+    let err = match serde_path_to_error::deserialize(de) {
+        Ok(value) => return Ok(value),
+        Err(err) => err,
+    };
+    if err.inner().is_syntax() || err.inner().is_eof() {
+        return Err(AppError::BadRequest {
+            code: "malformed_json",
+            detail: "The body is not valid JSON.".into(),
+        });
+    }
+    if let Ok(mut value) = serde_json::from_slice::<serde_json::Value>(bytes)
+        && integers_from_floats(&mut value)
+        && let Ok(parsed) = serde_json::from_value(value)
+    {
+        return Ok(parsed);
+    }
+    let path = err.path().to_string();
+    let message = strip_position(&err.into_inner().to_string());
+    Err(AppError::Validation(vec![FieldError::new(
+        field_of(&path, &message),
+        message,
+    )]))
+}
+
+/// Rewrites every number with no fractional part (`5.0`) as an integer; true if any was.
+fn integers_from_floats(value: &mut serde_json::Value) -> bool {
+    use serde_json::Value;
+    match value {
+        Value::Number(n) => match n.as_f64() {
+            Some(f) if n.is_f64() && f.fract() == 0.0 && f.abs() < 9_007_199_254_740_992.0 => {
+                *value = Value::from(f as i64);
+                true
             }
-        }
+            _ => false,
+        },
+        Value::Array(items) => items
+            .iter_mut()
+            .fold(false, |changed, item| integers_from_floats(item) | changed),
+        Value::Object(fields) => fields
+            .values_mut()
+            .fold(false, |changed, item| integers_from_floats(item) | changed),
+        _ => false,
     }
 }
 
@@ -123,6 +154,7 @@ pub const MAX_LIMIT: i64 = 100;
 #[into_params(parameter_in = Query)]
 pub struct PageQuery {
     /// Items per page, 1-100 (default 20).
+    #[param(minimum = 1, maximum = 100, default = 20)]
     pub limit: Option<i64>,
     /// The `next_cursor` of the previous page.
     pub cursor: Option<String>,
@@ -169,6 +201,7 @@ fn encode_cursor(id: Uuid) -> String {
 pub struct Page<T> {
     pub items: Vec<T>,
     /// Pass as `cursor` to get the next page; null on the last page.
+    #[schema(required = true)]
     pub next_cursor: Option<String>,
 }
 
@@ -241,6 +274,26 @@ mod tests {
                 "{bad}"
             );
         }
+    }
+
+    #[test]
+    fn integral_floats_count_as_integers() {
+        #[derive(Debug, Deserialize, PartialEq)]
+        struct Body {
+            stars: i16,
+            tags: Vec<i64>,
+        }
+        let body: Body = decode(br#"{"stars": 5.0, "tags": [1, 2.0]}"#).unwrap();
+        assert_eq!(
+            body,
+            Body {
+                stars: 5,
+                tags: vec![1, 2]
+            }
+        );
+        let fractional = decode::<Body>(br#"{"stars": 4.5, "tags": []}"#).unwrap_err();
+        assert_eq!(fractional.code(), "validation_failed");
+        assert_eq!(decode::<Body>(b"{").unwrap_err().code(), "malformed_json");
     }
 
     #[test]

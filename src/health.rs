@@ -29,8 +29,7 @@ pub async fn live() -> Json<Health> {
 #[utoipa::path(get, path = "/health/ready", tag = "health",
     responses(
         (status = 200, description = "Ready", body = Health),
-        (status = 503, description = "A dependency is unavailable", body = crate::error::Problem,
-         content_type = "application/problem+json"),
+        (status = 503, description = "`service_unavailable`: the database or Redis does not answer"),
     ))]
 pub async fn ready(State(state): State<AppState>) -> AppResult<Json<Health>> {
     // One probe at a time, its result reused for a second: a flood of probes costs the

@@ -2,6 +2,8 @@
 //! (parse, don't validate): e-mails, slugs, E.164 phones, ISO 4217 currencies, prices, skus,
 //! URLs, language tags, time zones, times of day.
 
+pub mod schema;
+
 use chrono::{DateTime, Datelike, Timelike, Utc};
 use serde::{Serialize, Serializer};
 
@@ -84,7 +86,10 @@ pub fn name(raw: &str, max: usize) -> Result<String, String> {
 /// An identity-provider subject (`sub`): 1-255 visible characters.
 pub fn external_id(raw: &str) -> Result<String, &'static str> {
     let s = raw.trim();
-    if s.is_empty() || s.len() > 255 || s.chars().any(|c| c.is_control() || c.is_whitespace()) {
+    if s.is_empty()
+        || s.chars().count() > 255
+        || s.chars().any(|c| c.is_control() || c.is_whitespace())
+    {
         return Err("must be 1-255 characters without spaces");
     }
     Ok(s.to_string())
@@ -193,13 +198,17 @@ impl Sku {
     }
 }
 
-/// Optional free text of at most `max` characters; blank means none.
+/// Optional free text of at most `max` characters, without NUL (PostgreSQL text cannot hold
+/// it); blank means none.
 pub fn text(raw: Option<&str>, max: usize) -> Result<Option<String>, String> {
     let Some(s) = raw.map(str::trim).filter(|s| !s.is_empty()) else {
         return Ok(None);
     };
     if s.chars().count() > max {
         return Err(format!("must be at most {max} characters"));
+    }
+    if s.contains('\0') {
+        return Err("must not contain NUL characters".into());
     }
     Ok(Some(s.to_string()))
 }
@@ -503,6 +512,7 @@ mod tests {
         assert_eq!(text(Some("  "), 5).unwrap(), None);
         assert_eq!(text(Some(" hi "), 5).unwrap().as_deref(), Some("hi"));
         assert!(text(Some("toolong"), 5).is_err());
+        assert!(text(Some("a\0b"), 5).is_err());
     }
 
     #[test]

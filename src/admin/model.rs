@@ -13,9 +13,10 @@ use crate::types::{self, Email, Slug};
     "owner": {"external_id": "user_2abc", "email": "owner@acme.example"}
 }))]
 pub struct CreateTenant {
-    /// 1-200 characters.
+    #[schema(schema_with = types::schema::name::<200>)]
     pub name: String,
-    /// 3-63 lower-case letters, digits and inner hyphens; unique.
+    /// Unique among tenants.
+    #[schema(schema_with = types::schema::slug)]
     pub slug: String,
     pub owner: OwnerInput,
 }
@@ -23,8 +24,9 @@ pub struct CreateTenant {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct OwnerInput {
-    /// The owner's identity-provider subject (`sub`).
+    #[schema(schema_with = types::schema::external_id)]
     pub external_id: String,
+    #[schema(schema_with = types::schema::email)]
     pub email: String,
 }
 

@@ -12,7 +12,7 @@ use super::model::{CreateTenant, UpdateTenant};
 use super::store::{self, TenantError};
 use crate::auth::PlatformAdmin;
 use crate::commerce::usage::{Usage, usage_of};
-use crate::error::{AppError, AppResult, Problem};
+use crate::error::{AppError, AppResult};
 use crate::extract::{ApiJson, IdPath, Page, PageQuery};
 use crate::limits::quotas::{self, Quotas};
 use crate::state::AppState;
@@ -32,8 +32,8 @@ pub fn router() -> OpenApiRouter<AppState> {
     request_body = CreateTenant,
     responses(
         (status = 201, description = "Created", body = Tenant),
-        (status = 409, description = "`slug_taken`", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "`validation_failed`", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "`slug_taken`"),
+        (status = 422, description = "`validation_failed`"),
     ))]
 #[tracing::instrument(skip_all)]
 pub async fn create_tenant(
@@ -66,8 +66,8 @@ pub async fn create_tenant(
     params(PageQuery),
     responses(
         (status = 200, description = "A page of tenants", body = Page<Tenant>),
-        (status = 400, description = "`invalid_cursor`", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "`validation_failed` (limit)", body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "`invalid_cursor`"),
+        (status = 422, description = "`validation_failed` (limit)"),
     ))]
 pub async fn list_tenants(
     State(state): State<AppState>,
@@ -91,7 +91,7 @@ pub async fn list_tenants(
     params(("id" = uuid::Uuid, Path, description = "Tenant id")),
     responses(
         (status = 200, description = "The tenant", body = Tenant),
-        (status = 404, description = "`not_found`", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "`not_found`"),
     ))]
 pub async fn get_tenant(
     State(state): State<AppState>,
@@ -115,8 +115,8 @@ pub async fn get_tenant(
     request_body = UpdateTenant,
     responses(
         (status = 200, description = "The updated tenant", body = Tenant),
-        (status = 404, description = "`not_found`", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "`validation_failed`", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "`not_found`"),
+        (status = 422, description = "`validation_failed`"),
     ))]
 #[tracing::instrument(skip_all, fields(tenant_id = %id))]
 pub async fn update_tenant(
@@ -161,7 +161,7 @@ async fn tenant_record(
     params(("id" = Uuid, Path, description = "Tenant id")),
     responses(
         (status = 200, description = "Usage", body = Usage),
-        (status = 404, description = "`not_found`", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "`not_found`"),
     ))]
 pub async fn admin_usage(
     State(state): State<AppState>,
@@ -185,7 +185,7 @@ pub async fn admin_usage(
     params(("id" = Uuid, Path, description = "Tenant id")),
     responses(
         (status = 200, description = "Quotas", body = Quotas),
-        (status = 404, description = "`not_found`", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "`not_found`"),
     ))]
 pub async fn admin_quotas(
     State(state): State<AppState>,

@@ -59,6 +59,18 @@ struct CachedKey {
 struct KeySet {
     keys: HashMap<String, CachedKey>,
     last_fetch: Option<Instant>,
+    /// Past this the set is fetched again before it verifies (a key removed from the JWKS
+    /// stops verifying): the JWKS's `Cache-Control: max-age`, at most an hour.
+    fresh_until: Option<Instant>,
+}
+
+/// The longest a fetched JWKS is trusted without a refresh.
+const JWKS_MAX_AGE: Duration = Duration::from_secs(3_600);
+
+impl KeySet {
+    fn fresh(&self) -> bool {
+        self.fresh_until.is_some_and(|t| Instant::now() < t)
+    }
 }
 
 struct Jwks {
@@ -146,30 +158,41 @@ impl Verifier {
 
 impl Jwks {
     async fn key(&self, kid: &str) -> Result<(DecodingKey, Algorithm), TokenError> {
-        if let Some(k) = self.set.read().await.keys.get(kid) {
-            return Ok((k.key.clone(), k.alg));
+        {
+            let set = self.set.read().await;
+            if let (true, Some(k)) = (set.fresh(), set.keys.get(kid)) {
+                return Ok((k.key.clone(), k.alg));
+            }
         }
         let _guard = self.fetching.lock().await;
         {
             // Another request may have fetched while we waited; and an unknown kid may
             // trigger a fetch at most once per refetch interval.
             let set = self.set.read().await;
-            if let Some(k) = set.keys.get(kid) {
-                return Ok((k.key.clone(), k.alg));
-            }
-            if set
+            let throttled = set
                 .last_fetch
-                .is_some_and(|t| t.elapsed() < self.refetch_interval)
-            {
-                return Err(TokenError::UnknownKey);
+                .is_some_and(|t| t.elapsed() < self.refetch_interval);
+            match set.keys.get(kid) {
+                Some(k) if set.fresh() => return Ok((k.key.clone(), k.alg)),
+                None if set.fresh() && throttled => return Err(TokenError::UnknownKey),
+                _ => {}
             }
         }
         let fetched = self.fetch().await;
         let mut set = self.set.write().await;
-        set.last_fetch = Some(Instant::now());
+        let now = Instant::now();
+        set.last_fetch = Some(now);
         match fetched {
-            Ok(keys) => set.keys = keys,
-            Err(e) => tracing::warn!(error = %e, url = %self.url, "JWKS fetch failed"),
+            Ok((keys, max_age)) => {
+                set.keys = keys;
+                set.fresh_until = Some(now + max_age);
+            }
+            // The keys we have keep verifying while the JWKS cannot be reached; it is tried
+            // again after the refetch interval.
+            Err(e) => {
+                tracing::warn!(error = %e, url = %self.url, "JWKS fetch failed");
+                set.fresh_until = Some(now + self.refetch_interval);
+            }
         }
         set.keys
             .get(kid)
@@ -177,17 +200,25 @@ impl Jwks {
             .ok_or(TokenError::UnknownKey)
     }
 
-    async fn fetch(&self) -> anyhow::Result<HashMap<String, CachedKey>> {
-        let set: JwkSet = self
+    /// The published keys, and how long to trust them: the response's max-age, between the
+    /// refetch interval and an hour.
+    async fn fetch(&self) -> anyhow::Result<(HashMap<String, CachedKey>, Duration)> {
+        let response = self
             .http
             .get(self.url.clone())
             .timeout(Duration::from_secs(5))
             .send()
             .await?
-            .error_for_status()?
-            .json()
-            .await?;
-        Ok(set
+            .error_for_status()?;
+        let max_age = response
+            .headers()
+            .get(reqwest::header::CACHE_CONTROL)
+            .and_then(|v| v.to_str().ok())
+            .and_then(max_age)
+            .unwrap_or(JWKS_MAX_AGE)
+            .clamp(self.refetch_interval.min(JWKS_MAX_AGE), JWKS_MAX_AGE);
+        let set: JwkSet = response.json().await?;
+        let keys = set
             .keys
             .iter()
             .filter_map(|jwk| {
@@ -196,8 +227,20 @@ impl Jwks {
                 let key = DecodingKey::from_jwk(jwk).ok()?;
                 Some((kid, CachedKey { key, alg }))
             })
-            .collect())
+            .collect();
+        Ok((keys, max_age))
     }
+}
+
+/// `max-age` of a Cache-Control header value.
+fn max_age(cache_control: &str) -> Option<Duration> {
+    cache_control.split(',').find_map(|directive| {
+        let (name, value) = directive.trim().split_once('=')?;
+        name.trim()
+            .eq_ignore_ascii_case("max-age")
+            .then(|| value.trim().trim_matches('"').parse().ok())?
+            .map(Duration::from_secs)
+    })
 }
 
 /// The one algorithm a JWK may verify: RSA keys RS256, P-256 keys ES256, nothing else.
@@ -234,4 +277,23 @@ pub fn mint_hs256(
         &claims,
         &EncodingKey::from_secret(secret.expose_secret().as_bytes()),
     )?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn max_age_is_read_from_cache_control() {
+        assert_eq!(
+            max_age("public, max-age=300"),
+            Some(Duration::from_secs(300))
+        );
+        assert_eq!(
+            max_age("MAX-AGE=\"60\", must-revalidate"),
+            Some(Duration::from_secs(60))
+        );
+        assert_eq!(max_age("no-store"), None);
+        assert_eq!(max_age("max-age=soon"), None);
+    }
 }

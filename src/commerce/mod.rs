@@ -21,14 +21,15 @@ use crate::error::Fields;
 use crate::types;
 
 /// An enum stored as text: serde, OpenAPI and PostgreSQL (`FromSql`/`ToSql` on text columns)
-/// all use the same snake_case names.
+/// all use the same snake_case names (utoipa reads `schema(rename)`, not `serde(rename)`, on
+/// variants, so both are given).
 macro_rules! text_enum {
     ($(#[$meta:meta])* $name:ident { $($variant:ident => $text:literal),+ $(,)? }) => {
         $(#[$meta])*
         #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize,
                  utoipa::ToSchema)]
         pub enum $name {
-            $(#[serde(rename = $text)] $variant),+
+            $(#[serde(rename = $text)] #[schema(rename = $text)] $variant),+
         }
 
         impl $name {
@@ -113,15 +114,20 @@ pub fn json_column<T: DeserializeOwned>(row: &Row, name: &str) -> Result<T, DbEr
 #[schema(example = json!({"line1": "Rua Augusta 1500", "city": "São Paulo", "region": "SP",
     "postal_code": "01304-001", "country": "BR"}))]
 pub struct Address {
+    #[schema(schema_with = types::schema::name::<200>)]
     pub line1: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(max_length = 200, pattern = r"^[^\x00]*$")]
     pub line2: Option<String>,
+    #[schema(schema_with = types::schema::name::<100>)]
     pub city: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(max_length = 100, pattern = r"^[^\x00]*$")]
     pub region: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(max_length = 20, pattern = r"^[^\x00]*$")]
     pub postal_code: Option<String>,
-    /// ISO 3166-1 alpha-2 country code.
+    #[schema(schema_with = types::schema::country)]
     pub country: String,
 }
 

@@ -149,3 +149,60 @@ async fn claimed_pass<J: Job>(job: &Arc<J>, db: &Db, interval: Duration, metrics
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    use secrecy::SecretString;
+
+    use super::*;
+
+    /// Panics on its first pass, fails on its second, then counts.
+    struct Flaky(Arc<AtomicU32>);
+
+    impl Job for Flaky {
+        const NAME: &'static str = "flaky";
+        type Report = u32;
+
+        async fn run_once(&self) -> anyhow::Result<u32> {
+            match self.0.fetch_add(1, Ordering::SeqCst) {
+                0 => panic!("injected panic"),
+                1 => anyhow::bail!("injected failure"),
+                n => Ok(n),
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn a_pass_that_panics_or_fails_does_not_stop_the_job() {
+        let passes = Arc::new(AtomicU32::new(0));
+        let metrics = Arc::new(Metrics::default());
+        // Instance jobs never touch the database; the pool connects lazily.
+        let db = Db::connect(
+            &SecretString::from("postgres://nobody@127.0.0.1:1/none"),
+            1,
+            0,
+        )
+        .unwrap();
+        let stop = CancellationToken::new();
+        let job = spawn(
+            Flaky(passes.clone()),
+            Scope::Instance,
+            Duration::from_millis(10),
+            db,
+            metrics.clone(),
+            stop.clone(),
+        );
+        while passes.load(Ordering::SeqCst) < 4 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        stop.cancel();
+        job.await.expect("the runner itself never panics");
+        let text = metrics.render(0, 0);
+        assert!(
+            text.contains(r#"convcommerce_job_failures_total{kind="flaky"} 2"#),
+            "{text}"
+        );
+    }
+}

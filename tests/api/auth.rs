@@ -279,3 +279,50 @@ async fn unknown_kids_refetch_the_jwks_at_most_once_per_interval() {
         "a burst of unknown kids cannot hammer the JWKS"
     );
 }
+
+#[tokio::test]
+async fn a_key_removed_from_the_jwks_stops_verifying_once_its_max_age_passes() {
+    let jwks: serde_json::Value = serde_json::from_slice(&fixture("jwks.json")).unwrap();
+    let served = Arc::new(std::sync::RwLock::new(jwks.clone()));
+    let body = served.clone();
+    let router = axum::Router::new().route(
+        "/jwks.json",
+        get(move || {
+            let jwks = body.read().unwrap().clone();
+            async move { ([("cache-control", "public, max-age=1")], axum::Json(jwks)) }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/jwks.json", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, router).await });
+    let app = TestApp::spawn_with(move |vars| {
+        vars.insert("JWT_JWKS_URL".into(), url);
+        vars.insert("JWT_JWKS_REFETCH_SECONDS".into(), "1".into());
+    })
+    .await;
+    let tenant = app.tenant().await;
+    let token = sign(
+        with_kid(Algorithm::RS256, "rsa-a"),
+        &claims(&tenant.owner),
+        &rsa("rsa_a.pem"),
+    );
+    assert_eq!(tenant_status(&app, &tenant, &token).await, 200);
+
+    let mut rotated = jwks;
+    rotated["keys"]
+        .as_array_mut()
+        .unwrap()
+        .retain(|k| k["kid"] != "rsa-a");
+    *served.write().unwrap() = rotated;
+    assert_eq!(
+        tenant_status(&app, &tenant, &token).await,
+        200,
+        "within its max-age the cached set still verifies"
+    );
+    tokio::time::sleep(std::time::Duration::from_millis(1_300)).await;
+    assert_eq!(
+        tenant_status(&app, &tenant, &token).await,
+        401,
+        "after max-age the set is fetched again and the removed key is gone"
+    );
+}

@@ -156,3 +156,36 @@ async fn cleanup_purges_conversations_past_the_retention() {
         1
     );
 }
+
+#[tokio::test]
+async fn cleanup_goes_on_to_the_next_tenant_when_one_fails() {
+    let app = TestApp::spawn_on(private_database().await, |_| {}).await;
+    let broken = app.tenant().await;
+    let fine = app.tenant().await;
+    for tenant in [&broken, &fine] {
+        upload(&app, tenant, file(png(100), "p.png", "image/png"))
+            .await
+            .expect(201);
+    }
+    // An injected failure: deleting the first tenant's media raises.
+    let owner = connect(&app.db.owner_url).await;
+    owner
+        .batch_execute(&format!(
+            "CREATE FUNCTION injected_failure() RETURNS trigger LANGUAGE plpgsql AS
+                 $$ BEGIN RAISE EXCEPTION 'injected failure'; END $$;
+             CREATE TRIGGER injected_failure BEFORE DELETE ON media FOR EACH ROW
+                 WHEN (OLD.tenant_id = '{}') EXECUTE FUNCTION injected_failure();",
+            broken.id
+        ))
+        .await
+        .unwrap();
+
+    let (db, store) = job_parts(&app);
+    let report = cleanup::run_at(&db, &store, Utc::now() + Duration::hours(25))
+        .await
+        .unwrap();
+    assert_eq!(report.tenants_failed, 1);
+    assert_eq!(report.media_purged, 1, "the other tenant was still cleaned");
+    assert_eq!(storage_used(&app, &fine).await, 0);
+    assert_eq!(storage_used(&app, &broken).await, png(100).len() as i64);
+}

@@ -127,6 +127,43 @@ async fn openapi_documents_every_route_and_its_errors() {
             op["responses"]["403"].is_object(),
             "{method} {path} documents 403"
         );
+        let responses = op["responses"].as_object().unwrap();
+        let mut expected = vec!["401", "403", "408", "500", "503"];
+        if path.contains('{') {
+            expected.push("404");
+        }
+        if op["requestBody"].is_object() {
+            expected.extend(["400", "413", "415", "422"]);
+        }
+        let queried = op["parameters"]
+            .as_array()
+            .is_some_and(|ps| ps.iter().any(|p| p["in"] == "query"));
+        if queried {
+            expected.extend(["400", "422"]);
+        }
+        for status in expected {
+            assert!(
+                responses.contains_key(status),
+                "{method} {path} documents {status}"
+            );
+        }
+        for (status, response) in responses {
+            if status.starts_with('4') || status.starts_with('5') {
+                assert_eq!(
+                    response["content"]["application/problem+json"]["schema"]["$ref"],
+                    "#/components/schemas/Problem",
+                    "{method} {path} {status} is a problem document"
+                );
+                assert!(
+                    response["description"].as_str().unwrap().contains('`'),
+                    "{method} {path} {status} names its codes"
+                );
+            }
+        }
+        assert!(
+            responses["503"]["headers"]["Retry-After"].is_object(),
+            "{method} {path} 503"
+        );
         let tenant_scoped = !path.starts_with("/api/v1/admin");
         let has_header = op["parameters"].as_array().is_some_and(|ps| {
             ps.iter()
@@ -183,8 +220,12 @@ async fn openapi_documents_every_route_and_its_errors() {
         ("/api/v1/products", "post", "409"),
         ("/api/v1/orders", "post", "409"),
         ("/api/v1/orders/{id}/transitions", "post", "409"),
+        ("/api/v1/orders/{id}/rating", "post", "409"),
+        ("/api/v1/users", "post", "409"),
+        ("/api/v1/admin/tenants", "post", "409"),
         ("/api/v1/media", "post", "413"),
         ("/api/v1/media", "post", "415"),
+        ("/health/ready", "get", "503"),
     ] {
         assert!(
             doc["paths"][path][method]["responses"][status].is_object(),

@@ -14,6 +14,7 @@ mod isolation;
 mod lanes;
 mod limits;
 mod media;
+mod openapi;
 mod orders;
 mod products;
 mod settings;

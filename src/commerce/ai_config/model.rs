@@ -23,11 +23,12 @@ text_enum! {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ActiveHours {
-    /// IANA time zone, e.g. `America/Sao_Paulo`.
+    #[schema(schema_with = types::schema::time_zone)]
     pub timezone: String,
-    /// `HH:MM`.
+    #[schema(schema_with = types::schema::time_of_day)]
     pub start: String,
-    /// `HH:MM`.
+    /// Not equal to `start`.
+    #[schema(schema_with = types::schema::time_of_day)]
     pub end: String,
 }
 
@@ -37,11 +38,14 @@ pub struct AiConfig {
     pub style_tone: StyleTone,
     pub auto_reply_enabled: bool,
     /// `null`: at any hour.
+    #[schema(required = true)]
     pub active_hours: Option<ActiveHours>,
     pub languages: Vec<String>,
+    #[schema(required = true)]
     pub system_prompt: Option<String>,
     /// `null` while the tenant runs on the defaults (never saved).
     #[serde(serialize_with = "crate::types::timestamp_opt")]
+    #[schema(required = true)]
     pub updated_at: Option<DateTime<Utc>>,
 }
 
@@ -86,12 +90,14 @@ impl AiConfig {
     "system_prompt": "You sell hand-printed tees. Never promise delivery dates."
 }))]
 pub struct PutAiConfig {
+    #[schema(schema_with = types::schema::name::<100>)]
     pub bot_name: String,
     pub style_tone: StyleTone,
     pub auto_reply_enabled: bool,
     pub active_hours: Option<ActiveHours>,
-    /// 1-10 language tags, the first is the default.
+    #[schema(schema_with = types::schema::language_tags::<MAX_LANGUAGES>)]
     pub languages: Vec<String>,
+    #[schema(max_length = 4000, pattern = r"^[^\x00]*$")]
     pub system_prompt: Option<String>,
 }
 

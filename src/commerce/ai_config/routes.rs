@@ -4,7 +4,7 @@ use utoipa_axum::routes;
 
 use super::model::{AiConfig, PutAiConfig};
 use super::store;
-use crate::error::{AppResult, Problem};
+use crate::error::AppResult;
 use crate::extract::ApiJson;
 use crate::state::AppState;
 use crate::tenancy::TenantCtx;
@@ -25,7 +25,7 @@ pub async fn get_ai_config(ctx: TenantCtx) -> AppResult<Json<AiConfig>> {
     request_body = PutAiConfig,
     responses(
         (status = 200, description = "The saved configuration", body = AiConfig),
-        (status = 422, description = "`validation_failed` (time zone, HH:MM times, language tags, lengths)", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "`validation_failed` (time zone, HH:MM times, language tags, lengths)"),
     ))]
 #[tracing::instrument(skip_all)]
 pub async fn put_ai_config(

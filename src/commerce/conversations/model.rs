@@ -25,6 +25,7 @@ pub struct Message {
     pub channel: Channel,
     pub sender_type: SenderType,
     pub message: String,
+    #[schema(required = true)]
     pub order_id: Option<Uuid>,
     #[serde(serialize_with = "crate::types::timestamp")]
     pub created_at: DateTime<Utc>,
@@ -66,6 +67,7 @@ pub struct Thread {
     pub channel: Channel,
     pub last_message: LastMessage,
     /// Customer messages since the last merchant or bot message.
+    #[schema(minimum = 0)]
     pub unread_count: i32,
     #[serde(serialize_with = "crate::types::timestamp")]
     pub created_at: DateTime<Utc>,
@@ -98,12 +100,18 @@ impl Thread {
     "message": "Oi! Do you have the Ipê tee in M?"
 }))]
 pub struct PostMessage {
-    /// The customer's address on the channel (phone number, @handle, visitor id); 1-200
-    /// characters. With `channel` it names the thread.
+    /// The customer's address on the channel (phone number, @handle, visitor id); with
+    /// `channel` it names the thread.
+    #[schema(schema_with = types::schema::name::<200>)]
     pub customer_handle: String,
     pub channel: Channel,
     pub sender_type: SenderType,
-    /// 1-4096 characters.
+    /// 1-4096 characters, not blank, no NUL (PostgreSQL text cannot hold it).
+    #[schema(
+        min_length = 1,
+        max_length = 4096,
+        pattern = r"^[^\x00]*[^\s\x00][^\x00]*$"
+    )]
     pub message: String,
     /// An order of this tenant the message is about.
     pub order_id: Option<Uuid>,
@@ -128,6 +136,10 @@ impl PostMessage {
             }
             _ if self.message.chars().count() > 4096 => {
                 f.fail("message", "must be at most 4096 characters");
+                None
+            }
+            _ if self.message.contains('\0') => {
+                f.fail("message", "must not contain NUL characters");
                 None
             }
             _ => Some(self.message),

@@ -6,7 +6,7 @@ use utoipa_axum::routes;
 
 use super::model::{Message, PostMessage, Thread};
 use super::store::{self, ConversationError};
-use crate::error::{AppError, AppResult, Problem};
+use crate::error::{AppError, AppResult};
 use crate::extract::{ApiJson, IdPath, Page, PageQuery};
 use crate::state::AppState;
 use crate::tenancy::TenantCtx;
@@ -24,8 +24,8 @@ pub fn router() -> OpenApiRouter<AppState> {
     request_body = PostMessage,
     responses(
         (status = 201, description = "Stored", body = Message),
-        (status = 404, description = "`not_found`: `order_id` is not an order of this tenant", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "`validation_failed`", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "`not_found`: `order_id` is not an order of this tenant"),
+        (status = 422, description = "`validation_failed`"),
     ))]
 #[tracing::instrument(skip_all)]
 pub async fn post_message(
@@ -44,8 +44,8 @@ pub async fn post_message(
     params(PageQuery),
     responses(
         (status = 200, description = "A page of threads", body = Page<Thread>),
-        (status = 400, description = "`invalid_cursor`", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "`validation_failed` (limit)", body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "`invalid_cursor`"),
+        (status = 422, description = "`validation_failed` (limit)"),
     ))]
 pub async fn list_threads(
     ctx: TenantCtx,
@@ -63,8 +63,8 @@ pub async fn list_threads(
     params(("thread_id" = uuid::Uuid, Path, description = "Thread id"), PageQuery),
     responses(
         (status = 200, description = "A page of messages", body = Page<Message>),
-        (status = 400, description = "`invalid_cursor`", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "`not_found` (also for another tenant's thread)", body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "`invalid_cursor`"),
+        (status = 404, description = "`not_found` (also for another tenant's thread)"),
     ))]
 pub async fn list_messages(
     ctx: TenantCtx,

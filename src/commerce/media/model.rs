@@ -1,18 +1,26 @@
 //! Media metadata, what an upload may be (sniffed from its bytes), and file names.
 
+use std::collections::BTreeMap;
+
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use tokio_postgres::Row;
 use utoipa::ToSchema;
+use utoipa::openapi::response::{Response, ResponseBuilder};
+use utoipa::openapi::schema::{KnownFormat, ObjectBuilder, SchemaFormat, Type};
+use utoipa::openapi::{ContentBuilder, RefOr};
 use uuid::Uuid;
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct Media {
     pub id: Uuid,
-    /// What the bytes are, as sniffed from them.
+    /// What the bytes are, as sniffed from them: one of `image/png`, `image/jpeg`,
+    /// `image/gif`, `image/webp`, `application/pdf`.
     pub content_type: String,
+    #[schema(minimum = 1)]
     pub size_bytes: i64,
     /// The uploaded file's name, if it had one.
+    #[schema(required = true)]
     pub filename: Option<String>,
     /// Where to GET the bytes (with the same headers as every tenant request).
     pub url: String,
@@ -41,8 +49,38 @@ impl Media {
 #[derive(ToSchema)]
 pub struct MediaUpload {
     /// JPEG, PNG, GIF, WebP or PDF; the type is read from the bytes.
-    #[schema(value_type = String, format = Binary)]
+    #[schema(value_type = String, format = Binary, content_media_type = "application/octet-stream")]
     pub file: Vec<u8>,
+}
+
+/// Every `content_type` an upload can have: what the sniffing recognises.
+pub const CONTENT_TYPES: [&str; 5] = [
+    "image/png",
+    "image/jpeg",
+    "image/gif",
+    "image/webp",
+    "application/pdf",
+];
+
+/// The answer of `GET /api/v1/media/{id}/content`: the raw bytes, in their own type.
+pub struct MediaContent;
+
+impl utoipa::IntoResponses for MediaContent {
+    fn responses() -> BTreeMap<String, RefOr<Response>> {
+        let mut response = ResponseBuilder::new()
+            .description("The file's bytes, with their content type (`content_type` of the media)");
+        for content_type in CONTENT_TYPES {
+            let bytes = ObjectBuilder::new()
+                .schema_type(Type::String)
+                .format(Some(SchemaFormat::KnownFormat(KnownFormat::Binary)))
+                .content_media_type(content_type);
+            response = response.content(
+                content_type,
+                ContentBuilder::new().schema(Some(bytes)).build(),
+            );
+        }
+        BTreeMap::from([("200".to_string(), response.build().into())])
+    }
 }
 
 /// A validated upload.

@@ -10,9 +10,9 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::model::{ACCEPTED, sniff};
-use super::model::{Media, MediaUpload, NewMedia, clean_filename};
+use super::model::{Media, MediaContent, MediaUpload, NewMedia, clean_filename};
 use super::store::{self, MediaError};
-use crate::error::{AppError, AppResult, Problem};
+use crate::error::{AppError, AppResult};
 use crate::extract::IdPath;
 use crate::state::AppState;
 use crate::tenancy::TenantCtx;
@@ -87,9 +87,9 @@ async fn read_upload(mut multipart: Multipart, max: u64) -> AppResult<NewMedia> 
     request_body(content = inline(MediaUpload), content_type = "multipart/form-data"),
     responses(
         (status = 201, description = "Stored", body = Media),
-        (status = 413, description = "`payload_too_large`", body = Problem, content_type = "application/problem+json"),
-        (status = 415, description = "`unsupported_media_type`: not multipart, or not JPEG, PNG, GIF, WebP or PDF", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "`validation_failed`: no `file` part, or an empty one", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "`payload_too_large`"),
+        (status = 415, description = "`unsupported_media_type`: not multipart, or not JPEG, PNG, GIF, WebP or PDF"),
+        (status = 422, description = "`validation_failed`: no `file` part, or an empty one"),
     ))]
 #[tracing::instrument(skip_all)]
 pub async fn upload_media(
@@ -123,7 +123,7 @@ pub async fn upload_media(
     params(("id" = uuid::Uuid, Path, description = "Media id")),
     responses(
         (status = 200, description = "The media", body = Media),
-        (status = 404, description = "`not_found` (also for another tenant's media)", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "`not_found` (also for another tenant's media)"),
     ))]
 pub async fn get_media(
     State(state): State<AppState>,
@@ -138,7 +138,7 @@ pub async fn get_media(
     params(("id" = uuid::Uuid, Path, description = "Media id")),
     responses(
         (status = 204, description = "Deleted"),
-        (status = 404, description = "`not_found`", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "`not_found`"),
     ))]
 #[tracing::instrument(skip_all, fields(media_id = %id))]
 pub async fn delete_media(
@@ -154,8 +154,7 @@ pub async fn delete_media(
 #[utoipa::path(get, path = "/api/v1/media/{id}/content", tag = "media",
     params(("id" = uuid::Uuid, Path, description = "Media id")),
     responses(
-        (status = 200, description = "The file", content_type = "application/octet-stream", body = Vec<u8>),
-        (status = 404, description = "`not_found`", body = Problem, content_type = "application/problem+json"),
+        MediaContent,
     ))]
 pub async fn get_media_content(
     State(state): State<AppState>,

@@ -40,7 +40,7 @@ impl OrderStatus {
 }
 
 pub const MAX_ITEMS: usize = 100;
-pub const MAX_QUANTITY: i32 = 10_000;
+pub const MAX_QUANTITY: i32 = crate::commerce::products::model::MAX_STOCK;
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct Customer {
@@ -57,8 +57,10 @@ pub struct Customer {
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct OrderItem {
     /// `null` once the product was deleted.
+    #[schema(required = true)]
     pub product_id: Option<Uuid>,
     pub name: String,
+    #[schema(required = true)]
     pub sku: Option<String>,
     pub quantity: i32,
     /// The product's price when the order was placed.
@@ -68,7 +70,9 @@ pub struct OrderItem {
 
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct Rating {
+    #[schema(minimum = 1, maximum = 5)]
     pub stars: i16,
+    #[schema(required = true)]
     pub comment: Option<String>,
     #[serde(serialize_with = "crate::types::timestamp")]
     pub created_at: DateTime<Utc>,
@@ -85,13 +89,19 @@ pub struct Order {
     /// Equal to the subtotal: no shipping, taxes or discounts yet.
     pub total_cents: i64,
     pub currency: String,
+    #[schema(required = true)]
     pub notes: Option<String>,
+    #[schema(required = true)]
     pub tracking_number: Option<String>,
+    #[schema(required = true)]
     pub carrier: Option<String>,
     /// Why it was cancelled or disputed.
+    #[schema(required = true)]
     pub status_reason: Option<String>,
     #[serde(serialize_with = "crate::types::timestamp_opt")]
+    #[schema(required = true)]
     pub delivered_at: Option<DateTime<Utc>>,
+    #[schema(required = true)]
     pub rating: Option<Rating>,
     #[serde(serialize_with = "crate::types::timestamp")]
     pub created_at: DateTime<Utc>,
@@ -137,9 +147,11 @@ impl Order {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CustomerInput {
+    #[schema(schema_with = types::schema::name::<200>)]
     pub name: String,
-    /// E.164, e.g. `+5511912345678`.
+    #[schema(schema_with = types::schema::phone)]
     pub phone: String,
+    #[schema(schema_with = types::schema::email_or_null, required = false)]
     pub email: Option<String>,
     pub address: Option<Address>,
 }
@@ -148,7 +160,7 @@ pub struct CustomerInput {
 #[serde(deny_unknown_fields)]
 pub struct ItemInput {
     pub product_id: Uuid,
-    /// 1-10000.
+    #[schema(minimum = 1, maximum = 1_000_000_000)]
     pub quantity: i32,
 }
 
@@ -164,8 +176,10 @@ pub struct ItemInput {
 pub struct CreateOrder {
     pub customer: CustomerInput,
     /// 1-100 lines, each product at most once, all priced in one currency.
+    #[schema(min_items = 1, max_items = 100)]
     pub items: Vec<ItemInput>,
     pub channel: Channel,
+    #[schema(max_length = 2000, pattern = r"^[^\x00]*$")]
     pub notes: Option<String>,
 }
 
@@ -234,10 +248,13 @@ impl CreateOrder {
 pub struct Transition {
     pub status: OrderStatus,
     /// Only with `shipped`.
+    #[schema(max_length = 100, pattern = r"^[^\x00]*$")]
     pub tracking_number: Option<String>,
     /// Only with `shipped`.
+    #[schema(max_length = 100, pattern = r"^[^\x00]*$")]
     pub carrier: Option<String>,
     /// Only with `cancelled` or `disputed`.
+    #[schema(max_length = 1000, pattern = r"^[^\x00]*$")]
     pub reason: Option<String>,
 }
 
@@ -291,8 +308,9 @@ impl Transition {
 #[serde(deny_unknown_fields)]
 #[schema(example = json!({"stars": 5, "comment": "Arrived early, lovely print."}))]
 pub struct RateOrder {
-    /// 1-5.
+    #[schema(minimum = 1, maximum = 5)]
     pub stars: i16,
+    #[schema(max_length = 2000, pattern = r"^[^\x00]*$")]
     pub comment: Option<String>,
 }
 
@@ -325,11 +343,13 @@ pub struct OrderQuery {
     pub channel: Option<Channel>,
     /// Created at or after (RFC 3339).
     pub since: Option<DateTime<Utc>>,
-    /// Created before (RFC 3339).
+    /// Created before (RFC 3339), after `since`.
     pub until: Option<DateTime<Utc>>,
     /// Text in the customer's name, phone or e-mail (case-insensitive), 1-100 characters.
+    #[param(max_length = 100, pattern = r"^[^\x00]*$")]
     pub q: Option<String>,
     /// Items per page, 1-100 (default 20).
+    #[param(minimum = 1, maximum = 100, default = 20)]
     pub limit: Option<i64>,
     /// The `next_cursor` of the previous page.
     pub cursor: Option<String>,

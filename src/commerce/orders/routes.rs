@@ -6,7 +6,7 @@ use utoipa_axum::routes;
 
 use super::model::{CreateOrder, Order, OrderQuery, RateOrder, Rating, Transition};
 use super::store::{self, LineProblem, OrderError};
-use crate::error::{AppError, AppResult, FieldError, Problem};
+use crate::error::{AppError, AppResult, FieldError};
 use crate::extract::{ApiJson, IdPath, Page};
 use crate::state::AppState;
 use crate::tenancy::TenantCtx;
@@ -24,8 +24,8 @@ pub fn router() -> OpenApiRouter<AppState> {
     params(OrderQuery),
     responses(
         (status = 200, description = "A page of orders", body = Page<Order>),
-        (status = 400, description = "`invalid_cursor`", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "`validation_failed` (limit, q, since/until)", body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "`invalid_cursor`"),
+        (status = 422, description = "`validation_failed` (limit, q, since/until)"),
     ))]
 pub async fn list_orders(
     ctx: TenantCtx,
@@ -42,9 +42,9 @@ pub async fn list_orders(
     request_body = CreateOrder,
     responses(
         (status = 201, description = "Created (status `pending`)", body = Order),
-        (status = 404, description = "`not_found`: `items[i].product_id` is not a product of this tenant", body = Problem, content_type = "application/problem+json"),
-        (status = 409, description = "`insufficient_stock`", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "`validation_failed` (customer, quantities, a product not active or in another currency)", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "`not_found`: `items[i].product_id` is not a product of this tenant"),
+        (status = 409, description = "`insufficient_stock`"),
+        (status = 422, description = "`validation_failed` (customer, quantities, a product not active or in another currency)"),
     ))]
 #[tracing::instrument(skip_all)]
 pub async fn create_order(
@@ -61,7 +61,7 @@ pub async fn create_order(
     params(("id" = uuid::Uuid, Path, description = "Order id")),
     responses(
         (status = 200, description = "The order", body = Order),
-        (status = 404, description = "`not_found` (also for another tenant's order)", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "`not_found` (also for another tenant's order)"),
     ))]
 pub async fn get_order(ctx: TenantCtx, IdPath(id): IdPath) -> AppResult<Json<Order>> {
     Ok(Json(store::get(ctx.db(), id).await?))
@@ -73,9 +73,9 @@ pub async fn get_order(ctx: TenantCtx, IdPath(id): IdPath) -> AppResult<Json<Ord
     request_body = Transition,
     responses(
         (status = 200, description = "The order in its new status", body = Order),
-        (status = 404, description = "`not_found`", body = Problem, content_type = "application/problem+json"),
-        (status = 409, description = "`invalid_transition`", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "`validation_failed` (e.g. tracking_number without `shipped`)", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "`not_found`"),
+        (status = 409, description = "`invalid_transition`"),
+        (status = 422, description = "`validation_failed` (e.g. tracking_number without `shipped`)"),
     ))]
 #[tracing::instrument(skip_all, fields(order_id = %id))]
 pub async fn transition_order(
@@ -93,9 +93,9 @@ pub async fn transition_order(
     request_body = RateOrder,
     responses(
         (status = 201, description = "Rated", body = Rating),
-        (status = 404, description = "`not_found`", body = Problem, content_type = "application/problem+json"),
-        (status = 409, description = "`invalid_state` (not delivered) or `already_rated`", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "`validation_failed` (stars 1-5)", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "`not_found`"),
+        (status = 409, description = "`invalid_state` (not delivered) or `already_rated`"),
+        (status = 422, description = "`validation_failed` (stars 1-5)"),
     ))]
 #[tracing::instrument(skip_all, fields(order_id = %id))]
 pub async fn rate_order(

@@ -274,7 +274,9 @@ async fn settle_commit(db: &TenantDb, created: Order, cause: String) -> Result<O
     Err(OrderError::CommitUnknown(created.id))
 }
 
-/// Puts a cancelled order's stock back on its products (those that still exist).
+/// Puts a cancelled order's stock back on its products (those that still exist), up to the
+/// stock bound: both are at most `MAX_STOCK`, so the sum fits an `integer` and the release
+/// never fails.
 async fn release_stock(tx: &TenantTx, order_id: Uuid) -> Result<()> {
     tx.execute(
         "SELECT 1 FROM products WHERE tenant_id = $1 AND id IN
@@ -284,11 +286,15 @@ async fn release_stock(tx: &TenantTx, order_id: Uuid) -> Result<()> {
     )
     .await?;
     tx.execute(
-        "UPDATE products p SET stock = p.stock + i.quantity, updated_at = now()
+        "UPDATE products p SET stock = least(p.stock + i.quantity, $3), updated_at = now()
          FROM order_items i
          WHERE p.tenant_id = $1 AND i.tenant_id = $1 AND i.order_id = $2
            AND p.id = i.product_id",
-        &[&tx.tenant_id(), &order_id],
+        &[
+            &tx.tenant_id(),
+            &order_id,
+            &crate::commerce::products::model::MAX_STOCK,
+        ],
     )
     .await?;
     Ok(())

@@ -20,16 +20,22 @@ text_enum! {
 
 /// The most images one product can have.
 pub const MAX_MEDIA: usize = 20;
+/// The largest stock a product can have (SPEC §4); order quantities share the bound.
+pub const MAX_STOCK: i32 = 1_000_000_000;
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct Product {
     pub id: Uuid,
     pub name: String,
+    #[schema(required = true)]
     pub description: Option<String>,
     /// Price in minor units of `currency`.
+    #[schema(minimum = 1)]
     pub price_cents: i64,
     pub currency: String,
+    #[schema(required = true)]
     pub sku: Option<String>,
+    #[schema(minimum = 0, maximum = 1_000_000_000)]
     pub stock: i32,
     pub status: ProductStatus,
     /// The product's images, in display order.
@@ -80,22 +86,26 @@ impl Product {
     "media_ids": []
 }))]
 pub struct CreateProduct {
-    /// 1-200 characters.
+    #[schema(schema_with = types::schema::name::<200>)]
     pub name: String,
+    #[schema(max_length = 5000, pattern = r"^[^\x00]*$")]
     pub description: Option<String>,
     /// Greater than 0, in minor units.
+    #[schema(minimum = 1)]
     pub price_cents: i64,
-    /// ISO 4217.
+    #[schema(schema_with = types::schema::currency)]
     pub currency: String,
-    /// Unique in the tenant.
+    #[schema(schema_with = types::schema::sku_or_null, required = false)]
     pub sku: Option<String>,
-    /// 0 or more (default 0).
+    /// 0-1,000,000,000 (default 0).
     #[serde(default)]
+    #[schema(minimum = 0, maximum = 1_000_000_000, default = 0)]
     pub stock: i32,
     /// Default `draft`.
     pub status: Option<ProductStatus>,
     /// Media of this tenant, in display order (at most 20).
     #[serde(default)]
+    #[schema(schema_with = types::schema::unique_ids::<MAX_MEDIA>, required = false)]
     pub media_ids: Vec<Uuid>,
 }
 
@@ -113,10 +123,10 @@ pub struct NewProduct {
 fn check_stock(f: &mut Fields, stock: i32) -> Option<i32> {
     f.check(
         "stock",
-        if stock >= 0 {
+        if (0..=MAX_STOCK).contains(&stock) {
             Ok(stock)
         } else {
-            Err("must be 0 or more")
+            Err("must be 0-1000000000")
         },
     )
 }
@@ -173,17 +183,22 @@ impl CreateProduct {
 #[serde(deny_unknown_fields)]
 #[schema(example = json!({"price_cents": 7990, "stock": 40, "status": "active"}))]
 pub struct UpdateProduct {
+    #[schema(schema_with = types::schema::name_or_null::<200>, required = false)]
     pub name: Option<String>,
     #[serde(default, deserialize_with = "nullable")]
-    #[schema(value_type = Option<String>)]
+    #[schema(value_type = Option<String>, max_length = 5000, pattern = r"^[^\x00]*$")]
     pub description: Option<Option<String>>,
+    #[schema(minimum = 1)]
     pub price_cents: Option<i64>,
+    #[schema(schema_with = types::schema::currency_or_null, required = false)]
     pub currency: Option<String>,
     #[serde(default, deserialize_with = "nullable")]
-    #[schema(value_type = Option<String>)]
+    #[schema(schema_with = types::schema::sku_or_null, required = false)]
     pub sku: Option<Option<String>>,
+    #[schema(minimum = 0, maximum = 1_000_000_000)]
     pub stock: Option<i32>,
     pub status: Option<ProductStatus>,
+    #[schema(schema_with = types::schema::unique_ids_or_null::<MAX_MEDIA>, required = false)]
     pub media_ids: Option<Vec<Uuid>>,
 }
 
@@ -235,13 +250,17 @@ impl UpdateProduct {
 #[into_params(parameter_in = Query)]
 pub struct ProductQuery {
     /// Text in the name or sku (case-insensitive), 1-100 characters.
+    #[param(max_length = 100, pattern = r"^[^\x00]*$")]
     pub q: Option<String>,
     pub status: Option<ProductStatus>,
     /// Lowest `price_cents`, inclusive.
+    #[param(minimum = 0)]
     pub min_price: Option<i64>,
-    /// Highest `price_cents`, inclusive.
+    /// Highest `price_cents`, inclusive, not below `min_price`.
+    #[param(minimum = 0)]
     pub max_price: Option<i64>,
     /// Items per page, 1-100 (default 20).
+    #[param(minimum = 1, maximum = 100, default = 20)]
     pub limit: Option<i64>,
     /// The `next_cursor` of the previous page.
     pub cursor: Option<String>,

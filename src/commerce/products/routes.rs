@@ -6,7 +6,7 @@ use utoipa_axum::routes;
 
 use super::model::{CreateProduct, Product, ProductQuery, UpdateProduct};
 use super::store::{self, ProductError};
-use crate::error::{AppError, AppResult, Problem};
+use crate::error::{AppError, AppResult};
 use crate::extract::{ApiJson, IdPath, Page};
 use crate::state::AppState;
 use crate::tenancy::TenantCtx;
@@ -22,8 +22,8 @@ pub fn router() -> OpenApiRouter<AppState> {
     params(ProductQuery),
     responses(
         (status = 200, description = "A page of products", body = Page<Product>),
-        (status = 400, description = "`invalid_cursor`", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "`validation_failed` (limit, q, prices)", body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "`invalid_cursor`"),
+        (status = 422, description = "`validation_failed` (limit, q, prices)"),
     ))]
 pub async fn list_products(
     ctx: TenantCtx,
@@ -39,9 +39,9 @@ pub async fn list_products(
     request_body = CreateProduct,
     responses(
         (status = 201, description = "Created", body = Product),
-        (status = 404, description = "`not_found`: a `media_ids[i]` that is not a media of this tenant", body = Problem, content_type = "application/problem+json"),
-        (status = 409, description = "`sku_taken`", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "`validation_failed` (name, price, currency, sku, stock, media_ids)", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "`not_found`: a `media_ids[i]` that is not a media of this tenant"),
+        (status = 409, description = "`sku_taken`"),
+        (status = 422, description = "`validation_failed` (name, price, currency, sku, stock, media_ids)"),
     ))]
 #[tracing::instrument(skip_all)]
 pub async fn create_product(
@@ -58,7 +58,7 @@ pub async fn create_product(
     params(("id" = uuid::Uuid, Path, description = "Product id")),
     responses(
         (status = 200, description = "The product", body = Product),
-        (status = 404, description = "`not_found` (also for another tenant's product)", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "`not_found` (also for another tenant's product)"),
     ))]
 pub async fn get_product(ctx: TenantCtx, IdPath(id): IdPath) -> AppResult<Json<Product>> {
     Ok(Json(store::get(ctx.db(), id).await?))
@@ -70,9 +70,9 @@ pub async fn get_product(ctx: TenantCtx, IdPath(id): IdPath) -> AppResult<Json<P
     request_body = UpdateProduct,
     responses(
         (status = 200, description = "The updated product", body = Product),
-        (status = 404, description = "`not_found`: the product, or a `media_ids[i]`", body = Problem, content_type = "application/problem+json"),
-        (status = 409, description = "`sku_taken`", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "`validation_failed`", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "`not_found`: the product, or a `media_ids[i]`"),
+        (status = 409, description = "`sku_taken`"),
+        (status = 422, description = "`validation_failed`"),
     ))]
 #[tracing::instrument(skip_all, fields(product_id = %id))]
 pub async fn update_product(
@@ -89,7 +89,7 @@ pub async fn update_product(
     params(("id" = uuid::Uuid, Path, description = "Product id")),
     responses(
         (status = 204, description = "Deleted"),
-        (status = 404, description = "`not_found`", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "`not_found`"),
     ))]
 #[tracing::instrument(skip_all, fields(product_id = %id))]
 pub async fn delete_product(ctx: TenantCtx, IdPath(id): IdPath) -> AppResult<StatusCode> {

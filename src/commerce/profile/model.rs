@@ -13,14 +13,20 @@ use crate::types::{self, Email, Phone, Slug};
 pub struct SellerProfile {
     pub store_name: String,
     pub slug: String,
+    #[schema(required = true)]
     pub bio: Option<String>,
+    #[schema(required = true)]
     pub logo_url: Option<String>,
+    #[schema(required = true)]
     pub banner_url: Option<String>,
+    #[schema(required = true)]
     pub contact_email: Option<String>,
     /// E.164.
+    #[schema(required = true)]
     pub contact_phone: Option<String>,
     /// Network name to handle, e.g. `{"instagram": "@acme"}`.
     pub social_handles: BTreeMap<String, String>,
+    #[schema(required = true)]
     pub business_address: Option<Address>,
     #[serde(serialize_with = "crate::types::timestamp")]
     pub created_at: DateTime<Utc>,
@@ -64,14 +70,22 @@ impl SellerProfile {
         "postal_code": "01304-001", "country": "BR"}
 }))]
 pub struct PutSellerProfile {
+    #[schema(schema_with = types::schema::name::<200>)]
     pub store_name: String,
+    #[schema(schema_with = types::schema::slug)]
     pub slug: String,
+    #[schema(max_length = 2000, pattern = r"^[^\x00]*$")]
     pub bio: Option<String>,
+    #[schema(schema_with = types::schema::http_url_or_null, required = false)]
     pub logo_url: Option<String>,
+    #[schema(schema_with = types::schema::http_url_or_null, required = false)]
     pub banner_url: Option<String>,
+    #[schema(schema_with = types::schema::email_or_null, required = false)]
     pub contact_email: Option<String>,
+    #[schema(schema_with = types::schema::phone_or_null, required = false)]
     pub contact_phone: Option<String>,
     #[serde(default)]
+    #[schema(schema_with = types::schema::social_handles::<MAX_SOCIAL_HANDLES>, required = false)]
     pub social_handles: BTreeMap<String, String>,
     pub business_address: Option<Address>,
 }

@@ -4,7 +4,7 @@ use utoipa_axum::routes;
 
 use super::model::{PutSellerProfile, SellerProfile};
 use super::store;
-use crate::error::{AppError, AppResult, Problem};
+use crate::error::{AppError, AppResult};
 use crate::extract::ApiJson;
 use crate::state::AppState;
 use crate::tenancy::TenantCtx;
@@ -17,7 +17,7 @@ pub fn router() -> OpenApiRouter<AppState> {
 #[utoipa::path(get, path = "/api/v1/seller-profile", tag = "seller-profile",
     responses(
         (status = 200, description = "The seller profile", body = SellerProfile),
-        (status = 404, description = "`not_found`: no profile saved yet", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "`not_found`: no profile saved yet"),
     ))]
 pub async fn get_profile(ctx: TenantCtx) -> AppResult<Json<SellerProfile>> {
     store::get(ctx.db())
@@ -31,7 +31,7 @@ pub async fn get_profile(ctx: TenantCtx) -> AppResult<Json<SellerProfile>> {
     request_body = PutSellerProfile,
     responses(
         (status = 200, description = "The saved profile", body = SellerProfile),
-        (status = 422, description = "`validation_failed` (E.164 phone, e-mail, URLs, slug, address)", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "`validation_failed` (E.164 phone, e-mail, URLs, slug, address)"),
     ))]
 #[tracing::instrument(skip_all)]
 pub async fn put_profile(

@@ -43,7 +43,9 @@ impl User {
 #[serde(deny_unknown_fields)]
 #[schema(example = json!({"external_id": "user_2xyz", "email": "staff@acme.example", "role": "staff"}))]
 pub struct CreateUser {
+    #[schema(schema_with = types::schema::external_id)]
     pub external_id: String,
+    #[schema(schema_with = types::schema::email)]
     pub email: String,
     pub role: Role,
 }
@@ -78,6 +80,7 @@ impl CreateUser {
 #[serde(deny_unknown_fields)]
 #[schema(example = json!({"role": "admin"}))]
 pub struct UpdateUser {
+    #[schema(schema_with = types::schema::email_or_null, required = false)]
     pub email: Option<String>,
     pub role: Option<Role>,
     pub is_active: Option<bool>,

@@ -6,7 +6,7 @@ use utoipa_axum::routes;
 
 use super::model::{CreateUser, UpdateUser, User};
 use super::store::{self, UserError};
-use crate::error::{AppError, AppResult, Problem};
+use crate::error::{AppError, AppResult};
 use crate::extract::{ApiJson, IdPath, Page, PageQuery};
 use crate::state::AppState;
 use crate::tenancy::TenantCtx;
@@ -34,8 +34,8 @@ async fn forget(state: &AppState, ctx: &TenantCtx, subject: String) {
     params(PageQuery),
     responses(
         (status = 200, description = "A page of users", body = Page<User>),
-        (status = 400, description = "`invalid_cursor`", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "`validation_failed` (limit)", body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "`invalid_cursor`"),
+        (status = 422, description = "`validation_failed` (limit)"),
     ))]
 pub async fn list_users(ctx: TenantCtx, Query(query): Query<PageQuery>) -> AppResult<Page<User>> {
     let page = query.parse()?;
@@ -48,8 +48,8 @@ pub async fn list_users(ctx: TenantCtx, Query(query): Query<PageQuery>) -> AppRe
     request_body = CreateUser,
     responses(
         (status = 201, description = "Created", body = User),
-        (status = 409, description = "`user_exists` or `email_taken`", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "`validation_failed`", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "`user_exists` or `email_taken`"),
+        (status = 422, description = "`validation_failed`"),
     ))]
 #[tracing::instrument(skip_all)]
 pub async fn create_user(
@@ -72,7 +72,7 @@ pub async fn create_user(
     params(("id" = uuid::Uuid, Path, description = "User id")),
     responses(
         (status = 200, description = "The user", body = User),
-        (status = 404, description = "`not_found` (also for another tenant's user)", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "`not_found` (also for another tenant's user)"),
     ))]
 pub async fn get_user(ctx: TenantCtx, IdPath(id): IdPath) -> AppResult<Json<User>> {
     Ok(Json(store::get(ctx.db(), id).await?))
@@ -84,9 +84,9 @@ pub async fn get_user(ctx: TenantCtx, IdPath(id): IdPath) -> AppResult<Json<User
     request_body = UpdateUser,
     responses(
         (status = 200, description = "The updated user", body = User),
-        (status = 404, description = "`not_found`", body = Problem, content_type = "application/problem+json"),
-        (status = 409, description = "`invalid_state` (last owner) or `email_taken`", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "`validation_failed`", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "`not_found`"),
+        (status = 409, description = "`invalid_state` (last owner) or `email_taken`"),
+        (status = 422, description = "`validation_failed`"),
     ))]
 #[tracing::instrument(skip_all, fields(user_id = %id))]
 pub async fn update_user(
@@ -107,8 +107,8 @@ pub async fn update_user(
     params(("id" = uuid::Uuid, Path, description = "User id")),
     responses(
         (status = 204, description = "Deleted"),
-        (status = 404, description = "`not_found`", body = Problem, content_type = "application/problem+json"),
-        (status = 409, description = "`invalid_state` (last owner)", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "`not_found`"),
+        (status = 409, description = "`invalid_state` (last owner)"),
     ))]
 #[tracing::instrument(skip_all, fields(user_id = %id))]
 pub async fn delete_user(

@@ -77,8 +77,8 @@ pub struct Config {
     pub usage_flush_interval: Duration,
     /// How often the cleanup job runs (media, conversation retention, old usage buckets).
     pub cleanup_interval: Duration,
-    /// The directory media bytes are stored in (`MEDIA_STORE`).
-    pub media_store: PathBuf,
+    /// Where media bytes are stored (`MEDIA_STORE`).
+    pub media_store: MediaStoreConfig,
     /// The largest media upload accepted, in bytes.
     pub media_max_bytes: u64,
     /// What one client may hold open (`HTTP_HEADER_READ_TIMEOUT_SECONDS`,
@@ -96,6 +96,44 @@ pub struct ConnectionLimits {
     /// Open connections in total; over it a new one is closed at once.
     pub max_connections: usize,
 }
+
+/// `MEDIA_STORE`: where media bytes are stored.
+#[derive(Debug, Clone)]
+pub enum MediaStoreConfig {
+    /// A local directory (a path or a `file://` URL), created if missing.
+    Directory(PathBuf),
+    /// An S3-compatible bucket (`s3://bucket[/prefix]`), reached as the `AWS_*` variables say.
+    S3(S3Config),
+}
+
+/// An S3 bucket, and how to reach it.
+#[derive(Debug, Clone)]
+pub struct S3Config {
+    pub bucket: String,
+    /// The objects' common prefix (`media` in `s3://bucket/media`); empty: the bucket's root.
+    pub prefix: String,
+    /// `AWS_ENDPOINT_URL`: an S3-compatible service instead of AWS's, addressed path-style
+    /// (`{endpoint}/{bucket}/{key}`); plain `http://` is accepted, for a local service.
+    pub endpoint: Option<url::Url>,
+    /// The other `AWS_*` variables that are set, from [`AWS_VARIABLES`], for the S3 client.
+    /// All wrapped, so credentials never print.
+    pub aws: Vec<(&'static str, SecretString)>,
+}
+
+/// What the S3 client reads besides `AWS_ENDPOINT_URL`: static credentials, the region
+/// (`AWS_REGION`, else `AWS_DEFAULT_REGION`, else `us-east-1`), and a role's web identity
+/// (EKS) or task credentials (ECS). With none of these, the instance metadata service (EC2).
+pub const AWS_VARIABLES: [&str; 9] = [
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_SESSION_TOKEN",
+    "AWS_REGION",
+    "AWS_DEFAULT_REGION",
+    "AWS_WEB_IDENTITY_TOKEN_FILE",
+    "AWS_ROLE_ARN",
+    "AWS_ROLE_SESSION_NAME",
+    "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",
+];
 
 /// Reads variables from any source: the process environment in `main`, a map in tests.
 pub trait Source {
@@ -172,8 +210,7 @@ impl Reader<'_> {
     fn postgres_url(&self, name: &'static str) -> Result<Option<SecretString>, ConfigError> {
         self.text(name)
             .map(|raw| {
-                raw.parse::<tokio_postgres::Config>()
-                    .map_err(|_| invalid(name, "not a PostgreSQL connection string"))?;
+                crate::db::tls::PgTarget::parse(&raw).map_err(|e| invalid(name, e.to_string()))?;
                 Ok(SecretString::from(raw))
             })
             .transpose()
@@ -306,8 +343,8 @@ impl Config {
             .map(PathBuf::from)
             .unwrap_or_else(|| PathBuf::from(".convcommerce"));
         let media_store = match r.text("MEDIA_STORE") {
-            None => data_dir.join("media"),
-            Some(raw) => media_directory(&raw)?,
+            None => MediaStoreConfig::Directory(data_dir.join("media")),
+            Some(raw) => media_store(&raw, &r)?,
         };
         let media_max_bytes: u64 =
             r.parsed("MEDIA_MAX_BYTES", 10 * 1024 * 1024, "a number of bytes")?;
@@ -422,30 +459,77 @@ fn production_refusals(has_database: bool, jwt: &JwtConfig) -> Result<(), Config
     Ok(())
 }
 
-/// `MEDIA_STORE`: a directory, as a path or a `file://` URL. Only the local file system is
-/// compiled in.
-fn media_directory(raw: &str) -> Result<PathBuf, ConfigError> {
+/// `MEDIA_STORE`: a directory (a path or a `file://` URL), or `s3://bucket[/prefix]`.
+fn media_store(raw: &str, r: &Reader<'_>) -> Result<MediaStoreConfig, ConfigError> {
     if !raw.contains("://") {
-        return Ok(PathBuf::from(raw));
+        return Ok(MediaStoreConfig::Directory(PathBuf::from(raw)));
     }
     let parsed =
         url::Url::parse(raw).map_err(|e| invalid("MEDIA_STORE", format!("not a URL: {e}")))?;
-    if parsed.scheme() != "file" {
+    match parsed.scheme() {
+        "file" => parsed
+            .to_file_path()
+            .map(MediaStoreConfig::Directory)
+            .map_err(|_| invalid("MEDIA_STORE", "a file:// URL needs an absolute path")),
+        "s3" => s3_bucket(&parsed, r).map(MediaStoreConfig::S3),
+        other => Err(invalid(
+            "MEDIA_STORE",
+            format!("{other}:// stores are not supported; use a directory, file:// or s3://"),
+        )),
+    }
+}
+
+fn s3_bucket(url: &url::Url, r: &Reader<'_>) -> Result<S3Config, ConfigError> {
+    let bucket = url.host_str().unwrap_or_default().to_string();
+    // S3's rules for bucket names, which also keep path-style URLs well-formed.
+    let valid_bucket = (3..=63).contains(&bucket.len())
+        && bucket
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'.' || b == b'-');
+    if !valid_bucket {
         return Err(invalid(
             "MEDIA_STORE",
-            format!(
-                "{}:// stores are not supported by this build; use a directory or a file:// URL",
-                parsed.scheme()
-            ),
+            "s3://bucket[/prefix] needs a bucket name of 3-63 lowercase letters, digits, '.' or '-'",
         ));
     }
-    parsed
-        .to_file_path()
-        .map_err(|_| invalid("MEDIA_STORE", "a file:// URL needs an absolute path"))
+    if url.port().is_some() || !url.username().is_empty() || url.query().is_some() {
+        return Err(invalid(
+            "MEDIA_STORE",
+            "s3://bucket[/prefix] takes no port, credentials or query; the AWS_* variables say how to reach the bucket",
+        ));
+    }
+    let prefix = url.path().trim_matches('/').to_string();
+    object_store::path::Path::parse(&prefix).map_err(|e| {
+        invalid(
+            "MEDIA_STORE",
+            format!("the prefix is not an object path: {e}"),
+        )
+    })?;
+    let aws: Vec<(&'static str, SecretString)> = AWS_VARIABLES
+        .into_iter()
+        .filter_map(|name| Some((name, SecretString::from(r.text(name)?))))
+        .collect();
+    let has = |name: &str| aws.iter().any(|(n, _)| *n == name);
+    for (set, missing) in [
+        ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"),
+        ("AWS_SECRET_ACCESS_KEY", "AWS_ACCESS_KEY_ID"),
+    ] {
+        if has(set) && !has(missing) {
+            return Err(invalid(missing, format!("must be set with {set}")));
+        }
+    }
+    Ok(S3Config {
+        bucket,
+        prefix,
+        endpoint: r.url("AWS_ENDPOINT_URL")?,
+        aws,
+    })
 }
 
 #[cfg(test)]
 mod tests {
+    use std::path::Path;
+
     use super::*;
 
     fn config(pairs: &[(&str, &str)]) -> Result<Config, ConfigError> {
@@ -482,7 +566,10 @@ mod tests {
             ("DB_LANES", "-1"),
             ("REDIS_URL", "http://cache:6379"),
             ("RATE_LIMITS", "maybe"),
-            ("MEDIA_STORE", "s3://bucket/media"),
+            ("MEDIA_STORE", "gs://bucket/media"),
+            ("MEDIA_STORE", "s3://Bucket/media"),
+            ("MEDIA_STORE", "s3://bucket:9000/media"),
+            ("MEDIA_STORE", "s3://bucket/a//b"),
             ("MEDIA_MAX_BYTES", "0"),
         ] {
             let err = config(&[(var, value)]).unwrap_err();
@@ -491,15 +578,76 @@ mod tests {
         }
     }
 
+    fn media_directory(pairs: &[(&str, &str)]) -> PathBuf {
+        match config(pairs).unwrap().media_store {
+            MediaStoreConfig::Directory(dir) => dir,
+            other => panic!("not a directory: {other:?}"),
+        }
+    }
+
     #[test]
     fn media_store_is_a_directory_under_the_data_dir_by_default() {
         let c = config(&[("CONVCOMMERCE_DATA_DIR", "/srv/cc")]).unwrap();
-        assert_eq!(c.media_store, PathBuf::from("/srv/cc/media"));
+        assert!(
+            matches!(c.media_store, MediaStoreConfig::Directory(d) if d == Path::new("/srv/cc/media"))
+        );
         assert_eq!(c.media_max_bytes, 10 * 1024 * 1024);
-        let c = config(&[("MEDIA_STORE", "file:///var/lib/media")]).unwrap();
-        assert_eq!(c.media_store, PathBuf::from("/var/lib/media"));
-        let c = config(&[("MEDIA_STORE", "uploads")]).unwrap();
-        assert_eq!(c.media_store, PathBuf::from("uploads"));
+        assert_eq!(
+            media_directory(&[("MEDIA_STORE", "file:///var/lib/media")]),
+            Path::new("/var/lib/media")
+        );
+        assert_eq!(
+            media_directory(&[("MEDIA_STORE", "uploads")]),
+            Path::new("uploads")
+        );
+    }
+
+    #[test]
+    fn media_store_can_be_an_s3_bucket_reached_through_the_aws_variables() {
+        let c = config(&[
+            ("MEDIA_STORE", "s3://media.example-1/convcommerce/media/"),
+            ("AWS_ENDPOINT_URL", "http://127.0.0.1:9000"),
+            ("AWS_ACCESS_KEY_ID", "AKIDEXAMPLE"),
+            ("AWS_SECRET_ACCESS_KEY", "very-secret"),
+            ("AWS_REGION", "eu-west-1"),
+        ])
+        .unwrap();
+        let MediaStoreConfig::S3(s3) = &c.media_store else {
+            panic!("an S3 store");
+        };
+        assert_eq!(s3.bucket, "media.example-1");
+        assert_eq!(s3.prefix, "convcommerce/media");
+        assert_eq!(
+            s3.endpoint.as_ref().unwrap().as_str(),
+            "http://127.0.0.1:9000/"
+        );
+        let names: Vec<&str> = s3.aws.iter().map(|(n, _)| *n).collect();
+        assert_eq!(
+            names,
+            ["AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_REGION"]
+        );
+        assert!(!format!("{c:?}").contains("very-secret"));
+
+        let MediaStoreConfig::S3(root) = config(&[("MEDIA_STORE", "s3://bucket")])
+            .unwrap()
+            .media_store
+        else {
+            panic!("an S3 store");
+        };
+        assert_eq!((root.prefix.as_str(), root.endpoint), ("", None));
+
+        let half = config(&[
+            ("MEDIA_STORE", "s3://bucket"),
+            ("AWS_ACCESS_KEY_ID", "AKIDEXAMPLE"),
+        ])
+        .unwrap_err();
+        assert_eq!(half.variable, "AWS_SECRET_ACCESS_KEY");
+        let endpoint = config(&[
+            ("MEDIA_STORE", "s3://bucket"),
+            ("AWS_ENDPOINT_URL", "minio:9000"),
+        ])
+        .unwrap_err();
+        assert_eq!(endpoint.variable, "AWS_ENDPOINT_URL");
     }
 
     #[test]

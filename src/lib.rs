@@ -90,6 +90,10 @@ impl Application {
             .context("connecting with DATABASE_URL")?;
         db::safety::check(&check).await?;
         drop(check);
+        let listen = db::tls::PgTarget::parse(url.expose_secret())?;
+
+        let media = storage::MediaStore::from_config(&config)?;
+        media.check().await.context("MEDIA_STORE cannot be used")?;
 
         let config = Arc::new(config);
         let db = Db::connect(&url, config.db_pool_size, config.db_read_lanes)?;
@@ -119,12 +123,12 @@ impl Application {
             redis,
             usage: UsageRecorder::default(),
             readiness: health::Readiness::default(),
-            media: storage::MediaStore::from_config(&config)?,
+            media,
         });
         let shutdown = CancellationToken::new();
         let jobs_stop = CancellationToken::new();
         let background = vec![
-            tokio::spawn(tenancy::listener::run(url, directory, jobs_stop.clone())),
+            tokio::spawn(tenancy::listener::run(listen, directory, jobs_stop.clone())),
             jobs::spawn(
                 jobs::usage::UsageFlush {
                     db: db.clone(),

@@ -36,6 +36,18 @@ pub struct EmbeddedPostgres {
     /// process, say a running `serve`, started): only then does `stop` stop it.
     started: bool,
     durability: Durability,
+    setup: ServerSetup,
+}
+
+/// What a cluster runs with beyond the defaults (the TLS tests' cluster).
+#[derive(Debug, Clone, Default)]
+pub struct ServerSetup {
+    /// `-c name=value` settings.
+    pub settings: Vec<(String, String)>,
+    /// Settings whose value is a file (`ssl_key_file`, `hba_file`), by setting name: each
+    /// file is written into the data directory before the server starts, owned by the account
+    /// it runs as with mode 0600 (as PostgreSQL wants of a private key), and its setting names it.
+    pub files: Vec<(String, Vec<u8>)>,
 }
 
 /// How the cluster trades durability for speed.
@@ -51,11 +63,25 @@ impl EmbeddedPostgres {
     /// Starts the cluster under `dir` (creating it on first use), or attaches to it when it
     /// is already running.
     pub async fn start(dir: &Path, durability: Durability) -> anyhow::Result<Self> {
-        let dir = dir.to_path_buf();
-        tokio::task::spawn_blocking(move || Self::start_blocking(&dir, durability)).await?
+        Self::start_with(dir, durability, ServerSetup::default()).await
     }
 
-    fn start_blocking(requested: &Path, durability: Durability) -> anyhow::Result<Self> {
+    /// [`EmbeddedPostgres::start`] with `setup`, which applies when this call starts the
+    /// cluster (one already running keeps what it was started with).
+    pub async fn start_with(
+        dir: &Path,
+        durability: Durability,
+        setup: ServerSetup,
+    ) -> anyhow::Result<Self> {
+        let dir = dir.to_path_buf();
+        tokio::task::spawn_blocking(move || Self::start_blocking(&dir, durability, setup)).await?
+    }
+
+    fn start_blocking(
+        requested: &Path,
+        durability: Durability,
+        setup: ServerSetup,
+    ) -> anyhow::Result<Self> {
         let bin = find_bin_dir()?;
         let run_as = if is_root() {
             Some(account(
@@ -94,6 +120,7 @@ impl EmbeddedPostgres {
             run_as,
             started: false,
             durability,
+            setup,
         };
         if let Some(port) = pg.running_port() {
             pg.port = port;
@@ -103,6 +130,7 @@ impl EmbeddedPostgres {
         if !pg.data().join("PG_VERSION").exists() {
             pg.initdb()?;
         }
+        pg.write_setup_files()?;
         pg.port = free_port()?;
         pg.pg_ctl_start()?;
         let mut f = File::create(pg.dir.join("port"))?;
@@ -277,6 +305,30 @@ impl EmbeddedPostgres {
         Ok(())
     }
 
+    fn write_setup_files(&self) -> anyhow::Result<()> {
+        use std::os::unix::fs::OpenOptionsExt;
+        for (name, contents) in &self.setup.files {
+            let path = self.setup_file(name);
+            let mut file = fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .mode(0o600)
+                .open(&path)
+                .with_context(|| format!("writing {}", path.display()))?;
+            file.write_all(contents)?;
+            fs::set_permissions(&path, fs::Permissions::from_mode(0o600))?;
+            if let Some(acct) = &self.run_as {
+                std::os::unix::fs::chown(&path, Some(acct.uid), Some(acct.gid))?;
+            }
+        }
+        Ok(())
+    }
+
+    fn setup_file(&self, setting: &str) -> PathBuf {
+        self.data().join(format!("{setting}.setup"))
+    }
+
     fn pg_ctl_start(&self) -> anyhow::Result<()> {
         let mut options = format!(
             "-p {} -c listen_addresses=127.0.0.1 -c unix_socket_directories='' -c max_connections=400",
@@ -284,6 +336,15 @@ impl EmbeddedPostgres {
         );
         if self.durability == Durability::Ephemeral {
             options.push_str(" -c fsync=off -c synchronous_commit=off -c full_page_writes=off");
+        }
+        // pg_ctl hands the options to /bin/sh: each value goes in single quotes.
+        let files = self.setup.files.iter().map(|(name, _)| {
+            let path = self.setup_file(name);
+            (name.clone(), path.to_string_lossy().into_owned())
+        });
+        for (name, value) in self.setup.settings.iter().cloned().chain(files) {
+            let quoted = value.replace('\'', r"'\''");
+            options.push_str(&format!(" -c {name}='{quoted}'"));
         }
         let status = self
             .command("pg_ctl")

@@ -17,13 +17,14 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::task::Poll;
 
 use tokio::sync::Mutex as AsyncMutex;
-use tokio_postgres::{Client, NoTls, Row, Statement};
+use tokio_postgres::{Client, Row, Statement};
 use uuid::Uuid;
 
+use super::tls::PgTarget;
 use super::{DbError, Params, begin_read_for};
 
 pub(super) struct Lanes {
-    config: tokio_postgres::Config,
+    target: PgTarget,
     lanes: Vec<Lane>,
 }
 
@@ -48,10 +49,10 @@ struct LaneConnection {
 }
 
 impl Lanes {
-    pub(super) fn new(mut config: tokio_postgres::Config, count: usize) -> Self {
-        config.application_name("convcommerce-lane");
+    pub(super) fn new(mut target: PgTarget, count: usize) -> Self {
+        target.config.application_name("convcommerce-lane");
         Self {
-            config,
+            target,
             lanes: (0..count).map(|_| Lane::default()).collect(),
         }
     }
@@ -127,8 +128,8 @@ impl Lanes {
             return Ok(open);
         }
         let (client, connection) = self
-            .config
-            .connect(NoTls)
+            .target
+            .connect()
             .await
             .map_err(|e| DbError::Unavailable(e.to_string()))?;
         tokio::spawn(async move {

@@ -7,17 +7,19 @@ pub mod embedded;
 mod lanes;
 pub mod migrate;
 pub mod safety;
+pub mod tls;
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod, Runtime};
 use secrecy::{ExposeSecret, SecretString};
+use tokio_postgres::Row;
 use tokio_postgres::types::ToSql;
-use tokio_postgres::{NoTls, Row};
 use uuid::Uuid;
 
 use lanes::Lanes;
+use tls::PgTarget;
 
 /// Sets the tenant for the rest of a platform transaction ([`PlatformTx::set_tenant`]):
 /// transaction-local, so it cannot outlive the transaction on a pooled connection.
@@ -154,15 +156,16 @@ pub struct Db {
 impl Db {
     /// A pool of `max_size` connections, and `lanes` more for short reads (none when 0).
     pub fn connect(url: &SecretString, max_size: usize, lanes: usize) -> anyhow::Result<Self> {
-        let mut pg: tokio_postgres::Config = url.expose_secret().parse()?;
-        pg.application_name("convcommerce");
+        let mut pg = PgTarget::parse(url.expose_secret())?;
+        pg.config.application_name("convcommerce");
         // Bounds on runaway statements and on transactions a crashed handler left open.
-        pg.options("-c statement_timeout=15000 -c idle_in_transaction_session_timeout=30000");
-        pg.connect_timeout(ACQUIRE_WITHIN);
+        pg.config
+            .options("-c statement_timeout=15000 -c idle_in_transaction_session_timeout=30000");
+        pg.config.connect_timeout(ACQUIRE_WITHIN);
         let lanes = (lanes > 0).then(|| Arc::new(Lanes::new(pg.clone(), lanes)));
         let manager = Manager::from_config(
-            pg,
-            NoTls,
+            pg.config,
+            pg.tls,
             ManagerConfig {
                 recycling_method: RecyclingMethod::Fast,
             },
@@ -411,9 +414,9 @@ impl std::ops::Deref for PlatformTx {
 
 /// Opens a single connection outside the pool (migrations, start-up checks, bootstrap).
 pub async fn connect_once(url: &str) -> anyhow::Result<tokio_postgres::Client> {
-    let mut pg: tokio_postgres::Config = url.parse()?;
-    pg.connect_timeout(Duration::from_secs(5));
-    let (client, connection) = pg.connect(NoTls).await?;
+    let mut pg = PgTarget::parse(url)?;
+    pg.config.connect_timeout(Duration::from_secs(5));
+    let (client, connection) = pg.connect().await.map_err(|e| pg.explain(e))?;
     tokio::spawn(async move {
         if let Err(e) = connection.await {
             tracing::debug!(error = %e, "maintenance connection closed");

@@ -3,15 +3,15 @@
 use std::time::Duration;
 
 use futures_util::StreamExt;
-use secrecy::{ExposeSecret, SecretString};
-use tokio_postgres::{AsyncMessage, NoTls};
+use tokio_postgres::AsyncMessage;
 use tokio_util::sync::CancellationToken;
 
 use super::directory::{Directory, INVALIDATION_CHANNEL, Invalidation};
+use crate::db::tls::PgTarget;
 
 /// Listens until `shutdown`; reconnects after a lost connection, clearing the caches then
 /// since notifications sent meanwhile were missed.
-pub async fn run(url: SecretString, directory: Directory, shutdown: CancellationToken) {
+pub async fn run(target: PgTarget, directory: Directory, shutdown: CancellationToken) {
     let mut first = true;
     while !shutdown.is_cancelled() {
         if !first {
@@ -20,7 +20,7 @@ pub async fn run(url: SecretString, directory: Directory, shutdown: Cancellation
         first = false;
         tokio::select! {
             _ = shutdown.cancelled() => return,
-            result = listen(&url, &directory) => {
+            result = listen(&target, &directory) => {
                 if let Err(e) = result {
                     tracing::warn!(error = %e, "directory invalidation listener lost its connection");
                 }
@@ -33,9 +33,8 @@ pub async fn run(url: SecretString, directory: Directory, shutdown: Cancellation
     }
 }
 
-async fn listen(url: &SecretString, directory: &Directory) -> anyhow::Result<()> {
-    let config: tokio_postgres::Config = url.expose_secret().parse()?;
-    let (client, mut connection) = config.connect(NoTls).await?;
+async fn listen(target: &PgTarget, directory: &Directory) -> anyhow::Result<()> {
+    let (client, mut connection) = target.connect().await.map_err(|e| target.explain(e))?;
     let mut messages = futures_util::stream::poll_fn(move |cx| connection.poll_message(cx));
     let statement = format!("LISTEN {INVALIDATION_CHANNEL}");
     let listen = client.batch_execute(&statement);

@@ -1,8 +1,7 @@
 //! The storage quota and the cleanup job: unreferenced media after 24 hours, conversations
-//! past the tenant's retention, freed bytes.
+//! past the tenant's retention, freed bytes. The media ones run against both media backends.
 
 use chrono::{Duration, Utc};
-use convcommerce::config::Config;
 use convcommerce::db::Db;
 use convcommerce::jobs::cleanup;
 use convcommerce::storage::MediaStore;
@@ -24,9 +23,13 @@ async fn storage_used(app: &TestApp, tenant: &TestTenant) -> i64 {
     quotas.body["storage_bytes"]["used"].as_i64().unwrap()
 }
 
-#[tokio::test]
-async fn uploads_are_held_to_the_storage_quota() {
-    let app = TestApp::spawn().await;
+for_each_media_backend!(
+    uploads_are_held_to_the_storage_quota,
+    cleanup_purges_media_unreferenced_for_a_day_and_frees_their_bytes,
+);
+
+async fn uploads_are_held_to_the_storage_quota(backend: MediaBackend) {
+    let app = TestApp::spawn_with(backend.configure().await).await;
     let tenant = app.tenant().await;
     let size = png(984).len() as i64; // 1000 bytes
     app.set_limits(&tenant, json!({"max_storage_bytes": 3 * size + 10}))
@@ -57,17 +60,15 @@ async fn uploads_are_held_to_the_storage_quota() {
         .expect(201);
 }
 
-/// The job's own handles on the app's database and media directory.
+/// The job's own handles on the app's database and media store.
 fn job_parts(app: &TestApp) -> (Db, MediaStore) {
-    let config = Config::from_source(&config_vars(&app.db)).unwrap();
     let db = Db::connect(&SecretString::from(app.db.app_url.clone()), 2, 0).unwrap();
-    (db, MediaStore::from_config(&config).unwrap())
+    (db, MediaStore::from_config(&app.config).unwrap())
 }
 
-#[tokio::test]
-async fn cleanup_purges_media_unreferenced_for_a_day_and_frees_their_bytes() {
+async fn cleanup_purges_media_unreferenced_for_a_day_and_frees_their_bytes(backend: MediaBackend) {
     // A database of its own: the job visits every tenant, and must not purge other tests'.
-    let app = TestApp::spawn_on(private_database().await, |_| {}).await;
+    let app = TestApp::spawn_on(private_database().await, backend.configure().await).await;
     let tenant = app.tenant().await;
     let mut ids = vec![];
     for _ in 0..3 {

@@ -115,6 +115,8 @@ pub struct TestApp {
     pub base: String,
     pub http: reqwest::Client,
     pub db: Provisioned,
+    /// The configuration the server was built with (for jobs a test runs beside it).
+    pub config: Config,
     pub shutdown: CancellationToken,
     pub server: tokio::task::JoinHandle<anyhow::Result<()>>,
 }
@@ -262,8 +264,8 @@ impl TestApp {
         adjust(&mut vars);
         let config = Config::from_source(&vars).expect("a valid test configuration");
         let app = match clock {
-            Some(clock) => Application::build_with_clock(config, Arc::new(clock)).await,
-            None => Application::build(config).await,
+            Some(clock) => Application::build_with_clock(config.clone(), Arc::new(clock)).await,
+            None => Application::build(config.clone()).await,
         }
         .expect("the server builds");
         let base = format!("http://127.0.0.1:{}", app.port());
@@ -276,6 +278,7 @@ impl TestApp {
                 .build()
                 .unwrap(),
             db,
+            config,
             shutdown,
             server,
         }
@@ -493,6 +496,174 @@ impl RedisServer {
 impl Drop for RedisServer {
     fn drop(&mut self) {
         self.kill();
+    }
+}
+
+/// Where a test's media bytes go. Media tests run once per backend ([`for_each_media_backend`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MediaBackend {
+    /// The shared test directory (`config_vars`).
+    Directory,
+    /// A bucket of the test's own on the test S3 server, under a prefix as deployments use.
+    S3,
+}
+
+/// The prefix of the S3 tests' media objects in their bucket.
+pub const S3_PREFIX: &str = "media/objects";
+
+impl MediaBackend {
+    /// Points `MEDIA_STORE` at this backend (creating the S3 bucket first).
+    pub async fn configure(self) -> impl FnOnce(&mut BTreeMap<String, String>) {
+        let s3 = match self {
+            Self::Directory => None,
+            Self::S3 => Some(S3Bucket::create().await),
+        };
+        move |vars| {
+            if let Some(bucket) = s3 {
+                vars.extend(bucket.vars());
+            }
+        }
+    }
+}
+
+/// Runs each named test body, an `async fn(MediaBackend)` beside it, once per media backend:
+/// as the tests `<name>::directory` and `<name>::s3`.
+macro_rules! for_each_media_backend {
+    ($($name:ident),+ $(,)?) => {$(
+        mod $name {
+            #[tokio::test]
+            async fn directory() {
+                super::$name($crate::helpers::MediaBackend::Directory).await
+            }
+
+            #[tokio::test]
+            async fn s3() {
+                super::$name($crate::helpers::MediaBackend::S3).await
+            }
+        }
+    )+};
+}
+pub(crate) use for_each_media_backend;
+
+/// The test S3 server: a moto server (PyPI `moto[server]`, which .ci/run installs), started
+/// once per test process on a free port. It reads its stdin until end of file, so it ends with
+/// this process however that ends (the pipe closes).
+struct S3Server {
+    endpoint: String,
+    _process: std::process::Child,
+}
+
+pub async fn s3_endpoint() -> String {
+    static SERVER: OnceCell<S3Server> = OnceCell::const_new();
+    SERVER
+        .get_or_init(|| async {
+            tokio::task::spawn_blocking(start_moto)
+                .await
+                .expect("starting moto")
+        })
+        .await
+        .endpoint
+        .clone()
+}
+
+/// Request logs go to /dev/null once the server is up: nobody reads its stderr pipe then.
+const MOTO: &str = "import os, sys
+from moto.server import ThreadedMotoServer
+server = ThreadedMotoServer(ip_address='127.0.0.1', port=0, verbose=False)
+server.start()
+os.dup2(os.open(os.devnull, os.O_WRONLY), 2)
+print(server.get_host_and_port()[1], flush=True)
+sys.stdin.read()
+";
+
+fn start_moto() -> S3Server {
+    use std::io::{BufRead, BufReader, Read};
+    use std::process::{Command, Stdio};
+    let python = std::env::var("MOTO_PYTHON").unwrap_or_else(|_| "python3".into());
+    let install = "the S3 media tests need moto's server: run .ci/run, or \
+                   `pip install 'moto[server]'` and set MOTO_PYTHON to that python";
+    let mut process = Command::new(&python)
+        .args(["-c", MOTO])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("{install} (running {python}: {e})"));
+    let mut port = String::new();
+    BufReader::new(process.stdout.take().unwrap())
+        .read_line(&mut port)
+        .unwrap();
+    let Ok(port) = port.trim().parse::<u16>() else {
+        let mut stderr = String::new();
+        process
+            .stderr
+            .take()
+            .unwrap()
+            .read_to_string(&mut stderr)
+            .ok();
+        panic!("{install}; {python} said:\n{stderr}");
+    };
+    S3Server {
+        endpoint: format!("http://127.0.0.1:{port}"),
+        _process: process,
+    }
+}
+
+/// A bucket made for one test on the test S3 server.
+pub struct S3Bucket {
+    pub endpoint: String,
+    pub name: String,
+}
+
+impl S3Bucket {
+    pub async fn create() -> Self {
+        let endpoint = s3_endpoint().await;
+        let name = format!("cc-test-{}", Uuid::now_v7().simple());
+        // moto checks no signatures, so a plain PUT creates the bucket.
+        let created = reqwest::Client::new()
+            .put(format!("{endpoint}/{name}"))
+            .send()
+            .await
+            .expect("the S3 server answers");
+        assert!(created.status().is_success(), "creating bucket {name}");
+        Self { endpoint, name }
+    }
+
+    /// The server's variables for this bucket under [`S3_PREFIX`].
+    pub fn vars(&self) -> Vec<(String, String)> {
+        [
+            ("MEDIA_STORE", format!("s3://{}/{S3_PREFIX}", self.name)),
+            ("AWS_ENDPOINT_URL", self.endpoint.clone()),
+            ("AWS_ACCESS_KEY_ID", "testing".into()),
+            ("AWS_SECRET_ACCESS_KEY", "testing".into()),
+            ("AWS_REGION", "us-east-1".into()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect()
+    }
+
+    /// The keys of the bucket's objects and their sizes, read from S3 itself.
+    pub async fn objects(&self) -> Vec<(String, u64)> {
+        let listing = reqwest::get(format!("{}/{}?list-type=2", self.endpoint, self.name))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        listing
+            .split("<Contents>")
+            .skip(1)
+            .map(|entry| {
+                let field = |tag: &str| {
+                    let open = format!("<{tag}>");
+                    let start = entry.find(&open).unwrap() + open.len();
+                    let end = entry[start..].find('<').unwrap() + start;
+                    entry[start..end].to_string()
+                };
+                (field("Key"), field("Size").parse().unwrap())
+            })
+            .collect()
     }
 }
 

@@ -20,5 +20,6 @@ mod products;
 mod settings;
 mod startup;
 mod tenancy;
+mod tls;
 mod users;
 mod validation;

@@ -1,5 +1,8 @@
-//! Media: sniffed types, size limit, byte-exact round trip, attachment to products, isolation.
+//! Media: sniffed types, size limit, byte-exact round trip, attachment to products, isolation;
+//! each against the local directory and an S3 bucket.
 
+use convcommerce::Application;
+use convcommerce::config::Config;
 use reqwest::multipart::{Form, Part};
 use serde_json::json;
 
@@ -40,9 +43,15 @@ async fn raw_content(app: &TestApp, tenant: &TestTenant, id: &str) -> reqwest::R
         .unwrap()
 }
 
-#[tokio::test]
-async fn uploads_round_trip_with_their_sniffed_type() {
-    let app = TestApp::spawn().await;
+for_each_media_backend!(
+    uploads_round_trip_with_their_sniffed_type,
+    unsupported_too_large_and_malformed_uploads_are_refused,
+    media_attach_to_products_and_deleting_detaches,
+    another_tenants_media_is_not_found_nor_attachable,
+);
+
+async fn uploads_round_trip_with_their_sniffed_type(backend: MediaBackend) {
+    let app = TestApp::spawn_with(backend.configure().await).await;
     let tenant = app.tenant().await;
     let (staff, _) = app.member(&tenant, "staff").await;
     let bytes = png(100_000);
@@ -86,9 +95,8 @@ async fn uploads_round_trip_with_their_sniffed_type() {
     assert_eq!(pdf.body["content_type"], "application/pdf");
 }
 
-#[tokio::test]
-async fn unsupported_too_large_and_malformed_uploads_are_refused() {
-    let app = TestApp::spawn().await;
+async fn unsupported_too_large_and_malformed_uploads_are_refused(backend: MediaBackend) {
+    let app = TestApp::spawn_with(backend.configure().await).await;
     let tenant = app.tenant().await;
     for bytes in [
         b"just some text".to_vec(),
@@ -131,9 +139,8 @@ async fn unsupported_too_large_and_malformed_uploads_are_refused() {
         .expect_problem(415, "unsupported_media_type");
 }
 
-#[tokio::test]
-async fn media_attach_to_products_and_deleting_detaches() {
-    let app = TestApp::spawn().await;
+async fn media_attach_to_products_and_deleting_detaches(backend: MediaBackend) {
+    let app = TestApp::spawn_with(backend.configure().await).await;
     let tenant = app.tenant().await;
     let first = upload(&app, &tenant, file(png(10), "a.png", "image/png"))
         .await
@@ -192,9 +199,8 @@ async fn media_attach_to_products_and_deleting_detaches() {
     );
 }
 
-#[tokio::test]
-async fn another_tenants_media_is_not_found_nor_attachable() {
-    let app = TestApp::spawn().await;
+async fn another_tenants_media_is_not_found_nor_attachable(backend: MediaBackend) {
+    let app = TestApp::spawn_with(backend.configure().await).await;
     let (a, b) = (app.tenant().await, app.tenant().await);
     let theirs = upload(&app, &b, file(png(10), "b.png", "image/png"))
         .await
@@ -236,4 +242,41 @@ async fn another_tenants_media_is_not_found_nor_attachable() {
     assert!(ids(&list).is_empty(), "the refused product was not created");
     app.get(&path).owner_of(&b).send().await.expect(200);
     assert_eq!(raw_content(&app, &b, id).await.status(), 200);
+}
+
+#[tokio::test]
+async fn s3_objects_are_keyed_by_tenant_and_media_under_the_prefix() {
+    let bucket = S3Bucket::create().await;
+    let app = TestApp::spawn_with(|vars| vars.extend(bucket.vars())).await;
+    let tenant = app.tenant().await;
+    let bytes = png(1000);
+    let created = upload(&app, &tenant, file(bytes.clone(), "p.png", "image/png"))
+        .await
+        .expect(201);
+    let id = created.body["id"].as_str().unwrap();
+    let key = format!("{S3_PREFIX}/{}/{id}", tenant.id);
+    assert_eq!(bucket.objects().await, [(key, bytes.len() as u64)]);
+
+    app.delete(&format!("/api/v1/media/{id}"))
+        .owner_of(&tenant)
+        .send()
+        .await
+        .expect(204);
+    assert_eq!(bucket.objects().await, []);
+}
+
+#[tokio::test]
+async fn s3_a_bucket_that_cannot_be_listed_stops_the_server() {
+    let bucket = S3Bucket::create().await;
+    let mut vars = config_vars(&database().await);
+    vars.extend(bucket.vars());
+    vars.insert("MEDIA_STORE".into(), "s3://cc-no-such-bucket/media".into());
+    let err = match Application::build(Config::from_source(&vars).unwrap()).await {
+        Ok(_) => panic!("the server must not start without its bucket"),
+        Err(e) => format!("{e:#}"),
+    };
+    assert!(
+        err.starts_with("MEDIA_STORE cannot be used: ") && err.contains("NoSuchBucket"),
+        "{err}"
+    );
 }

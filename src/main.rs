@@ -1,3 +1,5 @@
+//! The `convcommerce` binary: parses the command line and hands over to the library.
+
 use std::time::Duration;
 
 use anyhow::Context;

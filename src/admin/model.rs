@@ -1,3 +1,5 @@
+//! Request and response types of the platform-admin endpoints, and their validation.
+
 use serde::{Deserialize, Deserializer};
 use utoipa::ToSchema;
 

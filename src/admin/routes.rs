@@ -1,3 +1,5 @@
+//! The platform-admin endpoints: tenants, and a chosen tenant's usage and quotas (audited).
+
 use axum::Json;
 use axum::extract::{Query, State};
 use axum::http::StatusCode;

@@ -1,3 +1,5 @@
+//! `GET /api/v1/tenant`: the caller's tenant, answered for suspended tenants too.
+
 use axum::Json;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;

@@ -690,3 +690,56 @@ where
     }
     false
 }
+
+/// Drops a database a test made for itself.
+pub async fn drop_database(db: &Provisioned) {
+    connect(&superuser_url().await)
+        .await
+        .batch_execute(&format!(
+            "DROP DATABASE IF EXISTS \"{}\" WITH (FORCE)",
+            db.database
+        ))
+        .await
+        .unwrap();
+}
+
+/// The plans PostgreSQL picks for a list's search statement, as the application role in
+/// `tenant`: the statement with its parameters (a custom plan), and the generic plan a
+/// prepared statement may switch to after a few executions. `literals` are the statement's
+/// parameters, in order, as SQL literals (EXECUTE takes no protocol parameters). The search
+/// must find exactly one row.
+pub async fn search_plans(
+    app_url: &str,
+    tenant: Uuid,
+    statement: &convcommerce::commerce::filter::Statement,
+    literals: &str,
+) -> [String; 2] {
+    let mut client = connect(app_url).await;
+    let tx = tenant_tx(&mut client, tenant).await;
+    let lines = |rows: Vec<tokio_postgres::Row>| {
+        rows.iter()
+            .map(|r| r.get::<_, String>(0))
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    let custom = tx
+        .query(
+            &format!("EXPLAIN (FORMAT TEXT) {}", statement.sql),
+            &statement.params(),
+        )
+        .await
+        .unwrap();
+    let found = tx.query(&statement.sql, &statement.params()).await.unwrap();
+    assert_eq!(found.len(), 1, "the search finds the one matching row");
+    tx.batch_execute(&format!(
+        "SET LOCAL plan_cache_mode = force_generic_plan; PREPARE search AS {}",
+        statement.sql
+    ))
+    .await
+    .unwrap();
+    let generic = tx
+        .query(&format!("EXPLAIN EXECUTE search({literals})"), &[])
+        .await
+        .unwrap();
+    [lines(custom), lines(generic)]
+}

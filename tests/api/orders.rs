@@ -560,13 +560,12 @@ async fn orders_filter_and_page_newest_first() {
         .expect_problem(400, "invalid_cursor");
 }
 
-/// EXPLAIN of the order search for `q`, as a custom and as a generic plan.
+/// The order search's plans (see [`search_plans`]).
 async fn order_search_plans(app_url: &str, tenant: uuid::Uuid, q: &str) -> [String; 2] {
     use convcommerce::commerce::orders::model::OrderFilter;
     use convcommerce::commerce::orders::store::list_statement;
     use convcommerce::extract::PageRequest;
 
-    let mut client = connect(app_url).await;
     let filter = OrderFilter {
         status: None,
         channel: None,
@@ -579,41 +578,8 @@ async fn order_search_plans(app_url: &str, tenant: uuid::Uuid, q: &str) -> [Stri
         },
     };
     let statement = list_statement(tenant, &filter);
-    let tx = tenant_tx(&mut client, tenant).await;
-    let explain = |sql: String| {
-        let tx = &tx;
-        async move {
-            tx.query(&sql, &[])
-                .await
-                .unwrap()
-                .iter()
-                .map(|r| r.get::<_, String>(0))
-                .collect::<Vec<_>>()
-                .join("\n")
-        }
-    };
-    let rows = tx
-        .query(
-            &format!("EXPLAIN (FORMAT TEXT) {}", statement.sql),
-            &statement.params(),
-        )
-        .await
-        .unwrap();
-    let custom: Vec<String> = rows.iter().map(|r| r.get(0)).collect();
-    let found = tx.query(&statement.sql, &statement.params()).await.unwrap();
-    assert_eq!(found.len(), 1, "the search finds the one matching order");
-    tx.batch_execute(&format!(
-        "SET LOCAL plan_cache_mode = force_generic_plan; PREPARE search AS {}",
-        statement.sql
-    ))
-    .await
-    .unwrap();
-    let generic = explain(format!(
-        "EXPLAIN EXECUTE search('{tenant}', '{q}', '%{q}%', {})",
-        filter.page.limit + 1
-    ))
-    .await;
-    [custom.join("\n"), generic]
+    let literals = format!("'{tenant}', '{q}', '%{q}%', {}", filter.page.limit + 1);
+    search_plans(app_url, tenant, &statement, &literals).await
 }
 
 #[tokio::test]
@@ -680,12 +646,5 @@ async fn order_search_uses_the_trigram_index_at_a_hundred_thousand_orders() {
 
     app.stop().await;
     drop(owner);
-    let admin = connect(&superuser_url().await).await;
-    admin
-        .batch_execute(&format!(
-            "DROP DATABASE IF EXISTS \"{}\" WITH (FORCE)",
-            db.database
-        ))
-        .await
-        .unwrap();
+    drop_database(&db).await;
 }

@@ -307,11 +307,8 @@ async fn another_tenants_product_is_not_found() {
     assert_eq!(still.body["name"], "Theirs");
 }
 
-/// The plans PostgreSQL picks for the API's search statement, as the application role: for
-/// the statement with its parameters (a custom plan), and the generic plan a prepared
-/// statement may switch to after a few executions.
-async fn search_plans(app_url: &str, tenant: Uuid, q: &str) -> [String; 2] {
-    let mut client = connect(app_url).await;
+/// The product search's plans (see [`search_plans`]).
+async fn product_search_plans(app_url: &str, tenant: Uuid, q: &str) -> [String; 2] {
     let filter = ProductFilter {
         q: Some(q.into()),
         status: Some(ProductStatus::Active),
@@ -323,38 +320,11 @@ async fn search_plans(app_url: &str, tenant: Uuid, q: &str) -> [String; 2] {
         },
     };
     let statement = list_statement(tenant, &filter);
-    let tx = tenant_tx(&mut client, tenant).await;
-    let rows = tx
-        .query(
-            &format!("EXPLAIN (FORMAT TEXT) {}", statement.sql),
-            &statement.params(),
-        )
-        .await
-        .unwrap();
-    let custom: Vec<String> = rows.iter().map(|r| r.get(0)).collect();
-    let found = tx.query(&statement.sql, &statement.params()).await.unwrap();
-    assert_eq!(found.len(), 1, "the search finds the one matching product");
-
-    tx.batch_execute(&format!(
-        "SET LOCAL plan_cache_mode = force_generic_plan; PREPARE search AS {}",
-        statement.sql
-    ))
-    .await
-    .unwrap();
-    // EXECUTE takes no protocol parameters: the statement's, in order, as literals.
-    let pattern = format!("%{q}%");
-    let rows = tx
-        .query(
-            &format!(
-                "EXPLAIN EXECUTE search('{tenant}', '{q}', '{pattern}', 'active', {})",
-                filter.page.limit + 1
-            ),
-            &[],
-        )
-        .await
-        .unwrap();
-    let generic: Vec<String> = rows.iter().map(|r| r.get(0)).collect();
-    [custom.join("\n"), generic.join("\n")]
+    let literals = format!(
+        "'{tenant}', '{q}', '%{q}%', 'active', {}",
+        filter.page.limit + 1
+    );
+    search_plans(app_url, tenant, &statement, &literals).await
 }
 
 #[tokio::test]
@@ -385,7 +355,7 @@ async fn product_search_uses_the_trigram_index_at_twenty_thousand_products() {
         .await;
     owner.batch_execute("ANALYZE products").await.unwrap();
 
-    for plan in search_plans(&db.app_url, tenant.id, "ipê print").await {
+    for plan in product_search_plans(&db.app_url, tenant.id, "ipê print").await {
         assert!(plan.contains("product_search_terms_pkey"), "{plan}");
         assert!(!plan.contains("Seq Scan"), "{plan}");
     }
@@ -396,12 +366,5 @@ async fn product_search_uses_the_trigram_index_at_twenty_thousand_products() {
 
     app.stop().await;
     drop(owner);
-    let admin = connect(&superuser_url().await).await;
-    admin
-        .batch_execute(&format!(
-            "DROP DATABASE IF EXISTS \"{}\" WITH (FORCE)",
-            db.database
-        ))
-        .await
-        .unwrap();
+    drop_database(&db).await;
 }

@@ -75,14 +75,7 @@ async fn refuses_a_tenant_table_without_forced_rls() {
     };
     assert!(err.contains("\"orders\"") && err.contains("FORCE"), "{err}");
     drop(owner);
-    let admin = connect(&superuser_url().await).await;
-    admin
-        .batch_execute(&format!(
-            "DROP DATABASE IF EXISTS \"{}\" WITH (FORCE)",
-            db.database
-        ))
-        .await
-        .unwrap();
+    drop_database(&db).await;
 }
 
 #[tokio::test]
@@ -106,14 +99,7 @@ async fn migrations_are_idempotent_and_refuse_edited_history() {
         "{err}"
     );
     drop(owner);
-    let admin = connect(&superuser_url().await).await;
-    admin
-        .batch_execute(&format!(
-            "DROP DATABASE IF EXISTS \"{}\" WITH (FORCE)",
-            own.database
-        ))
-        .await
-        .unwrap();
+    drop_database(&own).await;
 }
 
 #[tokio::test]

@@ -1,3 +1,5 @@
+//! The chat bot's configuration: its defaults, the request body and its validation.
+
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use tokio_postgres::Row;

@@ -1,3 +1,5 @@
+//! `GET|PUT /api/v1/ai-config`.
+
 use axum::Json;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;

@@ -1,3 +1,5 @@
+//! Messages and threads, the posted message and its validation.
+
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use tokio_postgres::Row;

@@ -1,3 +1,5 @@
+//! Conversation endpoints: post a message, list threads, a thread's messages.
+
 use axum::Json;
 use axum::extract::Query;
 use axum::http::StatusCode;

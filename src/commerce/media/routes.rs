@@ -1,3 +1,5 @@
+//! Media endpoints: multipart upload (sniffed, size-capped), metadata, bytes, delete.
+
 use axum::Json;
 use axum::body::Body;
 use axum::extract::multipart::MultipartRejection;

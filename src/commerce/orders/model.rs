@@ -1,3 +1,5 @@
+//! Orders: their states and moves, lines, customers, ratings, the request bodies and filters.
+
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use tokio_postgres::Row;

@@ -1,3 +1,5 @@
+//! Order endpoints: place, list, get, move on, rate; and the API's answer to each store error.
+
 use axum::Json;
 use axum::extract::Query;
 use axum::http::StatusCode;

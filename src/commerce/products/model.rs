@@ -1,3 +1,5 @@
+//! Products: the row, the create and patch bodies with their validation, the list filter.
+
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use tokio_postgres::Row;

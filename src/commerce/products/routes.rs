@@ -1,3 +1,5 @@
+//! Product endpoints: list and search, create, get, patch, delete.
+
 use axum::Json;
 use axum::extract::Query;
 use axum::http::StatusCode;

@@ -1,3 +1,5 @@
+//! The seller profile, its request body and validation.
+
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};

@@ -1,3 +1,5 @@
+//! Members of a tenant: the row, the create and patch bodies and their validation.
+
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use tokio_postgres::Row;

@@ -1,3 +1,5 @@
+//! Member endpoints: list, add, get, change, remove (owners and admins manage).
+
 use axum::Json;
 use axum::extract::{Query, State};
 use axum::http::StatusCode;

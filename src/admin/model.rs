@@ -78,26 +78,26 @@ fn nullable<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
 #[serde(deny_unknown_fields)]
 pub struct LimitsPatch {
     #[serde(default, deserialize_with = "nullable")]
-    #[schema(value_type = Option<i64>)]
+    #[schema(value_type = Option<i64>, minimum = 1, maximum = 1_000_000)]
     pub requests_per_minute: Option<Option<i64>>,
     #[serde(default, deserialize_with = "nullable")]
-    #[schema(value_type = Option<i64>)]
+    #[schema(value_type = Option<i64>, minimum = 1, maximum = 60_000_000)]
     pub requests_per_hour: Option<Option<i64>>,
     #[serde(default, deserialize_with = "nullable")]
-    #[schema(value_type = Option<i64>)]
+    #[schema(value_type = Option<i64>, minimum = 1, maximum = 1_000_000_000)]
     pub requests_per_day: Option<Option<i64>>,
     #[serde(default, deserialize_with = "nullable")]
-    #[schema(value_type = Option<i64>)]
+    #[schema(value_type = Option<i64>, minimum = 0, maximum = 1_000_000)]
     pub max_products: Option<Option<i64>>,
     #[serde(default, deserialize_with = "nullable")]
-    #[schema(value_type = Option<i64>)]
+    #[schema(value_type = Option<i64>, minimum = 1, maximum = 100_000)]
     pub max_users: Option<Option<i64>>,
     #[serde(default, deserialize_with = "nullable")]
-    #[schema(value_type = Option<i64>)]
+    #[schema(value_type = Option<i64>, minimum = 0, maximum = 1_099_511_627_776.0)]
     pub max_storage_bytes: Option<Option<i64>>,
     /// Days conversation messages are kept (default 365).
     #[serde(default, deserialize_with = "nullable")]
-    #[schema(value_type = Option<i64>)]
+    #[schema(value_type = Option<i64>, minimum = 1, maximum = 3_650)]
     pub conversation_retention_days: Option<Option<i64>>,
 }
 
@@ -110,6 +110,19 @@ pub struct UpdateTenant {
     pub limits: Option<LimitsPatch>,
 }
 
+/// Each limit's name and bounds, in `LimitsPatch`'s field order (its schema says the same):
+/// requests per window at least 1, quotas at least 0 (users 1), each with an upper bound so
+/// that no override can overflow a counter; retention 1-3650 days (SPEC §4).
+const LIMIT_BOUNDS: [(&str, i64, i64); 7] = [
+    ("requests_per_minute", 1, 1_000_000),
+    ("requests_per_hour", 1, 60_000_000),
+    ("requests_per_day", 1, 1_000_000_000),
+    ("max_products", 0, 1_000_000),
+    ("max_users", 1, 100_000),
+    ("max_storage_bytes", 0, 1 << 40),
+    ("conversation_retention_days", 1, 3650),
+];
+
 /// A validated limits change: overrides to set and to remove.
 #[derive(Debug, Default)]
 pub struct LimitsChange {
@@ -120,27 +133,23 @@ pub struct LimitsChange {
 impl LimitsPatch {
     pub fn validate(&self) -> Result<LimitsChange, AppError> {
         let fields = [
-            ("requests_per_minute", self.requests_per_minute, 1),
-            ("requests_per_hour", self.requests_per_hour, 1),
-            ("requests_per_day", self.requests_per_day, 1),
-            ("max_products", self.max_products, 0),
-            ("max_users", self.max_users, 1),
-            ("max_storage_bytes", self.max_storage_bytes, 0),
-            (
-                "conversation_retention_days",
-                self.conversation_retention_days,
-                1,
-            ),
+            self.requests_per_minute,
+            self.requests_per_hour,
+            self.requests_per_day,
+            self.max_products,
+            self.max_users,
+            self.max_storage_bytes,
+            self.conversation_retention_days,
         ];
         let mut change = LimitsChange::default();
         let mut errors = Vec::new();
-        for (name, value, min) in fields {
+        for (value, (name, min, max)) in fields.into_iter().zip(LIMIT_BOUNDS) {
             match value {
                 None => {}
                 Some(None) => change.reset.push(name.to_string()),
-                Some(Some(v)) if v < min => errors.push(FieldError::new(
+                Some(Some(v)) if !(min..=max).contains(&v) => errors.push(FieldError::new(
                     format!("limits.{name}"),
-                    format!("must be at least {min}"),
+                    format!("must be from {min} to {max}"),
                 )),
                 Some(Some(v)) => {
                     change.set.insert(name.to_string(), v.into());
@@ -173,5 +182,27 @@ mod tests {
     fn limits_below_their_minimum_are_refused() {
         let patch: LimitsPatch = serde_json::from_str(r#"{"requests_per_day": 0}"#).unwrap();
         assert!(patch.validate().is_err());
+    }
+
+    #[test]
+    fn every_limit_has_an_upper_bound() {
+        for (name, min, max) in LIMIT_BOUNDS {
+            let at = |v: i64| {
+                let patch: LimitsPatch =
+                    serde_json::from_value(serde_json::json!({ name: v })).unwrap();
+                patch.validate()
+            };
+            assert!(at(max).is_ok(), "{name} = {max}");
+            assert!(at(min).is_ok(), "{name} = {min}");
+            match at(max + 1) {
+                Err(AppError::Validation(errors)) => {
+                    assert_eq!(errors[0].field, format!("limits.{name}"))
+                }
+                other => panic!("{name} over its bound: {other:?}"),
+            }
+        }
+        let patch: LimitsPatch =
+            serde_json::from_str(r#"{"conversation_retention_days": 3651}"#).unwrap();
+        assert!(patch.validate().is_err(), "retention is at most 3650 days");
     }
 }

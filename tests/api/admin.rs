@@ -207,3 +207,31 @@ async fn platform_admin_reads_of_a_tenant_are_audit_events() {
         .expect_problem(403, "forbidden");
     assert_eq!(app.metric(metric).await, before);
 }
+
+#[tokio::test]
+async fn limits_above_their_bound_are_refused_and_change_nothing() {
+    let app = TestApp::spawn().await;
+    let tenant = app.tenant().await;
+    for (name, over) in [
+        ("conversation_retention_days", 3_651_i64),
+        ("requests_per_minute", 1_000_001),
+        ("max_storage_bytes", (1_i64 << 40) + 1),
+    ] {
+        let answer = app
+            .patch(&format!("/api/v1/admin/tenants/{}", tenant.id))
+            .user(ADMIN)
+            .json(&json!({"status": "suspended", "limits": {name: over}}))
+            .send()
+            .await
+            .expect_problem(422, "validation_failed");
+        assert_eq!(error_fields(&answer), vec![format!("limits.{name}")]);
+    }
+    let now = app
+        .get(&format!("/api/v1/admin/tenants/{}", tenant.id))
+        .user(ADMIN)
+        .send()
+        .await
+        .expect(200);
+    assert_eq!(now.body["status"], "active");
+    assert_eq!(now.body["limits"]["conversation_retention_days"], 365);
+}

@@ -83,6 +83,8 @@ async fn uploads_round_trip_with_their_sniffed_type(backend: MediaBackend) {
     assert_eq!(content.status(), 200);
     assert_eq!(content.headers()["content-type"], "image/png");
     assert_eq!(content.headers()["x-content-type-options"], "nosniff");
+    assert_eq!(content.headers()["content-disposition"], "inline");
+    assert_eq!(content.headers()["content-security-policy"], "sandbox");
     assert_eq!(content.bytes().await.unwrap().as_ref(), bytes.as_slice());
 
     let pdf = upload(
@@ -93,6 +95,9 @@ async fn uploads_round_trip_with_their_sniffed_type(backend: MediaBackend) {
     .await
     .expect(201);
     assert_eq!(pdf.body["content_type"], "application/pdf");
+    let served = raw_content(&app, &tenant, pdf.body["id"].as_str().unwrap()).await;
+    assert_eq!(served.headers()["content-disposition"], "attachment");
+    assert_eq!(served.headers()["content-security-policy"], "sandbox");
 }
 
 async fn unsupported_too_large_and_malformed_uploads_are_refused(backend: MediaBackend) {

@@ -626,6 +626,15 @@ async fn media_content_is_documented_as_binary_of_its_real_types() {
             json!({"type": "string", "format": "binary", "contentMediaType": content_type})
         );
     }
+    let headers = &doc["paths"]["/api/v1/media/{id}/content"]["get"]["responses"]["200"]["headers"];
+    assert_eq!(
+        headers["Content-Disposition"]["schema"]["enum"],
+        json!(["inline", "attachment"])
+    );
+    assert_eq!(
+        headers["Content-Security-Policy"]["schema"]["enum"],
+        json!(["sandbox"])
+    );
     let upload_schema = &doc["paths"]["/api/v1/media"]["post"]["requestBody"]["content"]["multipart/form-data"]
         ["schema"];
     assert_eq!(upload_schema["required"], json!(["file"]));

@@ -79,6 +79,31 @@ impl utoipa::IntoResponses for MediaContent {
                 ContentBuilder::new().schema(Some(bytes)).build(),
             );
         }
+        let header = |values: &[&str], description: &str| {
+            let mut header = utoipa::openapi::header::Header::new(
+                ObjectBuilder::new()
+                    .schema_type(Type::String)
+                    .enum_values(Some(values.iter().copied())),
+            );
+            header.description = Some(description.into());
+            header
+        };
+        let response = response
+            .header(
+                "Content-Disposition",
+                header(
+                    &["inline", "attachment"],
+                    "`inline` for images, `attachment` for documents",
+                ),
+            )
+            .header(
+                "Content-Security-Policy",
+                header(&["sandbox"], "The bytes never run as a page"),
+            )
+            .header(
+                "X-Content-Type-Options",
+                header(&["nosniff"], "The type is the one sniffed at upload"),
+            );
         BTreeMap::from([("200".to_string(), response.build().into())])
     }
 }

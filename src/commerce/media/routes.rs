@@ -152,7 +152,8 @@ pub async fn delete_media(
     Ok(StatusCode::NO_CONTENT)
 }
 
-/// The bytes, with their content type.
+/// The bytes, with their content type. Served so a browser never runs them: images `inline`,
+/// anything else (PDF) as an `attachment`, `nosniff`, and a `sandbox` content security policy.
 #[utoipa::path(get, path = "/api/v1/media/{id}/content", tag = "media",
     params(("id" = uuid::Uuid, Path, description = "Media id")),
     responses(
@@ -165,8 +166,15 @@ pub async fn get_media_content(
 ) -> AppResult<Response> {
     let (content_type, size, key) = store::locate(ctx.db(), id).await?;
     let stream = state.media.get(&key).await?;
+    let disposition = if content_type.starts_with("image/") {
+        "inline"
+    } else {
+        "attachment"
+    };
     Ok((
         [
+            (header::CONTENT_DISPOSITION, disposition.to_string()),
+            (header::CONTENT_SECURITY_POLICY, "sandbox".to_string()),
             (header::CONTENT_TYPE, content_type),
             (header::CONTENT_LENGTH, size.to_string()),
             (header::X_CONTENT_TYPE_OPTIONS, "nosniff".to_string()),

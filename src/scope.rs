@@ -3,7 +3,7 @@
 //! A leaf: extractors at any layer (auth, tenancy) record what they learn here, and
 //! `telemetry::observe` takes it from the request's extensions when the response passes.
 
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 
 use axum::http::HeaderMap;
 use tracing::{Span, field};
@@ -16,7 +16,6 @@ pub struct RequestScope(Arc<ScopeInner>);
 #[derive(Debug)]
 struct ScopeInner {
     span: Span,
-    tenant: OnceLock<Uuid>,
     /// Headers an extractor wants on the response whatever the handler answers (the
     /// rate-limit headers, also on a 429). A std mutex: held only to insert or take, never
     /// across an await.
@@ -28,19 +27,12 @@ impl RequestScope {
     pub fn new(span: Span) -> Self {
         Self(Arc::new(ScopeInner {
             span,
-            tenant: OnceLock::new(),
             headers: Mutex::new(HeaderMap::new()),
         }))
     }
 
     pub fn record_tenant(&self, tenant_id: Uuid) {
-        let _ = self.0.tenant.set(tenant_id);
         self.0.span.record("tenant_id", field::display(tenant_id));
-    }
-
-    /// The tenant the request acts on, once the tenancy extractor has resolved it.
-    pub fn tenant(&self) -> Option<Uuid> {
-        self.0.tenant.get().copied()
     }
 
     pub fn record_actor(&self, actor: &str) {

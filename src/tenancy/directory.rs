@@ -9,7 +9,6 @@
 //! budget of [`MISSES_PER_MINUTE`] of them per UTC minute, checked before the query: a
 //! valid token naming random tenants costs the database at most that.
 
-use std::panic::Location;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -229,19 +228,12 @@ impl From<LookupError> for AppError {
     /// budget of lookups that miss the cache.
     #[track_caller]
     fn from(err: LookupError) -> Self {
-        let at = Location::caller();
-        let err = match err {
-            LookupError::Budget { retry_after } => return AppError::LookupBudget { retry_after },
-            LookupError::Db(err) => err,
-        };
-        match &*err {
-            DbError::Unavailable(cause) => {
-                tracing::warn!(error = %cause, at = %at, "database unavailable");
-                AppError::Unavailable("The database")
-            }
-            other => AppError::Internal {
-                cause: anyhow::anyhow!("{other}"),
-                at,
+        match err {
+            LookupError::Budget { retry_after } => AppError::LookupBudget { retry_after },
+            // The shared error cannot be moved out; an unreachable database maps as always.
+            LookupError::Db(err) => match &*err {
+                DbError::Unavailable(cause) => AppError::from(DbError::Unavailable(cause.clone())),
+                other => AppError::from(anyhow::anyhow!("{other}")),
             },
         }
     }

@@ -81,6 +81,9 @@ pub struct Config {
     pub media_store: MediaStoreConfig,
     /// The largest media upload accepted, in bytes.
     pub media_max_bytes: u64,
+    /// Uploads streaming at once, over every tenant (`MEDIA_MAX_CONCURRENT_UPLOADS`); one more
+    /// is answered 503 with `Retry-After`.
+    pub media_max_concurrent_uploads: usize,
     /// What one client may hold open (`HTTP_HEADER_READ_TIMEOUT_SECONDS`,
     /// `HTTP_IDLE_TIMEOUT_SECONDS`, `HTTP_MAX_CONNECTIONS`).
     pub connection_limits: ConnectionLimits,
@@ -430,6 +433,11 @@ impl Config {
             .max(Duration::from_secs(1)),
             media_store,
             media_max_bytes,
+            media_max_concurrent_uploads: r.bounded(
+                "MEDIA_MAX_CONCURRENT_UPLOADS",
+                16,
+                1..=10_000,
+            )? as usize,
             connection_limits,
         })
     }

@@ -145,6 +145,7 @@ impl Application {
                     db: db.clone(),
                     media: state.media.clone(),
                     clock: state.clock.clone(),
+                    metrics: state.metrics.clone(),
                 },
                 jobs::Scope::Cluster,
                 config.cleanup_interval,

@@ -41,6 +41,8 @@ pub struct Metrics {
     connections_refused: Counter,
     directory_refusals: Counter,
     audit_events: Family<KindLabels, Counter>,
+    media_orphans_deleted: Counter,
+    media_uploads_refused: Counter,
     redis_healthy: Gauge,
     pool_size: Gauge,
     pool_available: Gauge,
@@ -109,6 +111,18 @@ impl Default for Metrics {
             "Platform-admin actions on tenants, reads included, by action",
             audit_events.clone(),
         );
+        let media_orphans_deleted = Counter::default();
+        registry.register(
+            "media_orphans_deleted",
+            "Media objects the cleanup deleted because no row named them for an hour",
+            media_orphans_deleted.clone(),
+        );
+        let media_uploads_refused = Counter::default();
+        registry.register(
+            "media_uploads_refused",
+            "Uploads answered 503 because every upload place was taken",
+            media_uploads_refused.clone(),
+        );
         let connections_refused = Counter::default();
         registry.register(
             "http_connections_refused",
@@ -146,6 +160,8 @@ impl Default for Metrics {
             connections_refused,
             directory_refusals,
             audit_events,
+            media_orphans_deleted,
+            media_uploads_refused,
             redis_healthy,
             pool_size,
             pool_available,
@@ -206,6 +222,14 @@ impl Metrics {
                 kind: action.into(),
             })
             .inc();
+    }
+
+    pub fn media_orphans_deleted(&self, count: u64) {
+        self.media_orphans_deleted.inc_by(count);
+    }
+
+    pub fn media_upload_refused(&self) {
+        self.media_uploads_refused.inc();
     }
 
     pub fn directory_refusal(&self) {

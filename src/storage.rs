@@ -10,19 +10,31 @@ use bytes::Bytes;
 use futures_util::StreamExt;
 use futures_util::stream::BoxStream;
 use object_store::aws::AmazonS3Builder;
+use object_store::buffered::BufWriter;
 use object_store::local::LocalFileSystem;
 use object_store::path::Path;
 use object_store::prefix::PrefixStore;
-use object_store::{ObjectStore, ObjectStoreExt, RetryConfig};
+use object_store::{ObjectMeta, ObjectStore, ObjectStoreExt, RetryConfig};
 use secrecy::ExposeSecret;
+use tokio::io::AsyncWriteExt;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use uuid::Uuid;
 
 use crate::config::{Config, MediaStoreConfig, S3Config};
 
-/// The object store for media, with the upload size limit.
+/// S3 refuses multipart parts under 5 MiB (but the last), so an S3 upload holds up to one
+/// part in memory; a directory takes any size, so there a part is small.
+const S3_PART_BYTES: usize = 5 * 1024 * 1024;
+const DIRECTORY_PART_BYTES: usize = 256 * 1024;
+/// Parts of one upload in flight to the store at once.
+const PARTS_IN_FLIGHT: usize = 2;
+
+/// The object store for media, with the upload size limit and the cap on uploads in flight.
 #[derive(Clone)]
 pub struct MediaStore {
     store: Arc<dyn ObjectStore>,
+    part_bytes: usize,
+    uploads: Arc<Semaphore>,
     pub max_bytes: u64,
 }
 
@@ -30,7 +42,7 @@ impl MediaStore {
     /// Opens (and creates) the configured directory, or the client of the configured bucket
     /// (which makes no request: [`MediaStore::check`] does).
     pub fn from_config(config: &Config) -> anyhow::Result<Self> {
-        let store: Arc<dyn ObjectStore> = match &config.media_store {
+        let (store, part_bytes): (Arc<dyn ObjectStore>, usize) = match &config.media_store {
             MediaStoreConfig::Directory(dir) => {
                 std::fs::create_dir_all(dir).with_context(|| {
                     format!(
@@ -38,18 +50,43 @@ impl MediaStore {
                         dir.display()
                     )
                 })?;
-                Arc::new(
-                    LocalFileSystem::new_with_prefix(dir)
-                        .with_context(|| format!("opening MEDIA_STORE {}", dir.display()))?,
-                )
+                let local = LocalFileSystem::new_with_prefix(dir)
+                    .with_context(|| format!("opening MEDIA_STORE {}", dir.display()))?;
+                (Arc::new(local), DIRECTORY_PART_BYTES)
             }
-            MediaStoreConfig::S3(s3) => s3_bucket(s3)
-                .with_context(|| format!("MEDIA_STORE s3://{}/{}", s3.bucket, s3.prefix))?,
+            MediaStoreConfig::S3(s3) => (
+                s3_bucket(s3)
+                    .with_context(|| format!("MEDIA_STORE s3://{}/{}", s3.bucket, s3.prefix))?,
+                S3_PART_BYTES,
+            ),
         };
         Ok(Self {
             store,
+            part_bytes,
+            uploads: Arc::new(Semaphore::new(config.media_max_concurrent_uploads)),
             max_bytes: config.media_max_bytes,
         })
+    }
+
+    /// A place among the uploads in flight, or `None` when all are taken.
+    pub fn admit_upload(&self) -> Option<OwnedSemaphorePermit> {
+        Arc::clone(&self.uploads).try_acquire_owned().ok()
+    }
+
+    /// Starts writing the object `key` part by part; see [`Upload`].
+    pub fn upload(&self, key: &str) -> Upload {
+        let writer =
+            BufWriter::with_capacity(Arc::clone(&self.store), Path::from(key), self.part_bytes)
+                .with_max_concurrency(PARTS_IN_FLIGHT);
+        Upload {
+            writer: Some(writer),
+            written: 0,
+        }
+    }
+
+    /// Every object, with its key and last change (for the reconciliation with the rows).
+    pub fn objects(&self) -> BoxStream<'static, object_store::Result<ObjectMeta>> {
+        self.store.list(None)
     }
 
     /// Lists the store once, so that a missing bucket or directory, or credentials it refuses,
@@ -78,10 +115,54 @@ impl MediaStore {
         Ok(self.store.get(&Path::from(key)).await?.into_stream())
     }
 
-    /// Deletes the bytes; a failure is logged, not returned: the metadata is already gone.
+    /// Deletes the bytes; a failure is logged, not returned: the metadata is already gone, and
+    /// the cleanup job's reconciliation deletes what is left.
     pub async fn delete(&self, key: &str) {
-        if let Err(e) = self.store.delete(&Path::from(key)).await {
-            tracing::warn!(error = %e, key, "media bytes could not be deleted");
+        match self.store.delete(&Path::from(key)).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+            Err(e) => tracing::warn!(error = %e, key, "media bytes could not be deleted"),
+        }
+    }
+}
+
+/// An object being written. It becomes visible only at [`Upload::finish`]; dropped before
+/// that (the request was cancelled, or failed), it aborts what the store holds of it.
+pub struct Upload {
+    writer: Option<BufWriter>,
+    written: u64,
+}
+
+impl Upload {
+    pub async fn write(&mut self, bytes: Bytes) -> anyhow::Result<()> {
+        self.written += bytes.len() as u64;
+        let writer = self.writer.as_mut().context("the upload is finished")?;
+        writer.put(bytes).await?;
+        Ok(())
+    }
+
+    pub fn written(&self) -> u64 {
+        self.written
+    }
+
+    /// Completes the object.
+    pub async fn finish(mut self) -> anyhow::Result<()> {
+        let mut writer = self.writer.take().context("the upload is finished")?;
+        writer.shutdown().await?;
+        Ok(())
+    }
+}
+
+impl Drop for Upload {
+    fn drop(&mut self) {
+        let Some(mut writer) = self.writer.take() else {
+            return;
+        };
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(async move {
+                if let Err(e) = writer.abort().await {
+                    tracing::warn!(error = %e, "an abandoned upload could not be aborted");
+                }
+            });
         }
     }
 }

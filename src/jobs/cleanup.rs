@@ -4,16 +4,21 @@
 //!
 //! It visits tenants one at a time, in a transaction of its own with that tenant set, so
 //! row-level security still scopes every statement; object bytes are deleted after commit.
+//! Then it reconciles the media store with the rows: an object that no row names, older than
+//! an hour (an upload completes its object a moment before its row commits), is deleted.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
+use futures_util::StreamExt;
 use uuid::Uuid;
 
 use super::Job;
 use crate::clock::Clock;
 use crate::db::Db;
 use crate::limits::Limits;
+use crate::metrics::Metrics;
 use crate::storage::MediaStore;
 
 /// How long a media may stay unreferenced.
@@ -21,6 +26,10 @@ pub const MEDIA_GRACE: chrono::Duration = chrono::Duration::hours(24);
 /// Minute buckets are kept two days, hour buckets ninety; day buckets stay.
 const MINUTE_BUCKETS_KEPT: chrono::Duration = chrono::Duration::days(2);
 const HOUR_BUCKETS_KEPT: chrono::Duration = chrono::Duration::days(90);
+/// How old an object with no row must be before the reconciliation deletes it.
+pub const ORPHAN_GRACE: chrono::Duration = chrono::Duration::hours(1);
+/// Object keys checked against the rows per statement.
+const RECONCILE_BATCH: usize = 1_000;
 
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct CleanupReport {
@@ -29,6 +38,8 @@ pub struct CleanupReport {
     pub messages_purged: u64,
     pub threads_purged: u64,
     pub usage_buckets_purged: u64,
+    /// Objects deleted because no row named them.
+    pub orphans_deleted: u64,
     /// Tenants whose pass failed (logged); the others were still cleaned.
     pub tenants_failed: u64,
 }
@@ -61,7 +72,68 @@ pub async fn run_at(
             }
         }
     }
+    report.orphans_deleted = reconcile(db, media, now - ORPHAN_GRACE).await?;
     Ok(report)
+}
+
+/// Deletes the objects last written before `before` that no media row names. Only keys of the
+/// service's own shape (`<tenant id>/<media id>`) are considered: whatever else shares the store
+/// is left alone.
+async fn reconcile(db: &Db, media: &MediaStore, before: DateTime<Utc>) -> anyhow::Result<u64> {
+    let mut objects = media.objects();
+    let mut batch: BTreeMap<Uuid, Vec<String>> = BTreeMap::new();
+    let mut pending = 0;
+    let mut deleted = 0;
+    while let Some(object) = objects.next().await {
+        let object = object?;
+        if object.last_modified >= before {
+            continue;
+        }
+        let key = object.location.to_string();
+        if let Some(tenant) = media_key_tenant(&key) {
+            batch.entry(tenant).or_default().push(key);
+            pending += 1;
+        }
+        if pending >= RECONCILE_BATCH {
+            deleted += delete_orphans(db, media, std::mem::take(&mut batch)).await?;
+            pending = 0;
+        }
+    }
+    Ok(deleted + delete_orphans(db, media, batch).await?)
+}
+
+/// The tenant of a key shaped `<tenant id>/<media id>`.
+fn media_key_tenant(key: &str) -> Option<Uuid> {
+    let (tenant, media) = key.split_once('/')?;
+    Uuid::try_parse(media).ok()?;
+    Uuid::try_parse(tenant).ok()
+}
+
+async fn delete_orphans(
+    db: &Db,
+    media: &MediaStore,
+    keys: BTreeMap<Uuid, Vec<String>>,
+) -> anyhow::Result<u64> {
+    let mut deleted = 0;
+    for (tenant, keys) in keys {
+        let tx = db.begin_platform().await?;
+        tx.set_tenant(tenant).await?;
+        let named: BTreeSet<String> = tx
+            .query(
+                "SELECT storage_key FROM media WHERE tenant_id = $1 AND storage_key = ANY($2)",
+                &[&tenant, &keys],
+            )
+            .await?
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        tx.commit().await?;
+        for key in keys.iter().filter(|k| !named.contains(*k)) {
+            media.delete(key).await;
+            deleted += 1;
+        }
+    }
+    Ok(deleted)
 }
 
 async fn clean_tenant(
@@ -118,6 +190,7 @@ pub struct Cleanup {
     pub db: Db,
     pub media: MediaStore,
     pub clock: Arc<dyn Clock>,
+    pub metrics: Arc<Metrics>,
 }
 
 impl Job for Cleanup {
@@ -125,6 +198,8 @@ impl Job for Cleanup {
     type Report = CleanupReport;
 
     async fn run_once(&self) -> anyhow::Result<CleanupReport> {
-        run_at(&self.db, &self.media, self.clock.now()).await
+        let report = run_at(&self.db, &self.media, self.clock.now()).await?;
+        self.metrics.media_orphans_deleted(report.orphans_deleted);
+        Ok(report)
     }
 }

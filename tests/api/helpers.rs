@@ -100,14 +100,19 @@ pub fn config_vars(db: &Provisioned) -> BTreeMap<String, String> {
         ("DB_POOL_SIZE", "4"),
         // One read lane whatever the machine's core count (the default follows it).
         ("DB_LANES", "1"),
-        (
-            "MEDIA_STORE",
-            concat!(env!("CARGO_TARGET_TMPDIR"), "/media"),
-        ),
         ("MEDIA_MAX_BYTES", "262144"),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_string(), v.to_string()))
+    .chain([(
+        // A directory per server: the cleanup job reconciles the whole store with its rows.
+        "MEDIA_STORE".to_string(),
+        format!(
+            "{}/media/{}",
+            env!("CARGO_TARGET_TMPDIR"),
+            Uuid::now_v7().simple()
+        ),
+    )])
     .collect()
 }
 

@@ -21,5 +21,6 @@ mod settings;
 mod startup;
 mod tenancy;
 mod tls;
+mod uploads;
 mod users;
 mod validation;

@@ -11,6 +11,8 @@ use utoipa::openapi::schema::{KnownFormat, ObjectBuilder, SchemaFormat, Type};
 use utoipa::openapi::{ContentBuilder, RefOr};
 use uuid::Uuid;
 
+use crate::storage::Upload;
+
 #[derive(Debug, Serialize, ToSchema)]
 pub struct Media {
     pub id: Uuid,
@@ -108,11 +110,14 @@ impl utoipa::IntoResponses for MediaContent {
     }
 }
 
-/// A validated upload.
+/// An upload whose bytes are written to the store (not yet visible there) and whose row is
+/// not yet inserted.
 pub struct NewMedia {
+    pub id: Uuid,
+    pub storage_key: String,
     pub content_type: &'static str,
     pub filename: Option<String>,
-    pub bytes: bytes::Bytes,
+    pub upload: Upload,
 }
 
 /// The last path component of a client's file name, without control characters, at most
@@ -131,6 +136,9 @@ pub fn clean_filename(raw: &str) -> Option<String> {
 }
 
 /// The media types accepted, recognised by their first bytes (never by the client's word).
+/// Bytes [`sniff`] needs to tell every accepted type (WebP's marker ends at 12).
+pub const SNIFF_BYTES: usize = 12;
+
 pub fn sniff(bytes: &[u8]) -> Option<&'static str> {
     let starts = |magic: &[u8]| bytes.starts_with(magic);
     if starts(&[0xFF, 0xD8, 0xFF]) {

@@ -10,13 +10,15 @@ use bytes::BytesMut;
 use futures_util::TryStreamExt;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
+use uuid::Uuid;
 
-use super::model::{ACCEPTED, sniff};
+use super::model::{ACCEPTED, SNIFF_BYTES, sniff};
 use super::model::{Media, MediaContent, MediaUpload, NewMedia, clean_filename};
 use super::store::{self, MediaError};
 use crate::error::{AppError, AppResult};
 use crate::extract::IdPath;
 use crate::state::AppState;
+use crate::storage::MediaStore;
 use crate::tenancy::TenantCtx;
 
 /// Room for the multipart framing around the file.
@@ -51,30 +53,59 @@ fn read_error(err: axum::extract::multipart::MultipartError) -> AppError {
     }
 }
 
-/// Reads the `file` part (at most `max` bytes) and decides its type from its bytes.
-async fn read_upload(mut multipart: Multipart, max: u64) -> AppResult<NewMedia> {
+/// Streams the `file` part (at most `max` bytes) into an object under `tenant`'s prefix,
+/// deciding its type from its first bytes. The object stays invisible until the returned
+/// upload is finished; an error, or the request being dropped, aborts it.
+async fn stream_upload(
+    mut multipart: Multipart,
+    media: &MediaStore,
+    tenant: Uuid,
+    max: u64,
+) -> AppResult<NewMedia> {
     while let Some(mut field) = multipart.next_field().await.map_err(read_error)? {
         if field.name() != Some("file") {
             continue;
         }
         let filename = field.file_name().and_then(clean_filename);
-        let mut bytes = BytesMut::new();
-        while let Some(chunk) = field.chunk().await.map_err(read_error)? {
-            if (bytes.len() + chunk.len()) as u64 > max {
-                return Err(AppError::PayloadTooLarge);
+        let mut head = BytesMut::new();
+        let mut rest = None;
+        while head.len() < SNIFF_BYTES {
+            match field.chunk().await.map_err(read_error)? {
+                Some(chunk) if head.is_empty() && chunk.len() >= SNIFF_BYTES => {
+                    rest = Some(chunk);
+                    break;
+                }
+                Some(chunk) => head.extend_from_slice(&chunk),
+                None => break,
             }
-            bytes.extend_from_slice(&chunk);
         }
-        if bytes.is_empty() {
+        let head = rest.unwrap_or_else(|| head.freeze());
+        if head.is_empty() {
             return Err(AppError::validation("file", "must not be empty"));
         }
-        let content_type = sniff(&bytes).ok_or_else(|| {
+        let content_type = sniff(&head).ok_or_else(|| {
             AppError::UnsupportedMediaType(format!("The file must be {ACCEPTED}."))
         })?;
+        let id = Uuid::now_v7();
+        let storage_key = MediaStore::key(tenant, id);
+        let mut upload = media.upload(&storage_key);
+        let mut next = Some(head);
+        while let Some(chunk) = next {
+            if upload.written() + chunk.len() as u64 > max {
+                return Err(AppError::PayloadTooLarge);
+            }
+            upload
+                .write(chunk)
+                .await
+                .map_err(|e| MediaError::Storage(e.context("writing an upload")))?;
+            next = field.chunk().await.map_err(read_error)?;
+        }
         return Ok(NewMedia {
+            id,
+            storage_key,
             content_type,
             filename,
-            bytes: bytes.freeze(),
+            upload,
         });
     }
     Err(AppError::validation(
@@ -92,6 +123,7 @@ async fn read_upload(mut multipart: Multipart, max: u64) -> AppResult<NewMedia> 
         (status = 413, description = "`payload_too_large`"),
         (status = 415, description = "`unsupported_media_type`: not multipart, or not JPEG, PNG, GIF, WebP or PDF"),
         (status = 422, description = "`validation_failed`: no `file` part, or an empty one"),
+        (status = 503, description = "`service_unavailable`: every upload place is taken (`MEDIA_MAX_CONCURRENT_UPLOADS`); retry after `Retry-After`"),
     ))]
 #[tracing::instrument(skip_all)]
 pub async fn upload_media(
@@ -99,6 +131,10 @@ pub async fn upload_media(
     ctx: TenantCtx,
     request: Request,
 ) -> AppResult<(StatusCode, Json<Media>)> {
+    let Some(place) = state.media.admit_upload() else {
+        state.metrics.media_upload_refused();
+        return Err(AppError::Unavailable("Upload capacity"));
+    };
     let max = state.media.max_bytes;
     let limited = request.map(|body| {
         Body::new(http_body_util::Limited::new(
@@ -115,9 +151,17 @@ pub async fn upload_media(
                     "Send the file as multipart/form-data in a part named file.".into(),
                 )
             })?;
-    let new = read_upload(multipart, max).await?;
-    let media = store::create(ctx.db(), &state.media, &base_url(&state), new).await?;
-    Ok((StatusCode::CREATED, Json(media)))
+    let new = stream_upload(multipart, &state.media, ctx.tenant_id(), max).await?;
+    // Every byte is in: from here the work runs in a task of its own, so a client that goes
+    // away now cannot leave bytes without their row, or a row without its bytes.
+    let (db, media, base) = (ctx.db().clone(), state.media.clone(), base_url(&state));
+    let stored = tokio::spawn(async move {
+        let _place = place;
+        store::create(&db, &media, &base, new).await
+    })
+    .await
+    .map_err(|e| anyhow::Error::new(e).context("storing an upload"))??;
+    Ok((StatusCode::CREATED, Json(stored)))
 }
 
 /// A media's metadata.

@@ -21,39 +21,55 @@ pub enum MediaError {
 
 type Result<T, E = MediaError> = std::result::Result<T, E>;
 
-/// Stores an upload in one transaction (where a storage quota check belongs): the row is
-/// written, then the bytes; the row commits only once the bytes are stored.
+/// Completes the upload's object, then inserts its row (one statement, where the storage
+/// quota trigger runs). Bytes whose row was refused are deleted; when the database stopped
+/// answering the row may still have committed, so the bytes stay and the cleanup job's
+/// reconciliation deletes them if no row appears. Runs to the end once started: the caller
+/// gives it a task of its own, so a client that goes away cannot split bytes from row.
 pub async fn create(db: &TenantDb, store: &MediaStore, base: &str, new: NewMedia) -> Result<Media> {
-    let tx = db.begin().await?;
-    let id = Uuid::now_v7();
-    let key = MediaStore::key(tx.tenant_id(), id);
-    let size = i64::try_from(new.bytes.len()).map_err(|e| MediaError::Storage(e.into()))?;
-    let row = tx
-        .query_one(
+    let NewMedia {
+        id,
+        storage_key,
+        content_type,
+        filename,
+        upload,
+    } = new;
+    let size = i64::try_from(upload.written()).map_err(|e| MediaError::Storage(e.into()))?;
+    if let Err(e) = upload.finish().await {
+        store.delete(&storage_key).await;
+        return Err(MediaError::Storage(e));
+    }
+    let inserted = db
+        .query(
             &format!(
                 "INSERT INTO media (tenant_id, id, content_type, size_bytes, filename, storage_key)
                  VALUES ($1, $2, $3, $4, $5, $6) RETURNING {}",
                 Media::COLUMNS
             ),
             &[
-                &tx.tenant_id(),
+                &db.tenant_id(),
                 &id,
-                &new.content_type,
+                &content_type,
                 &size,
-                &new.filename,
-                &key,
+                &filename,
+                &storage_key,
             ],
         )
-        .await?;
-    store
-        .put(&key, new.bytes)
-        .await
-        .map_err(MediaError::Storage)?;
-    if let Err(e) = tx.commit().await {
-        store.delete(&key).await;
-        return Err(e.into());
+        .await;
+    match inserted {
+        Ok(rows) => rows
+            .first()
+            .map(|row| Media::from_row(row, base))
+            .ok_or_else(|| {
+                MediaError::Storage(anyhow::anyhow!("the media INSERT returned no row"))
+            }),
+        Err(e) => {
+            if !matches!(e, DbError::Unavailable(_)) {
+                store.delete(&storage_key).await;
+            }
+            Err(e.into())
+        }
     }
-    Ok(Media::from_row(&row, base))
 }
 
 /// One media's metadata, by key on a read lane.
@@ -70,7 +86,6 @@ pub async fn get(db: &TenantDb, id: Uuid, base: &str) -> Result<Media> {
     .ok_or(MediaError::NotFound)
 }
 
-/// The content type and object key of a media.
 /// Content type, size and object key of a media (by key, on a read lane).
 pub async fn locate(db: &TenantDb, id: Uuid) -> Result<(String, i64, String)> {
     let row = db
@@ -84,8 +99,7 @@ pub async fn locate(db: &TenantDb, id: Uuid) -> Result<(String, i64, String)> {
     Ok((row.get(0), row.get(1), row.get(2)))
 }
 
-/// Deletes a media (products that showed it lose it); then its bytes.
-/// Deletes the row (one pooled statement), then its bytes.
+/// Deletes a media (products that showed it lose it): the row (one pooled statement), then its bytes.
 pub async fn delete(db: &TenantDb, store: &MediaStore, id: Uuid) -> Result<()> {
     let row = db
         .query_opt(

@@ -6,6 +6,7 @@ pub mod auth;
 pub mod clock;
 pub mod commerce;
 pub mod config;
+pub mod console;
 pub mod db;
 pub mod demo;
 pub mod dev;
@@ -243,6 +244,7 @@ pub fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
 fn router(state: AppState) -> Router {
     let (api, openapi) = api();
     api.merge(docs::router(openapi))
+        .merge(console::router())
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .layer(TimeoutLayer::with_status_code(

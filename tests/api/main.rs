@@ -2,8 +2,10 @@
 
 mod admin;
 mod auth;
+mod browser;
 mod cleanup;
 mod connections;
+mod console;
 mod conversations;
 mod demo;
 mod dev_server;

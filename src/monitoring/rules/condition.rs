@@ -607,7 +607,7 @@ fn time(value: &Value) -> Option<DateTime<Utc>> {
 
 /// An `eq`/`in` value for a field of `kind`.
 fn scalar(value: &Value, kind: Kind, at: &str, f: &mut Fields) -> Option<Scalar> {
-    let parsed = match (kind, value) {
+    match (kind, value) {
         (Kind::Text, Value::String(_)) => text(value, at, f).map(Scalar::Text),
         (Kind::Number | Kind::Any, Value::Number(n)) => n.as_f64().map(Scalar::Number),
         (Kind::Time, _) => {
@@ -615,7 +615,7 @@ fn scalar(value: &Value, kind: Kind, at: &str, f: &mut Fields) -> Option<Scalar>
             if t.is_none() {
                 f.fail(at, "must be an RFC 3339 timestamp");
             }
-            return t.map(Scalar::Time);
+            t.map(Scalar::Time)
         }
         (Kind::Any, Value::String(_)) => text(value, at, f).map(Scalar::Text),
         (Kind::Any, Value::Bool(b)) => Some(Scalar::Bool(*b)),
@@ -628,10 +628,9 @@ fn scalar(value: &Value, kind: Kind, at: &str, f: &mut Fields) -> Option<Scalar>
                     _ => "must be a string, a number or a boolean",
                 },
             );
-            return None;
+            None
         }
-    };
-    parsed
+    }
 }
 
 /// A `gt`/`gte`/`lt`/`lte` value: a number, or an RFC 3339 timestamp for times.

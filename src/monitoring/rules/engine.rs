@@ -26,6 +26,10 @@ impl AlertSink for () {
     fn fired(&self, _: Uuid, _: &Alert) {}
 }
 
+/// The matching events of a batch per (rule id, group key): the rule's index in
+/// [`TenantRules::rules`] and the events' times and ids.
+type Matches = BTreeMap<(Uuid, String), (usize, Vec<(DateTime<Utc>, Uuid)>)>;
+
 struct TenantRules {
     version: i64,
     rules: Vec<CompiledRule>,
@@ -91,8 +95,7 @@ impl Engine {
         let rules = self.rules(tenant_id).await?;
         // Sorted by (rule, group): every instance locks window rows in this order, so two
         // batches cannot deadlock.
-        let mut matched: BTreeMap<(Uuid, String), (usize, Vec<(DateTime<Utc>, Uuid)>)> =
-            BTreeMap::new();
+        let mut matched = Matches::new();
         for event in batch {
             let Some((id, at)) = identity(event) else {
                 continue;
@@ -121,7 +124,7 @@ impl Engine {
         &self,
         tenant_id: Uuid,
         rules: &TenantRules,
-        matched: BTreeMap<(Uuid, String), (usize, Vec<(DateTime<Utc>, Uuid)>)>,
+        matched: Matches,
     ) -> Result<Vec<Alert>, RuleError> {
         let db = self.db.for_tenant(tenant_id);
         let tx = db.begin().await?;

@@ -17,6 +17,7 @@ pub mod health;
 pub mod jobs;
 pub mod limits;
 pub mod metrics;
+pub mod monitoring;
 pub mod scope;
 pub mod serve;
 pub mod state;
@@ -236,6 +237,7 @@ pub fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .merge(commerce::conversations::routes::router())
         .merge(commerce::ai_config::routes::router())
         .merge(commerce::media::routes::router())
+        .merge(monitoring::rules::routes::router())
         .split_for_parts();
     utoipa::Modify::modify(&docs::Conventions, &mut openapi);
     (router, openapi)

@@ -19,6 +19,7 @@ mod media;
 mod openapi;
 mod orders;
 mod products;
+mod rules;
 mod settings;
 mod startup;
 mod tenancy;

@@ -417,6 +417,10 @@ async fn enums_are_documented_as_the_server_sends_them() {
             vec!["friendly", "professional", "casual", "formal", "playful"],
         ),
         ("Role", vec!["owner", "admin", "staff"]),
+        ("Severity", vec!["low", "medium", "high", "critical"]),
+        ("AlertStatus", vec!["firing", "acknowledged", "resolved"]),
+        ("NotifyChannel", vec!["in_app", "email", "sms"]),
+        ("Day", vec!["mon", "tue", "wed", "thu", "fri", "sat", "sun"]),
         ("TenantStatus", vec!["active", "suspended"]),
     ];
     for (name, values) in &expected {

@@ -1,0 +1,3 @@
+//! Monitoring (SPEC §7): rules and alerts.
+
+pub mod rules;

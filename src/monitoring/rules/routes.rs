@@ -1,0 +1,282 @@
+//! `/api/v1/monitoring/rules` and `/api/v1/monitoring/alerts` (owners and admins).
+
+use axum::Json;
+use axum::extract::Query;
+use axum::http::StatusCode;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use super::model::{Alert, AlertQuery, AlertStatus, Rule, RuleBody, TestOutcome, TestRule};
+use super::store::{self, RuleError};
+use crate::error::{AppError, AppResult, FieldError};
+use crate::extract::{ApiJson, IdPath, Page, PageQuery};
+use crate::state::AppState;
+use crate::tenancy::TenantCtx;
+
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list_rules, create_rule))
+        .routes(routes!(get_rule, put_rule, delete_rule))
+        .routes(routes!(test_rule))
+        .routes(routes!(list_alerts))
+        .routes(routes!(get_alert))
+        .routes(routes!(acknowledge_alert))
+        .routes(routes!(resolve_alert))
+}
+
+/// Where the trust gate on custom rules goes (SPEC §6: a trust level 2 feature). Trust levels
+/// do not exist yet, so every tenant may write custom rules; built-ins need no level.
+fn custom_rules_allowed(_ctx: &TenantCtx) -> AppResult<()> {
+    Ok(())
+}
+
+/// The tenant's rules (built-ins included), newest first.
+#[utoipa::path(get, path = "/api/v1/monitoring/rules", tag = "monitoring",
+    params(PageQuery),
+    responses(
+        (status = 200, description = "A page of rules", body = Page<Rule>),
+        (status = 400, description = "`invalid_cursor`"),
+        (status = 403, description = "`forbidden` (staff)"),
+        (status = 422, description = "`validation_failed` (limit)"),
+    ))]
+pub async fn list_rules(ctx: TenantCtx, Query(query): Query<PageQuery>) -> AppResult<Page<Rule>> {
+    ctx.require_manager()?;
+    let page = query.parse()?;
+    let rules = store::page(ctx.db(), page).await?;
+    Ok(Page::from_rows(rules, page, |r: &Rule| r.id))
+}
+
+/// Creates a custom rule.
+#[utoipa::path(post, path = "/api/v1/monitoring/rules", tag = "monitoring",
+    request_body = RuleBody,
+    responses(
+        (status = 201, description = "Created", body = Rule),
+        (status = 403, description = "`forbidden` (staff)"),
+        (status = 409, description = "`rule_limit` (100 custom rules)"),
+        (status = 422, description = "`validation_failed`, `errors[].field` the JSON path of the fault (e.g. `condition.all[1].op`)"),
+    ))]
+#[tracing::instrument(skip_all)]
+pub async fn create_rule(
+    ctx: TenantCtx,
+    ApiJson(body): ApiJson<RuleBody>,
+) -> AppResult<(StatusCode, Json<Rule>)> {
+    ctx.require_manager()?;
+    custom_rules_allowed(&ctx)?;
+    let (new, _) = body.validate("")?;
+    let rule = store::create(ctx.db(), &new).await?;
+    Ok((StatusCode::CREATED, Json(rule)))
+}
+
+/// One rule.
+#[utoipa::path(get, path = "/api/v1/monitoring/rules/{id}", tag = "monitoring",
+    params(("id" = uuid::Uuid, Path, description = "Rule id")),
+    responses(
+        (status = 200, description = "The rule", body = Rule),
+        (status = 403, description = "`forbidden` (staff)"),
+        (status = 404, description = "`not_found` (also another tenant's rule)"),
+    ))]
+pub async fn get_rule(ctx: TenantCtx, IdPath(id): IdPath) -> AppResult<Json<Rule>> {
+    ctx.require_manager()?;
+    Ok(Json(store::get(ctx.db(), id).await?))
+}
+
+/// Replaces a rule. A built-in accepts its GET body; only `enabled`, `severity`,
+/// `cooldown_seconds`, `channels` and `recipients` of a built-in may change.
+#[utoipa::path(put, path = "/api/v1/monitoring/rules/{id}", tag = "monitoring",
+    params(("id" = uuid::Uuid, Path, description = "Rule id")),
+    request_body = RuleBody,
+    responses(
+        (status = 200, description = "The saved rule", body = Rule),
+        (status = 403, description = "`forbidden` (staff)"),
+        (status = 404, description = "`not_found`"),
+        (status = 422, description = "`validation_failed` (also a built-in's fixed field)"),
+    ))]
+#[tracing::instrument(skip_all, fields(rule_id = %id))]
+pub async fn put_rule(
+    ctx: TenantCtx,
+    IdPath(id): IdPath,
+    ApiJson(body): ApiJson<RuleBody>,
+) -> AppResult<Json<Rule>> {
+    ctx.require_manager()?;
+    let (new, _) = body.validate("")?;
+    Ok(Json(store::update(ctx.db(), id, &new).await?))
+}
+
+/// Deletes a custom rule (its alerts stay, with `rule_id` null). Built-ins can be disabled,
+/// not deleted: 409 `invalid_state`.
+#[utoipa::path(delete, path = "/api/v1/monitoring/rules/{id}", tag = "monitoring",
+    params(("id" = uuid::Uuid, Path, description = "Rule id")),
+    responses(
+        (status = 204, description = "Deleted"),
+        (status = 403, description = "`forbidden` (staff)"),
+        (status = 404, description = "`not_found`"),
+        (status = 409, description = "`invalid_state` (a built-in rule)"),
+    ))]
+#[tracing::instrument(skip_all, fields(rule_id = %id))]
+pub async fn delete_rule(ctx: TenantCtx, IdPath(id): IdPath) -> AppResult<StatusCode> {
+    ctx.require_manager()?;
+    store::delete(ctx.db(), id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Dry run: whether a rule (not saved) matches one event, and why. Thresholds are not applied
+/// to a single event.
+#[utoipa::path(post, path = "/api/v1/monitoring/rules/test", tag = "monitoring",
+    request_body = TestRule,
+    responses(
+        (status = 200, description = "The outcome", body = TestOutcome),
+        (status = 403, description = "`forbidden` (staff)"),
+        (status = 422, description = "`validation_failed` (fields under `rule.`)"),
+    ))]
+pub async fn test_rule(
+    ctx: TenantCtx,
+    ApiJson(body): ApiJson<TestRule>,
+) -> AppResult<Json<TestOutcome>> {
+    ctx.require_manager()?;
+    let (_, parts) = body.rule.validate("rule.")?;
+    let event = &body.event;
+    let mut reasons = Vec::new();
+    let at = match event.get("created_at") {
+        None | Some(serde_json::Value::Null) => chrono::Utc::now(),
+        Some(value) => value
+            .as_str()
+            .and_then(|s| chrono::DateTime::parse_from_rfc3339(s).ok())
+            .map(|t| t.with_timezone(&chrono::Utc))
+            .ok_or_else(|| {
+                AppError::validation("event.created_at", "must be an RFC 3339 timestamp")
+            })?,
+    };
+    if let Some(d) = event.get("details")
+        && !d.is_object()
+        && !d.is_null()
+    {
+        return Err(AppError::Validation(vec![FieldError::new(
+            "event.details",
+            "must be an object",
+        )]));
+    }
+    let in_schedule = parts.schedule.as_ref().is_none_or(|s| s.contains(at));
+    if parts.schedule.is_some() {
+        reasons.push(format!(
+            "schedule: {} at {}",
+            if in_schedule { "active" } else { "inactive" },
+            at.to_rfc3339()
+        ));
+    }
+    let held = parts.condition.explain(event, "condition", &mut reasons);
+    if parts.count > 1 {
+        reasons.push(format!(
+            "threshold: not applied to one event ({} events within {} s would fire)",
+            parts.count,
+            parts.window.num_seconds()
+        ));
+    }
+    Ok(Json(TestOutcome {
+        matched: in_schedule && held,
+        reasons,
+    }))
+}
+
+/// The tenant's alerts, newest first.
+#[utoipa::path(get, path = "/api/v1/monitoring/alerts", tag = "monitoring",
+    params(AlertQuery),
+    responses(
+        (status = 200, description = "A page of alerts", body = Page<Alert>),
+        (status = 400, description = "`invalid_cursor`"),
+        (status = 403, description = "`forbidden` (staff)"),
+        (status = 422, description = "`validation_failed` (limit)"),
+    ))]
+pub async fn list_alerts(
+    ctx: TenantCtx,
+    Query(query): Query<AlertQuery>,
+) -> AppResult<Page<Alert>> {
+    ctx.require_manager()?;
+    let page = PageQuery {
+        limit: query.limit,
+        cursor: query.cursor.clone(),
+    }
+    .parse()?;
+    let alerts = store::alerts(ctx.db(), &query, page).await?;
+    Ok(Page::from_rows(alerts, page, |a: &Alert| a.id))
+}
+
+/// One alert.
+#[utoipa::path(get, path = "/api/v1/monitoring/alerts/{id}", tag = "monitoring",
+    params(("id" = uuid::Uuid, Path, description = "Alert id")),
+    responses(
+        (status = 200, description = "The alert", body = Alert),
+        (status = 403, description = "`forbidden` (staff)"),
+        (status = 404, description = "`not_found` (also another tenant's alert)"),
+    ))]
+pub async fn get_alert(ctx: TenantCtx, IdPath(id): IdPath) -> AppResult<Json<Alert>> {
+    ctx.require_manager()?;
+    Ok(Json(store::alert(ctx.db(), id).await?))
+}
+
+/// firing -> acknowledged.
+#[utoipa::path(post, path = "/api/v1/monitoring/alerts/{id}/acknowledge", tag = "monitoring",
+    params(("id" = uuid::Uuid, Path, description = "Alert id")),
+    responses(
+        (status = 200, description = "The alert", body = Alert),
+        (status = 403, description = "`forbidden` (staff)"),
+        (status = 404, description = "`not_found`"),
+        (status = 409, description = "`invalid_state` (not firing)"),
+    ))]
+#[tracing::instrument(skip_all, fields(alert_id = %id))]
+pub async fn acknowledge_alert(ctx: TenantCtx, IdPath(id): IdPath) -> AppResult<Json<Alert>> {
+    ctx.require_manager()?;
+    Ok(Json(
+        store::transition(ctx.db(), id, AlertStatus::Acknowledged).await?,
+    ))
+}
+
+/// firing or acknowledged -> resolved (final).
+#[utoipa::path(post, path = "/api/v1/monitoring/alerts/{id}/resolve", tag = "monitoring",
+    params(("id" = uuid::Uuid, Path, description = "Alert id")),
+    responses(
+        (status = 200, description = "The alert", body = Alert),
+        (status = 403, description = "`forbidden` (staff)"),
+        (status = 404, description = "`not_found`"),
+        (status = 409, description = "`invalid_state` (already resolved)"),
+    ))]
+#[tracing::instrument(skip_all, fields(alert_id = %id))]
+pub async fn resolve_alert(ctx: TenantCtx, IdPath(id): IdPath) -> AppResult<Json<Alert>> {
+    ctx.require_manager()?;
+    Ok(Json(
+        store::transition(ctx.db(), id, AlertStatus::Resolved).await?,
+    ))
+}
+
+impl From<RuleError> for AppError {
+    #[track_caller]
+    fn from(err: RuleError) -> Self {
+        match err {
+            RuleError::NotFound => Self::NotFound("rule"),
+            RuleError::AlertNotFound => Self::NotFound("alert"),
+            RuleError::BuiltinDelete => Self::Conflict {
+                code: "invalid_state",
+                detail: "A built-in rule cannot be deleted; disable it instead.".into(),
+            },
+            RuleError::BuiltinField(field) => Self::validation(
+                field,
+                "cannot change on a built-in rule (only enabled, severity, cooldown_seconds, channels and recipients can)",
+            ),
+            RuleError::TooManyRules => Self::Conflict {
+                code: "rule_limit",
+                detail: format!(
+                    "The tenant has {} custom rules, the most it may have.",
+                    super::model::MAX_CUSTOM_RULES
+                ),
+            },
+            RuleError::UnknownRecipient(i) => Self::validation(
+                format!("recipients.user_ids[{i}]"),
+                "is not a user of this tenant",
+            ),
+            RuleError::InvalidState => Self::Conflict {
+                code: "invalid_state",
+                detail: "The alert cannot take this action in its current status.".into(),
+            },
+            RuleError::Db(e) => e.into(),
+        }
+    }
+}

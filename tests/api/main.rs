@@ -16,6 +16,7 @@ mod limits;
 mod media;
 mod openapi;
 mod orders;
+mod private_db;
 mod products;
 mod settings;
 mod startup;

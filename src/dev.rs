@@ -58,8 +58,12 @@ pub async fn start(config: &mut Config) -> anyhow::Result<DevEnvironment> {
     let postgres = EmbeddedPostgres::start(&config.data_dir, Durability::Durable)
         .await
         .context("starting the private development database")?;
-    let provisioned =
-        bootstrap::provision(&postgres.superuser_url("postgres"), DEV_DATABASE).await?;
+    let provisioned = bootstrap::provision(
+        &postgres.superuser_url("postgres"),
+        DEV_DATABASE,
+        postgres.passwords(),
+    )
+    .await?;
     config.database_url = Some(SecretString::from(provisioned.app_url.clone()));
     config.migration_database_url = Some(SecretString::from(provisioned.owner_url.clone()));
     if config.jwt.hs256_secret.is_none() {
@@ -96,7 +100,8 @@ pub fn banner(config: &Config, env: &DevEnvironment, port: u16) -> anyhow::Resul
     let base = format!("http://{}:{port}", config.host);
     Ok(format!(
         "\nconvcommerce is running at {base} with a private PostgreSQL (data: {data})\n\
-         \n  DATABASE_URL={app}\n  MIGRATION_DATABASE_URL={owner}\n  superuser: {superuser}\n\
+         \n  DATABASE_URL={app}\n  MIGRATION_DATABASE_URL={owner}\n  \
+         superuser (through its own socket): psql -h {socket} -p {port_pg} -U postgres {database}\n\
          \nPlatform-admin dev token (sub={admin}, valid 24 h):\n\n  {token}\n\
          \nTry it:\n  export TOKEN={token}\n  \
          curl -s -X POST {base}/api/v1/admin/tenants -H \"Authorization: Bearer $TOKEN\" \
@@ -106,7 +111,9 @@ pub fn banner(config: &Config, env: &DevEnvironment, port: u16) -> anyhow::Resul
         data = env.postgres.data_dir().display(),
         app = env.provisioned.app_url,
         owner = env.provisioned.owner_url,
-        superuser = env.provisioned.superuser_url,
+        socket = env.postgres.socket_dir().display(),
+        port_pg = env.postgres.port(),
+        database = env.provisioned.database,
         token = token.as_str(),
     ))
 }

@@ -1,23 +1,37 @@
 //! A private PostgreSQL cluster run from the installed binaries, for development and tests.
 //!
-//! Layout under its directory: `pgdata/` (the cluster), `port` (where it listens),
-//! `postgres.log`, `.lock` (serialises processes that start it at the same time). When the
-//! process runs as root, the cluster runs as the unprivileged `postgres` account (PostgreSQL
-//! refuses to run as root) and the directory is handed to that account; if the account cannot
-//! reach the requested directory, a directory under /var/tmp named after it is used instead.
+//! Layout under its directory (mode 0700): `pgdata/` (the cluster), `socket/` (its Unix socket,
+//! mode 0700), `role-secret` (mode 0600: what the roles' passwords derive from), `port` (where
+//! it listens), `postgres.log`, `.lock` (serialises processes that start it at the same time).
+//! TCP (127.0.0.1) takes only SCRAM logins with those passwords; trust is only for the socket,
+//! which only the cluster's account (and root) can reach. When the process runs as root, the
+//! cluster runs as the unprivileged `postgres` account (PostgreSQL refuses to run as root) and
+//! the directory belongs to that account; if the account cannot reach the requested directory,
+//! a directory under /var/tmp named after it is used instead. The directory is created
+//! exclusively, or else used only if it is a real directory of the cluster's account that no
+//! one else can write to: /var/tmp is everyone's, and root must not chown what another user
+//! planted there.
 
-use std::fs::{self, File};
-use std::io::Write;
+use std::fs::{self, File, OpenOptions};
+use std::io::{ErrorKind, Read, Write};
 use std::net::TcpListener;
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use anyhow::{Context, bail};
+use base64::Engine;
 use sha2::{Digest, Sha256};
 
+use super::bootstrap::{self, RolePasswords};
+
 const SUPERUSER: &str = "postgres";
+const SECRET_FILE: &str = "role-secret";
+/// Trust only on the private socket; TCP from this machine only, with a SCRAM password.
+const HBA: &str = "local all all trust\n\
+                   host all all 127.0.0.1/32 scram-sha-256\n\
+                   host all all ::1/128 scram-sha-256\n";
 
 #[derive(Debug, Clone)]
 struct Account {
@@ -37,6 +51,7 @@ pub struct EmbeddedPostgres {
     started: bool,
     durability: Durability,
     setup: ServerSetup,
+    passwords: RolePasswords,
 }
 
 /// What a cluster runs with beyond the defaults (the TLS tests' cluster).
@@ -74,14 +89,23 @@ impl EmbeddedPostgres {
         setup: ServerSetup,
     ) -> anyhow::Result<Self> {
         let dir = dir.to_path_buf();
-        tokio::task::spawn_blocking(move || Self::start_blocking(&dir, durability, setup)).await?
+        let (pg, lock) =
+            tokio::task::spawn_blocking(move || Self::start_blocking(&dir, durability, setup))
+                .await??;
+        if pg.started {
+            // Under the lock: a process that attaches next already finds the password set.
+            pg.set_superuser_password().await?;
+        }
+        drop(lock);
+        Ok(pg)
     }
 
+    /// Starts or attaches; returns the directory's lock, still held.
     fn start_blocking(
         requested: &Path,
         durability: Durability,
         setup: ServerSetup,
-    ) -> anyhow::Result<Self> {
+    ) -> anyhow::Result<(Self, File)> {
         let bin = find_bin_dir()?;
         let run_as = if is_root() {
             Some(account(
@@ -94,25 +118,22 @@ impl EmbeddedPostgres {
             .with_context(|| format!("creating {}", requested.display()))?;
         let requested = requested.canonicalize()?;
         let dir = match &run_as {
-            Some(acct) if !reachable_by(&requested, acct) => {
-                let hash = Sha256::digest(requested.to_string_lossy().as_bytes());
-                let name: String = hash[..6].iter().map(|b| format!("{b:02x}")).collect();
-                let fallback = PathBuf::from(format!("/var/tmp/convcommerce-{name}"));
-                fs::create_dir_all(&fallback)?;
-                fs::set_permissions(&fallback, fs::Permissions::from_mode(0o700))?;
-                fallback
-            }
+            Some(acct) if !reachable_by(&requested, acct) => fallback_dir(&requested),
             _ => requested.join("postgres"),
         };
-        fs::create_dir_all(&dir)?;
-        if let Some(acct) = &run_as {
-            std::os::unix::fs::chown(&dir, Some(acct.uid), Some(acct.gid))?;
-        }
+        claim_dir(&dir, run_as.as_ref())?;
 
-        let lock = File::create(dir.join(".lock"))?;
+        let lock = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(dir.join(".lock"))
+            .with_context(|| format!("opening {}", dir.join(".lock").display()))?;
         lock.lock()
             .context("locking the private database directory")?;
 
+        let passwords = role_passwords(&dir)?;
         let mut pg = Self {
             dir,
             bin,
@@ -121,21 +142,32 @@ impl EmbeddedPostgres {
             started: false,
             durability,
             setup,
+            passwords,
         };
         if let Some(port) = pg.running_port() {
             pg.port = port;
-            return Ok(pg);
+            return Ok((pg, lock));
         }
         pg.started = true;
         if !pg.data().join("PG_VERSION").exists() {
             pg.initdb()?;
         }
+        claim_dir(&pg.socket_dir(), pg.run_as.as_ref())?;
+        // Every start: a cluster made before the socket and passwords existed gets them too.
+        write_private(
+            &pg.data().join("pg_hba.conf"),
+            HBA.as_bytes(),
+            pg.run_as.as_ref(),
+        )?;
         pg.write_setup_files()?;
         pg.port = free_port()?;
         pg.pg_ctl_start()?;
-        let mut f = File::create(pg.dir.join("port"))?;
-        writeln!(f, "{}", pg.port)?;
-        Ok(pg)
+        write_private(
+            &pg.dir.join("port"),
+            format!("{}\n", pg.port).as_bytes(),
+            None,
+        )?;
+        Ok((pg, lock))
     }
 
     pub fn port(&self) -> u16 {
@@ -146,9 +178,52 @@ impl EmbeddedPostgres {
         self.data()
     }
 
-    /// A URL for the cluster's superuser (trust authentication on 127.0.0.1 only).
+    /// The directory of the cluster's Unix socket (`.s.PGSQL.<port>`), where it trusts.
+    pub fn socket_dir(&self) -> PathBuf {
+        self.dir.join("socket")
+    }
+
+    /// The passwords of this cluster's roles (the superuser's, and those `provision` sets).
+    pub fn passwords(&self) -> &RolePasswords {
+        &self.passwords
+    }
+
+    /// A URL for the cluster's superuser over TCP, with its password.
     pub fn superuser_url(&self, database: &str) -> String {
-        format!("postgres://{SUPERUSER}@127.0.0.1:{}/{database}", self.port)
+        format!(
+            "postgres://{SUPERUSER}:{}@127.0.0.1:{}/{database}",
+            self.passwords.password(SUPERUSER),
+            self.port
+        )
+    }
+
+    /// Sets the superuser's password through the socket, the one way in without one.
+    async fn set_superuser_password(&self) -> anyhow::Result<()> {
+        // Not through `PgTarget`: TLS and its settings mean nothing on a Unix socket.
+        let (client, connection) = tokio_postgres::Config::new()
+            .host_path(self.socket_dir())
+            .port(self.port)
+            .user(SUPERUSER)
+            .dbname("postgres")
+            .connect(tokio_postgres::NoTls)
+            .await
+            .with_context(|| {
+                format!(
+                    "connecting to the private database through {}",
+                    self.socket_dir().display()
+                )
+            })?;
+        let connection = tokio::spawn(connection);
+        client
+            .batch_execute(&bootstrap::set_password(
+                SUPERUSER,
+                &self.passwords.password(SUPERUSER),
+            ))
+            .await
+            .context("setting the superuser's password")?;
+        drop(client);
+        connection.await??;
+        Ok(())
     }
 
     /// Stops the cluster if this process started it; a cluster it only attached to keeps
@@ -285,8 +360,8 @@ impl EmbeddedPostgres {
             .args([
                 "-U",
                 SUPERUSER,
-                "-A",
-                "trust",
+                "--auth-local=trust",
+                "--auth-host=scram-sha-256",
                 "-E",
                 "UTF8",
                 "--no-instructions",
@@ -306,21 +381,8 @@ impl EmbeddedPostgres {
     }
 
     fn write_setup_files(&self) -> anyhow::Result<()> {
-        use std::os::unix::fs::OpenOptionsExt;
         for (name, contents) in &self.setup.files {
-            let path = self.setup_file(name);
-            let mut file = fs::OpenOptions::new()
-                .write(true)
-                .create(true)
-                .truncate(true)
-                .mode(0o600)
-                .open(&path)
-                .with_context(|| format!("writing {}", path.display()))?;
-            file.write_all(contents)?;
-            fs::set_permissions(&path, fs::Permissions::from_mode(0o600))?;
-            if let Some(acct) = &self.run_as {
-                std::os::unix::fs::chown(&path, Some(acct.uid), Some(acct.gid))?;
-            }
+            write_private(&self.setup_file(name), contents, self.run_as.as_ref())?;
         }
         Ok(())
     }
@@ -331,7 +393,8 @@ impl EmbeddedPostgres {
 
     fn pg_ctl_start(&self) -> anyhow::Result<()> {
         let mut options = format!(
-            "-p {} -c listen_addresses=127.0.0.1 -c unix_socket_directories='' -c max_connections=400",
+            "-p {} -c listen_addresses=127.0.0.1 -c unix_socket_permissions=0700 \
+             -c password_encryption=scram-sha-256 -c max_connections=400",
             self.port
         );
         if self.durability == Durability::Ephemeral {
@@ -342,7 +405,12 @@ impl EmbeddedPostgres {
             let path = self.setup_file(name);
             (name.clone(), path.to_string_lossy().into_owned())
         });
-        for (name, value) in self.setup.settings.iter().cloned().chain(files) {
+        let socket = (
+            "unix_socket_directories".to_string(),
+            self.socket_dir().to_string_lossy().into_owned(),
+        );
+        let settings = self.setup.settings.iter().cloned().chain(files);
+        for (name, value) in std::iter::once(socket).chain(settings) {
             let quoted = value.replace('\'', r"'\''");
             options.push_str(&format!(" -c {name}='{quoted}'"));
         }
@@ -398,8 +466,7 @@ fn find_bin_dir() -> anyhow::Result<PathBuf> {
 }
 
 fn is_root() -> bool {
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    unsafe { libc::geteuid() == 0 }
+    current_uid() == 0
 }
 
 fn account(name: &str) -> anyhow::Result<Account> {
@@ -421,9 +488,120 @@ fn account(name: &str) -> anyhow::Result<Account> {
     })
 }
 
+/// Where the cluster of `requested` lives when its account cannot reach `requested`.
+pub fn fallback_dir(requested: &Path) -> PathBuf {
+    let hash = Sha256::digest(requested.to_string_lossy().as_bytes());
+    let name: String = hash[..6].iter().map(|b| format!("{b:02x}")).collect();
+    PathBuf::from(format!("/var/tmp/convcommerce-{name}"))
+}
+
+/// Makes `path` a directory of mode 0700 belonging to `owner` (else this process's user):
+/// creates it exclusively, or takes an existing one only if it is a real directory (never a
+/// symbolic link) of that user that neither group nor others can write to.
+fn claim_dir(path: &Path, owner: Option<&Account>) -> anyhow::Result<()> {
+    let refuse = |why: String| {
+        anyhow::anyhow!(
+            "refusing {} as a private database directory: {why}",
+            path.display()
+        )
+    };
+    let created = match fs::DirBuilder::new().mode(0o700).create(path) {
+        Ok(()) => true,
+        Err(e) if e.kind() == ErrorKind::AlreadyExists => false,
+        Err(e) => return Err(e).with_context(|| format!("creating {}", path.display())),
+    };
+    // The checks and changes go through one descriptor opened without following a link, so
+    // nothing swapped in between is what gets chowned.
+    let dir = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_DIRECTORY)
+        .open(path)
+        .map_err(|e| match e.raw_os_error() {
+            Some(libc::ELOOP) => refuse("it is a symbolic link".into()),
+            Some(libc::ENOTDIR) => refuse("it is not a directory".into()),
+            _ => anyhow::Error::new(e).context(format!("opening {}", path.display())),
+        })?;
+    let uid = owner.map_or_else(current_uid, |acct| acct.uid);
+    if created {
+        if let Some(acct) = owner {
+            std::os::unix::fs::fchown(&dir, Some(acct.uid), Some(acct.gid))?;
+        }
+    } else {
+        let meta = dir.metadata()?;
+        if meta.uid() != uid {
+            return Err(refuse(format!(
+                "it belongs to uid {}, not to the cluster's account (uid {uid})",
+                meta.uid()
+            )));
+        }
+        if meta.mode() & 0o022 != 0 {
+            return Err(refuse(format!(
+                "group or others may write to it (mode {:o})",
+                meta.mode() & 0o7777
+            )));
+        }
+    }
+    dir.set_permissions(fs::Permissions::from_mode(0o700))?;
+    Ok(())
+}
+
+/// Writes `contents` to `path` with mode 0600, for `owner` (else this process's user),
+/// without following a link planted at `path`.
+fn write_private(path: &Path, contents: &[u8], owner: Option<&Account>) -> anyhow::Result<()> {
+    let mut file = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(path)
+        .with_context(|| format!("writing {}", path.display()))?;
+    file.write_all(contents)?;
+    file.set_permissions(fs::Permissions::from_mode(0o600))?;
+    if let Some(acct) = owner {
+        std::os::unix::fs::fchown(&file, Some(acct.uid), Some(acct.gid))?;
+    }
+    Ok(())
+}
+
+/// The role passwords of the cluster in `dir`: from its `role-secret`, made on first use (under
+/// the directory's lock) from 32 random bytes, so a restart finds the same passwords.
+fn role_passwords(dir: &Path) -> anyhow::Result<RolePasswords> {
+    let path = dir.join(SECRET_FILE);
+    let mut secret = String::new();
+    match OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(&path)
+    {
+        Ok(mut file) => {
+            file.read_to_string(&mut secret)
+                .with_context(|| format!("reading {}", path.display()))?;
+        }
+        Err(e) if e.kind() == ErrorKind::NotFound => {
+            let mut bytes = [0u8; 32];
+            getrandom::fill(&mut bytes).map_err(|e| anyhow::anyhow!("no randomness: {e}"))?;
+            secret = base64::engine::general_purpose::STANDARD_NO_PAD.encode(bytes);
+            let mut file = OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&path)
+                .with_context(|| format!("writing {}", path.display()))?;
+            file.write_all(secret.as_bytes())?;
+        }
+        Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+    }
+    Ok(RolePasswords::from_secret(secret.trim().as_bytes()))
+}
+
+fn current_uid() -> u32 {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    unsafe { libc::geteuid() }
+}
+
 /// Whether `acct` can traverse every ancestor of `path` (owner, group or other bit).
 fn reachable_by(path: &Path, acct: &Account) -> bool {
-    use std::os::unix::fs::MetadataExt;
     path.ancestors().skip(1).all(|dir| {
         fs::metadata(dir)
             .map(|m| {
@@ -438,4 +616,83 @@ fn reachable_by(path: &Path, acct: &Account) -> bool {
 
 fn free_port() -> anyhow::Result<u16> {
     Ok(TcpListener::bind(("127.0.0.1", 0))?.local_addr()?.port())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn scratch() -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("claim-{}", uuid::Uuid::now_v7().simple()));
+        fs::create_dir(&dir).unwrap();
+        dir
+    }
+
+    #[test]
+    fn a_claimed_directory_is_created_private() {
+        let base = scratch();
+        let dir = base.join("db");
+        claim_dir(&dir, None).unwrap();
+        let meta = fs::symlink_metadata(&dir).unwrap();
+        assert!(meta.is_dir());
+        assert_eq!(meta.mode() & 0o7777, 0o700);
+        assert_eq!(meta.uid(), current_uid());
+        claim_dir(&dir, None).expect("this process's own private directory is taken again");
+        fs::remove_dir_all(&base).unwrap();
+    }
+
+    #[test]
+    fn a_link_a_file_or_a_writable_directory_is_refused_and_left_alone() {
+        let base = scratch();
+        let target = base.join("target");
+        fs::create_dir(&target).unwrap();
+        fs::set_permissions(&target, fs::Permissions::from_mode(0o755)).unwrap();
+        let link = base.join("link");
+        std::os::unix::fs::symlink(&target, &link).unwrap();
+        let err = format!("{:#}", claim_dir(&link, None).unwrap_err());
+        assert!(
+            err.contains(&format!("refusing {}", link.display())),
+            "{err}"
+        );
+        assert!(err.contains("symbolic link"), "{err}");
+        assert_eq!(fs::metadata(&target).unwrap().mode() & 0o7777, 0o755);
+
+        let file = base.join("file");
+        fs::write(&file, b"").unwrap();
+        let err = format!("{:#}", claim_dir(&file, None).unwrap_err());
+        assert!(err.contains("not a directory"), "{err}");
+
+        let open = base.join("open");
+        fs::create_dir(&open).unwrap();
+        fs::set_permissions(&open, fs::Permissions::from_mode(0o777)).unwrap();
+        let err = format!("{:#}", claim_dir(&open, None).unwrap_err());
+        assert!(err.contains("mode 777"), "{err}");
+        assert_eq!(fs::metadata(&open).unwrap().mode() & 0o7777, 0o777);
+        fs::remove_dir_all(&base).unwrap();
+    }
+
+    #[test]
+    fn private_files_are_not_written_through_a_link() {
+        let base = scratch();
+        let victim = base.join("victim");
+        fs::write(&victim, b"keep").unwrap();
+        let link = base.join("port");
+        std::os::unix::fs::symlink(&victim, &link).unwrap();
+        assert!(write_private(&link, b"1234", None).is_err());
+        assert_eq!(fs::read(&victim).unwrap(), b"keep");
+        fs::remove_dir_all(&base).unwrap();
+    }
+
+    #[test]
+    fn the_role_secret_is_made_once_private_and_then_reused() {
+        let base = scratch();
+        let first = role_passwords(&base).unwrap().password("postgres");
+        let meta = fs::metadata(base.join(SECRET_FILE)).unwrap();
+        assert_eq!(meta.mode() & 0o777, 0o600);
+        assert_eq!(role_passwords(&base).unwrap().password("postgres"), first);
+        let other = scratch();
+        assert_ne!(role_passwords(&other).unwrap().password("postgres"), first);
+        fs::remove_dir_all(&base).unwrap();
+        fs::remove_dir_all(&other).unwrap();
+    }
 }

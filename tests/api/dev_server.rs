@@ -8,6 +8,8 @@ use std::time::Duration;
 
 use serde_json::json;
 
+use crate::helpers;
+
 struct Started {
     child: Child,
     base: String,
@@ -15,6 +17,8 @@ struct Started {
     /// The cluster's directory as the banner names it (under `data_dir`, or under /var/tmp
     /// when the `postgres` account cannot reach `data_dir`).
     cluster: PathBuf,
+    /// The application role's URL the banner prints.
+    database_url: String,
 }
 
 /// Starts `convcommerce serve` on a free port and reads its banner.
@@ -33,7 +37,7 @@ fn start(data_dir: &Path) -> Started {
         .spawn()
         .expect("the binary starts");
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let (mut base, mut token, mut cluster) = (None, None, None);
+    let (mut base, mut token, mut cluster, mut database_url) = (None, None, None, None);
     while let Some(Ok(line)) = lines.next() {
         if let Some(rest) = line.strip_prefix("convcommerce is running at ") {
             base = rest.split_whitespace().next().map(str::to_string);
@@ -43,6 +47,9 @@ fn start(data_dir: &Path) -> Started {
                     .unwrap()
                     .to_path_buf()
             });
+        }
+        if let Some(url) = line.strip_prefix("  DATABASE_URL=") {
+            database_url = Some(url.to_string());
         }
         if let Some(t) = line.strip_prefix("  export TOKEN=") {
             token = Some(t.trim().to_string());
@@ -56,6 +63,7 @@ fn start(data_dir: &Path) -> Started {
         base: base.expect("a base URL in the banner"),
         token: token.expect("a token in the banner"),
         cluster: cluster.expect("the data directory in the banner"),
+        database_url: database_url.expect("DATABASE_URL in the banner"),
     }
 }
 
@@ -94,7 +102,19 @@ async fn serve_runs_its_own_database_and_keeps_the_data() {
         base,
         token,
         cluster,
+        database_url,
     } = start(&data_dir);
+    // The URL it prints logs in with its generated password, and nothing gets in without it.
+    helpers::connect(&database_url).await;
+    let mut bare = url::Url::parse(&database_url).unwrap();
+    let password = bare
+        .password()
+        .expect("a password in DATABASE_URL")
+        .to_string();
+    assert_eq!(password.len(), 43, "{password}");
+    bare.set_password(None).unwrap();
+    let refused = tokio_postgres::connect(bare.as_str(), tokio_postgres::NoTls).await;
+    assert!(refused.is_err(), "no login without the password");
     let ready = http
         .get(format!("{base}/health/ready"))
         .send()
@@ -121,8 +141,17 @@ async fn serve_runs_its_own_database_and_keeps_the_data() {
     );
 
     let Started {
-        child, base, token, ..
+        child,
+        base,
+        token,
+        database_url: again_url,
+        ..
     } = start(&data_dir);
+    assert_eq!(
+        url::Url::parse(&again_url).unwrap().password(),
+        Some(password.as_str()),
+        "the restart keeps the password"
+    );
     let tenant = http
         .get(format!("{base}/api/v1/tenant"))
         .bearer_auth(&token)

@@ -180,9 +180,13 @@ async fn postgres_restarted_and_killed_under_load_loses_no_acknowledged_order() 
     let pg = EmbeddedPostgres::start(&dir, Durability::Durable)
         .await
         .expect("a private cluster for the drill");
-    let db = bootstrap::provision(&pg.superuser_url("postgres"), "convcommerce")
-        .await
-        .expect("provisioning");
+    let db = bootstrap::provision(
+        &pg.superuser_url("postgres"),
+        "convcommerce",
+        pg.passwords(),
+    )
+    .await
+    .expect("provisioning");
     let app = Arc::new(
         TestApp::spawn_on(db.clone(), |vars| {
             vars.insert("RATE_LIMITS".into(), "off".into());

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use convcommerce::Application;
 use convcommerce::clock::ManualClock;
 use convcommerce::config::Config;
-use convcommerce::db::bootstrap::{self, Provisioned};
+use convcommerce::db::bootstrap::{self, Provisioned, RolePasswords};
 use convcommerce::db::embedded::{Durability, EmbeddedPostgres};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use reqwest::{Method, StatusCode};
@@ -26,19 +26,26 @@ pub const ADMIN: &str = "platform-admin";
 
 /// The superuser URL of the test cluster's maintenance database.
 pub async fn superuser_url() -> String {
-    static URL: OnceCell<String> = OnceCell::const_new();
-    URL.get_or_init(|| async {
-        if let Ok(url) = std::env::var("TEST_DATABASE_URL") {
-            return url;
-        }
-        let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("test-postgres");
-        let pg = EmbeddedPostgres::start(&dir, Durability::Ephemeral)
-            .await
-            .expect("starting the private test PostgreSQL");
-        pg.superuser_url("postgres")
-    })
-    .await
-    .clone()
+    test_cluster().await.0.clone()
+}
+
+/// The test cluster's superuser URL and the passwords its roles get.
+async fn test_cluster() -> &'static (String, RolePasswords) {
+    static CLUSTER: OnceCell<(String, RolePasswords)> = OnceCell::const_new();
+    CLUSTER
+        .get_or_init(|| async {
+            if let Ok(url) = std::env::var("TEST_DATABASE_URL") {
+                // Every process (and worktree) using this server derives the same passwords.
+                let passwords = RolePasswords::from_secret(url.as_bytes());
+                return (url, passwords);
+            }
+            let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("test-postgres");
+            let pg = EmbeddedPostgres::start(&dir, Durability::Ephemeral)
+                .await
+                .expect("starting the private test PostgreSQL");
+            (pg.superuser_url("postgres"), pg.passwords().clone())
+        })
+        .await
 }
 
 /// The shared test database, provisioned and migrated once per migration set.
@@ -49,7 +56,8 @@ pub async fn database() -> Provisioned {
             "convcommerce_test_{}",
             convcommerce::db::migrate::fingerprint()
         );
-        bootstrap::provision(&superuser_url().await, &name)
+        let (url, passwords) = test_cluster().await;
+        bootstrap::provision(url, &name, passwords)
             .await
             .expect("provisioning the test database")
     })
@@ -60,7 +68,8 @@ pub async fn database() -> Provisioned {
 /// A database of the test's own (for tests that alter the schema).
 pub async fn private_database() -> Provisioned {
     let name = format!("convcommerce_own_{}", Uuid::now_v7().simple());
-    bootstrap::provision(&superuser_url().await, &name)
+    let (url, passwords) = test_cluster().await;
+    bootstrap::provision(url, &name, passwords)
         .await
         .expect("provisioning a private database")
 }

@@ -18,6 +18,7 @@ mod limits;
 mod media;
 mod openapi;
 mod orders;
+mod private_db;
 mod products;
 mod rules;
 mod settings;

@@ -27,9 +27,9 @@ struct TlsCluster {
     other_ca: PathBuf,
 }
 
-/// Only TLS from this machine; the service's roles log in with SCRAM, the superuser that
-/// provisions them without a password.
-const HBA: &str = "hostssl all postgres 127.0.0.1/32 trust\n\
+/// Only TLS from this machine, every role with SCRAM; trust only on the cluster's own socket,
+/// where it sets the superuser's password.
+const HBA: &str = "local all all trust\n\
                    hostssl all all 127.0.0.1/32 scram-sha-256\n";
 
 /// Started once and shared by the test processes, like the main test cluster; the first
@@ -58,7 +58,7 @@ async fn cluster() -> &'static TlsCluster {
                 .await
                 .expect("starting the TLS test PostgreSQL");
             let superuser = format!("{}?sslmode=require", pg.superuser_url("postgres"));
-            let db = bootstrap::provision(&superuser, "convcommerce_tls")
+            let db = bootstrap::provision(&superuser, "convcommerce_tls", pg.passwords())
                 .await
                 .expect("provisioning the TLS test database over TLS");
             TlsCluster {
@@ -214,10 +214,11 @@ async fn serve_stops_at_once_naming_a_certificate_it_cannot_verify() {
         tls.other_ca.display()
     );
     assert!(stderr.contains(&expected), "{stderr}");
-    assert!(
-        !stderr.contains("convcommerce-dev"),
-        "no password: {stderr}"
-    );
+    let password = url::Url::parse(&tls.db.app_url).unwrap();
+    let password = password
+        .password()
+        .expect("the role's URL carries its password");
+    assert!(!stderr.contains(password), "no password: {stderr}");
 
     let owner = SecretString::from(verify_full(&tls.db.owner_url, &tls.other_ca));
     let err = format!("{:#}", convcommerce::migrate(&owner).await.unwrap_err());

@@ -16,6 +16,7 @@ pub mod health;
 pub mod jobs;
 pub mod limits;
 pub mod metrics;
+pub mod monitoring;
 pub mod scope;
 pub mod serve;
 pub mod state;
@@ -112,6 +113,16 @@ impl Application {
         let limiter = config
             .rate_limits_enabled
             .then(|| Arc::new(Limiter::new(redis.clone(), metrics.clone())));
+        let jobs_stop = CancellationToken::new();
+        let activity_sink: Arc<dyn monitoring::activity::ActivitySink> =
+            Arc::new(monitoring::activity::NoSink);
+        let (activity, activity_writer) = monitoring::activity::writer::spawn(
+            db.clone(),
+            config.activity_buffer,
+            activity_sink.clone(),
+            metrics.clone(),
+            jobs_stop.clone(),
+        );
         let state = AppState::new(Services {
             verifier: Arc::new(Verifier::new(&config.jwt, http)),
             config: config.clone(),
@@ -124,10 +135,12 @@ impl Application {
             usage: UsageRecorder::default(),
             readiness: health::Readiness::default(),
             media,
+            activity_sink,
+            activity,
         });
         let shutdown = CancellationToken::new();
-        let jobs_stop = CancellationToken::new();
         let background = vec![
+            activity_writer,
             tokio::spawn(tenancy::listener::run(listen, directory, jobs_stop.clone())),
             jobs::spawn(
                 jobs::usage::UsageFlush {
@@ -234,6 +247,7 @@ pub fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .merge(commerce::conversations::routes::router())
         .merge(commerce::ai_config::routes::router())
         .merge(commerce::media::routes::router())
+        .merge(monitoring::activity::routes::router())
         .split_for_parts();
     utoipa::Modify::modify(&docs::Conventions, &mut openapi);
     (router, openapi)
@@ -250,7 +264,7 @@ fn router(state: AppState) -> Router {
         ))
         .layer(middleware::from_fn(problem_json_errors))
         .layer(middleware::from_fn_with_state(
-            state.metrics.clone(),
+            state.clone(),
             telemetry::observe,
         ))
         .layer(cors(&state.config))

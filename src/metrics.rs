@@ -39,6 +39,7 @@ pub struct Metrics {
     rate_limit_fallbacks: Counter,
     job_failures: Family<KindLabels, Counter>,
     connections_refused: Counter,
+    activity_dropped: Family<KindLabels, Counter>,
     directory_refusals: Counter,
     audit_events: Family<KindLabels, Counter>,
     redis_healthy: Gauge,
@@ -109,6 +110,12 @@ impl Default for Metrics {
             "Platform-admin actions on tenants, reads included, by action",
             audit_events.clone(),
         );
+        let activity_dropped = Family::<KindLabels, Counter>::default();
+        registry.register(
+            "activity_dropped",
+            "Activities not written by the batch writer: buffer_full or write_failed",
+            activity_dropped.clone(),
+        );
         let connections_refused = Counter::default();
         registry.register(
             "http_connections_refused",
@@ -144,6 +151,7 @@ impl Default for Metrics {
             rate_limit_fallbacks,
             job_failures,
             connections_refused,
+            activity_dropped,
             directory_refusals,
             audit_events,
             redis_healthy,
@@ -210,6 +218,15 @@ impl Metrics {
 
     pub fn directory_refusal(&self) {
         self.directory_refusals.inc();
+    }
+
+    /// An activity the batch writer lost: `buffer_full` or `write_failed`.
+    pub fn activity_dropped(&self, reason: &'static str, count: u64) {
+        self.activity_dropped
+            .get_or_create(&KindLabels {
+                kind: reason.into(),
+            })
+            .inc_by(count);
     }
 
     pub fn connection_refused(&self) {

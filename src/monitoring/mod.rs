@@ -1,0 +1,3 @@
+//! Monitoring (SPEC §7): the activity log.
+
+pub mod activity;

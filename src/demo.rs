@@ -9,7 +9,6 @@ use secrecy::SecretString;
 use serde_json::{Value, json};
 use uuid::Uuid;
 
-use crate::monitoring::activity::Recorder;
 use crate::admin::model::NewTenant;
 use crate::commerce::ai_config::model::PutAiConfig;
 use crate::commerce::conversations::model::PostMessage;
@@ -19,6 +18,7 @@ use crate::commerce::profile::model::PutSellerProfile;
 use crate::commerce::{ai_config, conversations, orders, products, profile};
 use crate::config::{Config, Environment};
 use crate::db::{Db, TenantDb};
+use crate::monitoring::activity::Recorder;
 use crate::types::{Email, Slug};
 use crate::{admin, auth, dev};
 
@@ -102,7 +102,11 @@ async fn fill(db: &TenantDb) -> anyhow::Result<()> {
             "name": name, "sku": sku, "price_cents": price, "currency": "BRL",
             "stock": stock, "status": status
         }))?;
-        ids.push(products::store::create(db, &system, &product.validate()?).await?.id);
+        ids.push(
+            products::store::create(db, &system, &product.validate()?)
+                .await?
+                .id,
+        );
     }
 
     let customers = [

@@ -69,11 +69,7 @@ const USER_AGENT_CHARS: usize = 512;
 /// The outermost request middleware: request id, the `request` span, the [`RequestScope`],
 /// and on the way out the scope's headers, metrics, the access log line and the request's
 /// activity (into the batch writer, for tenant-scoped requests a data change did not record).
-pub async fn observe(
-    State(state): State<AppState>,
-    mut req: Request,
-    next: Next,
-) -> Response {
+pub async fn observe(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
     let started = Instant::now();
     let id = request_id(&req);
     let route = req

@@ -81,7 +81,9 @@ async fn a_product_create_is_logged_by_the_time_its_201_arrives() {
 async fn a_failed_change_leaves_no_data_activity() {
     let app = TestApp::spawn().await;
     let tenant = app.tenant().await;
-    let product = app.product(&tenant, json!({"sku": "DUP-1", "stock": 1})).await;
+    let product = app
+        .product(&tenant, json!({"sku": "DUP-1", "stock": 1}))
+        .await;
     app.post("/api/v1/products")
         .owner_of(&tenant)
         .json(&json!({"name": "Again", "price_cents": 100, "currency": "USD", "sku": "DUP-1"}))
@@ -213,9 +215,13 @@ async fn tenants_see_only_their_own_activities() {
     }
     // B's own log answers the same filters.
     assert_eq!(
-        activities(&app, &b, &format!("?resource_id={}", product["id"].as_str().unwrap()))
-            .await
-            .len(),
+        activities(
+            &app,
+            &b,
+            &format!("?resource_id={}", product["id"].as_str().unwrap())
+        )
+        .await
+        .len(),
         1
     );
 }
@@ -291,7 +297,14 @@ async fn bad_filters_are_422_naming_the_field() {
     fields.sort();
     assert_eq!(
         fields,
-        ["actor", "category", "limit", "resource_id", "since", "status"]
+        [
+            "actor",
+            "category",
+            "limit",
+            "resource_id",
+            "since",
+            "status"
+        ]
     );
     app.get("/api/v1/activities?cursor=forged")
         .owner_of(&tenant)

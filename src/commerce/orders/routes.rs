@@ -86,7 +86,9 @@ pub async fn transition_order(
     ApiJson(body): ApiJson<Transition>,
 ) -> AppResult<Json<Order>> {
     let change = body.validate()?;
-    Ok(Json(store::transition(ctx.db(), ctx.activity(), id, &change).await?))
+    Ok(Json(
+        store::transition(ctx.db(), ctx.activity(), id, &change).await?,
+    ))
 }
 
 /// Records the customer's rating of a delivered order (once).

@@ -9,8 +9,8 @@ use super::model::{NewOrder, NewRating, Order, OrderFilter, OrderStatus, Rating,
 use crate::commerce::filter::{Search, Statement, Where};
 use crate::commerce::products::model::ProductStatus;
 use crate::commerce::to_json;
-use crate::monitoring::activity::{Change, Recorder};
 use crate::db::{Conn, DbError, OnConstraint, TenantDb, TenantTx};
+use crate::monitoring::activity::{Change, Recorder};
 
 /// A line of an order that cannot be sold as asked, by its position in `items`.
 #[derive(Debug, PartialEq, Eq)]

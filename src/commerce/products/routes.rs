@@ -83,7 +83,9 @@ pub async fn update_product(
     ApiJson(body): ApiJson<UpdateProduct>,
 ) -> AppResult<Json<Product>> {
     let change = body.validate()?;
-    Ok(Json(store::update(ctx.db(), ctx.activity(), id, &change).await?))
+    Ok(Json(
+        store::update(ctx.db(), ctx.activity(), id, &change).await?,
+    ))
 }
 
 /// Deletes a product (any member). Orders keep their lines, without the product link.

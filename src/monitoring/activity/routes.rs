@@ -32,5 +32,7 @@ pub async fn list_activities(
     ctx.require_manager()?;
     let filter = query.parse()?;
     let activities = store::list(ctx.db(), &filter).await?;
-    Ok(Page::from_rows(activities, filter.page, |a: &Activity| a.id))
+    Ok(Page::from_rows(activities, filter.page, |a: &Activity| {
+        a.id
+    }))
 }

@@ -77,6 +77,9 @@ pub struct Config {
     pub usage_flush_interval: Duration,
     /// How often the cleanup job runs (media, conversation retention, old usage buckets).
     pub cleanup_interval: Duration,
+    /// Activities the batch writer may hold before it drops (and counts) them
+    /// (`ACTIVITY_BUFFER`).
+    pub activity_buffer: usize,
     /// Where media bytes are stored (`MEDIA_STORE`).
     pub media_store: MediaStoreConfig,
     /// The largest media upload accepted, in bytes.
@@ -431,6 +434,7 @@ impl Config {
                 "a number of seconds",
             )?)
             .max(Duration::from_secs(1)),
+            activity_buffer: r.bounded("ACTIVITY_BUFFER", 10_000, 1..=1_000_000)? as usize,
             media_store,
             media_max_bytes,
             media_max_concurrent_uploads: r.bounded(

@@ -18,6 +18,7 @@ use crate::commerce::profile::model::PutSellerProfile;
 use crate::commerce::{ai_config, conversations, orders, products, profile};
 use crate::config::{Config, Environment};
 use crate::db::{Db, TenantDb};
+use crate::monitoring::activity::Recorder;
 use crate::types::{Email, Slug};
 use crate::{admin, auth, dev};
 
@@ -72,6 +73,7 @@ pub async fn seed(db: &Db, slug: &Slug) -> anyhow::Result<Demo> {
 }
 
 async fn fill(db: &TenantDb) -> anyhow::Result<()> {
+    let system = Recorder::system(db.tenant_id());
     let profile: PutSellerProfile = body(json!({
         "store_name": "Demo Store", "slug": "demo-store",
         "bio": "Hand-printed tees and mugs, shipped from São Paulo.",
@@ -100,7 +102,11 @@ async fn fill(db: &TenantDb) -> anyhow::Result<()> {
             "name": name, "sku": sku, "price_cents": price, "currency": "BRL",
             "stock": stock, "status": status
         }))?;
-        ids.push(products::store::create(db, &product.validate()?).await?.id);
+        ids.push(
+            products::store::create(db, &system, &product.validate()?)
+                .await?
+                .id,
+        );
     }
 
     let customers = [
@@ -132,7 +138,7 @@ async fn fill(db: &TenantDb) -> anyhow::Result<()> {
                       {"product_id": ids[2], "quantity": 2}],
             "channel": channel
         }))?;
-        let order = orders::store::create(db, &order.validate()?).await?;
+        let order = orders::store::create(db, &system, &order.validate()?).await?;
         first_order.get_or_insert(order.id);
         for &status in path {
             let change = StatusChange {
@@ -141,7 +147,7 @@ async fn fill(db: &TenantDb) -> anyhow::Result<()> {
                 carrier: (status == OrderStatus::Shipped).then(|| "Correios".to_string()),
                 reason: None,
             };
-            orders::store::transition(db, order.id, &change).await?;
+            orders::store::transition(db, &system, order.id, &change).await?;
         }
         if path.last() == Some(&OrderStatus::Delivered) {
             let rating = NewRating {

@@ -40,7 +40,7 @@ pub const OPENAPI_PATH: &str = "/api/v1/openapi.json";
         (name = "conversations", description = "Customer conversations, one thread per customer and channel"),
         (name = "ai-config", description = "The chat bot's configuration (one per tenant)"),
         (name = "media", description = "Uploaded files: images and documents"),
-        (name = "monitoring", description = "Monitoring rules (built-in and custom) and the alerts they raise"),
+        (name = "monitoring", description = "The activity log, monitoring rules (built-in and custom) and the alerts they raise"),
         (name = "admin", description = "Platform administration (platform admins only)"),
     )
 )]

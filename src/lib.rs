@@ -114,6 +114,16 @@ impl Application {
         let limiter = config
             .rate_limits_enabled
             .then(|| Arc::new(Limiter::new(redis.clone(), metrics.clone())));
+        let jobs_stop = CancellationToken::new();
+        let activity_sink: Arc<dyn monitoring::activity::ActivitySink> =
+            Arc::new(monitoring::activity::NoSink);
+        let (activity, activity_writer) = monitoring::activity::writer::spawn(
+            db.clone(),
+            config.activity_buffer,
+            activity_sink.clone(),
+            metrics.clone(),
+            jobs_stop.clone(),
+        );
         let state = AppState::new(Services {
             verifier: Arc::new(Verifier::new(&config.jwt, http)),
             config: config.clone(),
@@ -126,10 +136,12 @@ impl Application {
             usage: UsageRecorder::default(),
             readiness: health::Readiness::default(),
             media,
+            activity_sink,
+            activity,
         });
         let shutdown = CancellationToken::new();
-        let jobs_stop = CancellationToken::new();
         let background = vec![
+            activity_writer,
             tokio::spawn(tenancy::listener::run(listen, directory, jobs_stop.clone())),
             jobs::spawn(
                 jobs::usage::UsageFlush {
@@ -238,6 +250,7 @@ pub fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .merge(commerce::ai_config::routes::router())
         .merge(commerce::media::routes::router())
         .merge(monitoring::rules::routes::router())
+        .merge(monitoring::activity::routes::router())
         .split_for_parts();
     utoipa::Modify::modify(&docs::Conventions, &mut openapi);
     (router, openapi)
@@ -255,7 +268,7 @@ fn router(state: AppState) -> Router {
         ))
         .layer(middleware::from_fn(problem_json_errors))
         .layer(middleware::from_fn_with_state(
-            state.metrics.clone(),
+            state.clone(),
             telemetry::observe,
         ))
         .layer(cors(&state.config))

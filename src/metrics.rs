@@ -39,6 +39,7 @@ pub struct Metrics {
     rate_limit_fallbacks: Counter,
     job_failures: Family<KindLabels, Counter>,
     connections_refused: Counter,
+    activity_dropped: Family<KindLabels, Counter>,
     directory_refusals: Counter,
     audit_events: Family<KindLabels, Counter>,
     media_orphans_deleted: Counter,
@@ -122,6 +123,11 @@ impl Default for Metrics {
             "media_uploads_refused",
             "Uploads answered 503 because every upload place was taken",
             media_uploads_refused.clone(),
+        let activity_dropped = Family::<KindLabels, Counter>::default();
+        registry.register(
+            "activity_dropped",
+            "Activities not written by the batch writer: buffer_full or write_failed",
+            activity_dropped.clone(),
         );
         let connections_refused = Counter::default();
         registry.register(
@@ -158,6 +164,7 @@ impl Default for Metrics {
             rate_limit_fallbacks,
             job_failures,
             connections_refused,
+            activity_dropped,
             directory_refusals,
             audit_events,
             media_orphans_deleted,
@@ -234,6 +241,15 @@ impl Metrics {
 
     pub fn directory_refusal(&self) {
         self.directory_refusals.inc();
+    }
+
+    /// An activity the batch writer lost: `buffer_full` or `write_failed`.
+    pub fn activity_dropped(&self, reason: &'static str, count: u64) {
+        self.activity_dropped
+            .get_or_create(&KindLabels {
+                kind: reason.into(),
+            })
+            .inc_by(count);
     }
 
     pub fn connection_refused(&self) {

@@ -4,6 +4,7 @@
 //! `telemetry::observe` takes it from the request's extensions when the response passes.
 
 use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 use axum::http::HeaderMap;
 use tracing::{Span, field};
@@ -20,19 +21,74 @@ struct ScopeInner {
     /// rate-limit headers, also on a 429). A std mutex: held only to insert or take, never
     /// across an await.
     headers: Mutex<HeaderMap>,
+    /// What the activity log records of this request.
+    facts: RequestFacts,
+    started: Instant,
+    activity: Mutex<ActivitySlot>,
+}
+
+/// What a request knows about itself, for the activities it causes (SPEC §7).
+#[derive(Debug, Clone, Default)]
+pub struct RequestFacts {
+    pub method: &'static str,
+    /// The route template (`/api/v1/products/{id}`).
+    pub route: String,
+    pub ip: Option<String>,
+    pub user_agent: Option<String>,
+    pub request_id: String,
+}
+
+/// The tenant and member a request acted for, once known, and whether a data change already
+/// wrote the request's activity (then `observe` writes no `request` row).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ActivitySlot {
+    pub tenant: Option<Uuid>,
+    pub actor: Option<Uuid>,
+    pub data_recorded: bool,
 }
 
 impl RequestScope {
     /// A scope whose records go into `span` (which declares `tenant_id` and `actor`).
-    pub fn new(span: Span) -> Self {
+    pub fn new(span: Span, facts: RequestFacts, started: Instant) -> Self {
         Self(Arc::new(ScopeInner {
             span,
             headers: Mutex::new(HeaderMap::new()),
+            facts,
+            started,
+            activity: Mutex::new(ActivitySlot::default()),
         }))
     }
 
     pub fn record_tenant(&self, tenant_id: Uuid) {
         self.0.span.record("tenant_id", field::display(tenant_id));
+        self.slot().tenant = Some(tenant_id);
+    }
+
+    /// The member (users row) the request acts as.
+    pub fn record_member(&self, user_id: Uuid) {
+        self.slot().actor = Some(user_id);
+    }
+
+    /// A data change wrote this request's activity in its transaction.
+    pub fn mark_data_recorded(&self) {
+        self.slot().data_recorded = true;
+    }
+
+    pub fn activity(&self) -> ActivitySlot {
+        *self.slot()
+    }
+
+    pub fn facts(&self) -> &RequestFacts {
+        &self.0.facts
+    }
+
+    pub fn started(&self) -> Instant {
+        self.0.started
+    }
+
+    /// Held only to read or set a field, never across an await.
+    fn slot(&self) -> std::sync::MutexGuard<'_, ActivitySlot> {
+        self.0.activity.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     pub fn record_actor(&self, actor: &str) {

@@ -47,10 +47,10 @@ pub async fn serve(
     let open = Arc::new(Semaphore::new(limits.max_connections));
     let connections = TaskTracker::new();
     loop {
-        let stream = tokio::select! {
+        let (stream, peer) = tokio::select! {
             _ = shutdown.cancelled() => break,
             accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => stream,
+                Ok(accepted) => accepted,
                 Err(e) => {
                     // Out of file descriptors, say: wait rather than spin.
                     tracing::warn!(error = %e, "accepting a connection failed");
@@ -66,6 +66,7 @@ pub async fn serve(
         let _ = stream.set_nodelay(true);
         connections.spawn(connection(
             stream,
+            peer,
             router.clone(),
             limits,
             shutdown.clone(),
@@ -78,6 +79,7 @@ pub async fn serve(
 
 async fn connection(
     stream: TcpStream,
+    peer: std::net::SocketAddr,
     router: Router,
     limits: ConnectionLimits,
     shutdown: CancellationToken,
@@ -90,8 +92,11 @@ async fn connection(
     });
     let service = hyper::service::service_fn({
         let activity = activity.clone();
-        move |req: hyper::Request<Incoming>| {
+        move |mut req: hyper::Request<Incoming>| {
             let router = router.clone();
+            // The client's address, for the activity log.
+            req.extensions_mut()
+                .insert(axum::extract::ConnectInfo(peer));
             let request = activity.begin();
             async move {
                 let response = router.oneshot(req.map(Body::new)).await;

@@ -11,6 +11,8 @@ use crate::limits::Limiter;
 use crate::limits::redis::RedisBackend;
 use crate::limits::usage::UsageRecorder;
 use crate::metrics::Metrics;
+use crate::monitoring::activity::ActivitySink;
+use crate::monitoring::activity::writer::ActivityWriter;
 use crate::storage::MediaStore;
 use crate::tenancy::directory::Directory;
 
@@ -48,4 +50,8 @@ pub struct Services {
     /// The last readiness probe, reused for a second.
     pub readiness: crate::health::Readiness,
     pub media: MediaStore,
+    /// Where durable activities go (the rules engine, the WebSocket hub).
+    pub activity_sink: Arc<dyn ActivitySink>,
+    /// The batch writer for activities that are not part of a data change.
+    pub activity: ActivityWriter,
 }

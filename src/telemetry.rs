@@ -3,10 +3,11 @@
 //! Every request runs inside a `request` span carrying its request id, route, tenant and
 //! actor (the last two recorded once known), so every log line of the request names them.
 
-use std::sync::Arc;
+use std::net::SocketAddr;
 use std::time::Instant;
 
-use axum::extract::{MatchedPath, Request, State};
+use axum::extract::{ConnectInfo, MatchedPath, Request, State};
+use axum::http::header::USER_AGENT;
 use axum::http::{HeaderName, HeaderValue, Method};
 use axum::middleware::Next;
 use axum::response::Response;
@@ -15,8 +16,9 @@ use tracing_subscriber::EnvFilter;
 use uuid::Uuid;
 
 use crate::config::LogFormat;
-use crate::metrics::Metrics;
-use crate::scope::RequestScope;
+use crate::monitoring::activity;
+use crate::scope::{RequestFacts, RequestScope};
+use crate::state::AppState;
 
 pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
@@ -61,13 +63,13 @@ pub fn method_label(method: &Method) -> &'static str {
     }
 }
 
+/// What the activity log keeps of a user agent.
+const USER_AGENT_CHARS: usize = 512;
+
 /// The outermost request middleware: request id, the `request` span, the [`RequestScope`],
-/// and on the way out the scope's headers, metrics and the access log line.
-pub async fn observe(
-    State(metrics): State<Arc<Metrics>>,
-    mut req: Request,
-    next: Next,
-) -> Response {
+/// and on the way out the scope's headers, metrics, the access log line and the request's
+/// activity (into the batch writer, for tenant-scoped requests a data change did not record).
+pub async fn observe(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
     let started = Instant::now();
     let id = request_id(&req);
     let route = req
@@ -85,7 +87,21 @@ pub async fn observe(
         actor = field::Empty,
     );
     req.extensions_mut().insert(RequestId(id.clone()));
-    let scope = RequestScope::new(span.clone());
+    let facts = RequestFacts {
+        method,
+        route: route.clone(),
+        ip: req
+            .extensions()
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|c| c.0.ip().to_string()),
+        user_agent: req
+            .headers()
+            .get(USER_AGENT)
+            .and_then(|v| v.to_str().ok())
+            .map(|v| v.chars().take(USER_AGENT_CHARS).collect()),
+        request_id: id.clone(),
+    };
+    let scope = RequestScope::new(span.clone(), facts, started);
     req.extensions_mut().insert(scope.clone());
 
     let mut response = next.run(req).instrument(span.clone()).await;
@@ -93,7 +109,12 @@ pub async fn observe(
 
     let status = response.status();
     let elapsed = started.elapsed();
-    metrics.observe_request(method, &route, status.as_u16(), elapsed.as_secs_f64());
+    state
+        .metrics
+        .observe_request(method, &route, status.as_u16(), elapsed.as_secs_f64());
+    if let Some(new) = activity::for_response(&scope, status.as_u16()) {
+        state.activity.record(new);
+    }
     span.in_scope(|| {
         tracing::info!(
             status = status.as_u16(),

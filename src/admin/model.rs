@@ -99,6 +99,10 @@ pub struct LimitsPatch {
     #[serde(default, deserialize_with = "nullable")]
     #[schema(value_type = Option<i64>, minimum = 1, maximum = 3_650)]
     pub conversation_retention_days: Option<Option<i64>>,
+    /// Days activities are kept (default 90).
+    #[serde(default, deserialize_with = "nullable")]
+    #[schema(value_type = Option<i64>, minimum = 1, maximum = 3_650)]
+    pub activity_retention_days: Option<Option<i64>>,
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -113,7 +117,7 @@ pub struct UpdateTenant {
 /// Each limit's name and bounds, in `LimitsPatch`'s field order (its schema says the same):
 /// requests per window at least 1, quotas at least 0 (users 1), each with an upper bound so
 /// that no override can overflow a counter; retention 1-3650 days (SPEC §4).
-const LIMIT_BOUNDS: [(&str, i64, i64); 7] = [
+const LIMIT_BOUNDS: [(&str, i64, i64); 8] = [
     ("requests_per_minute", 1, 1_000_000),
     ("requests_per_hour", 1, 60_000_000),
     ("requests_per_day", 1, 1_000_000_000),
@@ -121,6 +125,7 @@ const LIMIT_BOUNDS: [(&str, i64, i64); 7] = [
     ("max_users", 1, 100_000),
     ("max_storage_bytes", 0, 1 << 40),
     ("conversation_retention_days", 1, 3650),
+    ("activity_retention_days", 1, 3650),
 ];
 
 /// A validated limits change: overrides to set and to remove.
@@ -140,6 +145,7 @@ impl LimitsPatch {
             self.max_users,
             self.max_storage_bytes,
             self.conversation_retention_days,
+            self.activity_retention_days,
         ];
         let mut change = LimitsChange::default();
         let mut errors = Vec::new();

@@ -374,6 +374,21 @@ impl TenantTx {
     pub async fn commit(mut self) -> Result<(), DbError> {
         self.conn.commit().await
     }
+
+    /// Runs a last statement and commits, pipelined (one round trip for both); a failing
+    /// statement turns the COMMIT into a rollback and is the error returned.
+    pub async fn commit_after(mut self, sql: &str, params: Params<'_>) -> Result<(), DbError> {
+        let stmt = self.conn.client().prepare_cached(sql).await?;
+        let client = self.conn.client();
+        let (done, commit) = tokio::join!(
+            client.execute(&stmt, params),
+            client.batch_execute("COMMIT")
+        );
+        commit?;
+        self.conn.in_tx = false;
+        done?;
+        Ok(())
+    }
 }
 
 impl std::ops::Deref for TenantTx {

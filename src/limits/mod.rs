@@ -34,6 +34,8 @@ pub struct Limits {
     pub max_storage_bytes: i64,
     /// Conversation messages older than this are purged by the cleanup job.
     pub conversation_retention_days: i64,
+    /// Activities older than this are purged by the cleanup job.
+    pub activity_retention_days: i64,
 }
 
 impl Limits {
@@ -45,6 +47,7 @@ impl Limits {
         max_users: 100,
         max_storage_bytes: 1 << 30,
         conversation_retention_days: 365,
+        activity_retention_days: 90,
     };
 
     /// The defaults with the stored overrides (a JSON object keyed by field name) applied.
@@ -67,6 +70,7 @@ impl Limits {
                 "conversation_retention_days",
                 d.conversation_retention_days,
             ),
+            activity_retention_days: get("activity_retention_days", d.activity_retention_days),
         }
     }
 }

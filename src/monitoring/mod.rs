@@ -1,3 +1,4 @@
-//! Monitoring (SPEC §7): rules and alerts.
+//! Monitoring (SPEC §7): the activity log, rules and alerts.
 
+pub mod activity;
 pub mod rules;

@@ -15,6 +15,7 @@ use uuid::Uuid;
 use crate::auth::Principal;
 use crate::db::TenantDb;
 use crate::error::{AppError, AppResult};
+use crate::monitoring::activity::Recorder;
 use crate::scope::RequestScope;
 use crate::state::AppState;
 use model::{Role, Tenant, TenantStatus};
@@ -30,6 +31,7 @@ pub struct TenantCtx {
     pub role: Role,
     pub subject: String,
     db: TenantDb,
+    activity: Recorder,
 }
 
 impl TenantCtx {
@@ -39,6 +41,11 @@ impl TenantCtx {
 
     pub fn db(&self) -> &TenantDb {
         &self.db
+    }
+
+    /// Writes a data change's activity in the change's transaction (SPEC §7).
+    pub fn activity(&self) -> &Recorder {
+        &self.activity
     }
 
     /// Owner or admin, else 403 `forbidden`.
@@ -65,7 +72,13 @@ async fn resolve(
     state: &AppState,
     allow_suspended: bool,
 ) -> AppResult<TenantCtx> {
-    let principal = Principal::from_request_parts(parts, state).await?;
+    let principal = match Principal::from_request_parts(parts, state).await {
+        Ok(principal) => principal,
+        Err(e) => {
+            note_auth_failure(parts, state).await;
+            return Err(e);
+        }
+    };
     let raw = parts
         .headers
         .get(&TENANT_HEADER)
@@ -89,6 +102,7 @@ async fn resolve(
     let scope = parts.extensions.get::<RequestScope>();
     if let Some(scope) = scope {
         scope.record_tenant(tenant_id);
+        scope.record_member(membership.user_id);
     }
     // Only members count against a tenant's limits: strangers naming a tenant must not be
     // able to spend its requests.
@@ -114,11 +128,39 @@ async fn resolve(
     }
     Ok(TenantCtx {
         db: state.db.for_tenant(tenant_id),
+        activity: Recorder::member(
+            scope.cloned(),
+            tenant_id,
+            membership.user_id,
+            state.activity_sink.clone(),
+        ),
         tenant,
         user_id: membership.user_id,
         role: membership.role,
         subject: principal.subject,
     })
+}
+
+/// A 401 whose `X-Tenant-ID` names an existing tenant goes into that tenant's activity log
+/// (SPEC §7): the tenant is put in the request's scope for `observe`. The lookup has no token
+/// subject to charge, so a miss spends the client address's budget: random ids cost the
+/// database at most the directory's budget per address, and a real tenant gives it back.
+async fn note_auth_failure(parts: &Parts, state: &AppState) {
+    let Some(scope) = parts.extensions.get::<RequestScope>() else {
+        return;
+    };
+    let Some(tenant_id) = parts
+        .headers
+        .get(&TENANT_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| Uuid::parse_str(v.trim()).ok())
+    else {
+        return;
+    };
+    let caller = format!("addr:{}", scope.facts().ip.as_deref().unwrap_or("unknown"));
+    if let Ok(Some(_)) = state.directory.tenant(tenant_id, &caller).await {
+        scope.record_tenant(tenant_id);
+    }
 }
 
 impl FromRequestParts<AppState> for TenantCtx {

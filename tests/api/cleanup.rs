@@ -61,7 +61,7 @@ async fn uploads_are_held_to_the_storage_quota(backend: MediaBackend) {
 }
 
 /// The job's own handles on the app's database and media store.
-fn job_parts(app: &TestApp) -> (Db, MediaStore) {
+pub fn job_parts(app: &TestApp) -> (Db, MediaStore) {
     let db = Db::connect(&SecretString::from(app.db.app_url.clone()), 2, 0).unwrap();
     (db, MediaStore::from_config(&app.config).unwrap())
 }

@@ -1,5 +1,6 @@
 //! The one integration-test binary: the real server, over HTTP, against real PostgreSQL.
 
+mod activity;
 mod admin;
 mod auth;
 mod browser;

@@ -54,7 +54,7 @@ pub async fn create_order(
     ApiJson(body): ApiJson<CreateOrder>,
 ) -> AppResult<(StatusCode, Json<Order>)> {
     let new = body.validate()?;
-    let order = store::create(ctx.db(), &new).await?;
+    let order = store::create(ctx.db(), ctx.activity(), &new).await?;
     Ok((StatusCode::CREATED, Json(order)))
 }
 
@@ -86,7 +86,9 @@ pub async fn transition_order(
     ApiJson(body): ApiJson<Transition>,
 ) -> AppResult<Json<Order>> {
     let change = body.validate()?;
-    Ok(Json(store::transition(ctx.db(), id, &change).await?))
+    Ok(Json(
+        store::transition(ctx.db(), ctx.activity(), id, &change).await?,
+    ))
 }
 
 /// Records the customer's rating of a delivered order (once).

@@ -10,6 +10,7 @@ use crate::commerce::filter::{Search, Statement, Where};
 use crate::commerce::products::model::ProductStatus;
 use crate::commerce::to_json;
 use crate::db::{Conn, DbError, OnConstraint, TenantDb, TenantTx};
+use crate::monitoring::activity::{Change, Recorder};
 
 /// A line of an order that cannot be sold as asked, by its position in `items`.
 #[derive(Debug, PartialEq, Eq)]
@@ -172,7 +173,7 @@ fn price_lines<'a>(order: &NewOrder, products: &'a [Stocked]) -> Result<Vec<(&'a
 
 /// Places an order: locks its products, prices it from them, reserves the stock and stores
 /// it, all in one pooled transaction.
-pub async fn create(db: &TenantDb, order: &NewOrder) -> Result<Order> {
+pub async fn create(db: &TenantDb, activity: &Recorder, order: &NewOrder) -> Result<Order> {
     let tx = db.begin().await?;
     let ids: Vec<Uuid> = order.items.iter().map(|(id, _)| *id).collect();
     let products: Vec<Stocked> = tx
@@ -255,7 +256,9 @@ pub async fn create(db: &TenantDb, order: &NewOrder) -> Result<Order> {
     )
     .await?;
     let created = fetch(&tx, tx.tenant_id(), id).await?;
-    match tx.commit().await {
+    let change = Change::new("order.created", "order", id)
+        .details(serde_json::json!({"total_cents": subtotal, "currency": created.currency}));
+    match activity.commit(tx, change).await {
         Err(DbError::Unavailable(cause)) => settle_commit(db, created, cause).await,
         done => done.map(|()| created).map_err(Into::into),
     }
@@ -330,7 +333,12 @@ async fn lock(
 
 /// Moves an order to another status under its row lock, so concurrent moves are serialised
 /// (one pooled transaction).
-pub async fn transition(db: &TenantDb, id: Uuid, change: &StatusChange) -> Result<Order> {
+pub async fn transition(
+    db: &TenantDb,
+    activity: &Recorder,
+    id: Uuid,
+    change: &StatusChange,
+) -> Result<Order> {
     let tx = db.begin().await?;
     let (current, _) = lock(&tx, id).await?;
     if !current.can_move_to(change.status) {
@@ -361,7 +369,9 @@ pub async fn transition(db: &TenantDb, id: Uuid, change: &StatusChange) -> Resul
     )
     .await?;
     let order = fetch(&tx, tx.tenant_id(), id).await?;
-    tx.commit().await?;
+    let recorded = Change::new("order.status_changed", "order", id)
+        .details(serde_json::json!({"from": current, "to": change.status}));
+    activity.commit(tx, recorded).await?;
     Ok(order)
 }
 

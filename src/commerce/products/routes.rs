@@ -51,7 +51,7 @@ pub async fn create_product(
     ApiJson(body): ApiJson<CreateProduct>,
 ) -> AppResult<(StatusCode, Json<Product>)> {
     let new = body.validate()?;
-    let product = store::create(ctx.db(), &new).await?;
+    let product = store::create(ctx.db(), ctx.activity(), &new).await?;
     Ok((StatusCode::CREATED, Json(product)))
 }
 
@@ -83,7 +83,9 @@ pub async fn update_product(
     ApiJson(body): ApiJson<UpdateProduct>,
 ) -> AppResult<Json<Product>> {
     let change = body.validate()?;
-    Ok(Json(store::update(ctx.db(), id, &change).await?))
+    Ok(Json(
+        store::update(ctx.db(), ctx.activity(), id, &change).await?,
+    ))
 }
 
 /// Deletes a product (any member). Orders keep their lines, without the product link.
@@ -95,7 +97,7 @@ pub async fn update_product(
     ))]
 #[tracing::instrument(skip_all, fields(product_id = %id))]
 pub async fn delete_product(ctx: TenantCtx, IdPath(id): IdPath) -> AppResult<StatusCode> {
-    store::delete(ctx.db(), id).await?;
+    store::delete(ctx.db(), ctx.activity(), id).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 

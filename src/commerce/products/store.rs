@@ -5,6 +5,7 @@ use uuid::Uuid;
 use super::model::{NewProduct, Product, ProductChange, ProductFilter};
 use crate::commerce::filter::{Search, Statement, Where};
 use crate::db::{Conn, DbError, OnConstraint, TenantDb, TenantTx, Violation};
+use crate::monitoring::activity::{Change, Recorder};
 
 /// What can go wrong storing products, in storage terms (the routes choose the API's answer).
 #[derive(Debug, thiserror::Error)]
@@ -138,7 +139,7 @@ async fn attach_media(tx: &TenantTx, product_id: Uuid, media_ids: &[Uuid]) -> Re
 }
 
 /// Creates a product in one pooled transaction; the product quota trigger runs in it.
-pub async fn create(db: &TenantDb, new: &NewProduct) -> Result<Product> {
+pub async fn create(db: &TenantDb, activity: &Recorder, new: &NewProduct) -> Result<Product> {
     let tx = db.begin().await?;
     check_media(&tx, &new.media_ids).await?;
     let id = Uuid::now_v7();
@@ -162,12 +163,19 @@ pub async fn create(db: &TenantDb, new: &NewProduct) -> Result<Product> {
     .on_constraint("products_sku_key", || ProductError::SkuTaken)?;
     attach_media(&tx, id, &new.media_ids).await?;
     let product = fetch(&tx, tx.tenant_id(), id).await?;
-    tx.commit().await?;
+    activity
+        .commit(tx, Change::new("product.created", "product", id))
+        .await?;
     Ok(product)
 }
 
 /// Changes a product in one pooled transaction.
-pub async fn update(db: &TenantDb, id: Uuid, change: &ProductChange) -> Result<Product> {
+pub async fn update(
+    db: &TenantDb,
+    activity: &Recorder,
+    id: Uuid,
+    change: &ProductChange,
+) -> Result<Product> {
     let tx = db.begin().await?;
     if let Some(media_ids) = &change.media_ids {
         check_media(&tx, media_ids).await?;
@@ -207,21 +215,27 @@ pub async fn update(db: &TenantDb, id: Uuid, change: &ProductChange) -> Result<P
         attach_media(&tx, id, media_ids).await?;
     }
     let product = fetch(&tx, tx.tenant_id(), id).await?;
-    tx.commit().await?;
+    activity
+        .commit(tx, Change::new("product.updated", "product", id))
+        .await?;
     Ok(product)
 }
 
-/// Deletes a product (one pooled statement); its order lines keep their copy of name, sku and
-/// price.
-pub async fn delete(db: &TenantDb, id: Uuid) -> Result<()> {
-    let deleted = db
-        .query(
-            "DELETE FROM products WHERE tenant_id = $1 AND id = $2 RETURNING id",
-            &[&db.tenant_id(), &id],
+/// Deletes a product, with its activity, in one pooled transaction; its order lines keep
+/// their copy of name, sku and price.
+pub async fn delete(db: &TenantDb, activity: &Recorder, id: Uuid) -> Result<()> {
+    let tx = db.begin().await?;
+    let deleted = tx
+        .execute(
+            "DELETE FROM products WHERE tenant_id = $1 AND id = $2",
+            &[&tx.tenant_id(), &id],
         )
         .await?;
-    if deleted.is_empty() {
+    if deleted == 0 {
         return Err(ProductError::NotFound);
     }
+    activity
+        .commit(tx, Change::new("product.deleted", "product", id))
+        .await?;
     Ok(())
 }

@@ -1,0 +1,371 @@
+//! The activity log (SPEC §7): data changes in their own transaction, everything else through
+//! the batch writer; append-only for the server's role; owners and admins read it.
+
+use std::time::Duration;
+
+use chrono::Utc;
+use convcommerce::jobs::cleanup;
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+use crate::cleanup::job_parts;
+use crate::helpers::*;
+
+async fn activities(app: &TestApp, tenant: &TestTenant, query: &str) -> Vec<Value> {
+    app.get(&format!("/api/v1/activities{query}"))
+        .owner_of(tenant)
+        .send()
+        .await
+        .expect(200)
+        .body["items"]
+        .as_array()
+        .unwrap()
+        .clone()
+}
+
+/// Rows of `tenant`'s activities matching `condition`, counted past the API (as the migration
+/// role, with the tenant set: the table forces row-level security on its owner too).
+async fn stored(app: &TestApp, tenant: Uuid, condition: &str) -> i64 {
+    let mut client = connect(&app.db.owner_url).await;
+    let tx = tenant_tx(&mut client, tenant).await;
+    tx.query_one(
+        &format!("SELECT count(*) FROM activities WHERE tenant_id = $1 AND {condition}"),
+        &[&tenant],
+    )
+    .await
+    .unwrap()
+    .get(0)
+}
+
+/// Polls until `query` finds at least one activity (the writer is about a second behind).
+async fn eventually(app: &TestApp, tenant: &TestTenant, query: &str) -> Vec<Value> {
+    for _ in 0..40 {
+        let found = activities(app, tenant, query).await;
+        if !found.is_empty() {
+            return found;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("no activity for {query} within 4 s");
+}
+
+#[tokio::test]
+async fn a_product_create_is_logged_by_the_time_its_201_arrives() {
+    let app = TestApp::spawn().await;
+    let tenant = app.tenant().await;
+    let product = app.product(&tenant, json!({"sku": "LOG-1"})).await;
+    let id = product["id"].as_str().unwrap();
+    let found = activities(&app, &tenant, "?action=product.created").await;
+    assert_eq!(found.len(), 1, "{found:?}");
+    let a = &found[0];
+    assert_eq!(a["category"], "data");
+    assert_eq!(a["actor_type"], "user");
+    assert_eq!(a["resource_type"], "product");
+    assert_eq!(a["resource_id"], id);
+    assert_eq!(a["status"], 201);
+    assert_eq!(a["method"], "POST");
+    assert_eq!(a["route"], "/api/v1/products");
+    assert_eq!(a["tenant_id"], tenant.id.to_string());
+    assert!(a["request_id"].as_str().is_some_and(|r| !r.is_empty()));
+    assert_eq!(a["ip"], "127.0.0.1");
+    // The create wrote its activity, so it wrote no `request` row besides.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let requests = activities(&app, &tenant, "?action=request").await;
+    assert!(
+        requests.iter().all(|r| r["route"] != "/api/v1/products"),
+        "{requests:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_failed_change_leaves_no_data_activity() {
+    let app = TestApp::spawn().await;
+    let tenant = app.tenant().await;
+    let product = app
+        .product(&tenant, json!({"sku": "DUP-1", "stock": 1}))
+        .await;
+    app.post("/api/v1/products")
+        .owner_of(&tenant)
+        .json(&json!({"name": "Again", "price_cents": 100, "currency": "USD", "sku": "DUP-1"}))
+        .send()
+        .await
+        .expect_problem(409, "sku_taken");
+    app.post("/api/v1/orders")
+        .owner_of(&tenant)
+        .json(&json!({"channel": "whatsapp",
+                      "customer": {"name": "Ana", "phone": "+15550001111"},
+                      "items": [{"product_id": product["id"], "quantity": 5}]}))
+        .send()
+        .await
+        .expect_problem(409, "insufficient_stock");
+    assert_eq!(activities(&app, &tenant, "?category=data").await.len(), 1);
+    // The failures are still requests, written by the batch writer with their status.
+    let failed = eventually(&app, &tenant, "?status=409").await;
+    assert!(failed.iter().all(|a| a["action"] == "request"));
+}
+
+#[tokio::test]
+async fn reads_reach_the_log_through_the_writer() {
+    let app = TestApp::spawn().await;
+    let tenant = app.tenant().await;
+    app.get("/api/v1/products")
+        .owner_of(&tenant)
+        .header("user-agent", "activity-test/1")
+        .header("x-request-id", "read-123")
+        .send()
+        .await
+        .expect(200);
+    let found = eventually(&app, &tenant, "?action=request").await;
+    let read = found
+        .iter()
+        .find(|a| a["request_id"] == "read-123")
+        .expect("the read's activity");
+    assert_eq!(read["category"], "request");
+    assert_eq!(read["route"], "/api/v1/products");
+    assert_eq!(read["status"], 200);
+    assert_eq!(read["user_agent"], "activity-test/1");
+    assert!(read["latency_ms"].as_i64().is_some());
+}
+
+#[tokio::test]
+async fn a_401_is_logged_for_an_existing_tenant_only() {
+    let app = TestApp::spawn().await;
+    let tenant = app.tenant().await;
+    let stranger = Uuid::now_v7();
+    for id in [tenant.id, stranger] {
+        app.get("/api/v1/products")
+            .token("forged.token.value")
+            .tenant(id)
+            .send()
+            .await
+            .expect_problem(401, "unauthorized");
+    }
+    let failed = eventually(&app, &tenant, "?category=auth").await;
+    assert_eq!(failed.len(), 1);
+    assert_eq!(failed[0]["action"], "auth.failed");
+    assert_eq!(failed[0]["status"], 401);
+    assert_eq!(failed[0]["actor"], Value::Null);
+    assert_eq!(stored(&app, stranger, "true").await, 0);
+}
+
+#[tokio::test]
+async fn a_rate_limited_request_is_logged_as_security() {
+    let app = TestApp::spawn().await;
+    let tenant = app.tenant().await;
+    app.set_limits(&tenant, json!({"requests_per_minute": 2}))
+        .await;
+    let mut refused = false;
+    for _ in 0..4 {
+        let r = app.get("/api/v1/tenant").owner_of(&tenant).send().await;
+        refused |= r.status == 429;
+    }
+    assert!(refused);
+    // The owner is limited too, so the log is read past the API.
+    for _ in 0..40 {
+        if stored(&app, tenant.id, "category = 'security'").await > 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(stored(&app, tenant.id, "category = 'security'").await > 0);
+    assert_eq!(
+        stored(
+            &app,
+            tenant.id,
+            "category = 'security' AND NOT (action = 'rate_limited' AND status = 429)"
+        )
+        .await,
+        0
+    );
+}
+
+#[tokio::test]
+async fn the_server_role_cannot_update_or_delete_activities() {
+    let app = TestApp::spawn().await;
+    let tenant = app.tenant().await;
+    app.product(&tenant, json!({})).await;
+    let mut client = connect(&app.db.app_url).await;
+    for sql in [
+        "UPDATE activities SET action = 'forged' WHERE tenant_id = $1",
+        "DELETE FROM activities WHERE tenant_id = $1",
+    ] {
+        let tx = tenant_tx(&mut client, tenant.id).await;
+        let err = tx.execute(sql, &[&tenant.id]).await.unwrap_err();
+        assert_eq!(
+            err.as_db_error().unwrap().code().code(),
+            "42501",
+            "{sql}: {err}"
+        );
+    }
+    assert_eq!(activities(&app, &tenant, "?category=data").await.len(), 1);
+}
+
+#[tokio::test]
+async fn tenants_see_only_their_own_activities() {
+    let app = TestApp::spawn().await;
+    let (a, b) = (app.tenant().await, app.tenant().await);
+    let product = app.product(&b, json!({})).await;
+    let b_actor = activities(&app, &b, "?category=data").await[0]["actor"].clone();
+    assert!(activities(&app, &a, "?category=data").await.is_empty());
+    for query in [
+        format!("?actor={}", b_actor.as_str().unwrap()),
+        format!("?resource_id={}", product["id"].as_str().unwrap()),
+    ] {
+        assert!(activities(&app, &a, &query).await.is_empty(), "{query}");
+    }
+    // B's own log answers the same filters.
+    assert_eq!(
+        activities(
+            &app,
+            &b,
+            &format!("?resource_id={}", product["id"].as_str().unwrap())
+        )
+        .await
+        .len(),
+        1
+    );
+}
+
+#[tokio::test]
+async fn staff_may_not_read_the_log() {
+    let app = TestApp::spawn().await;
+    let tenant = app.tenant().await;
+    let (staff, _) = app.member(&tenant, "staff").await;
+    app.get("/api/v1/activities")
+        .user(&staff)
+        .tenant(tenant.id)
+        .send()
+        .await
+        .expect_problem(403, "forbidden");
+    let (admin, _) = app.member(&tenant, "admin").await;
+    app.get("/api/v1/activities")
+        .user(&admin)
+        .tenant(tenant.id)
+        .send()
+        .await
+        .expect(200);
+}
+
+#[tokio::test]
+async fn pages_are_newest_first_and_stable() {
+    let app = TestApp::spawn().await;
+    let tenant = app.tenant().await;
+    for i in 0..5 {
+        app.product(&tenant, json!({"name": format!("P{i}")})).await;
+    }
+    let mut seen = vec![];
+    let mut cursor: Option<String> = None;
+    loop {
+        let query = match &cursor {
+            Some(c) => format!("?category=data&limit=2&cursor={c}"),
+            None => "?category=data&limit=2".to_string(),
+        };
+        let page = app
+            .get(&format!("/api/v1/activities{query}"))
+            .owner_of(&tenant)
+            .send()
+            .await
+            .expect(200);
+        // A new change after the first page does not shift the pages that follow.
+        if cursor.is_none() {
+            app.product(&tenant, json!({"name": "late"})).await;
+        }
+        seen.extend(ids(&page));
+        match page.body["next_cursor"].as_str() {
+            Some(c) => cursor = Some(c.to_string()),
+            None => break,
+        }
+    }
+    assert_eq!(seen.len(), 5, "{seen:?}");
+    let mut sorted = seen.clone();
+    sorted.sort();
+    sorted.reverse();
+    assert_eq!(seen, sorted, "newest first");
+}
+
+#[tokio::test]
+async fn bad_filters_are_422_naming_the_field() {
+    let app = TestApp::spawn().await;
+    let tenant = app.tenant().await;
+    let bad = app
+        .get("/api/v1/activities?category=nope&actor=x&resource_id=1&status=700&since=yesterday&limit=0")
+        .owner_of(&tenant)
+        .send()
+        .await
+        .expect_problem(422, "validation_failed");
+    let mut fields = error_fields(&bad);
+    fields.sort();
+    assert_eq!(
+        fields,
+        [
+            "actor",
+            "category",
+            "limit",
+            "resource_id",
+            "since",
+            "status"
+        ]
+    );
+    app.get("/api/v1/activities?cursor=forged")
+        .owner_of(&tenant)
+        .send()
+        .await
+        .expect_problem(400, "invalid_cursor");
+}
+
+#[tokio::test]
+async fn shutdown_writes_what_the_writer_holds() {
+    let app = TestApp::spawn().await;
+    let tenant = app.tenant().await;
+    for _ in 0..3 {
+        app.get("/api/v1/tenant")
+            .owner_of(&tenant)
+            .send()
+            .await
+            .expect(200);
+    }
+    let owner_url = app.db.owner_url.clone();
+    app.stop().await;
+    let mut client = connect(&owner_url).await;
+    let tx = tenant_tx(&mut client, tenant.id).await;
+    let rows: i64 = tx
+        .query_one(
+            "SELECT count(*) FROM activities WHERE tenant_id = $1 AND route = '/api/v1/tenant'",
+            &[&tenant.id],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(rows, 3, "the writer flushed after the drain");
+}
+
+#[tokio::test]
+async fn a_full_buffer_counts_the_drop() {
+    let app = TestApp::spawn_with(|vars| {
+        vars.insert("ACTIVITY_BUFFER".into(), "1".into());
+    })
+    .await;
+    let tenant = app.tenant().await;
+    let reads = (0..30).map(|_| app.get("/api/v1/tenant").owner_of(&tenant).send());
+    futures_util::future::join_all(reads).await;
+    assert!(app.metric("convcommerce_activity_dropped_total").await >= 1.0);
+}
+
+#[tokio::test]
+async fn old_activities_are_purged_after_the_retention() {
+    let app = TestApp::spawn_on(private_database().await, |_| {}).await;
+    let (short, long) = (app.tenant().await, app.tenant().await);
+    app.set_limits(&short, json!({"activity_retention_days": 1}))
+        .await;
+    app.product(&short, json!({})).await;
+    app.product(&long, json!({})).await;
+    let (db, store) = job_parts(&app);
+    let report = cleanup::run_at(&db, &store, Utc::now() + chrono::Duration::days(2))
+        .await
+        .unwrap();
+    assert!(report.activities_purged >= 1);
+    assert!(activities(&app, &short, "?category=data").await.is_empty());
+    assert_eq!(activities(&app, &long, "?category=data").await.len(), 1);
+    let recent = cleanup::run_at(&db, &store, Utc::now()).await.unwrap();
+    assert_eq!(recent.activities_purged, 0, "recent rows stay");
+}

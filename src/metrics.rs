@@ -123,6 +123,7 @@ impl Default for Metrics {
             "media_uploads_refused",
             "Uploads answered 503 because every upload place was taken",
             media_uploads_refused.clone(),
+        );
         let activity_dropped = Family::<KindLabels, Counter>::default();
         registry.register(
             "activity_dropped",

@@ -39,6 +39,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "0005_order_search.sql",
         sql: include_str!("../../migrations/0005_order_search.sql"),
     },
+    Migration {
+        version: 8,
+        name: "0008_events.sql",
+        sql: include_str!("../../migrations/0008_events.sql"),
+    },
 ];
 
 /// Serialises concurrent migrators (several instances or test processes starting at once).

@@ -11,6 +11,8 @@ use crate::limits::Limiter;
 use crate::limits::redis::RedisBackend;
 use crate::limits::usage::UsageRecorder;
 use crate::metrics::Metrics;
+use crate::monitoring::hub::Hub;
+use crate::monitoring::hub::fanout::Publisher;
 use crate::storage::MediaStore;
 use crate::tenancy::directory::Directory;
 
@@ -48,4 +50,8 @@ pub struct Services {
     /// The last readiness probe, reused for a second.
     pub readiness: crate::health::Readiness,
     pub media: MediaStore,
+    /// The WebSocket hub of this instance (fed by the fan-out only).
+    pub hub: Arc<Hub>,
+    /// Where producers send their events, after their rows commit.
+    pub publisher: Publisher,
 }

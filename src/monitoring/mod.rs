@@ -1,0 +1,4 @@
+//! Monitoring (SPEC §7): the live WebSocket hub.
+
+pub mod hub;
+pub mod ws;

@@ -22,4 +22,5 @@ mod startup;
 mod tenancy;
 mod tls;
 mod users;
+mod ws;
 mod validation;

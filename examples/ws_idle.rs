@@ -15,7 +15,8 @@ fn var(name: &str) -> String {
 }
 
 fn rss_kib(pid: &str) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("the server's status");
+    let status =
+        std::fs::read_to_string(format!("/proc/{pid}/status")).expect("the server's status");
     status
         .lines()
         .find_map(|l| l.strip_prefix("VmRSS:"))
@@ -48,7 +49,10 @@ async fn main() {
     let token = var("WS_TOKEN");
     let tenant = var("WS_TENANT");
     let pid = var("SERVER_PID");
-    let n: usize = std::env::var("N").ok().and_then(|v| v.parse().ok()).unwrap_or(10_000);
+    let n: usize = std::env::var("N")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(10_000);
     raise_fd_limit(n as u64 + 1_024);
     let auth = serde_json::json!({"type": "auth", "token": token, "tenant_id": tenant}).to_string();
 
@@ -59,7 +63,9 @@ async fn main() {
         let (mut ws, _) = tokio_tungstenite::connect_async(url.as_str())
             .await
             .unwrap_or_else(|e| panic!("connection {i}: {e}"));
-        ws.send(Message::text(auth.clone())).await.expect("auth sent");
+        ws.send(Message::text(auth.clone()))
+            .await
+            .expect("auth sent");
         match ws.next().await {
             Some(Ok(Message::Text(t))) if t.contains("\"ready\"") => {}
             other => panic!("connection {i}: no ready frame: {other:?}"),

@@ -120,14 +120,14 @@ async fn session(mut socket: WebSocket, state: AppState, query: WsQuery, _admiss
         Err(code) => return bye(socket, code).await,
     };
     let channels = Channel::for_role(ctx.role.can_manage());
-    let subscription =
-        match hub.subscribe(ctx.tenant_id(), ctx.user_id, channels, resume.as_ref()) {
-            Ok(subscription) => subscription,
-            Err(_) => {
-                state.metrics.ws.refused("tenant_cap");
-                return bye(socket, close::TOO_MANY).await;
-            }
-        };
+    let subscription = match hub.subscribe(ctx.tenant_id(), ctx.user_id, channels, resume.as_ref())
+    {
+        Ok(subscription) => subscription,
+        Err(_) => {
+            state.metrics.ws.refused("tenant_cap");
+            return bye(socket, close::TOO_MANY).await;
+        }
+    };
     state.metrics.ws.opened();
     let code = stream(&mut socket, &hub, &state, subscription).await;
     state.metrics.ws.gone();
@@ -138,9 +138,7 @@ async fn session(mut socket: WebSocket, state: AppState, query: WsQuery, _admiss
 
 /// The first message's credentials, or the close code for a first message that is not an
 /// `auth`.
-async fn first_message(
-    socket: &mut WebSocket,
-) -> Result<(String, String, Option<Resume>), u16> {
+async fn first_message(socket: &mut WebSocket) -> Result<(String, String, Option<Resume>), u16> {
     loop {
         match socket.recv().await {
             Some(Ok(Message::Text(text))) => {

@@ -22,5 +22,5 @@ mod startup;
 mod tenancy;
 mod tls;
 mod users;
-mod ws;
 mod validation;
+mod ws;

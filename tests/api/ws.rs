@@ -177,11 +177,7 @@ async fn ws_another_tenants_id_closes_with_4403() {
     let app = TestApp::spawn().await;
     let mine = app.tenant().await;
     let theirs = app.tenant().await;
-    for tenant in [
-        json!(theirs.id),
-        json!(Uuid::now_v7()),
-        json!("not-a-uuid"),
-    ] {
+    for tenant in [json!(theirs.id), json!(Uuid::now_v7()), json!("not-a-uuid")] {
         let mut ws = open(&app, "").await;
         send(
             &mut ws,
@@ -224,7 +220,11 @@ async fn ws_forged_or_expired_token_closes_with_4401() {
     }
     let mut ws = open(&app, "").await;
     send(&mut ws, json!({"type": "subscribe", "channel": "activity"})).await;
-    assert_eq!(close_code(&mut ws).await, 4401, "the first message must be auth");
+    assert_eq!(
+        close_code(&mut ws).await,
+        4401,
+        "the first message must be auth"
+    );
     app.stop().await;
 }
 
@@ -391,7 +391,10 @@ async fn both_ways(one: &TestApp, two: &TestApp) {
         for _ in 0..3 {
             got.push(next(ws).await);
         }
-        let mut ns: Vec<u64> = got.iter().map(|g| g["data"]["n"].as_u64().unwrap_or(3)).collect();
+        let mut ns: Vec<u64> = got
+            .iter()
+            .map(|g| g["data"]["n"].as_u64().unwrap_or(3))
+            .collect();
         ns.sort();
         assert_eq!(ns, [1, 2, 3]);
         let blob = got.iter().find(|g| g["data"]["blob"].is_string()).unwrap();
@@ -530,7 +533,10 @@ async fn ws_is_documented_as_a_get_with_101_and_a_plain_get_is_a_problem() {
     let op = &doc["paths"]["/api/v1/ws"]["get"];
     assert!(op["responses"]["101"].is_object(), "{op}");
     assert!(op["responses"]["503"].is_object(), "{op}");
-    assert!(op.get("security").is_none(), "the first message authenticates: {op}");
+    assert!(
+        op.get("security").is_none(),
+        "the first message authenticates: {op}"
+    );
     let names: Vec<&Value> = op["parameters"]
         .as_array()
         .unwrap()
@@ -540,6 +546,9 @@ async fn ws_is_documented_as_a_get_with_101_and_a_plain_get_is_a_problem() {
     assert_eq!(names, [&json!("token"), &json!("tenant_id")]);
     let plain = app.get("/api/v1/ws").send().await;
     assert!(plain.status.is_client_error(), "{}", plain.status);
-    assert_eq!(plain.header("content-type"), Some("application/problem+json"));
+    assert_eq!(
+        plain.header("content-type"),
+        Some("application/problem+json")
+    );
     app.stop().await;
 }

@@ -355,7 +355,9 @@ mod tests {
     #[test]
     fn a_reference_is_not_taken_for_an_event() {
         let tenant = Uuid::now_v7();
-        let raw = format!(r#"[{{"tenant_id":"{tenant}","ref":7}},{{"tenant_id":"{tenant}","channel":"alerts","data":{{}}}}]"#);
+        let raw = format!(
+            r#"[{{"tenant_id":"{tenant}","ref":7}},{{"tenant_id":"{tenant}","channel":"alerts","data":{{}}}}]"#
+        );
         let items: Vec<Wire> = serde_json::from_str(&raw).unwrap();
         assert!(matches!(items[0], Wire::Stored { id: 7, .. }));
         assert!(matches!(&items[1], Wire::Inline(e) if e.channel == Channel::Alerts));

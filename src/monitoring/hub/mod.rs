@@ -241,11 +241,17 @@ pub struct Hub {
 
 /// A std mutex: held for a few instructions (a fan-out of `try_send`s), never across an await.
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 impl Hub {
-    pub fn new(limits: WebSocketLimits, metrics: Arc<Metrics>, shutdown: CancellationToken) -> Self {
+    pub fn new(
+        limits: WebSocketLimits,
+        metrics: Arc<Metrics>,
+        shutdown: CancellationToken,
+    ) -> Self {
         Self {
             streams: Mutex::new(HashMap::new()),
             next_id: AtomicU64::new(1),
@@ -429,7 +435,11 @@ mod tests {
     fn offsets(frames: &[Utf8Bytes]) -> Vec<u64> {
         frames
             .iter()
-            .map(|f| serde_json::from_str::<serde_json::Value>(f).unwrap()["offset"].as_u64().unwrap())
+            .map(|f| {
+                serde_json::from_str::<serde_json::Value>(f).unwrap()["offset"]
+                    .as_u64()
+                    .unwrap()
+            })
             .collect()
     }
 
@@ -438,20 +448,30 @@ mod tests {
         let hub = hub(16);
         let tenant = Uuid::now_v7();
         let (alice, bob) = (Uuid::now_v7(), Uuid::now_v7());
-        let first = hub.subscribe(tenant, alice, Channel::for_role(false), None).unwrap();
+        let first = hub
+            .subscribe(tenant, alice, Channel::for_role(false), None)
+            .unwrap();
         let epoch = first.epoch.clone();
         drop(first);
         hub.deliver(&event(tenant, Channel::Activity, None, 1));
         hub.deliver(&event(tenant, Channel::Notifications, Some(bob), 2));
         hub.deliver(&event(tenant, Channel::Notifications, Some(alice), 3));
-        let resume = Resume { epoch: epoch.clone(), offset: 0 };
+        let resume = Resume {
+            epoch: epoch.clone(),
+            offset: 0,
+        };
         let back = hub
             .subscribe(tenant, alice, Channel::for_role(false), Some(&resume))
             .unwrap();
-        let Replay::Frames(frames) = &back.replay else { panic!("{:?}", back.replay) };
+        let Replay::Frames(frames) = &back.replay else {
+            panic!("{:?}", back.replay)
+        };
         assert_eq!(offsets(frames), vec![3], "only alice's own notification");
         assert_eq!(back.offset, 3);
-        let other = Resume { epoch: "another".into(), offset: 0 };
+        let other = Resume {
+            epoch: "another".into(),
+            offset: 0,
+        };
         let reset = hub.subscribe(tenant, alice, Channel::for_role(true), Some(&other));
         assert_eq!(reset.unwrap().replay, Replay::Reset);
         let future = Resume { epoch, offset: 99 };
@@ -469,25 +489,44 @@ mod tests {
             hub.deliver(&event(tenant, Channel::Activity, None, n));
         }
         // Events younger than KEEP_FOR stay, even past the thousand.
-        let resume = Resume { epoch: epoch.clone(), offset: 0 };
-        let all = hub.subscribe(tenant, user, Channel::for_role(true), Some(&resume)).unwrap();
-        let Replay::Frames(frames) = &all.replay else { panic!() };
+        let resume = Resume {
+            epoch: epoch.clone(),
+            offset: 0,
+        };
+        let all = hub
+            .subscribe(tenant, user, Channel::for_role(true), Some(&resume))
+            .unwrap();
+        let Replay::Frames(frames) = &all.replay else {
+            panic!()
+        };
         assert_eq!(frames.len(), KEEP_EVENTS + 10);
         drop(all);
         // The byte cap wins over age: the oldest go.
         let big = "x".repeat(1024);
         for _ in 0..(MAX_KEPT_BYTES / 1024 + 10) {
-            hub.deliver(&Event { data: serde_json::json!(big), ..event(tenant, Channel::Activity, None, 0) });
+            hub.deliver(&Event {
+                data: serde_json::json!(big),
+                ..event(tenant, Channel::Activity, None, 0)
+            });
         }
-        let late = hub.subscribe(tenant, user, Channel::for_role(true), Some(&resume)).unwrap();
+        let late = hub
+            .subscribe(tenant, user, Channel::for_role(true), Some(&resume))
+            .unwrap();
         assert_eq!(late.replay, Replay::Reset);
-        let last = Resume { epoch: late.epoch.clone(), offset: late.offset };
+        let last = Resume {
+            epoch: late.epoch.clone(),
+            offset: late.offset,
+        };
         drop(late);
-        let current = hub.subscribe(tenant, user, Channel::for_role(true), Some(&last)).unwrap();
+        let current = hub
+            .subscribe(tenant, user, Channel::for_role(true), Some(&last))
+            .unwrap();
         assert_eq!(current.replay, Replay::Frames(vec![]));
         drop(current);
         hub.reset(Some(tenant));
-        let after = hub.subscribe(tenant, user, Channel::for_role(true), Some(&last)).unwrap();
+        let after = hub
+            .subscribe(tenant, user, Channel::for_role(true), Some(&last))
+            .unwrap();
         assert_eq!(after.replay, Replay::Reset, "a new epoch after a reset");
     }
 

@@ -90,6 +90,23 @@ pub struct Config {
     /// What one client may hold open (`HTTP_HEADER_READ_TIMEOUT_SECONDS`,
     /// `HTTP_IDLE_TIMEOUT_SECONDS`, `HTTP_MAX_CONNECTIONS`).
     pub connection_limits: ConnectionLimits,
+    /// The WebSocket hub's bounds (`WS_*`, docs/MONITORING.md).
+    pub websocket: WebSocketLimits,
+}
+
+/// What WebSocket clients may hold (SPEC §7), enforced by `monitoring::ws`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WebSocketLimits {
+    /// Open WebSockets of one tenant on this instance; over it: close 4429.
+    pub per_tenant: usize,
+    /// Open WebSockets on this instance; over it: 503 before the upgrade.
+    pub total: usize,
+    /// Frames queued for one connection; a connection that falls further behind: close 1013.
+    pub send_queue: usize,
+    /// How long a connection may wait before its `auth` message: close 4408.
+    pub auth_timeout: Duration,
+    /// Server pings this often; two unanswered in a row close the connection.
+    pub ping_interval: Duration,
 }
 
 /// What one client may hold open (SPEC §10), enforced by `serve`.
@@ -443,6 +460,22 @@ impl Config {
                 1..=10_000,
             )? as usize,
             connection_limits,
+            websocket: WebSocketLimits {
+                per_tenant: r.bounded("WS_MAX_CONNECTIONS_PER_TENANT", 5_000, 1..=1_000_000)?
+                    as usize,
+                total: r.bounded("WS_MAX_CONNECTIONS", 50_000, 1..=1_000_000)? as usize,
+                send_queue: r.bounded("WS_SEND_QUEUE", 256, 1..=65_536)? as usize,
+                auth_timeout: Duration::from_millis(r.bounded(
+                    "WS_AUTH_TIMEOUT_MILLISECONDS",
+                    10_000,
+                    100..=600_000,
+                )?),
+                ping_interval: Duration::from_millis(r.bounded(
+                    "WS_PING_INTERVAL_MILLISECONDS",
+                    25_000,
+                    100..=600_000,
+                )?),
+            },
         })
     }
 }

@@ -40,7 +40,7 @@ pub const OPENAPI_PATH: &str = "/api/v1/openapi.json";
         (name = "conversations", description = "Customer conversations, one thread per customer and channel"),
         (name = "ai-config", description = "The chat bot's configuration (one per tenant)"),
         (name = "media", description = "Uploaded files: images and documents"),
-        (name = "monitoring", description = "The activity log, monitoring rules (built-in and custom) and the alerts they raise"),
+        (name = "monitoring", description = "The activity log, monitoring rules (built-in and custom), the alerts they raise, and live events over WebSocket (docs/MONITORING.md)"),
         (name = "admin", description = "Platform administration (platform admins only)"),
     )
 )]
@@ -273,7 +273,10 @@ impl Modify for Conventions {
             ),
         );
         for (path, item) in openapi.paths.paths.iter_mut() {
-            let api = path.starts_with("/api/v1/") && path != OPENAPI_PATH;
+            // The WebSocket authenticates in its first message, not with headers.
+            let api = path.starts_with("/api/v1/")
+                && path != OPENAPI_PATH
+                && path != crate::monitoring::ws::PATH;
             let tenant_scoped = api && !path.starts_with("/api/v1/admin/");
             let ops = [
                 &mut item.get,

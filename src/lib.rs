@@ -55,6 +55,8 @@ use crate::limits::Limiter;
 use crate::limits::redis::RedisBackend;
 use crate::limits::usage::UsageRecorder;
 use crate::metrics::Metrics;
+use crate::monitoring::hub::Hub;
+use crate::monitoring::hub::fanout::Publisher;
 use crate::state::{AppState, Services};
 use crate::tenancy::directory::Directory;
 
@@ -114,7 +116,10 @@ impl Application {
         let limiter = config
             .rate_limits_enabled
             .then(|| Arc::new(Limiter::new(redis.clone(), metrics.clone())));
+        let shutdown = CancellationToken::new();
         let jobs_stop = CancellationToken::new();
+        let (hub, publisher, hub_tasks) =
+            monitoring_hub(&config, &listen, &db, &metrics, &shutdown, &jobs_stop)?;
         let activity_sink: Arc<dyn monitoring::activity::ActivitySink> =
             Arc::new(monitoring::activity::NoSink);
         let (activity, activity_writer) = monitoring::activity::writer::spawn(
@@ -138,9 +143,10 @@ impl Application {
             media,
             activity_sink,
             activity,
+            hub,
+            publisher,
         });
-        let shutdown = CancellationToken::new();
-        let background = vec![
+        let mut background = vec![
             activity_writer,
             tokio::spawn(tenancy::listener::run(listen, directory, jobs_stop.clone())),
             jobs::spawn(
@@ -163,11 +169,20 @@ impl Application {
                 },
                 jobs::Scope::Cluster,
                 config.cleanup_interval,
-                db,
+                db.clone(),
                 state.metrics.clone(),
                 jobs_stop.clone(),
             ),
         ];
+        background.extend(hub_tasks);
+        background.push(jobs::spawn(
+            jobs::hub_events::HubEventsPurge { db: db.clone() },
+            jobs::Scope::Cluster,
+            jobs::hub_events::KEPT,
+            db,
+            state.metrics.clone(),
+            jobs_stop.clone(),
+        ));
 
         let listener = TcpListener::bind((config.host, config.port))
             .await
@@ -187,6 +202,11 @@ impl Application {
             .local_addr()
             .map(|a| a.port())
             .unwrap_or_default()
+    }
+
+    /// Where this instance's producers publish hub events (SPEC §7).
+    pub fn publisher(&self) -> Publisher {
+        self.state.publisher.clone()
     }
 
     /// Cancelling this token shuts the server down gracefully.
@@ -210,6 +230,9 @@ impl Application {
         )
         .await;
         shutdown.cancel();
+        // The WebSockets left `serve` at their upgrade; they close with 1001 on `shutdown`.
+        self.state.hub.tasks.close();
+        self.state.hub.tasks.wait().await;
         self.jobs_stop.cancel();
         for task in self.background {
             let _ = task.await;
@@ -218,6 +241,33 @@ impl Application {
         tracing::info!("server stopped");
         Ok(())
     }
+}
+
+/// The WebSocket hub, closed by `shutdown`, and its fan-out, stopped with the jobs (so
+/// events published during the drain still go out).
+fn monitoring_hub(
+    config: &Config,
+    listen: &db::tls::PgTarget,
+    db: &Db,
+    metrics: &Arc<Metrics>,
+    shutdown: &CancellationToken,
+    jobs_stop: &CancellationToken,
+) -> anyhow::Result<(Arc<Hub>, Publisher, Vec<JoinHandle<()>>)> {
+    let hub = Arc::new(Hub::new(
+        config.websocket,
+        metrics.clone(),
+        shutdown.clone(),
+    ));
+    let (publisher, tasks) = monitoring::hub::fanout::start(
+        listen.clone(),
+        config.redis_url.as_ref(),
+        db.clone(),
+        hub.clone(),
+        metrics.clone(),
+        jobs_stop.clone(),
+    )
+    .context("REDIS_URL")?;
+    Ok((hub, publisher, tasks))
 }
 
 async fn cancel_on_signal(token: CancellationToken) {
@@ -251,6 +301,7 @@ pub fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .merge(commerce::media::routes::router())
         .merge(monitoring::rules::routes::router())
         .merge(monitoring::activity::routes::router())
+        .merge(monitoring::ws::router())
         .split_for_parts();
     utoipa::Modify::modify(&docs::Conventions, &mut openapi);
     (router, openapi)

@@ -47,6 +47,8 @@ pub struct Metrics {
     redis_healthy: Gauge,
     pool_size: Gauge,
     pool_available: Gauge,
+    /// The WebSocket hub's metrics.
+    pub ws: WsMetrics,
 }
 
 fn latency_histogram() -> Histogram {
@@ -155,8 +157,10 @@ impl Default for Metrics {
             "Idle database connections",
             pool_available.clone(),
         );
+        let ws = WsMetrics::register(&mut registry);
         Self {
             registry,
+            ws,
             requests,
             latency,
             directory_lookups,
@@ -270,5 +274,86 @@ impl Metrics {
         prometheus_client::encoding::text::encode(&mut out, &self.registry)
             .expect("writing to a String cannot fail");
         out
+    }
+}
+
+/// The WebSocket hub's metrics (SPEC §7), all with closed label sets.
+pub struct WsMetrics {
+    open: Gauge,
+    delivered: Counter,
+    closed: Family<KindLabels, Counter>,
+    refused: Family<KindLabels, Counter>,
+    fanout_dropped: Counter,
+}
+
+impl WsMetrics {
+    fn register(registry: &mut Registry) -> Self {
+        let metrics = Self {
+            open: Gauge::default(),
+            delivered: Counter::default(),
+            closed: Family::default(),
+            refused: Family::default(),
+            fanout_dropped: Counter::default(),
+        };
+        registry.register(
+            "ws_connections",
+            "Open WebSocket connections (authenticated)",
+            metrics.open.clone(),
+        );
+        registry.register(
+            "ws_events_delivered",
+            "Event frames queued to WebSocket connections (replays included)",
+            metrics.delivered.clone(),
+        );
+        registry.register(
+            "ws_closed",
+            "WebSockets the server closed, by reason (slow_consumer, missed_pongs, shutdown)",
+            metrics.closed.clone(),
+        );
+        registry.register(
+            "ws_refused",
+            "WebSockets refused, by reason (tenant_cap, total_cap)",
+            metrics.refused.clone(),
+        );
+        registry.register(
+            "ws_fanout_dropped",
+            "Published events dropped because the fan-out queue or transport failed",
+            metrics.fanout_dropped.clone(),
+        );
+        metrics
+    }
+
+    pub fn opened(&self) {
+        self.open.inc();
+    }
+
+    pub fn gone(&self) {
+        self.open.dec();
+    }
+
+    pub fn delivered(&self, frames: u64) {
+        self.delivered.inc_by(frames);
+    }
+
+    /// `reason`: `slow_consumer`, `missed_pongs` or `shutdown`.
+    pub fn closed(&self, reason: &'static str) {
+        self.closed
+            .get_or_create(&KindLabels {
+                kind: reason.into(),
+            })
+            .inc();
+    }
+
+    /// `reason`: `tenant_cap` or `total_cap`.
+    pub fn refused(&self, reason: &'static str) {
+        self.refused
+            .get_or_create(&KindLabels {
+                kind: reason.into(),
+            })
+            .inc();
+    }
+
+    pub fn fanout_dropped(&self, events: u64) {
+        self.fanout_dropped.inc_by(events);
     }
 }

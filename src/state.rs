@@ -13,6 +13,8 @@ use crate::limits::usage::UsageRecorder;
 use crate::metrics::Metrics;
 use crate::monitoring::activity::ActivitySink;
 use crate::monitoring::activity::writer::ActivityWriter;
+use crate::monitoring::hub::Hub;
+use crate::monitoring::hub::fanout::Publisher;
 use crate::storage::MediaStore;
 use crate::tenancy::directory::Directory;
 
@@ -54,4 +56,8 @@ pub struct Services {
     pub activity_sink: Arc<dyn ActivitySink>,
     /// The batch writer for activities that are not part of a data change.
     pub activity: ActivityWriter,
+    /// The WebSocket hub of this instance (fed by the fan-out only).
+    pub hub: Arc<Hub>,
+    /// Where producers send their events, after their rows commit.
+    pub publisher: Publisher,
 }

@@ -40,9 +40,19 @@ pub const MIGRATIONS: &[Migration] = &[
         sql: include_str!("../../migrations/0005_order_search.sql"),
     },
     Migration {
+        version: 6,
+        name: "0006_activity.sql",
+        sql: include_str!("../../migrations/0006_activity.sql"),
+    },
+    Migration {
         version: 7,
         name: "0007_monitoring.sql",
         sql: include_str!("../../migrations/0007_monitoring.sql"),
+    },
+    Migration {
+        version: 8,
+        name: "0008_events.sql",
+        sql: include_str!("../../migrations/0008_events.sql"),
     },
 ];
 

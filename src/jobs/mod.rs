@@ -11,6 +11,7 @@
 //!   instance, and run once more after the server has drained.
 
 pub mod cleanup;
+pub mod hub_events;
 pub mod usage;
 
 use std::sync::Arc;

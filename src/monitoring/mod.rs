@@ -1,4 +1,6 @@
-//! Monitoring (SPEC §7): the activity log, rules and alerts.
+//! Monitoring (SPEC §7): the activity log, rules and alerts, the live WebSocket hub.
 
 pub mod activity;
+pub mod hub;
 pub mod rules;
+pub mod ws;

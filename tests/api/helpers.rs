@@ -133,6 +133,8 @@ pub struct TestApp {
     pub config: Config,
     pub shutdown: CancellationToken,
     pub server: tokio::task::JoinHandle<anyhow::Result<()>>,
+    /// The instance's hub publisher (SPEC §7), as its producers use it.
+    pub publisher: convcommerce::monitoring::hub::fanout::Publisher,
 }
 
 pub struct Response {
@@ -284,6 +286,7 @@ impl TestApp {
         .expect("the server builds");
         let base = format!("http://127.0.0.1:{}", app.port());
         let shutdown = app.shutdown_token();
+        let publisher = app.publisher();
         let server = tokio::spawn(app.run_until_stopped(false));
         Self {
             base,
@@ -295,6 +298,7 @@ impl TestApp {
             config,
             shutdown,
             server,
+            publisher,
         }
     }
 

@@ -29,3 +29,4 @@ mod tls;
 mod uploads;
 mod users;
 mod validation;
+mod ws;

@@ -517,7 +517,12 @@ fn claim_dir(path: &Path, owner: Option<&Account>) -> anyhow::Result<()> {
         .custom_flags(libc::O_NOFOLLOW | libc::O_DIRECTORY)
         .open(path)
         .map_err(|e| match e.raw_os_error() {
-            Some(libc::ELOOP) => refuse("it is a symbolic link".into()),
+            // O_NOFOLLOW | O_DIRECTORY on a link fails with ENOTDIR (or ELOOP): tell them apart.
+            Some(libc::ELOOP | libc::ENOTDIR)
+                if fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_symlink()) =>
+            {
+                refuse("it is a symbolic link".into())
+            }
             Some(libc::ENOTDIR) => refuse("it is not a directory".into()),
             _ => anyhow::Error::new(e).context(format!("opening {}", path.display())),
         })?;

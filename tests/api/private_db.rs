@@ -149,7 +149,7 @@ async fn the_private_database_takes_tcp_logins_only_with_their_password() {
             .err()
             .expect("no password is refused");
         assert!(
-            err.to_string().contains("password missing"),
+            format!("{err:?}").contains("password missing"),
             "{user}: {err}"
         );
 
@@ -240,6 +240,7 @@ async fn a_fallback_directory_of_another_account_is_refused() {
     let planted = refusal_of_planted(|dir| {
         fs::create_dir(dir).unwrap();
         std::os::unix::fs::chown(dir, Some(nobody), Some(nogroup)).unwrap();
+        fs::set_permissions(dir, Permissions::from_mode(0o700)).unwrap();
     })
     .await;
     let Some((message, fallback)) = planted else {

@@ -317,6 +317,13 @@ impl EmbeddedPostgres {
         let pg = self.clone();
         tokio::task::spawn_blocking(move || {
             let _ = fs::remove_file(pg.data().join("postmaster.pid"));
+            // The killed postmaster's socket and its lock file stay behind; its pid may still
+            // look alive (an unreaped zombie), so the new one would refuse the lock.
+            for entry in fs::read_dir(pg.socket_dir())?.flatten() {
+                if entry.file_name().to_string_lossy().starts_with(".s.PGSQL.") {
+                    let _ = fs::remove_file(entry.path());
+                }
+            }
             pg.pg_ctl_start()
         })
         .await?

@@ -422,6 +422,11 @@ async fn enums_are_documented_as_the_server_sends_them() {
         ("NotifyChannel", vec!["in_app", "email", "sms"]),
         ("Day", vec!["mon", "tue", "wed", "thu", "fri", "sat", "sun"]),
         ("TenantStatus", vec!["active", "suspended"]),
+        ("ActorType", vec!["user", "api_key", "system"]),
+        (
+            "Category",
+            vec!["auth", "data", "request", "security", "trust", "system"],
+        ),
     ];
     for (name, values) in &expected {
         assert_eq!(schemas[*name]["enum"], json!(values), "{name}");

@@ -206,10 +206,9 @@ async fn refusal_of_planted(plant: impl FnOnce(&Path)) -> Option<(String, PathBu
     let requested = unreachable_data_dir();
     let fallback = embedded::fallback_dir(&requested);
     plant(&fallback);
-    let err = EmbeddedPostgres::start(&requested, Durability::Ephemeral)
-        .await
-        .err()
-        .expect("a planted fallback directory is refused");
+    let Err(err) = EmbeddedPostgres::start(&requested, Durability::Ephemeral).await else {
+        panic!("a planted fallback directory is refused");
+    };
     let message = format!("{err:#}");
     assert!(
         message.contains(&format!("refusing {}", fallback.display())),

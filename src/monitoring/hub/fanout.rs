@@ -339,7 +339,7 @@ mod tests {
 
     #[test]
     fn payloads_stay_under_the_limit_and_keep_the_order() {
-        let items: Vec<String> = (0..100).map(|n| format!("{{\"n\":{n:03}}}")).collect();
+        let items: Vec<String> = (0..100).map(|n| format!("{{\"n\":{n}}}")).collect();
         let payloads = pack(&items, 100);
         assert!(payloads.len() > 1);
         assert!(payloads.iter().all(|p| p.len() <= 100));

@@ -120,8 +120,13 @@ impl Application {
         let jobs_stop = CancellationToken::new();
         let (hub, publisher, hub_tasks) =
             monitoring_hub(&config, &listen, &db, &metrics, &shutdown, &jobs_stop)?;
-        let activity_sink: Arc<dyn monitoring::activity::ActivitySink> =
-            Arc::new(monitoring::activity::NoSink);
+        let (live, live_task) = monitoring::live::spawn(
+            db.clone(),
+            publisher.clone(),
+            metrics.clone(),
+            jobs_stop.clone(),
+        );
+        let activity_sink: Arc<dyn monitoring::activity::ActivitySink> = live;
         let (activity, activity_writer) = monitoring::activity::writer::spawn(
             db.clone(),
             config.activity_buffer,
@@ -148,6 +153,7 @@ impl Application {
         });
         let mut background = vec![
             activity_writer,
+            live_task,
             tokio::spawn(tenancy::listener::run(listen, directory, jobs_stop.clone())),
             jobs::spawn(
                 jobs::usage::UsageFlush {

@@ -129,7 +129,7 @@ impl Default for Metrics {
         let activity_dropped = Family::<KindLabels, Counter>::default();
         registry.register(
             "activity_dropped",
-            "Activities not written by the batch writer: buffer_full or write_failed",
+            "Activities not written by the batch writer (buffer_full, write_failed), or not evaluated by the rules (evaluation_full)",
             activity_dropped.clone(),
         );
         let connections_refused = Counter::default();

@@ -2,5 +2,6 @@
 
 pub mod activity;
 pub mod hub;
+pub mod live;
 pub mod rules;
 pub mod ws;

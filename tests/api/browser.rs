@@ -130,11 +130,14 @@ impl Browser {
         result["result"]["value"].clone()
     }
 
-    /// Polls `expression` until it is `true` or `limit` passes; whether it became true.
+    /// Polls `expression` until it is `true` or `limit` passes; whether it became true. It
+    /// may throw meanwhile (the page still loading).
     pub async fn until(&mut self, limit: Duration, expression: &str) -> bool {
+        let guarded =
+            format!("(() => {{ try {{ return {expression}; }} catch (e) {{ return false; }} }})()");
         let start = std::time::Instant::now();
         while start.elapsed() < limit {
-            if self.eval(expression).await == json!(true) {
+            if self.eval(&guarded).await == json!(true) {
                 return true;
             }
             tokio::time::sleep(Duration::from_millis(50)).await;

@@ -81,7 +81,8 @@ async fn owner(app: &TestApp, tenant: &TestTenant) -> (Ws, Value) {
 }
 
 /// Publishes events the way every instance receives them: one NOTIFY on the hub's channel
-/// straight into the database (the lead switches this to the producers' REST calls).
+/// straight into the database, so a test chooses exactly what arrives (the producers' own
+/// path, REST, is `ws_rest_changes_and_the_alerts_they_fire_arrive_live`).
 async fn emit(app: &TestApp, events: &[Value]) {
     let client = connect(&app.db.app_url).await;
     client
@@ -551,4 +552,55 @@ async fn ws_is_documented_as_a_get_with_101_and_a_plain_get_is_a_problem() {
         Some("application/problem+json")
     );
     app.stop().await;
+}
+
+/// Reads events until one on `channel` satisfies `want`; that event's data.
+async fn event_where(ws: &mut Ws, channel: &str, want: impl Fn(&Value) -> bool) -> Value {
+    loop {
+        let frame = next(ws).await;
+        if frame["type"] == "event" && frame["channel"] == channel && want(&frame["data"]) {
+            return frame["data"].clone();
+        }
+    }
+}
+
+#[tokio::test]
+async fn ws_rest_changes_and_the_alerts_they_fire_arrive_live() {
+    let app = TestApp::spawn().await;
+    let tenant = app.tenant().await;
+    let rule = app
+        .post("/api/v1/monitoring/rules")
+        .owner_of(&tenant)
+        .json(&json!({
+            "name": "every new product",
+            "severity": "critical",
+            "condition": {"field": "action", "op": "eq", "value": "product.created"},
+        }))
+        .send()
+        .await
+        .expect(201);
+    let rule_id = rule.body["id"].clone();
+    let (mut ws, _) = owner(&app, &tenant).await;
+
+    let product = app.product(&tenant, json!({})).await;
+    let created = event_where(&mut ws, "activity", |a| a["action"] == "product.created").await;
+    assert_eq!(created["resource_id"], product["id"]);
+    assert_eq!(created["tenant_id"], json!(tenant.id));
+    let fired = event_where(&mut ws, "alerts", |a| a["rule_id"] == rule_id).await;
+    assert_eq!(fired["status"], "firing");
+
+    let alert = fired["id"].as_str().unwrap();
+    app.post(&format!("/api/v1/monitoring/alerts/{alert}/acknowledge"))
+        .owner_of(&tenant)
+        .send()
+        .await
+        .expect(200);
+    let acknowledged = event_where(&mut ws, "alerts", |a| a["id"] == fired["id"]).await;
+    assert_eq!(acknowledged["status"], "acknowledged");
+    // Reads arrive too, through the batch writer.
+    let read = event_where(&mut ws, "activity", |a| {
+        a["action"] == "request" && a["route"] == "/api/v1/monitoring/alerts/{id}/acknowledge"
+    })
+    .await;
+    assert_eq!(read["status"], 200);
 }

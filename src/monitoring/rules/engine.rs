@@ -15,10 +15,33 @@ use super::model::{Alert, CompiledRule};
 use super::store::{self, RuleError};
 use super::window::State;
 use crate::db::{Db, DbError};
+use crate::monitoring::hub::fanout::Publisher;
+use crate::monitoring::hub::{Channel, Event};
 
 /// Where fired alerts go once committed (notifications, the WebSocket hub).
 pub trait AlertSink: Send + Sync {
     fn fired(&self, tenant_id: Uuid, alert: &Alert);
+}
+
+/// Alerts go out live, on their tenant's `alerts` channel, as they fire.
+pub struct Announce(pub Publisher);
+
+impl AlertSink for Announce {
+    fn fired(&self, tenant_id: Uuid, alert: &Alert) {
+        announce(&self.0, tenant_id, alert);
+    }
+}
+
+/// Publishes `alert` (fired, acknowledged or resolved) on its tenant's `alerts` channel.
+pub fn announce(publisher: &Publisher, tenant_id: Uuid, alert: &Alert) {
+    if let Ok(data) = serde_json::to_value(alert) {
+        publisher.publish(&[Event {
+            tenant_id,
+            channel: Channel::Alerts,
+            user_id: None,
+            data,
+        }]);
+    }
 }
 
 /// A sink that drops alerts (they are stored either way).

@@ -4,6 +4,7 @@
 
 pub mod condition;
 pub mod engine;
+pub mod event;
 pub mod model;
 pub mod routes;
 pub mod schedule;

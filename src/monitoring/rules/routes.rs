@@ -1,11 +1,12 @@
 //! `/api/v1/monitoring/rules` and `/api/v1/monitoring/alerts` (owners and admins).
 
 use axum::Json;
-use axum::extract::Query;
+use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+use super::engine;
 use super::model::{Alert, AlertQuery, AlertStatus, Rule, RuleBody, TestOutcome, TestRule};
 use super::store::{self, RuleError};
 use crate::error::{AppError, AppResult, FieldError};
@@ -223,11 +224,15 @@ pub async fn get_alert(ctx: TenantCtx, IdPath(id): IdPath) -> AppResult<Json<Ale
         (status = 409, description = "`invalid_state` (not firing)"),
     ))]
 #[tracing::instrument(skip_all, fields(alert_id = %id))]
-pub async fn acknowledge_alert(ctx: TenantCtx, IdPath(id): IdPath) -> AppResult<Json<Alert>> {
+pub async fn acknowledge_alert(
+    State(state): State<AppState>,
+    ctx: TenantCtx,
+    IdPath(id): IdPath,
+) -> AppResult<Json<Alert>> {
     ctx.require_manager()?;
-    Ok(Json(
-        store::transition(ctx.db(), id, AlertStatus::Acknowledged).await?,
-    ))
+    let alert = store::transition(ctx.db(), id, AlertStatus::Acknowledged).await?;
+    engine::announce(&state.publisher, ctx.tenant_id(), &alert);
+    Ok(Json(alert))
 }
 
 /// firing or acknowledged -> resolved (final).
@@ -240,11 +245,15 @@ pub async fn acknowledge_alert(ctx: TenantCtx, IdPath(id): IdPath) -> AppResult<
         (status = 409, description = "`invalid_state` (already resolved)"),
     ))]
 #[tracing::instrument(skip_all, fields(alert_id = %id))]
-pub async fn resolve_alert(ctx: TenantCtx, IdPath(id): IdPath) -> AppResult<Json<Alert>> {
+pub async fn resolve_alert(
+    State(state): State<AppState>,
+    ctx: TenantCtx,
+    IdPath(id): IdPath,
+) -> AppResult<Json<Alert>> {
     ctx.require_manager()?;
-    Ok(Json(
-        store::transition(ctx.db(), id, AlertStatus::Resolved).await?,
-    ))
+    let alert = store::transition(ctx.db(), id, AlertStatus::Resolved).await?;
+    engine::announce(&state.publisher, ctx.tenant_id(), &alert);
+    Ok(Json(alert))
 }
 
 impl From<RuleError> for AppError {

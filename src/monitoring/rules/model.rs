@@ -132,9 +132,9 @@ pub struct RuleBody {
     /// starts_with, ends_with, regex, exists. At most 8 levels and 64 nodes.
     #[schema(value_type = Object)]
     pub condition: Value,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "object_only")]
     pub threshold: Option<ThresholdBody>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "object_only")]
     pub schedule: Option<ScheduleBody>,
     /// Default: the severity's (low 86400, medium 43200, high 21600, critical 3600).
     #[serde(default)]
@@ -143,7 +143,7 @@ pub struct RuleBody {
     #[serde(default)]
     #[schema(max_items = 3)]
     pub channels: Option<Vec<NotifyChannel>>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "object_only")]
     pub recipients: Option<Recipients>,
     #[serde(default)]
     #[schema(read_only)]
@@ -547,6 +547,59 @@ pub struct TestRule {
     /// Any subset of an activity's fields (`created_at` RFC 3339; `details` an object).
     #[schema(value_type = Object)]
     pub event: serde_json::Map<String, Value>,
+}
+
+/// An optional JSON object: serde would also read a struct from an array of its fields, which
+/// the document does not allow.
+fn object_only<'de, D, T>(deserializer: D) -> Result<Option<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: serde::de::DeserializeOwned,
+{
+    use serde::de::Error;
+    match Option::<Value>::deserialize(deserializer)? {
+        None | Some(Value::Null) => Ok(None),
+        Some(object @ Value::Object(_)) => serde_json::from_value(object)
+            .map(Some)
+            .map_err(D::Error::custom),
+        Some(_) => Err(D::Error::custom("must be an object")),
+    }
+}
+
+/// The longest range a backtest replays, and the most activities it reads of it.
+pub const MAX_BACKTEST_DAYS: i64 = 31;
+pub const MAX_BACKTEST_EVENTS: usize = 20_000;
+
+/// `POST .../rules/{id}/backtest`: the past range to replay, at most 31 days.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BacktestRange {
+    pub since: DateTime<Utc>,
+    /// After `since`, at most 31 days after it.
+    pub until: DateTime<Utc>,
+}
+
+/// One alert a backtest found.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct BacktestAlert {
+    pub group_key: String,
+    pub event_count: i64,
+    pub first_event_at: DateTime<Utc>,
+    pub last_event_at: DateTime<Utc>,
+    pub sample_activity_ids: Vec<Uuid>,
+}
+
+/// What a rule would have raised over a past range of the activity log.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Backtest {
+    /// How many alerts it would have raised (each cooldown honoured).
+    pub alerts: u64,
+    /// The activities of the range that were read, oldest first (at most 20,000).
+    pub scanned: u64,
+    /// The range held more activities than were read: the figures cover the oldest ones.
+    pub truncated: bool,
+    /// The first 20 of those alerts.
+    pub samples: Vec<BacktestAlert>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]

@@ -6,6 +6,7 @@ use uuid::Uuid;
 use super::model::{Alert, AlertQuery, AlertStatus, MAX_CUSTOM_RULES, NewRule, Recipients, Rule};
 use crate::db::{DbError, TenantDb, TenantTx};
 use crate::extract::PageRequest;
+use crate::monitoring::activity::model::Activity;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RuleError {
@@ -67,10 +68,11 @@ pub async fn get(db: &TenantDb, id: Uuid) -> Result<Rule> {
     Ok(Rule::from_row(&row)?)
 }
 
-/// The version the engine compares its compiled rules with (0: never changed).
+/// The version the engine compares its compiled rules with (0: never changed). On the pool:
+/// the read lanes are for requests, and this runs after every batch of activities.
 pub async fn version(db: &TenantDb) -> Result<i64, DbError> {
     Ok(db
-        .read_opt(
+        .query_opt(
             "SELECT version FROM monitoring_rule_sets WHERE tenant_id = $1",
             &[&db.tenant_id()],
         )
@@ -318,4 +320,25 @@ pub async fn transition(db: &TenantDb, id: Uuid, to: AlertStatus) -> Result<Aler
             Err(RuleError::InvalidState)
         }
     }
+}
+
+/// The tenant's activities in `[since, until)`, oldest first, at most `limit` (a scan of the
+/// tenant's `created_at` index, so it runs on the pool, not a read lane).
+pub async fn activities_between(
+    db: &TenantDb,
+    since: chrono::DateTime<chrono::Utc>,
+    until: chrono::DateTime<chrono::Utc>,
+    limit: usize,
+) -> Result<Vec<Activity>> {
+    let rows = db
+        .query(
+            &format!(
+                "SELECT {} FROM activities WHERE tenant_id = $1 AND created_at >= $2
+                 AND created_at < $3 ORDER BY created_at, id LIMIT $4",
+                Activity::COLUMNS
+            ),
+            &[&db.tenant_id(), &since, &until, &(limit as i64)],
+        )
+        .await?;
+    Ok(rows.iter().map(Activity::from_row).collect())
 }

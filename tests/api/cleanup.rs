@@ -13,7 +13,7 @@ use crate::conversations::say;
 use crate::helpers::*;
 use crate::media::{file, png, upload};
 
-async fn storage_used(app: &TestApp, tenant: &TestTenant) -> i64 {
+pub(crate) async fn storage_used(app: &TestApp, tenant: &TestTenant) -> i64 {
     let quotas = app
         .get("/api/v1/tenant/quotas")
         .owner_of(tenant)

@@ -17,6 +17,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use uuid::Uuid;
 
+use crate::cleanup::storage_used;
 use crate::helpers::*;
 use crate::media::{file, png, upload};
 
@@ -115,16 +116,6 @@ async fn rows(app: &TestApp, tenant: &TestTenant) -> (i64, i64) {
         .await
         .unwrap();
     (row.get(0), row.get(1))
-}
-
-async fn storage_used(app: &TestApp, tenant: &TestTenant) -> i64 {
-    let quotas = app
-        .get("/api/v1/tenant/quotas")
-        .owner_of(tenant)
-        .send()
-        .await
-        .expect(200);
-    quotas.body["storage_bytes"]["used"].as_i64().unwrap()
 }
 
 async fn uploads_cut_off_after_the_last_byte_leave_as_many_objects_as_rows(backend: MediaBackend) {

@@ -693,3 +693,107 @@ async fn a_backtest_replays_the_activity_log_through_the_rule() {
         .await
         .expect_problem(404, "not_found");
 }
+
+/// `(group_key, ...)` of a rule's window rows, sorted.
+async fn window_groups(app: &TestApp, t: &TestTenant, rule: &str) -> Vec<String> {
+    let mut client = crate::helpers::connect(&app.db.owner_url).await;
+    let tx = crate::helpers::tenant_tx(&mut client, t.id).await;
+    tx.query(
+        "SELECT group_key FROM monitoring_rule_windows
+         WHERE tenant_id = $1 AND rule_id = $2::text::uuid ORDER BY group_key",
+        &[&t.id, &rule],
+    )
+    .await
+    .unwrap()
+    .iter()
+    .map(|r| r.get(0))
+    .collect()
+}
+
+/// Runs `sql` as the migration role with `t` set (the windows force row-level security).
+async fn as_owner(app: &TestApp, t: &TestTenant, sql: &str) {
+    let mut client = crate::helpers::connect(&app.db.owner_url).await;
+    let tx = crate::helpers::tenant_tx(&mut client, t.id).await;
+    tx.batch_execute(sql).await.unwrap();
+    tx.commit().await.unwrap();
+}
+
+#[tokio::test]
+async fn the_cleanup_prunes_idle_windows_and_caps_the_groups_of_a_rule() {
+    use convcommerce::jobs::cleanup::{self, MAX_WINDOWS_PER_RULE};
+    // A database of its own: the job visits every tenant.
+    let app = TestApp::spawn_on(crate::helpers::private_database().await, |_| {}).await;
+    let t = app.tenant().await;
+    let rule = create(
+        &app,
+        &t,
+        json!({"name": "per ip", "severity": "high", "cooldown_seconds": 600,
+               "condition": {"field": "action", "op": "eq", "value": "login.failed"},
+               "threshold": {"count": 5, "window_seconds": 60, "group_by": ["ip"]}}),
+    )
+    .await;
+    let rule_id = rule["id"].as_str().unwrap();
+    let now = Utc::now();
+    let events: Vec<_> = ["1.1.1.1", "2.2.2.2", "3.3.3.3"]
+        .iter()
+        .map(|ip| {
+            event(
+                now,
+                json!({"action": "login.failed", "ip": ip, "method": "POST"}),
+            )
+        })
+        .collect();
+    engine(&app).evaluate(t.id, &events).await.unwrap();
+    let anomaly = rules(&app, &t)
+        .await
+        .into_iter()
+        .find(|r| r["key"] == "request_volume_anomaly")
+        .unwrap();
+    let anomaly_id = anomaly["id"].as_str().unwrap();
+    assert_eq!(window_groups(&app, &t, anomaly_id).await.len(), 1);
+    // 1.1.1.1 idle past both the window (60 s) and the cooldown (600 s); 2.2.2.2 past the
+    // window only (it may still be cooling down); the baseline's row idle for a day.
+    as_owner(
+        &app,
+        &t,
+        &format!(
+            "UPDATE monitoring_rule_windows SET updated_at = now() - interval '11 minutes'
+              WHERE group_key = '{{\"ip\":\"1.1.1.1\"}}';
+             UPDATE monitoring_rule_windows SET updated_at = now() - interval '5 minutes'
+              WHERE group_key = '{{\"ip\":\"2.2.2.2\"}}';
+             UPDATE monitoring_rule_windows SET updated_at = now() - interval '1 day'
+              WHERE rule_id = '{anomaly_id}';"
+        ),
+    )
+    .await;
+    let (db, store) = crate::cleanup::job_parts(&app);
+    let report = cleanup::run_at(&db, &store, Utc::now()).await.unwrap();
+    assert_eq!(report.rule_windows_pruned, 1);
+    assert_eq!(
+        window_groups(&app, &t, rule_id).await,
+        [r#"{"ip":"2.2.2.2"}"#, r#"{"ip":"3.3.3.3"}"#]
+    );
+    assert_eq!(
+        window_groups(&app, &t, anomaly_id).await.len(),
+        1,
+        "the baseline stays"
+    );
+
+    // Groups past the cap: the least recently active (the two ips) go first.
+    as_owner(
+        &app,
+        &t,
+        &format!(
+            "INSERT INTO monitoring_rule_windows (tenant_id, rule_id, group_key, state, updated_at)
+             SELECT '{tenant}', '{rule_id}', 'g' || n, '{{}}', now() + n * interval '1 millisecond'
+             FROM generate_series(1, {MAX_WINDOWS_PER_RULE}) AS n",
+            tenant = t.id
+        ),
+    )
+    .await;
+    let report = cleanup::run_at(&db, &store, Utc::now()).await.unwrap();
+    assert_eq!(report.rule_windows_pruned, 2);
+    let kept = window_groups(&app, &t, rule_id).await;
+    assert_eq!(kept.len() as i64, MAX_WINDOWS_PER_RULE);
+    assert!(kept.iter().all(|g| g.starts_with('g')), "{:?}", &kept[..3]);
+}

@@ -797,3 +797,69 @@ async fn the_cleanup_prunes_idle_windows_and_caps_the_groups_of_a_rule() {
     assert_eq!(kept.len() as i64, MAX_WINDOWS_PER_RULE);
     assert!(kept.iter().all(|g| g.starts_with('g')), "{:?}", &kept[..3]);
 }
+
+#[tokio::test]
+async fn two_servers_count_each_others_events_and_fire_once() {
+    let a = TestApp::spawn().await;
+    let b = TestApp::spawn_on(a.db.clone(), |_| {}).await;
+    let t = a.tenant().await;
+    let rule = create(
+        &a,
+        &t,
+        json!({"name": "catalogue burst", "severity": "medium", "cooldown_seconds": 3600,
+               "condition": {"field": "action", "op": "eq", "value": "product.created"},
+               "threshold": {"count": 6, "window_seconds": 600, "group_by": []}}),
+    )
+    .await;
+    // Three creates on each server, concurrently: neither server alone reaches six.
+    let creates = (0..6).map(|i| {
+        let app = if i % 2 == 0 { &a } else { &b };
+        app.post("/api/v1/products")
+            .owner_of(&t)
+            .json(&json!({"name": format!("P{i}"), "price_cents": 100, "currency": "USD"}))
+            .send()
+    });
+    for created in futures_util::future::join_all(creates).await {
+        created.expect(201);
+    }
+    let fired = crate::helpers::eventually(std::time::Duration::from_secs(5), || async {
+        !alerts(&b, &t, "&status=firing").await.is_empty()
+    })
+    .await;
+    assert!(fired, "six events over two servers fire the rule");
+    // Six more, within the cooldown: still one alert, seen alike from both servers.
+    let creates = (6..12).map(|i| {
+        let app = if i % 2 == 0 { &a } else { &b };
+        app.post("/api/v1/products")
+            .owner_of(&t)
+            .json(&json!({"name": format!("P{i}"), "price_cents": 100, "currency": "USD"}))
+            .send()
+    });
+    for created in futures_util::future::join_all(creates).await {
+        created.expect(201);
+    }
+    // Once both servers evaluated them, the window holds the six (it cooled down, so it
+    // did not fire).
+    let evaluated = crate::helpers::eventually(std::time::Duration::from_secs(5), || async {
+        let mut client = crate::helpers::connect(&a.db.owner_url).await;
+        let tx = crate::helpers::tenant_tx(&mut client, t.id).await;
+        let held: i32 = tx
+            .query_one(
+                "SELECT jsonb_array_length(state -> 'events') FROM monitoring_rule_windows
+                 WHERE tenant_id = $1 AND rule_id = $2::text::uuid",
+                &[&t.id, &rule["id"].as_str().unwrap()],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        held == 6
+    })
+    .await;
+    assert!(evaluated);
+    for app in [&a, &b] {
+        let listed = alerts(app, &t, "").await;
+        assert_eq!(listed.len(), 1, "{listed:?}");
+        assert_eq!(listed[0]["rule_id"], rule["id"]);
+        assert_eq!(listed[0]["event_count"], 6);
+    }
+}

@@ -811,33 +811,30 @@ async fn two_servers_count_each_others_events_and_fire_once() {
                "threshold": {"count": 6, "window_seconds": 600, "group_by": []}}),
     )
     .await;
-    // Three creates on each server, concurrently: neither server alone reaches six.
-    let creates = (0..6).map(|i| {
-        let app = if i % 2 == 0 { &a } else { &b };
-        app.post("/api/v1/products")
-            .owner_of(&t)
-            .json(&json!({"name": format!("P{i}"), "price_cents": 100, "currency": "USD"}))
-            .send()
-    });
-    for created in futures_util::future::join_all(creates).await {
-        created.expect(201);
-    }
+    // Products `names`, alternately on each server, concurrently.
+    let create_on_both = |names: std::ops::Range<u32>| {
+        let creates = names.map(|i| {
+            let app = if i % 2 == 0 { &a } else { &b };
+            app.post("/api/v1/products")
+                .owner_of(&t)
+                .json(&json!({"name": format!("P{i}"), "price_cents": 100, "currency": "USD"}))
+                .send()
+        });
+        async {
+            for created in futures_util::future::join_all(creates).await {
+                created.expect(201);
+            }
+        }
+    };
+    // Three on each server: neither server alone reaches six.
+    create_on_both(0..6).await;
     let fired = crate::helpers::eventually(std::time::Duration::from_secs(5), || async {
         !alerts(&b, &t, "&status=firing").await.is_empty()
     })
     .await;
     assert!(fired, "six events over two servers fire the rule");
     // Six more, within the cooldown: still one alert, seen alike from both servers.
-    let creates = (6..12).map(|i| {
-        let app = if i % 2 == 0 { &a } else { &b };
-        app.post("/api/v1/products")
-            .owner_of(&t)
-            .json(&json!({"name": format!("P{i}"), "price_cents": 100, "currency": "USD"}))
-            .send()
-    });
-    for created in futures_util::future::join_all(creates).await {
-        created.expect(201);
-    }
+    create_on_both(6..12).await;
     // Once both servers evaluated them, the window holds the six (it cooled down, so it
     // did not fire).
     let evaluated = crate::helpers::eventually(std::time::Duration::from_secs(5), || async {

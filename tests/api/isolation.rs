@@ -185,3 +185,55 @@ async fn interleaved_requests_never_leak(lanes: &str) {
         assert_eq!(seen, expected, "tenant {tenant} saw exactly its own users");
     }
 }
+
+/// SPEC §3, for Citus: `tenant_id` is in every tenant table's primary key, every unique
+/// constraint and unique index, and both sides of every foreign key between tenant tables
+/// (the rule co-location needs). A tenant table is one with a `tenant_id` column.
+#[tokio::test]
+async fn every_key_of_a_tenant_table_includes_tenant_id() {
+    let db = database().await;
+    let client = connect(&db.owner_url).await;
+    let tenant_tables: Vec<String> = client
+        .query(
+            "SELECT c.relname FROM pg_class c
+             JOIN pg_namespace n ON n.oid = c.relnamespace AND n.nspname = 'public'
+             JOIN pg_attribute a ON a.attrelid = c.oid AND a.attname = 'tenant_id'
+             WHERE c.relkind IN ('r', 'p') ORDER BY 1",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert!(tenant_tables.len() >= 10, "{tenant_tables:?}");
+    // Keys (constraints and unique indexes) of tenant tables that leave tenant_id out; for a
+    // foreign key, also its referenced side when that is a tenant table.
+    let faults: Vec<String> = client
+        .query(
+            "WITH tenant_tables AS (
+                 SELECT c.oid, a.attnum FROM pg_class c
+                 JOIN pg_namespace n ON n.oid = c.relnamespace AND n.nspname = 'public'
+                 JOIN pg_attribute a ON a.attrelid = c.oid AND a.attname = 'tenant_id'
+                 WHERE c.relkind IN ('r', 'p'))
+             SELECT format('%s: %s %s', k.conrelid::regclass, k.contype, k.conname)
+             FROM pg_constraint k JOIN tenant_tables t ON t.oid = k.conrelid
+             WHERE k.contype IN ('p', 'u', 'f')
+               AND (NOT t.attnum = ANY (k.conkey)
+                    OR (k.contype = 'f' AND EXISTS (
+                            SELECT 1 FROM tenant_tables r
+                            WHERE r.oid = k.confrelid AND NOT r.attnum = ANY (k.confkey))))
+             UNION ALL
+             SELECT format('%s: unique index %s', i.indrelid::regclass, i.indexrelid::regclass)
+             FROM pg_index i JOIN tenant_tables t ON t.oid = i.indrelid
+             WHERE i.indisunique AND NOT t.attnum = ANY (i.indkey::int2[])
+             ORDER BY 1",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert!(faults.is_empty(), "keys without tenant_id: {faults:#?}");
+}

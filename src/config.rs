@@ -59,6 +59,9 @@ pub struct Config {
     pub db_pool_size: usize,
     /// Connections for short reads, each shared by many requests (`db::lanes`); 0: none.
     pub db_read_lanes: usize,
+    /// `DB_PREPARED_STATEMENTS=off`: statements go as PostgreSQL's unnamed statement, so no
+    /// named one outlives its transaction (PgBouncer in transaction mode).
+    pub db_prepared_statements: bool,
     pub host: IpAddr,
     pub port: u16,
     pub project_name: String,
@@ -202,6 +205,16 @@ impl Reader<'_> {
             Some(raw) => raw
                 .parse()
                 .map_err(|_| invalid(name, format!("expected {what}, got {raw:?}"))),
+        }
+    }
+
+    /// `on` or `off` (unset: `default`).
+    fn on_off(&self, name: &'static str, default: bool) -> Result<bool, ConfigError> {
+        match self.text(name).as_deref() {
+            None => Ok(default),
+            Some("on") => Ok(true),
+            Some("off") => Ok(false),
+            Some(other) => Err(invalid(name, format!("expected on or off, got {other:?}"))),
         }
     }
 
@@ -401,6 +414,7 @@ impl Config {
             database_listen_url: r.postgres_url("DATABASE_LISTEN_URL")?,
             db_pool_size,
             db_read_lanes,
+            db_prepared_statements: r.on_off("DB_PREPARED_STATEMENTS", true)?,
             host: r.parsed("HOST", IpAddr::from([127, 0, 0, 1]), "an IP address")?,
             port: r.parsed("PORT", 8000, "a port number (0-65535)")?,
             project_name: r
@@ -433,16 +447,7 @@ impl Config {
                     Ok(SecretString::from(raw))
                 })
                 .transpose()?,
-            rate_limits_enabled: match r.text("RATE_LIMITS").as_deref() {
-                None | Some("on") => true,
-                Some("off") => false,
-                Some(other) => {
-                    return Err(invalid(
-                        "RATE_LIMITS",
-                        format!("expected on or off, got {other:?}"),
-                    ));
-                }
-            },
+            rate_limits_enabled: r.on_off("RATE_LIMITS", true)?,
             usage_flush_interval: Duration::from_millis(r.parsed(
                 "USAGE_FLUSH_MILLISECONDS",
                 2_000,

@@ -7,6 +7,7 @@ use serde_json::Value;
 use uuid::Uuid;
 
 use crate::helpers::*;
+use crate::pooler::{Pooling, for_each_pooling};
 
 /// Inserts a product for `tenant` as the application role, with the tenant set.
 async fn insert_product(app_url: &str, tenant: Uuid, name: &str) {
@@ -121,19 +122,25 @@ fn subjects(body: &Value) -> Vec<String> {
         .collect()
 }
 
-#[tokio::test]
-async fn interleaved_requests_over_a_tiny_pool_never_leak() {
-    interleaved_requests_never_leak("0").await;
+for_each_pooling!(
+    interleaved_requests_over_a_tiny_pool_never_leak,
+    interleaved_requests_over_one_read_lane_never_leak,
+);
+
+async fn interleaved_requests_over_a_tiny_pool_never_leak(pooling: Pooling) {
+    interleaved_requests_never_leak("0", pooling).await;
 }
 
 /// The same through one read lane: every request's transaction pipelined on one connection.
-#[tokio::test]
-async fn interleaved_requests_over_one_read_lane_never_leak() {
-    interleaved_requests_never_leak("1").await;
+async fn interleaved_requests_over_one_read_lane_never_leak(pooling: Pooling) {
+    interleaved_requests_never_leak("1", pooling).await;
 }
 
-async fn interleaved_requests_never_leak(lanes: &str) {
-    let app = TestApp::spawn_with(|vars| {
+async fn interleaved_requests_never_leak(lanes: &str, pooling: Pooling) {
+    let db = database().await;
+    let (_bouncer, through) = pooling.configure(&db);
+    let app = TestApp::spawn_on(db, |vars| {
+        through(vars);
         vars.insert("DB_POOL_SIZE".into(), "1".into());
         vars.insert("DB_LANES".into(), lanes.into());
         vars.insert("RATE_LIMITS".into(), "off".into());

@@ -19,6 +19,7 @@ mod limits;
 mod media;
 mod openapi;
 mod orders;
+mod pooler;
 mod private_db;
 mod products;
 mod rules;

@@ -18,6 +18,7 @@ pub mod jobs;
 pub mod limits;
 pub mod metrics;
 pub mod monitoring;
+pub mod notify;
 pub mod scope;
 pub mod serve;
 pub mod state;
@@ -120,9 +121,25 @@ impl Application {
         let jobs_stop = CancellationToken::new();
         let (hub, publisher, hub_tasks) =
             monitoring_hub(&config, &listen, &db, &metrics, &shutdown, &jobs_stop)?;
+        let wake = notify::outbox::Wake::default();
+        let notifier = notify::Notifier::new(
+            &config.notify,
+            clock.clone(),
+            publisher.clone(),
+            wake.clone(),
+        );
+        let outbox = Arc::new(notify::outbox::Outbox::new(
+            db.clone(),
+            clock.clone(),
+            &config.notify,
+            config.public_base_url.as_ref(),
+            metrics.clone(),
+            wake,
+        )?);
         let (live, live_task) = monitoring::live::spawn(
             db.clone(),
             publisher.clone(),
+            Arc::new(notifier.clone()),
             metrics.clone(),
             jobs_stop.clone(),
         );
@@ -150,10 +167,12 @@ impl Application {
             activity,
             hub,
             publisher,
+            notifier,
         });
         let mut background = vec![
             activity_writer,
             live_task,
+            outbox.spawn(jobs_stop.clone()),
             tokio::spawn(tenancy::listener::run(listen, directory, jobs_stop.clone())),
             jobs::spawn(
                 jobs::usage::UsageFlush {
@@ -308,6 +327,8 @@ pub fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .merge(monitoring::rules::routes::router())
         .merge(monitoring::activity::routes::router())
         .merge(monitoring::ws::router())
+        .merge(notify::routes::router())
+        .merge(notify::webhook::router())
         .split_for_parts();
     utoipa::Modify::modify(&docs::Conventions, &mut openapi);
     (router, openapi)

@@ -48,7 +48,7 @@ CREATE TABLE notification_deliveries (
     locale          text NOT NULL,
     template_key    text NOT NULL,
     priority        text NOT NULL CHECK (priority IN ('urgent', 'high', 'medium', 'low')),
-    -- A code's variables (kept only until the delivery is final).
+    -- A code's variables (kept only until it is sent).
     variables       jsonb,
     status          text NOT NULL CHECK (status IN
                         ('queued', 'sending', 'sent', 'delivered', 'failed', 'undelivered', 'skipped')),
@@ -72,7 +72,7 @@ CREATE INDEX notification_deliveries_due_idx ON notification_deliveries (tenant_
     WHERE status IN ('queued', 'sending');
 
 -- A final status never changes, and a delivery never moves back from `sent` to the queue. A
--- code's variables go once its delivery is final.
+-- code's variables (the code) go once nothing will render it again: sent or final.
 CREATE FUNCTION notification_deliveries_forward() RETURNS trigger
     LANGUAGE plpgsql AS $$
 BEGIN
@@ -82,7 +82,7 @@ BEGIN
         RAISE EXCEPTION 'delivery % cannot move from % to %', OLD.id, OLD.status, NEW.status
             USING ERRCODE = 'check_violation', CONSTRAINT = 'notification_deliveries_forward';
     END IF;
-    IF NEW.status IN ('delivered', 'undelivered', 'failed', 'skipped')
+    IF NEW.status IN ('sent', 'delivered', 'undelivered', 'failed', 'skipped')
        AND NEW.notification_id IS NULL THEN
         NEW.variables := NULL;
     END IF;

@@ -142,7 +142,8 @@ pub struct NotifyConfig {
     pub smtp: Option<SmtpConfig>,
     /// `None`: SMS deliveries are skipped.
     pub twilio: Option<TwilioConfig>,
-    /// Deliveries this instance sends at once (`NOTIFY_WORKERS`).
+    /// Deliveries this instance sends at once (`NOTIFY_WORKERS`); 0: it sends none (other
+    /// instances' sweeps pick its deliveries up).
     pub workers: usize,
     /// How long a claimed delivery is its worker's (`NOTIFY_LEASE_SECONDS`, at most 30 s).
     pub lease: Duration,
@@ -633,7 +634,7 @@ fn notify_config(r: &Reader<'_>) -> Result<NotifyConfig, ConfigError> {
     Ok(NotifyConfig {
         smtp,
         twilio,
-        workers: r.bounded("NOTIFY_WORKERS", 4, 1..=64)? as usize,
+        workers: r.bounded("NOTIFY_WORKERS", 4, 0..=64)? as usize,
         lease: Duration::from_secs(r.bounded("NOTIFY_LEASE_SECONDS", 30, 1..=30)?),
         max_attempts: r.bounded("NOTIFY_MAX_ATTEMPTS", 8, 1..=50)? as i32,
         retry_base: Duration::from_millis(r.bounded(
@@ -782,7 +783,7 @@ mod tests {
             ("MEDIA_STORE", "s3://bucket:9000/media"),
             ("MEDIA_STORE", "s3://bucket/a//b"),
             ("MEDIA_MAX_BYTES", "0"),
-            ("NOTIFY_WORKERS", "0"),
+            ("NOTIFY_WORKERS", "65"),
             ("NOTIFY_LEASE_SECONDS", "31"),
         ] {
             let err = config(&[(var, value)]).unwrap_err();

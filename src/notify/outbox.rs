@@ -372,7 +372,7 @@ impl Outbox {
     /// a queue the scheduler fills (wakes, timers, sweeps).
     pub fn spawn(self: Arc<Self>, stop: CancellationToken) -> JoinHandle<()> {
         tokio::spawn(async move {
-            if self.channels().is_empty() {
+            if self.channels().is_empty() || self.config.workers == 0 {
                 return;
             }
             let queue = Arc::new(TenantQueue::default());

@@ -126,67 +126,56 @@ impl NewRows {
     }
 }
 
-/// Writes the notifications and their deliveries: two statements, pipelined.
+/// Writes the notifications and their deliveries in one statement (the deliveries' foreign
+/// key is checked at its end, when both are in).
 pub async fn insert(
     tx: &TenantTx,
     n: &NewNotification,
     rows: &NewRows,
     now: DateTime<Utc>,
 ) -> Result<(), DbError> {
-    let tenant = tx.tenant_id();
-    let notification_params: [&(dyn ToSql + Sync); 13] = [
-        &tenant,
-        &rows.ids,
-        &rows.users,
-        &n.title,
-        &n.body,
-        &n.priority,
-        &n.category,
-        &n.metadata,
-        &n.source.kind,
-        &n.source.id,
-        &n.template,
-        &n.variables,
-        &now,
-    ];
-    let delivery_params: [&(dyn ToSql + Sync); 14] = [
-        &tenant,
-        &n.template,
-        &n.priority,
-        &now,
-        &rows.d_ids,
-        &rows.d_notifications,
-        &rows.d_channels,
-        &rows.d_addresses,
-        &rows.d_locales,
-        &rows.d_statuses,
-        &rows.d_attempts,
-        &rows.d_due,
-        &rows.d_errors,
-        &rows.d_bypassed,
-    ];
-    let notifications = tx.execute(
-        "INSERT INTO notifications (tenant_id, id, user_id, title, body, priority, category,
-             metadata, source_type, source_id, template_key, variables, created_at)
-         SELECT $1, x.id, x.user_id, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13
-         FROM unnest($2::uuid[], $3::uuid[]) AS x(id, user_id)",
-        &notification_params,
-    );
-    let deliveries = tx.execute(
-        "INSERT INTO notification_deliveries (tenant_id, id, notification_id, channel, address,
+    tx.execute(
+        "WITH stored AS (
+             INSERT INTO notifications (tenant_id, id, user_id, title, body, priority, category,
+                 metadata, source_type, source_id, template_key, variables, created_at)
+             SELECT $1, x.id, x.user_id, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13
+             FROM unnest($2::uuid[], $3::uuid[]) AS x(id, user_id))
+         INSERT INTO notification_deliveries (tenant_id, id, notification_id, channel, address,
              locale, template_key, priority, status, attempts, due_at, last_error, bypassed,
              created_at, updated_at)
-         SELECT $1, x.id, x.notification_id, x.channel, x.address, x.locale, $2, $3, x.status,
-                x.attempts, x.due_at, x.last_error, string_to_array(x.bypassed, ','), $4, $4
-         FROM unnest($5::uuid[], $6::uuid[], $7::text[], $8::text[], $9::text[], $10::text[],
-                     $11::int[], $12::timestamptz[], $13::text[], $14::text[])
+         SELECT $1, x.id, x.notification_id, x.channel, x.address, x.locale, $11, $6, x.status,
+                x.attempts, x.due_at, x.last_error, string_to_array(x.bypassed, ','), $13, $13
+         FROM unnest($14::uuid[], $15::uuid[], $16::text[], $17::text[], $18::text[],
+                     $19::text[], $20::int[], $21::timestamptz[], $22::text[], $23::text[])
               AS x(id, notification_id, channel, address, locale, status, attempts, due_at,
                    last_error, bypassed)",
-        &delivery_params,
-    );
-    let (notifications, deliveries) = tokio::join!(notifications, deliveries);
-    notifications?;
-    deliveries?;
+        &[
+            &tx.tenant_id(),
+            &rows.ids,
+            &rows.users,
+            &n.title,
+            &n.body,
+            &n.priority,
+            &n.category,
+            &n.metadata,
+            &n.source.kind,
+            &n.source.id,
+            &n.template,
+            &n.variables,
+            &now,
+            &rows.d_ids,
+            &rows.d_notifications,
+            &rows.d_channels,
+            &rows.d_addresses,
+            &rows.d_locales,
+            &rows.d_statuses,
+            &rows.d_attempts,
+            &rows.d_due,
+            &rows.d_errors,
+            &rows.d_bypassed,
+        ],
+    )
+    .await?;
     Ok(())
 }
 

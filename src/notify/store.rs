@@ -528,7 +528,7 @@ pub async fn create_template(db: &TenantDb, new: &NewTemplate) -> Result<Templat
     let tx = db.begin().await?;
     // Serialises creates: the cap holds under a race.
     tx.execute(
-        "SELECT pg_advisory_xact_lock(hashtextextended('notification_templates:' || $1::text, 0))",
+        "SELECT pg_advisory_xact_lock(hashtextextended($1::uuid::text, 9))",
         &[&tx.tenant_id()],
     )
     .await?;

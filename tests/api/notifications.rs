@@ -96,16 +96,28 @@ async fn notifications_are_sent_listed_filtered_read_and_deleted_by_their_recipi
     let (_, stranger) = app.member(&other, "staff").await;
 
     // Default recipients: owners and admins.
-    let ids = send(&app, &t, json!({"title": "Stock check", "body": "Count the Shelves",
-        "priority": "high", "category": "operations", "metadata": {"shelf": 4}}))
+    let ids = send(
+        &app,
+        &t,
+        json!({"title": "Stock check", "body": "Count the Shelves",
+        "priority": "high", "category": "operations", "metadata": {"shelf": 4}}),
+    )
     .await;
     assert_eq!(ids.len(), 2);
     assert!(list(&app, &t, &staff, "").await.is_empty());
-    let to_staff = send(&app, &t, json!({"title": "Hello staff", "body": "b",
-        "priority": "low", "recipients": {"user_ids": [staff_id]}}))
+    let to_staff = send(
+        &app,
+        &t,
+        json!({"title": "Hello staff", "body": "b",
+        "priority": "low", "recipients": {"user_ids": [staff_id]}}),
+    )
     .await;
-    send(&app, &t, json!({"title": "Urgent one", "body": "fire drill",
-        "priority": "urgent", "recipients": {"roles": ["owner"]}}))
+    send(
+        &app,
+        &t,
+        json!({"title": "Urgent one", "body": "fire drill",
+        "priority": "urgent", "recipients": {"roles": ["owner"]}}),
+    )
     .await;
 
     let mine = list(&app, &t, &t.owner, "").await;
@@ -117,11 +129,17 @@ async fn notifications_are_sent_listed_filtered_read_and_deleted_by_their_recipi
     assert_eq!(mine[1]["source"]["type"], "manual");
     assert_eq!(mine[1]["read_at"], Value::Null);
     assert_eq!(list(&app, &t, &admin, "").await.len(), 1);
-    assert_eq!(list(&app, &t, &staff, "").await[0]["id"], to_staff[0].as_str());
+    assert_eq!(
+        list(&app, &t, &staff, "").await[0]["id"],
+        to_staff[0].as_str()
+    );
 
     // Filters: priority, category, q (title or body, any case), unread.
     assert_eq!(list(&app, &t, &t.owner, "&priority=urgent").await.len(), 1);
-    assert_eq!(list(&app, &t, &t.owner, "&category=operations").await.len(), 1);
+    assert_eq!(
+        list(&app, &t, &t.owner, "&category=operations").await.len(),
+        1
+    );
     assert_eq!(list(&app, &t, &t.owner, "&q=SHELVES").await.len(), 1);
     assert_eq!(list(&app, &t, &t.owner, "&q=drill").await.len(), 1);
     assert_eq!(list(&app, &t, &t.owner, "&q=nothing").await.len(), 0);
@@ -252,13 +270,17 @@ async fn orders_notify_owners_and_admins_on_creation_and_dispute_and_push_them_l
     let ready = next_text(&mut ws).await;
     assert_eq!(ready["type"], "ready");
 
-    let product = app.product(&t, json!({"price_cents": 4990, "currency": "BRL"})).await;
+    let product = app
+        .product(&t, json!({"price_cents": 4990, "currency": "BRL"}))
+        .await;
     let order = app
         .post("/api/v1/orders")
         .owner_of(&t)
-        .json(&json!({"customer": {"name": "Ana <b>", "phone": "+5511912345678"},
+        .json(
+            &json!({"customer": {"name": "Ana <b>", "phone": "+5511912345678"},
                       "items": [{"product_id": product["id"], "quantity": 2}],
-                      "channel": "whatsapp"}))
+                      "channel": "whatsapp"}),
+        )
         .send()
         .await
         .expect(201);
@@ -270,18 +292,27 @@ async fn orders_notify_owners_and_admins_on_creation_and_dispute_and_push_them_l
             break frame;
         }
     };
-    assert_eq!(pushed["data"]["source"], json!({"type": "order", "id": order_id}));
+    assert_eq!(
+        pushed["data"]["source"],
+        json!({"type": "order", "id": order_id})
+    );
     assert_eq!(pushed["data"]["priority"], "medium");
     assert_eq!(pushed["data"]["colour"], "blue");
     assert_eq!(pushed["data"]["title"], "New order from Ana <b>");
 
     let owners = list(&app, &t, &t.owner, "").await;
     assert_eq!(owners.len(), 1);
-    assert_eq!(owners[0]["id"], pushed["data"]["id"], "the push is the stored notification");
+    assert_eq!(
+        owners[0]["id"], pushed["data"]["id"],
+        "the push is the stored notification"
+    );
     assert_eq!(owners[0]["body"], "1 item(s), 99.80 BRL, via whatsapp.");
     assert_eq!(owners[0]["category"], "orders");
     assert_eq!(list(&app, &t, &admin, "").await.len(), 1);
-    assert!(list(&app, &t, &staff, "").await.is_empty(), "staff are not told");
+    assert!(
+        list(&app, &t, &staff, "").await.is_empty(),
+        "staff are not told"
+    );
 
     // Medium: in-app only (the default settings).
     let created = detail(&app, &t, &t.owner, owners[0]["id"].as_str().unwrap()).await;
@@ -310,7 +341,13 @@ async fn orders_notify_owners_and_admins_on_creation_and_dispute_and_push_them_l
     let disputed = detail(&app, &t, &t.owner, owners[0]["id"].as_str().unwrap()).await;
     let email = delivery(&disputed, "email");
     assert_eq!(email["status"], "skipped");
-    assert!(email["last_error"].as_str().unwrap().contains("trust level 1"), "{email}");
+    assert!(
+        email["last_error"]
+            .as_str()
+            .unwrap()
+            .contains("trust level 1"),
+        "{email}"
+    );
 }
 
 async fn next_text(
@@ -334,7 +371,8 @@ async fn next_text(
 async fn an_alert_notifies_its_rules_recipients_with_its_severity_as_priority() {
     let app = TestApp::spawn().await;
     let t = app.tenant().await;
-    app.set_limits(&t, json!({"requests_per_minute": 1000})).await;
+    app.set_limits(&t, json!({"requests_per_minute": 1000}))
+        .await;
     let (staff, _) = app.member(&t, "staff").await;
     let (admin, _) = app.member(&t, "admin").await;
     // A custom rule for staff on every product creation, critical: urgent.
@@ -359,7 +397,9 @@ async fn an_alert_notifies_its_rules_recipients_with_its_severity_as_priority() 
     }
     let arrived = eventually(Duration::from_secs(15), || async {
         !list(&app, &t, &staff, "").await.is_empty()
-            && !list(&app, &t, &t.owner, "&category=alerts").await.is_empty()
+            && !list(&app, &t, &t.owner, "&category=alerts")
+                .await
+                .is_empty()
     })
     .await;
     assert!(arrived, "both alerts notify");
@@ -377,10 +417,18 @@ async fn an_alert_notifies_its_rules_recipients_with_its_severity_as_priority() 
         .expect(200);
     assert_eq!(alert.body["severity"], "critical");
     let only_in_app = detail(&app, &t, &staff, for_staff[0]["id"].as_str().unwrap()).await;
-    assert_eq!(only_in_app["deliveries"].as_array().unwrap().len(), 1, "the rule's channels");
+    assert_eq!(
+        only_in_app["deliveries"].as_array().unwrap().len(),
+        1,
+        "the rule's channels"
+    );
 
     let burst = list(&app, &t, &t.owner, "&category=alerts").await;
-    assert_eq!(burst.len(), 1, "the owner is not a recipient of the staff rule");
+    assert_eq!(
+        burst.len(),
+        1,
+        "the owner is not a recipient of the staff rule"
+    );
     assert_eq!(burst[0]["priority"], "high");
     assert_eq!(burst[0]["title"], "Alert: Authentication failure burst");
     assert_eq!(list(&app, &t, &admin, "&category=alerts").await.len(), 1);
@@ -430,7 +478,8 @@ async fn settings_and_preferences_round_trip_and_refuse_what_is_invalid() {
         .send()
         .await
         .expect(200);
-    let twice = json!({"channels": {"urgent": ["sms", "sms"], "high": [], "medium": [], "low": []}});
+    let twice =
+        json!({"channels": {"urgent": ["sms", "sms"], "high": [], "medium": [], "low": []}});
     let r = app
         .put(&format!("{NOTIFICATIONS}/settings"))
         .owner_of(&t)
@@ -462,7 +511,10 @@ async fn settings_and_preferences_round_trip_and_refuse_what_is_invalid() {
         .send()
         .await
         .expect(200);
-    assert_eq!(prefs.body, json!({"opt_outs": [], "quiet_hours": null, "locale": "en"}));
+    assert_eq!(
+        prefs.body,
+        json!({"opt_outs": [], "quiet_hours": null, "locale": "en"})
+    );
     let mine = json!({"opt_outs": [{"channel": "sms", "category": null},
                                    {"channel": "email", "category": "orders"}],
                       "quiet_hours": {"timezone": "America/Sao_Paulo", "start": "22:00", "end": "07:00"},
@@ -482,7 +534,10 @@ async fn settings_and_preferences_round_trip_and_refuse_what_is_invalid() {
         .send()
         .await
         .expect(200);
-    assert_eq!(owners.body["locale"], "en", "preferences are each member's own");
+    assert_eq!(
+        owners.body["locale"], "en",
+        "preferences are each member's own"
+    );
     let bad = json!({"opt_outs": [{"channel": "sms", "category": "Bad!"}, {"channel": "fax"}],
                      "quiet_hours": {"timezone": "Mars/Base", "start": "25:00", "end": "07:00"},
                      "locale": "english"});
@@ -508,7 +563,12 @@ async fn settings_and_preferences_round_trip_and_refuse_what_is_invalid() {
         .expect_problem(422, "validation_failed");
     assert_eq!(
         error_fields(&r),
-        ["opt_outs[0].category", "quiet_hours.timezone", "quiet_hours.start", "locale"]
+        [
+            "opt_outs[0].category",
+            "quiet_hours.timezone",
+            "quiet_hours.start",
+            "locale"
+        ]
     );
     let kept = app
         .get(&format!("{NOTIFICATIONS}/preferences"))
@@ -526,38 +586,60 @@ async fn templates_are_checked_on_save_resolved_by_locale_and_previewed_escaped(
     let t = app.tenant().await;
     let templates = format!("{NOTIFICATIONS}/templates");
     let preview = |locale: &str, channel: &str, vars: Value| {
-        app.post(&format!("{templates}/preview"))
-            .owner_of(&t)
-            .json(&json!({"key": "order.created", "channel": channel, "locale": locale,
-                          "variables": vars}))
+        app.post(&format!("{templates}/preview")).owner_of(&t).json(
+            &json!({"key": "order.created", "channel": channel, "locale": locale,
+                          "variables": vars}),
+        )
     };
     // The built-ins, with the fallback pt-BR -> pt -> en.
     let pt = preview("pt-BR", "sms", json!({})).send().await.expect(200);
-    assert_eq!(pt.body["text"], "Test store: novo pedido de Ana, 99.80 BRL.");
+    assert_eq!(
+        pt.body["text"],
+        "Test store: novo pedido de Ana, 99.80 BRL."
+    );
     assert_eq!(pt.body["subject"], Value::Null);
     let de = preview("de-DE", "sms", json!({})).send().await.expect(200);
-    assert!(de.body["text"].as_str().unwrap().contains("new order from Ana"));
+    assert!(
+        de.body["text"]
+            .as_str()
+            .unwrap()
+            .contains("new order from Ana")
+    );
 
     // Checked on save: syntax and the key's variables, each fault named.
     let r = app
         .post(&templates)
         .owner_of(&t)
-        .json(&json!({"key": "order.created", "channel": "email", "locale": "pt",
-                      "subject": "{{ code }} {{ order.id }}", "body": "{% if %}"}))
+        .json(
+            &json!({"key": "order.created", "channel": "email", "locale": "pt",
+                      "subject": "{{ code }} {{ order.id }}", "body": "{% if %}"}),
+        )
         .send()
         .await
         .expect_problem(422, "validation_failed");
     assert_eq!(error_fields(&r), ["body", "subject"]);
-    assert!(r.body["errors"][1]["message"].as_str().unwrap().contains("unknown variables: code"));
+    assert!(
+        r.body["errors"][1]["message"]
+            .as_str()
+            .unwrap()
+            .contains("unknown variables: code")
+    );
     let r = app
         .post(&templates)
         .owner_of(&t)
-        .json(&json!({"key": "alert.triggered", "channel": "sms", "locale": "en",
-                      "body": "{{ rule.name }} {{ secret }} {{ order }}"}))
+        .json(
+            &json!({"key": "alert.triggered", "channel": "sms", "locale": "en",
+                      "body": "{{ rule.name }} {{ secret }} {{ order }}"}),
+        )
         .send()
         .await
         .expect_problem(422, "validation_failed");
-    assert!(r.body["errors"][0]["message"].as_str().unwrap().contains("order, secret"));
+    assert!(
+        r.body["errors"][0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("order, secret")
+    );
     for bad in [
         json!({"key": "order.unknown", "channel": "sms", "locale": "en", "body": "x"}),
         json!({"key": "order.created", "channel": "in_app", "locale": "en", "body": "x"}),
@@ -576,17 +658,21 @@ async fn templates_are_checked_on_save_resolved_by_locale_and_previewed_escaped(
     let saved = app
         .post(&templates)
         .owner_of(&t)
-        .json(&json!({"key": "order.created", "channel": "email", "locale": "pt",
+        .json(
+            &json!({"key": "order.created", "channel": "email", "locale": "pt",
                       "subject": "Pedido de {{ order.customer.name }}",
-                      "body": "<p>{{ order.customer.name }} — {{ metadata.note }}</p>"}))
+                      "body": "<p>{{ order.customer.name }} — {{ metadata.note }}</p>"}),
+        )
         .send()
         .await
         .expect(201);
     let id = saved.body["id"].as_str().unwrap();
     app.post(&templates)
         .owner_of(&t)
-        .json(&json!({"key": "order.created", "channel": "email", "locale": "pt",
-                      "body": "<p>again</p>"}))
+        .json(
+            &json!({"key": "order.created", "channel": "email", "locale": "pt",
+                      "body": "<p>again</p>"}),
+        )
         .send()
         .await
         .expect_problem(409, "template_exists");
@@ -642,8 +728,14 @@ async fn templates_are_checked_on_save_resolved_by_locale_and_previewed_escaped(
         .send()
         .await
         .expect(204);
-    let back = preview("pt-BR", "email", json!({})).send().await.expect(200);
-    assert_eq!(back.body["subject"], "Novo pedido de Ana", "the built-in applies again");
+    let back = preview("pt-BR", "email", json!({}))
+        .send()
+        .await
+        .expect(200);
+    assert_eq!(
+        back.body["subject"], "Novo pedido de Ana",
+        "the built-in applies again"
+    );
 }
 
 #[tokio::test]
@@ -653,8 +745,10 @@ async fn users_have_an_optional_e164_phone() {
     let created = app
         .post("/api/v1/users")
         .owner_of(&t)
-        .json(&json!({"external_id": "phoned", "email": "p@test.example", "role": "staff",
-                      "phone": "+55 (11) 91234-5678"}))
+        .json(
+            &json!({"external_id": "phoned", "email": "p@test.example", "role": "staff",
+                      "phone": "+55 (11) 91234-5678"}),
+        )
         .send()
         .await
         .expect(201);
@@ -687,8 +781,10 @@ async fn users_have_an_optional_e164_phone() {
     assert_eq!(kept.body["phone"], Value::Null);
     app.post("/api/v1/users")
         .owner_of(&t)
-        .json(&json!({"external_id": "bad", "email": "b@test.example", "role": "staff",
-                      "phone": "12"}))
+        .json(
+            &json!({"external_id": "bad", "email": "b@test.example", "role": "staff",
+                      "phone": "12"}),
+        )
         .send()
         .await
         .expect_problem(422, "validation_failed");
@@ -760,15 +856,25 @@ async fn email_goes_out_over_smtp_as_multipart_with_the_priority_and_a_stable_me
         .send()
         .await
         .expect(200);
-    let ids = send(app, &t, json!({"title": "Caixa <b>baixo</b>", "body": "Só 3 & contando",
-        "priority": "urgent", "recipients": {"roles": ["owner"]}}))
+    let ids = send(
+        app,
+        &t,
+        json!({"title": "Caixa <b>baixo</b>", "body": "Só 3 & contando",
+        "priority": "urgent", "recipients": {"roles": ["owner"]}}),
+    )
     .await;
     let queued = detail(app, &t, &t.owner, &ids[0]).await;
     assert_eq!(delivery(&queued, "email")["status"], "queued");
     assert_eq!(delivery(&queued, "in_app")["status"], "delivered");
     let sms = delivery(&queued, "sms");
     assert_eq!(sms["status"], "skipped");
-    assert!(sms["last_error"].as_str().unwrap().contains("not configured"), "{sms}");
+    assert!(
+        sms["last_error"]
+            .as_str()
+            .unwrap()
+            .contains("not configured"),
+        "{sms}"
+    );
 
     let report = d.outbox.run_once().await.unwrap();
     assert_eq!(report.sent, 1, "{report:?}");
@@ -778,13 +884,19 @@ async fn email_goes_out_over_smtp_as_multipart_with_the_priority_and_a_stable_me
     assert_eq!(m.to, [format!("{}@test.example", t.owner)]);
     assert_eq!(m.subject(), "[URGENT] Caixa <b>baixo</b>");
     assert!(
-        m.header("Content-Type").unwrap().starts_with("multipart/alternative"),
+        m.header("Content-Type")
+            .unwrap()
+            .starts_with("multipart/alternative"),
         "{}",
         m.data
     );
     assert!(m.data.contains("Content-Type: text/plain"));
     assert!(m.data.contains("Content-Type: text/html"));
-    assert!(m.data.contains("Caixa &lt;b&gt;baixo&lt;&#x2f;b&gt;"), "escaped in HTML: {}", m.data);
+    assert!(
+        m.data.contains("Caixa &lt;b&gt;baixo&lt;&#x2f;b&gt;"),
+        "escaped in HTML: {}",
+        m.data
+    );
     let sent = detail(app, &t, &t.owner, &ids[0]).await;
     let email = delivery(&sent, "email");
     assert_eq!(email["status"], "sent");
@@ -829,7 +941,11 @@ async fn email_goes_out_over_smtp_as_multipart_with_the_priority_and_a_stable_me
         .await
         .unwrap();
     assert_eq!(scrubbed.get::<_, String>(0), "sent");
-    assert_eq!(scrubbed.get::<_, Option<Value>>(1), None, "the code is not kept once sent");
+    assert_eq!(
+        scrubbed.get::<_, Option<Value>>(1),
+        None,
+        "the code is not kept once sent"
+    );
     d.stop().await;
 }
 
@@ -867,7 +983,12 @@ async fn smtp_tls_modes_starttls_and_tls_are_spoken() {
         let d = delivering(vars).await;
         let t = d.app.tenant().await;
         set_trust(&d.app, &t, 1).await;
-        send(&d.app, &t, json!({"title": "TLS", "body": mode, "priority": "high"})).await;
+        send(
+            &d.app,
+            &t,
+            json!({"title": "TLS", "body": mode, "priority": "high"}),
+        )
+        .await;
         assert_eq!(d.outbox.run_once().await.unwrap().sent, 1, "{mode}");
         let mail = smtp.wait_for(1).await;
         assert!(mail[0].tls, "{mode}: the message came over TLS");
@@ -898,20 +1019,34 @@ async fn smtp_refusals_retry_with_backoff_or_fail_for_good_and_a_final_status_ne
         .send()
         .await
         .expect(201);
-    send(app, &t, json!({"title": "Two", "body": "b", "priority": "high",
-        "recipients": {"user_ids": [flaky.body["id"], permanent.body["id"]]}}))
+    send(
+        app,
+        &t,
+        json!({"title": "Two", "body": "b", "priority": "high",
+        "recipients": {"user_ids": [flaky.body["id"], permanent.body["id"]]}}),
+    )
     .await;
     let report = d.outbox.run_once().await.unwrap();
-    assert_eq!((report.sent, report.retried, report.failed), (0, 1, 1), "{report:?}");
+    assert_eq!(
+        (report.sent, report.retried, report.failed),
+        (0, 1, 1),
+        "{report:?}"
+    );
     let retrying = latest(app, &t, "flaky").await;
     let email = delivery(&retrying, "email");
     assert_eq!(email["status"], "queued");
     assert_eq!(email["attempts"], 1);
-    assert!(email["last_error"].as_str().unwrap().contains("451"), "{email}");
+    assert!(
+        email["last_error"].as_str().unwrap().contains("451"),
+        "{email}"
+    );
     let failed = latest(app, &t, "permanent").await;
     let email = delivery(&failed, "email");
     assert_eq!(email["status"], "failed");
-    assert!(email["last_error"].as_str().unwrap().contains("550"), "{email}");
+    assert!(
+        email["last_error"].as_str().unwrap().contains("550"),
+        "{email}"
+    );
 
     // Not before its backoff (the base, 2 s, jittered to 1-2 s); then it goes.
     assert_eq!(d.outbox.run_once().await.unwrap(), Default::default());
@@ -923,8 +1058,8 @@ async fn smtp_refusals_retry_with_backoff_or_fail_for_good_and_a_final_status_ne
     assert_eq!(delivery(&sent, "email")["attempts"], 2);
     assert_eq!(smtp.wait_for(1).await[0].to, ["flaky@test.example"]);
 
-    // Failed is final: nothing moves it, not even the database's owner.
-    let owner = connect(&app.db.owner_url).await;
+    // Failed is final: nothing moves it, not even the superuser.
+    let owner = connect(&app.db.superuser_url).await;
     let err = owner
         .execute(
             "UPDATE notification_deliveries SET status = 'queued' WHERE status = 'failed'",
@@ -932,7 +1067,10 @@ async fn smtp_refusals_retry_with_backoff_or_fail_for_good_and_a_final_status_ne
         )
         .await
         .unwrap_err();
-    assert!(err.to_string().contains("cannot move"), "{err}");
+    assert!(
+        err.as_db_error().unwrap().message().contains("cannot move"),
+        "{err:?}"
+    );
     let err = owner
         .execute(
             "UPDATE notification_deliveries SET status = 'sending' WHERE status = 'sent'",
@@ -940,10 +1078,16 @@ async fn smtp_refusals_retry_with_backoff_or_fail_for_good_and_a_final_status_ne
         )
         .await
         .unwrap_err();
-    assert!(err.to_string().contains("cannot move"), "{err}");
+    assert!(
+        err.as_db_error().unwrap().message().contains("cannot move"),
+        "{err:?}"
+    );
     d.clock.advance(chrono::Duration::hours(2));
     assert_eq!(d.outbox.run_once().await.unwrap(), Default::default());
-    assert_eq!(delivery(&latest(app, &t, "permanent").await, "email")["status"], "failed");
+    assert_eq!(
+        delivery(&latest(app, &t, "permanent").await, "email")["status"],
+        "failed"
+    );
     d.stop().await;
 }
 
@@ -957,24 +1101,43 @@ async fn quiet_hours_hold_email_until_they_end_and_urgent_goes_past_them_and_opt
     // 15:00 UTC is 12:00 in São Paulo: quiet from 11:00 to 13:00, and no email about orders.
     app.put(&format!("{NOTIFICATIONS}/preferences"))
         .owner_of(&t)
-        .json(&json!({"opt_outs": [{"channel": "email", "category": "orders"}],
+        .json(
+            &json!({"opt_outs": [{"channel": "email", "category": "orders"}],
             "quiet_hours": {"timezone": "America/Sao_Paulo", "start": "11:00", "end": "13:00"},
-            "locale": "en"}))
+            "locale": "en"}),
+        )
         .send()
         .await
         .expect(200);
-    let held = send(app, &t, json!({"title": "Held", "body": "b", "priority": "high",
-        "category": "reports"}))
+    let held = send(
+        app,
+        &t,
+        json!({"title": "Held", "body": "b", "priority": "high",
+        "category": "reports"}),
+    )
     .await;
-    let opted = send(app, &t, json!({"title": "Opted", "body": "b", "priority": "high",
-        "category": "orders"}))
+    let opted = send(
+        app,
+        &t,
+        json!({"title": "Opted", "body": "b", "priority": "high",
+        "category": "orders"}),
+    )
     .await;
-    let urgent = send(app, &t, json!({"title": "Urgent", "body": "b", "priority": "urgent",
-        "category": "orders"}))
+    let urgent = send(
+        app,
+        &t,
+        json!({"title": "Urgent", "body": "b", "priority": "urgent",
+        "category": "orders"}),
+    )
     .await;
     let skipped = detail(app, &t, &t.owner, &opted[0]).await;
     assert_eq!(delivery(&skipped, "email")["status"], "skipped");
-    assert!(delivery(&skipped, "email")["last_error"].as_str().unwrap().contains("opted out"));
+    assert!(
+        delivery(&skipped, "email")["last_error"]
+            .as_str()
+            .unwrap()
+            .contains("opted out")
+    );
 
     let report = d.outbox.run_once().await.unwrap();
     assert_eq!(report.sent, 1, "only the urgent one: {report:?}");
@@ -985,12 +1148,23 @@ async fn quiet_hours_hold_email_until_they_end_and_urgent_goes_past_them_and_opt
         json!(["opt_out", "quiet_hours"])
     );
     assert_eq!(delivery(&bypassed, "in_app")["bypassed"], json!([]));
-    assert_eq!(delivery(&detail(app, &t, &t.owner, &held[0]).await, "email")["status"], "queued");
+    assert_eq!(
+        delivery(&detail(app, &t, &t.owner, &held[0]).await, "email")["status"],
+        "queued"
+    );
 
     d.clock.advance(chrono::Duration::minutes(59));
-    assert_eq!(d.outbox.run_once().await.unwrap().sent, 0, "12:59 in São Paulo");
+    assert_eq!(
+        d.outbox.run_once().await.unwrap().sent,
+        0,
+        "12:59 in São Paulo"
+    );
     d.clock.advance(chrono::Duration::minutes(1));
-    assert_eq!(d.outbox.run_once().await.unwrap().sent, 1, "13:00: the quiet hours ended");
+    assert_eq!(
+        d.outbox.run_once().await.unwrap().sent,
+        1,
+        "13:00: the quiet hours ended"
+    );
     assert_eq!(smtp.wait_for(2).await[1].subject(), "[HIGH] Held");
     d.stop().await;
 }
@@ -998,8 +1172,10 @@ async fn quiet_hours_hold_email_until_they_end_and_urgent_goes_past_them_and_opt
 async fn sms_recipient(app: &TestApp, t: &TestTenant, sub: &str, phone: &str) -> Value {
     app.post("/api/v1/users")
         .owner_of(t)
-        .json(&json!({"external_id": sub, "email": format!("{sub}@test.example"),
-                      "role": "staff", "phone": phone}))
+        .json(
+            &json!({"external_id": sub, "email": format!("{sub}@test.example"),
+                      "role": "staff", "phone": phone}),
+        )
         .send()
         .await
         .expect(201)
@@ -1030,8 +1206,12 @@ async fn sms_go_to_twilio_and_its_errors_retry_or_fail_as_they_say() {
         .await
         .expect(200);
     let long = "x".repeat(400);
-    send(app, &t, json!({"title": "Stock", "body": long, "priority": "high",
-        "recipients": {"user_ids": ids}}))
+    send(
+        app,
+        &t,
+        json!({"title": "Stock", "body": long, "priority": "high",
+        "recipients": {"user_ids": ids}}),
+    )
     .await;
     let report = d.outbox.run_once().await.unwrap();
     assert_eq!(
@@ -1041,7 +1221,12 @@ async fn sms_go_to_twilio_and_its_errors_retry_or_fail_as_they_say() {
     );
     let ok = sms_of(app, &t, "ok").await;
     assert_eq!(ok["status"], "sent");
-    let sent = twilio.sent();
+    // (The slow peer may still finish the request the client gave up on.)
+    let sent: Vec<_> = twilio
+        .sent()
+        .into_iter()
+        .filter(|s| s.form["To"] == "+5511912345678")
+        .collect();
     assert_eq!(sent.len(), 1);
     assert_eq!(ok["provider_id"], sent[0].sid.as_str());
     let form = &sent[0].form;
@@ -1059,21 +1244,33 @@ async fn sms_go_to_twilio_and_its_errors_retry_or_fail_as_they_say() {
     );
     let invalid = sms_of(app, &t, "invalid").await;
     assert_eq!(invalid["status"], "failed");
-    assert!(invalid["last_error"].as_str().unwrap().contains("21211"), "{invalid}");
+    assert!(
+        invalid["last_error"].as_str().unwrap().contains("21211"),
+        "{invalid}"
+    );
     for sub in ["limited", "broken", "slow"] {
         let retry = sms_of(app, &t, sub).await;
         assert_eq!(retry["status"], "queued", "{sub}: {retry}");
         assert_eq!(retry["attempts"], 1);
     }
-    assert!(sms_of(app, &t, "limited").await["last_error"].as_str().unwrap().contains("429"));
-    assert!(sms_of(app, &t, "slow").await["last_error"].as_str().unwrap().contains("in time"));
+    assert!(
+        sms_of(app, &t, "limited").await["last_error"]
+            .as_str()
+            .unwrap()
+            .contains("429")
+    );
+    assert!(
+        sms_of(app, &t, "slow").await["last_error"]
+            .as_str()
+            .unwrap()
+            .contains("in time")
+    );
     // Retry-After: 2 is honoured (the backoff alone could be shorter).
     d.clock.advance(chrono::Duration::milliseconds(1900));
     d.outbox.run_once().await.unwrap();
     assert_eq!(sms_of(app, &t, "limited").await["status"], "queued");
     d.clock.advance(chrono::Duration::seconds(5));
-    let report = d.outbox.run_once().await.unwrap();
-    assert_eq!(report.sent, 3, "{report:?}");
+    d.outbox.run_once().await.unwrap();
     for sub in ["limited", "broken", "slow"] {
         assert_eq!(sms_of(app, &t, sub).await["status"], "sent", "{sub}");
     }
@@ -1082,7 +1279,12 @@ async fn sms_go_to_twilio_and_its_errors_retry_or_fail_as_they_say() {
 
 /// POSTs a Twilio status callback to the webhook, signed (or not) as Twilio would for the
 /// public URL `callback`.
-async fn callback(app: &TestApp, callback: &str, params: &[(&str, &str)], sign: Option<&str>) -> Response {
+async fn callback(
+    app: &TestApp,
+    callback: &str,
+    params: &[(&str, &str)],
+    sign: Option<&str>,
+) -> Response {
     let pairs: Vec<(String, String)> = params
         .iter()
         .map(|(k, v)| (k.to_string(), v.to_string()))
@@ -1111,8 +1313,12 @@ async fn the_twilio_webhook_checks_signatures_moves_forward_only_and_ignores_rep
     let t = app.tenant().await;
     set_trust(app, &t, 1).await;
     let user = sms_recipient(app, &t, "texted", "+5511912345678").await;
-    send(app, &t, json!({"title": "Hi", "body": "b", "priority": "urgent",
-        "recipients": {"user_ids": [user["id"]]}}))
+    send(
+        app,
+        &t,
+        json!({"title": "Hi", "body": "b", "priority": "urgent",
+        "recipients": {"user_ids": [user["id"]]}}),
+    )
     .await;
     d.outbox.run_once().await.unwrap();
     let sent = &twilio.sent()[0];
@@ -1126,8 +1332,12 @@ async fn the_twilio_webhook_checks_signatures_moves_forward_only_and_ignores_rep
     ];
 
     // Missing, forged, wrong key, another URL (a tampered tenant or delivery): 403, unchanged.
-    callback(app, &url, &delivered, None).await.expect_problem(403, "forbidden");
-    callback(app, &url, &delivered, Some("not-the-token")).await.expect_problem(403, "forbidden");
+    callback(app, &url, &delivered, None)
+        .await
+        .expect_problem(403, "forbidden");
+    callback(app, &url, &delivered, Some("not-the-token"))
+        .await
+        .expect_problem(403, "forbidden");
     let tampered = url.replace(&t.id.to_string(), &Uuid::now_v7().to_string());
     let signed_for_original: Vec<(String, String)> = delivered
         .iter()
@@ -1138,7 +1348,10 @@ async fn the_twilio_webhook_checks_signatures_moves_forward_only_and_ignores_rep
         .finish();
     app.post(tampered.strip_prefix("https://cc.example").unwrap())
         .body("application/x-www-form-urlencoded", body)
-        .header("X-Twilio-Signature", &webhook::signature(TWILIO_TOKEN, &url, &signed_for_original))
+        .header(
+            "X-Twilio-Signature",
+            &webhook::signature(TWILIO_TOKEN, &url, &signed_for_original),
+        )
         .send()
         .await
         .expect_problem(403, "forbidden");
@@ -1147,13 +1360,19 @@ async fn the_twilio_webhook_checks_signatures_moves_forward_only_and_ignores_rep
     let mut extra = forged.to_vec();
     extra.push(("Extra", "x"));
     // Signed without the extra field, sent with it: the signature does not cover the body.
-    let pairs: Vec<(String, String)> = forged.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+    let pairs: Vec<(String, String)> = forged
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
     let body: String = url::form_urlencoded::Serializer::new(String::new())
         .extend_pairs(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())))
         .finish();
     app.post(url.strip_prefix("https://cc.example").unwrap())
         .body("application/x-www-form-urlencoded", body)
-        .header("X-Twilio-Signature", &webhook::signature(TWILIO_TOKEN, &url, &pairs))
+        .header(
+            "X-Twilio-Signature",
+            &webhook::signature(TWILIO_TOKEN, &url, &pairs),
+        )
         .send()
         .await
         .expect_problem(403, "forbidden");
@@ -1161,26 +1380,40 @@ async fn the_twilio_webhook_checks_signatures_moves_forward_only_and_ignores_rep
 
     // A status that says nothing new, then delivered; a repeat and a later `failed` change
     // nothing (delivered is final), and are still answered 2xx.
-    let queued = [("MessageSid", sent.sid.as_str()), ("MessageStatus", "queued")];
-    callback(app, &url, &queued, Some(TWILIO_TOKEN)).await.expect(204);
+    let queued = [
+        ("MessageSid", sent.sid.as_str()),
+        ("MessageStatus", "queued"),
+    ];
+    callback(app, &url, &queued, Some(TWILIO_TOKEN))
+        .await
+        .expect(204);
     assert_eq!(sms_of(app, &t, "texted").await["status"], "sent");
-    callback(app, &url, &delivered, Some(TWILIO_TOKEN)).await.expect(204);
+    callback(app, &url, &delivered, Some(TWILIO_TOKEN))
+        .await
+        .expect(204);
     let done = sms_of(app, &t, "texted").await;
     assert_eq!(done["status"], "delivered");
-    callback(app, &url, &delivered, Some(TWILIO_TOKEN)).await.expect(204);
+    callback(app, &url, &delivered, Some(TWILIO_TOKEN))
+        .await
+        .expect(204);
     let failed = [
         ("MessageSid", sent.sid.as_str()),
         ("MessageStatus", "failed"),
         ("ErrorCode", "30003"),
     ];
-    callback(app, &url, &failed, Some(TWILIO_TOKEN)).await.expect(204);
+    callback(app, &url, &failed, Some(TWILIO_TOKEN))
+        .await
+        .expect(204);
     let after = sms_of(app, &t, "texted").await;
     assert_eq!(after["status"], "delivered");
     assert_eq!(after["updated_at"], done["updated_at"]);
     assert_eq!(after["last_error"], Value::Null);
     let events: i64 = connect(&app.db.superuser_url)
         .await
-        .query_one("SELECT count(*) FROM notification_sms_events WHERE tenant_id = $1", &[&t.id])
+        .query_one(
+            "SELECT count(*) FROM notification_sms_events WHERE tenant_id = $1",
+            &[&t.id],
+        )
         .await
         .unwrap()
         .get(0);
@@ -1220,7 +1453,8 @@ async fn a_kill_9_mid_burst_of_50_urgent_notifications_sends_each_exactly_once()
     let app = TestApp::spawn_on(db.clone(), |_| {}).await;
     let t = app.tenant().await;
     set_trust(&app, &t, 1).await;
-    app.set_limits(&t, json!({"requests_per_minute": 1000})).await;
+    app.set_limits(&t, json!({"requests_per_minute": 1000}))
+        .await;
     app.put(&format!("{NOTIFICATIONS}/settings"))
         .owner_of(&t)
         .json(&json!({"channels": {"urgent": ["email"], "high": [], "medium": [], "low": []}}))
@@ -1244,8 +1478,10 @@ async fn a_kill_9_mid_burst_of_50_urgent_notifications_sends_each_exactly_once()
             .post(format!("{base}{NOTIFICATIONS}"))
             .bearer_auth(token(&t.owner))
             .header("X-Tenant-ID", t.id.to_string())
-            .json(&json!({"title": format!("Burst {i}"), "body": "b", "priority": "urgent",
-                          "recipients": {"roles": ["owner"]}}))
+            .json(
+                &json!({"title": format!("Burst {i}"), "body": "b", "priority": "urgent",
+                          "recipients": {"roles": ["owner"]}}),
+            )
             .send()
             .await
             .unwrap();
@@ -1261,18 +1497,23 @@ async fn a_kill_9_mid_burst_of_50_urgent_notifications_sends_each_exactly_once()
 
     let mut server = spawn_server(port, &vars);
     assert!(healthy(&base).await, "the server restarts");
-    let all = eventually(Duration::from_secs(30), || async {
-        let ids: std::collections::BTreeSet<String> = smtp
-            .received()
-            .iter()
-            .filter_map(|m| m.header("Message-ID"))
-            .collect();
-        ids.len() >= 50
+    let superuser = connect(&db.superuser_url).await;
+    let all_sent = eventually(Duration::from_secs(30), || async {
+        let sent: i64 = superuser
+            .query_one(
+                "SELECT count(*) FROM notification_deliveries
+                 WHERE tenant_id = $1 AND channel = 'email' AND status = 'sent'",
+                &[&t.id],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        sent == 50
     })
     .await;
     server.kill().unwrap();
     server.wait().unwrap();
-    assert!(all, "every notification arrives after the restart");
+    assert!(all_sent, "every delivery is sent after the restart");
     let mail = smtp.received();
     let mut by_id: BTreeMap<String, usize> = BTreeMap::new();
     for m in &mail {
@@ -1283,9 +1524,11 @@ async fn a_kill_9_mid_burst_of_50_urgent_notifications_sends_each_exactly_once()
     // A crash between the SMTP server's 250 and the commit of `sent` repeats that message
     // with its Message-ID: at most the messages in flight when the process died (4 workers).
     assert!(repeats <= 4, "{repeats} repeats");
-    println!("crash test: {at_kill} sent before the kill, 50 of 50 Message-IDs received, {repeats} repeated (deduplicated by Message-ID)");
-    let rows = connect(&db.superuser_url)
-        .await
+    println!(
+        "crash test: {at_kill} sent before the kill, 50 of 50 Message-IDs received, \
+         {repeats} repeated (deduplicated by Message-ID)"
+    );
+    let rows = superuser
         .query(
             "SELECT d.status, d.provider_id FROM notification_deliveries d
              WHERE d.tenant_id = $1 AND d.channel = 'email'",

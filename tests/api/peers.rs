@@ -47,7 +47,9 @@ class Handler:
             await asyncio.sleep(delay_ms / 1000)
         print(json.dumps({"from": envelope.mail_from, "to": envelope.rcpt_tos,
                           "data": envelope.content.decode('utf8', 'replace'),
-                          "tls": session.ssl is not None}), flush=True)
+                          "tls": session.ssl is not None
+                                 or server.transport.get_extra_info('ssl_object') is not None}),
+              flush=True)
         return '250 Message accepted for delivery'
 
 kwargs = dict(hostname='127.0.0.1', port=port)
@@ -77,7 +79,10 @@ impl Mail {
     /// A header's value (unfolded), by name.
     pub fn header(&self, name: &str) -> Option<String> {
         let head = self.data.split("\r\n\r\n").next().unwrap_or(&self.data);
-        let head = head.replace("\r\n ", " ").replace("\r\n\t", " ").replace("\n ", " ");
+        let head = head
+            .replace("\r\n ", " ")
+            .replace("\r\n\t", " ")
+            .replace("\n ", " ");
         head.lines().find_map(|line| {
             let (k, v) = line.split_once(':')?;
             k.eq_ignore_ascii_case(name).then(|| v.trim().to_string())
@@ -88,12 +93,19 @@ impl Mail {
     pub fn subject(&self) -> String {
         let raw = self.header("Subject").unwrap_or_default();
         raw.split(' ')
-            .map(|word| match word.strip_prefix("=?utf-8?b?").and_then(|w| w.strip_suffix("?=")) {
-                Some(b64) => String::from_utf8(
-                    base64::engine::general_purpose::STANDARD.decode(b64).unwrap(),
-                )
-                .unwrap(),
-                None => word.to_string(),
+            .map(|word| {
+                match word
+                    .strip_prefix("=?utf-8?b?")
+                    .and_then(|w| w.strip_suffix("?="))
+                {
+                    Some(b64) => String::from_utf8(
+                        base64::engine::general_purpose::STANDARD
+                            .decode(b64)
+                            .unwrap(),
+                    )
+                    .unwrap(),
+                    None => word.to_string(),
+                }
             })
             .collect::<Vec<_>>()
             .join(" ")
@@ -124,7 +136,15 @@ impl SmtpServer {
         let port = free_port();
         let (cert, key) = tls.unwrap_or(("", ""));
         let mut child = Command::new(&python)
-            .args(["-c", SMTP, mode, &port.to_string(), cert, key, &delay_ms.to_string()])
+            .args([
+                "-c",
+                SMTP,
+                mode,
+                &port.to_string(),
+                cert,
+                key,
+                &delay_ms.to_string(),
+            ])
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -133,7 +153,12 @@ impl SmtpServer {
         let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
         if !matches!(lines.next(), Some(Ok(ref l)) if l == "READY") {
             let mut stderr = String::new();
-            child.stderr.take().unwrap().read_to_string(&mut stderr).ok();
+            child
+                .stderr
+                .take()
+                .unwrap()
+                .read_to_string(&mut stderr)
+                .ok();
             panic!("{install}; {python} said:\n{stderr}");
         }
         let mail = Arc::new(Mutex::new(Vec::new()));
@@ -172,10 +197,21 @@ impl SmtpServer {
     /// The server's variables (`SMTP_TLS` mode, `from` address).
     pub fn vars(&self, mode: &str) -> Vec<(String, String)> {
         [
-            ("SMTP_HOST", if mode == "none" { "127.0.0.1" } else { "localhost" }.to_string()),
+            (
+                "SMTP_HOST",
+                if mode == "none" {
+                    "127.0.0.1"
+                } else {
+                    "localhost"
+                }
+                .to_string(),
+            ),
             ("SMTP_PORT", self.port.to_string()),
             ("SMTP_TLS", mode.to_string()),
-            ("SMTP_FROM", "Convcommerce <noreply@notify.example>".to_string()),
+            (
+                "SMTP_FROM",
+                "Convcommerce <noreply@notify.example>".to_string(),
+            ),
         ]
         .into_iter()
         .map(|(k, v)| (k.to_string(), v))
@@ -270,7 +306,11 @@ async fn messages(
         return r;
     }
     if to.starts_with("+1555500") && first {
-        return twilio_error(StatusCode::INTERNAL_SERVER_ERROR, 20500, "Internal Server Error");
+        return twilio_error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            20500,
+            "Internal Server Error",
+        );
     }
     if to.starts_with("+1555777") && first {
         tokio::time::sleep(Duration::from_secs(2)).await;
@@ -293,7 +333,10 @@ impl TwilioPeer {
     pub async fn start() -> Self {
         let state = Arc::new(Mutex::new(TwilioState::default()));
         let app = Router::new()
-            .route("/2010-04-01/Accounts/{account}/Messages.json", post(messages))
+            .route(
+                "/2010-04-01/Accounts/{account}/Messages.json",
+                post(messages),
+            )
             .with_state(state.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());

@@ -156,7 +156,7 @@ BEGIN
 END
 $$;
 GRANT SELECT, INSERT, UPDATE, DELETE ON notifications TO convcommerce_app;
-GRANT SELECT, INSERT, UPDATE ON notification_deliveries TO convcommerce_app;
+GRANT SELECT, INSERT, UPDATE, DELETE ON notification_deliveries TO convcommerce_app;
 GRANT SELECT, INSERT, UPDATE ON notification_settings TO convcommerce_app;
 GRANT SELECT, INSERT, UPDATE ON notification_preferences TO convcommerce_app;
 GRANT SELECT, INSERT, UPDATE, DELETE ON notification_templates TO convcommerce_app;

@@ -201,6 +201,17 @@ impl Application {
         ];
         background.extend(hub_tasks);
         background.push(jobs::spawn(
+            notify::purge::NotificationPurge {
+                db: db.clone(),
+                clock: state.clock.clone(),
+            },
+            jobs::Scope::Cluster,
+            config.cleanup_interval,
+            db.clone(),
+            state.metrics.clone(),
+            jobs_stop.clone(),
+        ));
+        background.push(jobs::spawn(
             jobs::hub_events::HubEventsPurge { db: db.clone() },
             jobs::Scope::Cluster,
             jobs::hub_events::KEPT,

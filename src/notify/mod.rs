@@ -21,6 +21,7 @@ pub mod choice;
 pub mod email;
 pub mod model;
 pub mod outbox;
+pub mod purge;
 pub mod routes;
 pub mod sms;
 pub mod store;

@@ -260,6 +260,18 @@ fn category_schema() -> utoipa::openapi::Object {
         .build()
 }
 
+/// [`category_schema`] or `null`.
+fn category_or_null_schema() -> utoipa::openapi::Object {
+    use utoipa::openapi::schema::{SchemaType, Type};
+    utoipa::openapi::ObjectBuilder::new()
+        .schema_type(SchemaType::from_iter([Type::String, Type::Null]))
+        .pattern(Some(CATEGORY_PATTERN))
+        .description(Some(
+            "A category (as `category` of a notification); `null`: every category.",
+        ))
+        .build()
+}
+
 const CATEGORY_PATTERN: &str = "^[a-z0-9][a-z0-9._-]{0,63}$";
 
 /// A category: 1-64 of `a-z 0-9 . _ -`, starting with a letter or digit.
@@ -512,7 +524,7 @@ impl Settings {
 pub struct OptOut {
     pub channel: NotifyChannel,
     #[serde(default)]
-    #[schema(schema_with = category_schema, required = true, nullable)]
+    #[schema(schema_with = category_or_null_schema, required = true)]
     pub category: Option<String>,
 }
 

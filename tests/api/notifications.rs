@@ -1543,3 +1543,36 @@ async fn a_kill_9_mid_burst_of_50_urgent_notifications_sends_each_exactly_once()
     }
     drop_database(&db).await;
 }
+
+#[tokio::test]
+async fn the_purge_keeps_notifications_for_90_days() {
+    let clock = ManualClock::new(Utc.with_ymd_and_hms(2026, 3, 10, 15, 0, 0).unwrap());
+    let db = private_database().await;
+    let app = TestApp::spawn_full(db.clone(), Some(clock.clone()), |_| {}).await;
+    let t = app.tenant().await;
+    send(
+        &app,
+        &t,
+        json!({"title": "Old", "body": "b", "priority": "low"}),
+    )
+    .await;
+    clock.advance(chrono::Duration::days(30));
+    send(
+        &app,
+        &t,
+        json!({"title": "New", "body": "b", "priority": "low"}),
+    )
+    .await;
+    let purge = convcommerce::notify::purge::NotificationPurge {
+        db: Db::connect(&SecretString::from(db.app_url.clone()), 1, 0).unwrap(),
+        clock: Arc::new(clock.clone()),
+    };
+    assert_eq!(purge.run_once().await.unwrap(), 0);
+    clock.advance(chrono::Duration::days(61));
+    assert_eq!(purge.run_once().await.unwrap(), 1);
+    let kept = list(&app, &t, &t.owner, "").await;
+    assert_eq!(kept.len(), 1);
+    assert_eq!(kept[0]["title"], "New");
+    app.stop().await;
+    drop_database(&db).await;
+}

@@ -170,10 +170,6 @@ impl Notifier {
         }
     }
 
-    pub fn now(&self) -> DateTime<Utc> {
-        self.clock.now()
-    }
-
     /// Stores `n` for each of `to` (active members, at most [`MAX_FANOUT`]) with a delivery
     /// per channel, in `tx`. Returns what to hand to [`Notifier::published`] after the commit.
     pub async fn enqueue(

@@ -109,15 +109,6 @@ impl Priority {
     }
 }
 
-impl DeliveryStatus {
-    pub fn is_final(self) -> bool {
-        matches!(
-            self,
-            Self::Delivered | Self::Undelivered | Self::Failed | Self::Skipped
-        )
-    }
-}
-
 /// What a notification is about: `{type, id}`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct Source {

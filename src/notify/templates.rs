@@ -38,10 +38,6 @@ pub const BASE_VARIABLES: [&str; 6] = [
 ];
 
 impl TemplateKey {
-    pub fn parse(raw: &str) -> Option<Self> {
-        Self::ALL.iter().copied().find(|k| k.as_str() == raw)
-    }
-
     /// What this key adds to [`BASE_VARIABLES`].
     pub fn extra_variables(self) -> &'static [&'static str] {
         match self {
@@ -388,19 +384,6 @@ static BUILTINS: LazyLock<Vec<Builtin>> = LazyLock::new(|| {
         ),
     ]
 });
-
-/// The built-ins, for the docs and the tests: (key, channel, locale, subject, body).
-pub fn builtins() -> impl Iterator<
-    Item = (
-        TemplateKey,
-        TemplateChannel,
-        &'static str,
-        Option<&'static str>,
-        &'static str,
-    ),
-> {
-    BUILTINS.iter().copied()
-}
 
 /// Bounds a template's run: a tenant's template cannot spin or grow without end.
 const FUEL: u64 = 50_000;

@@ -15,7 +15,6 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use hmac::{Hmac, Mac};
 use secrecy::ExposeSecret;
-use serde::Deserialize;
 use sha1::Sha1;
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
@@ -58,25 +57,56 @@ pub fn verify(auth_token: &str, url: &str, params: &[(String, String)], header: 
 }
 
 /// The callback's form fields this service reads (Twilio sends more; all are signed).
-#[derive(Debug, Deserialize, ToSchema)]
-#[allow(non_snake_case, dead_code)]
+#[derive(Debug, Default, ToSchema)]
 pub struct TwilioCallback {
-    /// The message's sid.
-    MessageSid: String,
-    /// `queued`, `sending`, `sent`, `delivered`, `undelivered`, `failed`, ...
-    MessageStatus: String,
+    /// The message's sid (`SmsSid` in older callbacks).
+    #[schema(rename = "MessageSid")]
+    pub message_sid: Option<String>,
+    /// `queued`, `sending`, `sent`, `delivered`, `undelivered`, `failed`, ... (`SmsStatus`).
+    #[schema(rename = "MessageStatus")]
+    pub message_status: Option<String>,
     /// Twilio's error code, with `undelivered` and `failed`.
-    ErrorCode: Option<String>,
-    AccountSid: Option<String>,
+    #[schema(rename = "ErrorCode")]
+    pub error_code: Option<String>,
 }
 
-/// The URL's query: which delivery the callback is about.
-#[derive(Debug, Deserialize, IntoParams)]
+impl TwilioCallback {
+    fn from_params(params: &[(String, String)]) -> Self {
+        let field = |names: &[&str]| {
+            params
+                .iter()
+                .find(|(k, _)| names.contains(&k.as_str()))
+                .map(|(_, v)| v.clone())
+        };
+        Self {
+            message_sid: field(&["MessageSid", "SmsSid"]),
+            message_status: field(&["MessageStatus", "SmsStatus"]),
+            error_code: field(&["ErrorCode"]),
+        }
+    }
+}
+
+/// The URL's query: which delivery the callback is about (set by `sms::callback_url`).
+#[derive(Debug, Default, IntoParams)]
 #[into_params(parameter_in = Query)]
-#[allow(dead_code)]
 pub struct CallbackQuery {
-    tenant_id: Uuid,
-    delivery_id: Uuid,
+    pub tenant_id: Option<Uuid>,
+    pub delivery_id: Option<Uuid>,
+}
+
+impl CallbackQuery {
+    fn from_query(query: &str) -> Self {
+        let mut parsed = Self::default();
+        for (k, v) in url::form_urlencoded::parse(query.as_bytes()) {
+            let id = Uuid::parse_str(&v).ok();
+            match k.as_ref() {
+                "tenant_id" => parsed.tenant_id = id,
+                "delivery_id" => parsed.delivery_id = id,
+                _ => {}
+            }
+        }
+        parsed
+    }
 }
 
 /// The status a callback moves a delivery to, and from which statuses (forward only); `None`
@@ -132,37 +162,20 @@ pub async fn twilio_status(
     if !signed {
         return Err(refused());
     }
-    let field = |name: &str| {
-        params
-            .iter()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.as_str())
-    };
-    let query: Vec<(String, String)> =
-        url::form_urlencoded::parse(uri.query().unwrap_or("").as_bytes())
-            .map(|(k, v)| (k.into_owned(), v.into_owned()))
-            .collect();
-    let id = |name: &str| {
-        query
-            .iter()
-            .find(|(k, _)| k == name)
-            .and_then(|(_, v)| Uuid::parse_str(v).ok())
-    };
-    let (Some(tenant), Some(delivery), Some(status)) = (
-        id("tenant_id"),
-        id("delivery_id"),
-        field("MessageStatus").or(field("SmsStatus")),
-    ) else {
+    let callback = TwilioCallback::from_params(&params);
+    let query = CallbackQuery::from_query(uri.query().unwrap_or(""));
+    let (Some(tenant), Some(delivery), Some(status)) =
+        (query.tenant_id, query.delivery_id, &callback.message_status)
+    else {
         state.metrics.sms_callback("ignored");
         return Ok(StatusCode::NO_CONTENT);
     };
-    let sid = field("MessageSid").or(field("SmsSid"));
     let applied = apply(
         &state.db.for_tenant(tenant),
         delivery,
         status,
-        sid,
-        field("ErrorCode"),
+        callback.message_sid.as_deref(),
+        callback.error_code.as_deref(),
     )
     .await?;
     state

@@ -819,20 +819,22 @@ async fn delivering(vars: Vec<(String, String)>) -> Delivering {
         v.insert("NOTIFY_WORKERS".into(), "0".into());
     })
     .await;
-    let mut config_vars: BTreeMap<String, String> = config_vars(&app.db);
-    config_vars.extend(vars);
-    config_vars.insert("PUBLIC_BASE_URL".into(), "https://cc.example".into());
-    let config = convcommerce::config::Config::from_source(&config_vars).unwrap();
-    let outbox = Outbox::new(
+    let outbox = outbox(&app, &clock);
+    Delivering { app, clock, outbox }
+}
+
+/// An outbox of the test's own on `app`'s database and configuration (the server's runs no
+/// workers), reading `clock`.
+fn outbox(app: &TestApp, clock: &ManualClock) -> Outbox {
+    Outbox::new(
         Db::connect(&SecretString::from(app.db.app_url.clone()), 2, 0).unwrap(),
         Arc::new(clock.clone()),
-        &config.notify,
-        config.public_base_url.as_ref(),
+        &app.config.notify,
+        app.config.public_base_url.as_ref(),
         Arc::new(convcommerce::metrics::Metrics::default()),
         Wake::default(),
     )
-    .unwrap();
-    Delivering { app, clock, outbox }
+    .unwrap()
 }
 
 impl Delivering {
@@ -1575,4 +1577,33 @@ async fn the_purge_keeps_notifications_for_90_days() {
     assert_eq!(kept[0]["title"], "New");
     app.stop().await;
     drop_database(&db).await;
+}
+
+#[tokio::test]
+async fn two_outboxes_racing_over_one_burst_send_each_delivery_once() {
+    let smtp = SmtpServer::start("none", None, 5);
+    let d = delivering(smtp.vars("none")).await;
+    let app = &d.app;
+    let t = app.tenant().await;
+    set_trust(app, &t, 1).await;
+    app.set_limits(&t, json!({"requests_per_minute": 1000}))
+        .await;
+    for i in 0..20 {
+        send(
+            app,
+            &t,
+            json!({"title": format!("Race {i}"), "body": "b", "priority": "high",
+            "recipients": {"roles": ["owner"]}}),
+        )
+        .await;
+    }
+    let other = outbox(app, &d.clock);
+    let (a, b) = tokio::join!(d.outbox.run_once(), other.run_once());
+    let (a, b) = (a.unwrap(), b.unwrap());
+    assert_eq!(a.sent + b.sent, 20, "{a:?} {b:?}");
+    let mail = smtp.wait_for(20).await;
+    let ids: std::collections::BTreeSet<String> =
+        mail.iter().filter_map(|m| m.header("Message-ID")).collect();
+    assert_eq!((mail.len(), ids.len()), (20, 20), "each sent once");
+    d.stop().await;
 }

@@ -305,6 +305,14 @@ impl SendNotification {
             None => (Vec::new(), Vec::new()),
             Some(r) => (r.user_ids.unwrap_or_default(), r.roles.unwrap_or_default()),
         };
+        if roles.len() > 3 {
+            f.fail("recipients.roles", "lists at most 3 roles");
+        }
+        for (i, role) in roles.iter().enumerate() {
+            if roles[..i].contains(role) {
+                f.fail(format!("recipients.roles[{i}]"), "is listed twice");
+            }
+        }
         if user_ids.len() > MAX_RECIPIENTS {
             f.fail(
                 "recipients.user_ids",
@@ -514,8 +522,9 @@ impl Settings {
 #[serde(deny_unknown_fields)]
 pub struct OptOut {
     pub channel: NotifyChannel,
-    #[serde(default)]
-    #[schema(schema_with = category_or_null_schema, required = true)]
+    /// None: the whole channel.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(schema_with = category_or_null_schema, required = false)]
     pub category: Option<String>,
 }
 
@@ -534,6 +543,13 @@ pub struct QuietHours {
 
 pub const MAX_OPT_OUTS: usize = 50;
 
+/// A field that must be sent, `null` included (serde takes a missing `Option` as `None`).
+fn present<'de, D: serde::Deserializer<'de>, T: Deserialize<'de>>(
+    deserializer: D,
+) -> Result<Option<T>, D::Error> {
+    Option::<T>::deserialize(deserializer)
+}
+
 /// `GET|PUT /api/v1/notifications/preferences`: the caller's own.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -544,6 +560,8 @@ pub const MAX_OPT_OUTS: usize = 50;
 pub struct Preferences {
     #[schema(max_items = 50)]
     pub opt_outs: Vec<OptOut>,
+    /// Sent every time (PUT replaces the document): `null` for none.
+    #[serde(deserialize_with = "present")]
     #[schema(required = true)]
     pub quiet_hours: Option<QuietHours>,
     /// The language of email and SMS (templates fall back pt-BR -> pt -> en).

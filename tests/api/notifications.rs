@@ -515,7 +515,7 @@ async fn settings_and_preferences_round_trip_and_refuse_what_is_invalid() {
         prefs.body,
         json!({"opt_outs": [], "quiet_hours": null, "locale": "en"})
     );
-    let mine = json!({"opt_outs": [{"channel": "sms", "category": null},
+    let mine = json!({"opt_outs": [{"channel": "sms"},
                                    {"channel": "email", "category": "orders"}],
                       "quiet_hours": {"timezone": "America/Sao_Paulo", "start": "22:00", "end": "07:00"},
                       "locale": "pt-BR"});
@@ -570,6 +570,16 @@ async fn settings_and_preferences_round_trip_and_refuse_what_is_invalid() {
             "locale"
         ]
     );
+    // PUT replaces the whole document: `quiet_hours` is sent, `null` for none.
+    let r = app
+        .put(&format!("{NOTIFICATIONS}/preferences"))
+        .user(&staff)
+        .tenant(t.id)
+        .json(&json!({"opt_outs": [], "locale": "en"}))
+        .send()
+        .await
+        .expect_problem(422, "validation_failed");
+    assert_eq!(error_fields(&r), ["quiet_hours"]);
     let kept = app
         .get(&format!("{NOTIFICATIONS}/preferences"))
         .user(&staff)
@@ -1606,4 +1616,42 @@ async fn two_outboxes_racing_over_one_burst_send_each_delivery_once() {
         mail.iter().filter_map(|m| m.header("Message-ID")).collect();
     assert_eq!((mail.len(), ids.len()), (20, 20), "each sent once");
     d.stop().await;
+}
+
+#[tokio::test]
+async fn smtp_auth_is_used_when_a_username_is_set() {
+    let smtp = SmtpServer::start("auth", None, 0);
+    for (password, sent) in [("secret", true), ("wrong", false)] {
+        let mut vars = smtp.vars("auth");
+        vars.push(("SMTP_USERNAME".into(), "mailer".into()));
+        vars.push(("SMTP_PASSWORD".into(), password.into()));
+        let d = delivering(vars).await;
+        let t = d.app.tenant().await;
+        set_trust(&d.app, &t, 1).await;
+        let ids = send(
+            &d.app,
+            &t,
+            json!({"title": "Auth", "body": "b", "priority": "high",
+            "recipients": {"roles": ["owner"]}}),
+        )
+        .await;
+        let report = d.outbox.run_once().await.unwrap();
+        let email = delivery(&detail(&d.app, &t, &t.owner, &ids[0]).await, "email").clone();
+        if sent {
+            assert_eq!(report.sent, 1, "{report:?}");
+            assert_eq!(email["status"], "sent");
+        } else {
+            assert_eq!(report.sent, 0, "{report:?}");
+            assert_eq!(
+                email["status"], "failed",
+                "a refused login is permanent: {email}"
+            );
+            assert!(
+                email["last_error"].as_str().unwrap().contains("535"),
+                "{email}"
+            );
+        }
+        d.stop().await;
+    }
+    assert_eq!(smtp.received().len(), 1);
 }

@@ -13,7 +13,7 @@ use crate::commerce::text_enum;
 use crate::db::DbError;
 use crate::error::{AppError, Fields};
 use crate::extract::{PageQuery, PageRequest};
-use crate::monitoring::rules::model::{NotifyChannel, Recipients, Severity};
+use crate::monitoring::rules::model::{NotifyChannel, Recipients, Severity, object_only};
 use crate::types::{self, LanguageTag, TimeOfDay, TimeZone};
 
 text_enum! {
@@ -224,7 +224,7 @@ pub const MAX_RECIPIENTS: usize = 100;
 pub struct SendNotification {
     /// Default: the tenant's owners and admins. Users must be of this tenant (422 naming
     /// `recipients.user_ids[i]` otherwise).
-    #[serde(default)]
+    #[serde(default, deserialize_with = "object_only")]
     pub recipients: Option<Recipients>,
     #[schema(schema_with = types::schema::name::<200>)]
     pub title: String,

@@ -229,6 +229,12 @@ async fn notifications_are_sent_listed_filtered_read_and_deleted_by_their_recipi
         .send()
         .await
         .expect_problem(403, "forbidden");
+    app.post(NOTIFICATIONS)
+        .owner_of(&t)
+        .json(&json!({"title": "x", "body": "y", "priority": "low", "recipients": [null, null]}))
+        .send()
+        .await
+        .expect_problem(422, "validation_failed");
     let r = app
         .post(NOTIFICATIONS)
         .owner_of(&t)

@@ -231,27 +231,17 @@ pub struct SendNotification {
     #[schema(max_length = 2000, pattern = r"^[^\x00]*$")]
     pub body: String,
     pub priority: Priority,
-    /// Default `general`.
+    /// Default (also `null`): `general`.
     #[serde(default)]
-    #[schema(schema_with = category_schema)]
+    #[schema(schema_with = category_or_null_schema)]
     pub category: Option<String>,
-    /// A JSON object of at most 4096 bytes.
+    /// A JSON object of at most 4096 bytes; default (also `null`): `{}`.
     #[serde(default)]
-    #[schema(value_type = Object)]
+    #[schema(value_type = Object, nullable)]
     pub metadata: Option<Map<String, Value>>,
 }
 
-fn category_schema() -> utoipa::openapi::Object {
-    utoipa::openapi::ObjectBuilder::new()
-        .schema_type(utoipa::openapi::schema::Type::String)
-        .pattern(Some(CATEGORY_PATTERN))
-        .description(Some(
-            "1-64 lower-case letters, digits, `.`, `_` or `-`, starting with a letter or digit.",
-        ))
-        .build()
-}
-
-/// [`category_schema`] or `null`.
+/// What [`category`] accepts, or `null`.
 fn category_or_null_schema() -> utoipa::openapi::Object {
     use utoipa::openapi::schema::{SchemaType, Type};
     utoipa::openapi::ObjectBuilder::new()

@@ -631,11 +631,27 @@ fn notify_config(r: &Reader<'_>) -> Result<NotifyConfig, ConfigError> {
             })
         }
     };
+    // A send must end (or time out) within its claim's lease, or another worker could claim
+    // and send it again meanwhile.
+    let lease = Duration::from_secs(r.bounded("NOTIFY_LEASE_SECONDS", 30, 1..=30)?);
+    let longest_send = [
+        smtp.as_ref().map(|s| s.timeout),
+        twilio.as_ref().map(|t| t.timeout),
+    ]
+    .into_iter()
+    .flatten()
+    .max();
+    if longest_send.is_some_and(|t| t >= lease) {
+        return Err(invalid(
+            "NOTIFY_LEASE_SECONDS",
+            "must be longer than SMTP_TIMEOUT_MILLISECONDS and TWILIO_TIMEOUT_MILLISECONDS",
+        ));
+    }
     Ok(NotifyConfig {
         smtp,
         twilio,
         workers: r.bounded("NOTIFY_WORKERS", 4, 0..=64)? as usize,
-        lease: Duration::from_secs(r.bounded("NOTIFY_LEASE_SECONDS", 30, 1..=30)?),
+        lease,
         max_attempts: r.bounded("NOTIFY_MAX_ATTEMPTS", 8, 1..=50)? as i32,
         retry_base: Duration::from_millis(r.bounded(
             "NOTIFY_RETRY_BASE_MILLISECONDS",
@@ -862,6 +878,30 @@ mod tests {
         ])
         .unwrap_err();
         assert_eq!(endpoint.variable, "AWS_ENDPOINT_URL");
+    }
+
+    #[test]
+    fn the_outbox_lease_outlasts_a_send() {
+        let smtp = [
+            ("SMTP_HOST", "127.0.0.1"),
+            ("SMTP_FROM", "a@b.example"),
+            ("SMTP_TIMEOUT_MILLISECONDS", "5000"),
+        ];
+        let err =
+            config(&[smtp.as_slice(), &[("NOTIFY_LEASE_SECONDS", "5")]].concat()).unwrap_err();
+        assert_eq!(err.variable, "NOTIFY_LEASE_SECONDS");
+        let ok = config(&[smtp.as_slice(), &[("NOTIFY_LEASE_SECONDS", "6")]].concat()).unwrap();
+        assert_eq!(ok.notify.lease, Duration::from_secs(6));
+        assert_eq!(
+            config(&[("SMTP_HOST", "x")]).unwrap_err().variable,
+            "SMTP_FROM"
+        );
+        assert_eq!(
+            config(&[("TWILIO_ACCOUNT_SID", "AC1")])
+                .unwrap_err()
+                .variable,
+            "TWILIO_AUTH_TOKEN"
+        );
     }
 
     #[test]

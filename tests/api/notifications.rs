@@ -1484,6 +1484,7 @@ async fn a_kill_9_mid_burst_of_50_urgent_notifications_sends_each_exactly_once()
     let mut vars = config_vars(&db);
     vars.extend(smtp.vars("none"));
     vars.insert("NOTIFY_LEASE_SECONDS".into(), "2".into());
+    vars.insert("SMTP_TIMEOUT_MILLISECONDS".into(), "1000".into());
     vars.insert("NOTIFY_WORKERS".into(), "4".into());
     let port = crate::peers::free_port();
     let base = format!("http://127.0.0.1:{port}");

@@ -1439,18 +1439,36 @@ async fn the_twilio_webhook_checks_signatures_moves_forward_only_and_ignores_rep
     d.stop().await;
 }
 
+/// The binary as a child process, killed (SIGKILL) when dropped, a failing test included.
+struct Server(std::process::Child);
+
+impl Server {
+    fn kill(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
 /// The binary as a child process on `port`, with `vars`.
-fn spawn_server(port: u16, vars: &BTreeMap<String, String>) -> std::process::Child {
-    std::process::Command::new(env!("CARGO_BIN_EXE_convcommerce"))
-        .arg("serve")
-        .env_clear()
-        .envs(vars)
-        .env("PORT", port.to_string())
-        .env("RUST_LOG", "warn")
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("the binary starts")
+fn spawn_server(port: u16, vars: &BTreeMap<String, String>) -> Server {
+    Server(
+        std::process::Command::new(env!("CARGO_BIN_EXE_convcommerce"))
+            .arg("serve")
+            .env_clear()
+            .envs(vars)
+            .env("PORT", port.to_string())
+            .env("RUST_LOG", "warn")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("the binary starts"),
+    )
 }
 
 async fn healthy(base: &str) -> bool {
@@ -1509,8 +1527,7 @@ async fn a_kill_9_mid_burst_of_50_urgent_notifications_sends_each_exactly_once()
     }
     // Mid-burst: some sent, most not.
     smtp.wait_for(5).await;
-    server.kill().unwrap();
-    server.wait().unwrap();
+    server.kill();
     let at_kill = smtp.received().len();
     assert!(at_kill < 50, "the kill came mid-burst ({at_kill} sent)");
 
@@ -1530,8 +1547,7 @@ async fn a_kill_9_mid_burst_of_50_urgent_notifications_sends_each_exactly_once()
         sent == 50
     })
     .await;
-    server.kill().unwrap();
-    server.wait().unwrap();
+    server.kill();
     assert!(all_sent, "every delivery is sent after the restart");
     let mail = smtp.received();
     let mut by_id: BTreeMap<String, usize> = BTreeMap::new();

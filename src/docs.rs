@@ -41,6 +41,7 @@ pub const OPENAPI_PATH: &str = "/api/v1/openapi.json";
         (name = "ai-config", description = "The chat bot's configuration (one per tenant)"),
         (name = "media", description = "Uploaded files: images and documents"),
         (name = "monitoring", description = "The activity log, monitoring rules (built-in and custom), the alerts they raise, and live events over WebSocket (docs/MONITORING.md)"),
+        (name = "notifications", description = "Notifications: the recipient's own (in-app), sending to members, channel settings, preferences, templates, and Twilio's status webhook (docs/NOTIFICATIONS.md)"),
         (name = "admin", description = "Platform administration (platform admins only)"),
     )
 )]
@@ -273,10 +274,12 @@ impl Modify for Conventions {
             ),
         );
         for (path, item) in openapi.paths.paths.iter_mut() {
-            // The WebSocket authenticates in its first message, not with headers.
+            // The WebSocket authenticates in its first message, not with headers; Twilio's
+            // webhook by its signature.
             let api = path.starts_with("/api/v1/")
                 && path != OPENAPI_PATH
-                && path != crate::monitoring::ws::PATH;
+                && path != crate::monitoring::ws::PATH
+                && path != crate::notify::webhook::PATH;
             let tenant_scoped = api && !path.starts_with("/api/v1/admin/");
             let ops = [
                 &mut item.get,

@@ -15,6 +15,7 @@ use crate::monitoring::activity::ActivitySink;
 use crate::monitoring::activity::writer::ActivityWriter;
 use crate::monitoring::hub::Hub;
 use crate::monitoring::hub::fanout::Publisher;
+use crate::notify::Notifier;
 use crate::storage::MediaStore;
 use crate::tenancy::directory::Directory;
 
@@ -60,4 +61,6 @@ pub struct Services {
     pub hub: Arc<Hub>,
     /// Where producers send their events, after their rows commit.
     pub publisher: Publisher,
+    /// Notifications: enqueue in a transaction, publish after its commit (SPEC §8).
+    pub notifier: Notifier,
 }

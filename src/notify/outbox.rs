@@ -276,9 +276,7 @@ impl Outbox {
             (TemplateChannel::Email, Some(mailer), _) => {
                 mailer.send(c.id, address, c.priority, &rendered).await
             }
-            (TemplateChannel::Sms, _, Some(sms)) => {
-                sms.send(c.tenant, c.id, address, &rendered.text).await
-            }
+            (TemplateChannel::Sms, _, Some(sms)) => sms.send(address, &rendered.text).await,
             _ => Err(SendError::Transient {
                 error: "the channel is not configured on this instance".into(),
                 after: None,

@@ -155,7 +155,7 @@ impl Default for Metrics {
         let sms_callbacks = Family::<KindLabels, Counter>::default();
         registry.register(
             "notification_sms_callbacks",
-            "Twilio status callbacks by kind (applied, unchanged, ignored, refused)",
+            "Twilio status callbacks by kind (applied, unchanged, ignored, unknown, refused)",
             sms_callbacks.clone(),
         );
         let redis_healthy = Gauge::default();
@@ -289,7 +289,8 @@ impl Metrics {
             .inc();
     }
 
-    /// A Twilio status callback: `applied`, `unchanged`, `ignored` or `refused`.
+    /// A Twilio status callback: `applied`, `unchanged`, `ignored` (no sid or status),
+    /// `unknown` (signed, but its sid leads to no delivery) or `refused`.
     pub fn sms_callback(&self, kind: &'static str) {
         self.sms_callbacks
             .get_or_create(&KindLabels { kind: kind.into() })

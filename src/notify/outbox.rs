@@ -129,6 +129,20 @@ FROM claimed c
 LEFT JOIN notifications n ON n.tenant_id = $1 AND n.id = c.notification_id
 JOIN tenants t ON t.id = $1";
 
+/// Records a claimed delivery's outcome under its claim. An SMS that became `sent` gets its
+/// route (`sms_routes`: Twilio's sid to the tenant and delivery, which is how the status webhook
+/// finds it) in the same statement, so a sid is routable exactly when it is recorded.
+const RECORD: &str = "WITH recorded AS (
+    UPDATE notification_deliveries
+    SET status = $4, due_at = coalesce($5, due_at), last_error = $6,
+        provider_id = coalesce($7, provider_id), claim = NULL, updated_at = now()
+    WHERE tenant_id = $1 AND id = $2 AND claim = $3 AND status = 'sending'
+    RETURNING id, channel, status)
+INSERT INTO sms_routes (sid, tenant, delivery_id)
+SELECT $7, $1, id FROM recorded
+WHERE channel = 'sms' AND status = 'sent' AND length($7::text) BETWEEN 1 AND 64
+ON CONFLICT (sid) DO NOTHING";
+
 impl Outbox {
     pub fn new(
         db: Db,
@@ -262,9 +276,7 @@ impl Outbox {
             (TemplateChannel::Email, Some(mailer), _) => {
                 mailer.send(c.id, address, c.priority, &rendered).await
             }
-            (TemplateChannel::Sms, _, Some(sms)) => {
-                sms.send(c.tenant, c.id, address, &rendered.text).await
-            }
+            (TemplateChannel::Sms, _, Some(sms)) => sms.send(address, &rendered.text).await,
             _ => Err(SendError::Transient {
                 error: "the channel is not configured on this instance".into(),
                 after: None,
@@ -319,10 +331,7 @@ impl Outbox {
             }
         };
         db.query(
-            "UPDATE notification_deliveries
-             SET status = $4, due_at = coalesce($5, due_at), last_error = $6,
-                 provider_id = coalesce($7, provider_id), claim = NULL, updated_at = now()
-             WHERE tenant_id = $1 AND id = $2 AND claim = $3 AND status = 'sending'",
+            RECORD,
             &[&c.tenant, &c.id, &c.claim, &status, &due, &error, &provider],
         )
         .await?;

@@ -1,8 +1,11 @@
 //! Keeps stored notifications bounded: a tenant's notifications older than
 //! [`RETENTION_DAYS`] go, and each recipient keeps at most [`KEPT_PER_USER`] (the newest);
-//! their deliveries go with them, and one-time codes' deliveries after the same time.
+//! their deliveries go with them, and one-time codes' deliveries after the same time. The
+//! SMS routes (`sms_routes`, the status webhook's sid lookup) of deliveries that are gone go
+//! in the same transaction, whatever removed the delivery (this purge, or a deleted user).
 //!
-//! Tenant by tenant, each in its own transaction with the tenant set, like the cleanup job.
+//! Tenant by tenant, each in its own transaction with the tenant set, like the cleanup job;
+//! `sms_routes` is a platform table, and its rows are chosen by their `tenant` column.
 
 use chrono::Duration;
 use uuid::Uuid;
@@ -37,10 +40,9 @@ impl Job for NotificationPurge {
             .collect();
         let mut purged = 0;
         for tenant in tenants {
-            let row = self
-                .db
-                .for_tenant(tenant)
-                .query_opt(
+            let tx = self.db.for_tenant(tenant).begin().await?;
+            let row = tx
+                .query_one(
                     "WITH old AS (
                          DELETE FROM notifications WHERE tenant_id = $1 AND (created_at < $2
                              OR id IN (SELECT id FROM (
@@ -56,7 +58,16 @@ impl Job for NotificationPurge {
                     &[&tenant, &cutoff, &KEPT_PER_USER],
                 )
                 .await?;
-            purged += row.map_or(0, |r| r.get::<_, i64>(0)) as u64;
+            // After the deletions above (a statement of its own, so it sees them), and also
+            // whatever went with a deleted user's notifications.
+            tx.commit_after(
+                "DELETE FROM sms_routes r WHERE r.tenant = $1 AND NOT EXISTS (
+                     SELECT 1 FROM notification_deliveries d
+                     WHERE d.tenant_id = $1 AND d.id = r.delivery_id)",
+                &[&tenant],
+            )
+            .await?;
+            purged += row.get::<_, i64>(0) as u64;
         }
         Ok(purged)
     }

@@ -1,12 +1,11 @@
 //! SMS through Twilio's Messages API: a form POST with basic auth to
-//! `{TWILIO_API_BASE_URL}/2010-04-01/Accounts/{sid}/Messages.json`, with a status callback
-//! that names the delivery (`webhook`).
+//! `{TWILIO_API_BASE_URL}/2010-04-01/Accounts/{sid}/Messages.json`, with the status callback
+//! (`webhook`), which finds the delivery by the message's sid.
 
 use std::time::Duration;
 
 use reqwest::StatusCode;
 use secrecy::{ExposeSecret, SecretString};
-use uuid::Uuid;
 
 use super::outbox::SendError;
 use super::webhook::PATH;
@@ -18,14 +17,9 @@ pub struct Sms {
     account_sid: String,
     auth_token: SecretString,
     from: String,
-    /// `PUBLIC_BASE_URL` without its trailing slash; no callbacks without it.
-    callback_base: Option<String>,
-}
-
-/// The callback URL of a delivery: the webhook, with the tenant and delivery it is about
-/// (Twilio signs the whole URL, so neither can be changed).
-pub fn callback_url(base: &str, tenant: Uuid, delivery: Uuid) -> String {
-    format!("{base}{PATH}?tenant_id={tenant}&delivery_id={delivery}")
+    /// The `StatusCallback`, the same for every message (SPEC §8): `PUBLIC_BASE_URL` (without
+    /// its trailing slash) + the webhook's path, nothing more; no callbacks without it.
+    status_callback: Option<String>,
 }
 
 impl Sms {
@@ -40,26 +34,21 @@ impl Sms {
             account_sid: config.account_sid.clone(),
             auth_token: config.auth_token.clone(),
             from: config.from_number.clone(),
-            callback_base: public_base_url.map(|u| u.as_str().trim_end_matches('/').to_string()),
+            status_callback: public_base_url
+                .map(|u| format!("{}{PATH}", u.as_str().trim_end_matches('/'))),
         })
     }
 
     /// Sends `text` to `to`; Twilio's message sid once it answered 2xx (whatever `status` it
     /// reports).
-    pub async fn send(
-        &self,
-        tenant: Uuid,
-        delivery: Uuid,
-        to: &str,
-        text: &str,
-    ) -> Result<String, SendError> {
+    pub async fn send(&self, to: &str, text: &str) -> Result<String, SendError> {
         let mut form = vec![
             ("To", to.to_string()),
             ("From", self.from.clone()),
             ("Body", text.to_string()),
         ];
-        if let Some(base) = &self.callback_base {
-            form.push(("StatusCallback", callback_url(base, tenant, delivery)));
+        if let Some(callback) = &self.status_callback {
+            form.push(("StatusCallback", callback.clone()));
         }
         let response = self
             .http

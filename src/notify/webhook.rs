@@ -3,10 +3,15 @@
 //! Public (no token, no tenant header): it is authenticated by `X-Twilio-Signature`, the
 //! base64 HMAC-SHA1, keyed with `TWILIO_AUTH_TOKEN`, of the full URL Twilio called followed
 //! by each POST parameter's name and value, sorted by name; compared in constant time. A
-//! missing or bad signature is 403 and changes nothing. The URL names the tenant and the
-//! delivery (`sms::callback_url`), so the callback works in that one tenant's transaction like
-//! any request; a callback is applied once (`notification_sms_events`) and only moves a
-//! delivery forward.
+//! missing or bad signature is 403 and changes nothing.
+//!
+//! The URL is the same for every message (SPEC §8), so the callback's `MessageSid` says which
+//! delivery it is about: [`route_across_tenants`] reads the platform table `sms_routes` (the
+//! outbox writes a route as it records `sent`), the one read here that is not in a tenant's
+//! transaction. Then the callback works in that one tenant's transaction like any request: it
+//! is applied once (`notification_sms_events`) and only moves a delivery forward.
+
+use std::time::Duration;
 
 use axum::body::Bytes;
 use axum::extract::State;
@@ -16,16 +21,23 @@ use base64::engine::general_purpose::STANDARD;
 use hmac::{Hmac, Mac};
 use secrecy::ExposeSecret;
 use sha1::Sha1;
-use utoipa::{IntoParams, ToSchema};
+use tokio::time::Instant;
+use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
 
+use crate::db::{Db, DbError, TenantDb};
 use crate::error::{AppError, AppResult};
 use crate::state::AppState;
 
 pub const PATH: &str = "/api/v1/webhooks/twilio/status";
 pub const SIGNATURE_HEADER: &str = "x-twilio-signature";
+
+/// How long a signed callback waits for its sid to be routed: Twilio can call back before the
+/// outbox has committed `sent` and the route (its answer and the commit race the callback).
+const ROUTE_WAIT: Duration = Duration::from_secs(2);
+const ROUTE_POLL: Duration = Duration::from_millis(100);
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new().routes(routes!(twilio_status))
@@ -86,29 +98,6 @@ impl TwilioCallback {
     }
 }
 
-/// The URL's query: which delivery the callback is about (set by `sms::callback_url`).
-#[derive(Debug, Default, IntoParams)]
-#[into_params(parameter_in = Query)]
-pub struct CallbackQuery {
-    pub tenant_id: Option<Uuid>,
-    pub delivery_id: Option<Uuid>,
-}
-
-impl CallbackQuery {
-    fn from_query(query: &str) -> Self {
-        let mut parsed = Self::default();
-        for (k, v) in url::form_urlencoded::parse(query.as_bytes()) {
-            let id = Uuid::parse_str(&v).ok();
-            match k.as_ref() {
-                "tenant_id" => parsed.tenant_id = id,
-                "delivery_id" => parsed.delivery_id = id,
-                _ => {}
-            }
-        }
-        parsed
-    }
-}
-
 /// The status a callback moves a delivery to, and from which statuses (forward only); `None`
 /// for a status that says nothing new (`queued`, `accepted`, `sending`, ...).
 fn transition(message_status: &str) -> Option<(&'static str, &'static [&'static str])> {
@@ -123,16 +112,15 @@ fn transition(message_status: &str) -> Option<(&'static str, &'static [&'static 
 
 /// Records Twilio's report on an SMS delivery.
 #[utoipa::path(post, path = "/api/v1/webhooks/twilio/status", tag = "notifications",
-    params(CallbackQuery,
-        ("X-Twilio-Signature" = String, Header, description = "Twilio's request signature")),
+    params(("X-Twilio-Signature" = String, Header, description = "Twilio's request signature")),
     request_body(content = TwilioCallback, content_type = "application/x-www-form-urlencoded"),
     responses(
-        (status = 204, description = "Recorded; also a repeated callback, or one for a delivery that is final or gone (nothing changes)"),
+        (status = 204, description = "Recorded; also a repeated callback, or one for a delivery that is final, gone or unknown (nothing changes)"),
         (status = 403, description = "`forbidden`: the signature is missing or does not verify (nothing changes)"),
         (status = 500, description = "`internal_error`"),
         (status = 503, description = "`service_unavailable`"),
     ))]
-#[tracing::instrument(skip_all)]
+#[tracing::instrument(skip_all, fields(tenant_id = tracing::field::Empty))]
 pub async fn twilio_status(
     State(state): State<AppState>,
     uri: Uri,
@@ -163,18 +151,22 @@ pub async fn twilio_status(
         return Err(refused());
     }
     let callback = TwilioCallback::from_params(&params);
-    let query = CallbackQuery::from_query(uri.query().unwrap_or(""));
-    let (Some(tenant), Some(delivery), Some(status)) =
-        (query.tenant_id, query.delivery_id, &callback.message_status)
-    else {
+    let (Some(sid), Some(status)) = (&callback.message_sid, &callback.message_status) else {
         state.metrics.sms_callback("ignored");
         return Ok(StatusCode::NO_CONTENT);
     };
+    let Some(route) = wait_for_route(&state.db, sid).await? else {
+        tracing::warn!(sid = %sid, status = %status,
+            "a signed Twilio callback names no SMS delivery; nothing changed");
+        state.metrics.sms_callback("unknown");
+        return Ok(StatusCode::NO_CONTENT);
+    };
+    tracing::Span::current().record("tenant_id", tracing::field::display(route.tenant));
     let applied = apply(
-        &state.db.for_tenant(tenant),
-        delivery,
+        &state.db.for_tenant(route.tenant),
+        route.delivery,
         status,
-        callback.message_sid.as_deref(),
+        sid,
         callback.error_code.as_deref(),
     )
     .await?;
@@ -184,15 +176,55 @@ pub async fn twilio_status(
     Ok(StatusCode::NO_CONTENT)
 }
 
+/// Where a Twilio sid leads: the tenant and the SMS delivery it was sent for.
+#[derive(Debug, Clone, Copy)]
+struct SmsRoute {
+    tenant: Uuid,
+    delivery: Uuid,
+}
+
+/// The route of `sid`, looked up in the platform table `sms_routes` with no tenant set: the
+/// only cross-tenant read of the webhook (it learns the tenant here), and it returns nothing
+/// but the route.
+async fn route_across_tenants(db: &Db, sid: &str) -> Result<Option<SmsRoute>, DbError> {
+    let row = db
+        .platform()
+        .await?
+        .query_opt(
+            "SELECT tenant, delivery_id FROM sms_routes WHERE sid = $1",
+            &[&sid],
+        )
+        .await?;
+    Ok(row.map(|r| SmsRoute {
+        tenant: r.get(0),
+        delivery: r.get(1),
+    }))
+}
+
+/// The route of `sid`, looked up again for up to [`ROUTE_WAIT`] while there is none: a
+/// callback can overtake the outbox's commit of `sent`.
+async fn wait_for_route(db: &Db, sid: &str) -> Result<Option<SmsRoute>, DbError> {
+    let give_up = Instant::now() + ROUTE_WAIT;
+    loop {
+        if let Some(route) = route_across_tenants(db, sid).await? {
+            return Ok(Some(route));
+        }
+        if Instant::now() + ROUTE_POLL > give_up {
+            return Ok(None);
+        }
+        tokio::time::sleep(ROUTE_POLL).await;
+    }
+}
+
 /// Applies one callback in the tenant's transaction; false when it changed nothing (a
 /// repeat, a status that says nothing new, a final or unknown delivery).
 async fn apply(
-    db: &crate::db::TenantDb,
+    db: &TenantDb,
     delivery: Uuid,
     status: &str,
-    sid: Option<&str>,
+    sid: &str,
     error_code: Option<&str>,
-) -> Result<bool, crate::db::DbError> {
+) -> Result<bool, DbError> {
     let status: String = status.chars().take(32).collect();
     let tx = db.begin().await?;
     let fresh = tx

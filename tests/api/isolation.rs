@@ -107,6 +107,7 @@ async fn the_app_role_cannot_alter_policies_or_read_migrations() {
         "SELECT * FROM schema_migrations",
         "CREATE TABLE sneaky (id int)",
         "DELETE FROM tenants",
+        "UPDATE sms_routes SET tenant = tenant",
     ] {
         let err = client.batch_execute(statement).await;
         assert!(err.is_err(), "{statement} must be refused");

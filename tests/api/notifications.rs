@@ -25,6 +25,8 @@ use crate::helpers::*;
 use crate::peers::{SmtpServer, TWILIO_TOKEN, TwilioPeer};
 
 const NOTIFICATIONS: &str = "/api/v1/notifications";
+/// The status callback every SMS names: `PUBLIC_BASE_URL` (see `delivering`) + the path.
+const STATUS_CALLBACK: &str = "https://cc.example/api/v1/webhooks/twilio/status";
 
 /// Sets a tenant's trust level as the trust feature will (here: SQL as the superuser).
 pub async fn set_trust(app: &TestApp, tenant: &TestTenant, level: i16) {
@@ -1252,14 +1254,8 @@ async fn sms_go_to_twilio_and_its_errors_retry_or_fail_as_they_say() {
     assert_eq!(form["From"], "+15005550006");
     assert!(form["Body"].chars().count() <= 320, "two segments at most");
     assert!(form["Body"].starts_with("Test store: Stock."));
-    let callback = &form["StatusCallback"];
-    assert!(
-        callback.starts_with(&format!(
-            "https://cc.example/api/v1/webhooks/twilio/status?tenant_id={}&delivery_id=",
-            t.id
-        )),
-        "{callback}"
-    );
+    // Exactly PUBLIC_BASE_URL + the path (SPEC §8): no query naming a tenant or delivery.
+    assert_eq!(form["StatusCallback"], STATUS_CALLBACK);
     let invalid = sms_of(app, &t, "invalid").await;
     assert_eq!(invalid["status"], "failed");
     assert!(
@@ -1323,25 +1319,56 @@ async fn callback(
     call.send().await
 }
 
+/// The SMS events a tenant has recorded (as the superuser: every tenant).
+async fn sms_events(app: &TestApp, tenant: Uuid) -> i64 {
+    connect(&app.db.superuser_url)
+        .await
+        .query_one(
+            "SELECT count(*) FROM notification_sms_events WHERE tenant_id = $1",
+            &[&tenant],
+        )
+        .await
+        .unwrap()
+        .get(0)
+}
+
+/// Sends an urgent notification to `user` of `t` and runs the outbox: its SMS is `sent`.
+async fn texted(d: &Delivering, t: &TestTenant, user: &Value) {
+    send(
+        &d.app,
+        t,
+        json!({"title": "Hi", "body": "b", "priority": "urgent",
+        "recipients": {"user_ids": [user["id"]]}}),
+    )
+    .await;
+    d.outbox.run_once().await.unwrap();
+}
+
+const CALLBACKS: &str = "convcommerce_notification_sms_callbacks_total";
+
 #[tokio::test]
 async fn the_twilio_webhook_checks_signatures_moves_forward_only_and_ignores_repeats() {
     let twilio = TwilioPeer::start().await;
     let d = delivering(twilio.vars()).await;
     let app = &d.app;
     let t = app.tenant().await;
+    let other = app.tenant().await;
     set_trust(app, &t, 1).await;
+    set_trust(app, &other, 1).await;
     let user = sms_recipient(app, &t, "texted", "+5511912345678").await;
-    send(
-        app,
-        &t,
-        json!({"title": "Hi", "body": "b", "priority": "urgent",
-        "recipients": {"user_ids": [user["id"]]}}),
-    )
-    .await;
-    d.outbox.run_once().await.unwrap();
-    let sent = &twilio.sent()[0];
+    let neighbour = sms_recipient(app, &other, "neighbour", "+5511987654321").await;
+    texted(&d, &t, &user).await;
+    texted(&d, &other, &neighbour).await;
+    let sent = twilio
+        .sent()
+        .into_iter()
+        .find(|s| s.form["To"] == "+5511912345678")
+        .unwrap();
     let url = sent.form["StatusCallback"].clone();
-    assert_eq!(sms_of(app, &t, "texted").await["status"], "sent");
+    assert_eq!(url, STATUS_CALLBACK);
+    let before = sms_of(app, &t, "texted").await;
+    assert_eq!(before["status"], "sent");
+    assert_eq!(before["provider_id"], sent.sid.as_str());
     let delivered = [
         ("MessageSid", sent.sid.as_str()),
         ("MessageStatus", "delivered"),
@@ -1349,30 +1376,43 @@ async fn the_twilio_webhook_checks_signatures_moves_forward_only_and_ignores_rep
         ("To", "+5511912345678"),
     ];
 
-    // Missing, forged, wrong key, another URL (a tampered tenant or delivery): 403, unchanged.
+    // For the real sid, with a missing or forged signature (another key), or one for another
+    // URL (a query added, another host): 403, unchanged.
     callback(app, &url, &delivered, None)
         .await
         .expect_problem(403, "forbidden");
     callback(app, &url, &delivered, Some("not-the-token"))
         .await
         .expect_problem(403, "forbidden");
-    let tampered = url.replace(&t.id.to_string(), &Uuid::now_v7().to_string());
-    let signed_for_original: Vec<(String, String)> = delivered
+    let pairs: Vec<(String, String)> = delivered
         .iter()
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect();
     let body: String = url::form_urlencoded::Serializer::new(String::new())
-        .extend_pairs(&signed_for_original)
+        .extend_pairs(&pairs)
         .finish();
-    app.post(tampered.strip_prefix("https://cc.example").unwrap())
-        .body("application/x-www-form-urlencoded", body)
-        .header(
-            "X-Twilio-Signature",
-            &webhook::signature(TWILIO_TOKEN, &url, &signed_for_original),
-        )
-        .send()
-        .await
-        .expect_problem(403, "forbidden");
+    let with_query = format!("{url}?tenant_id={}", other.id);
+    for (path, signed_for) in [
+        (
+            format!("{}?tenant_id={}", webhook::PATH, other.id),
+            url.clone(),
+        ),
+        (webhook::PATH.to_string(), with_query),
+        (
+            webhook::PATH.to_string(),
+            format!("https://elsewhere.example{}", webhook::PATH),
+        ),
+    ] {
+        app.post(&path)
+            .body("application/x-www-form-urlencoded", body.clone())
+            .header(
+                "X-Twilio-Signature",
+                &webhook::signature(TWILIO_TOKEN, &signed_for, &pairs),
+            )
+            .send()
+            .await
+            .expect_problem(403, "forbidden");
+    }
     let mut forged = delivered;
     forged[1] = ("MessageStatus", "failed");
     let mut extra = forged.to_vec();
@@ -1385,7 +1425,7 @@ async fn the_twilio_webhook_checks_signatures_moves_forward_only_and_ignores_rep
     let body: String = url::form_urlencoded::Serializer::new(String::new())
         .extend_pairs(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())))
         .finish();
-    app.post(url.strip_prefix("https://cc.example").unwrap())
+    app.post(webhook::PATH)
         .body("application/x-www-form-urlencoded", body)
         .header(
             "X-Twilio-Signature",
@@ -1394,7 +1434,46 @@ async fn the_twilio_webhook_checks_signatures_moves_forward_only_and_ignores_rep
         .send()
         .await
         .expect_problem(403, "forbidden");
+    let unchanged = sms_of(app, &t, "texted").await;
+    assert_eq!(unchanged["status"], "sent");
+    assert_eq!(unchanged["updated_at"], before["updated_at"]);
+    assert_eq!(sms_events(app, t.id).await, 0, "nothing read or written");
+    assert_eq!(
+        app.metric(&format!("{CALLBACKS}{{kind=\"refused\"}}"))
+            .await,
+        6.0
+    );
+
+    // Signed, for a sid no delivery has: answered 2xx after the wait for a late route, and
+    // nothing changes anywhere.
+    let unknown = format!("SM{}", Uuid::now_v7().simple());
+    let started = std::time::Instant::now();
+    callback(
+        app,
+        &url,
+        &[
+            ("MessageSid", unknown.as_str()),
+            ("MessageStatus", "failed"),
+        ],
+        Some(TWILIO_TOKEN),
+    )
+    .await
+    .expect(204);
+    assert!(
+        started.elapsed() >= Duration::from_millis(1500),
+        "it waited"
+    );
+    assert_eq!(
+        app.metric(&format!("{CALLBACKS}{{kind=\"unknown\"}}"))
+            .await,
+        1.0
+    );
     assert_eq!(sms_of(app, &t, "texted").await["status"], "sent");
+    assert_eq!(sms_of(app, &other, "neighbour").await["status"], "sent");
+    assert_eq!(
+        sms_events(app, t.id).await + sms_events(app, other.id).await,
+        0
+    );
 
     // A status that says nothing new, then delivered; a repeat and a later `failed` change
     // nothing (delivered is final), and are still answered 2xx.
@@ -1411,6 +1490,11 @@ async fn the_twilio_webhook_checks_signatures_moves_forward_only_and_ignores_rep
         .expect(204);
     let done = sms_of(app, &t, "texted").await;
     assert_eq!(done["status"], "delivered");
+    assert_eq!(
+        sms_of(app, &other, "neighbour").await["status"],
+        "sent",
+        "the sid moved its own tenant's delivery only"
+    );
     callback(app, &url, &delivered, Some(TWILIO_TOKEN))
         .await
         .expect(204);
@@ -1426,16 +1510,120 @@ async fn the_twilio_webhook_checks_signatures_moves_forward_only_and_ignores_rep
     assert_eq!(after["status"], "delivered");
     assert_eq!(after["updated_at"], done["updated_at"]);
     assert_eq!(after["last_error"], Value::Null);
-    let events: i64 = connect(&app.db.superuser_url)
-        .await
-        .query_one(
-            "SELECT count(*) FROM notification_sms_events WHERE tenant_id = $1",
-            &[&t.id],
+    assert_eq!(
+        sms_events(app, t.id).await,
+        3,
+        "queued, delivered, failed: each recorded once"
+    );
+    assert_eq!(sms_events(app, other.id).await, 0);
+    assert_eq!(
+        app.metric(&format!("{CALLBACKS}{{kind=\"applied\"}}"))
+            .await,
+        1.0
+    );
+    d.stop().await;
+}
+
+/// Twilio can call back before the outbox has recorded `sent` (and the sid's route): the
+/// webhook waits for the route, then applies the callback.
+#[tokio::test]
+async fn a_callback_that_overtakes_the_sent_commit_waits_for_its_route() {
+    let twilio = TwilioPeer::start().await;
+    let mut vars = twilio.vars();
+    vars.push(("TWILIO_TIMEOUT_MILLISECONDS".into(), "5000".into()));
+    let d = delivering(vars).await;
+    let app = &d.app;
+    let t = app.tenant().await;
+    set_trust(app, &t, 1).await;
+    // The peer holds its answer to this number for a second after taking the message.
+    let user = sms_recipient(app, &t, "patient", "+15553330000").await;
+    send(
+        app,
+        &t,
+        json!({"title": "Hi", "body": "b", "priority": "urgent",
+        "recipients": {"user_ids": [user["id"]]}}),
+    )
+    .await;
+    let superuser = connect(&app.db.superuser_url).await;
+    let (report, answer) = tokio::join!(d.outbox.run_once(), async {
+        assert!(
+            eventually(Duration::from_secs(10), || async {
+                !twilio.sent().is_empty()
+            })
+            .await
+        );
+        let sid = twilio.sent()[0].sid.clone();
+        let routed: i64 = superuser
+            .query_one("SELECT count(*) FROM sms_routes WHERE sid = $1", &[&sid])
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(routed, 0, "the callback comes before the route");
+        callback(
+            app,
+            STATUS_CALLBACK,
+            &[("MessageSid", sid.as_str()), ("MessageStatus", "delivered")],
+            Some(TWILIO_TOKEN),
         )
         .await
-        .unwrap()
-        .get(0);
-    assert_eq!(events, 3, "queued, delivered, failed: each recorded once");
+    });
+    assert_eq!(report.unwrap().sent, 1);
+    answer.expect(204);
+    let sms = sms_of(app, &t, "patient").await;
+    assert_eq!(sms["status"], "delivered", "{sms}");
+    assert_eq!(sms["provider_id"], twilio.sent()[0].sid.as_str());
+    d.stop().await;
+}
+
+/// The routes go with their deliveries: a deleted user's at the next purge, the rest after the
+/// retention.
+#[tokio::test]
+async fn sms_routes_are_purged_with_their_deliveries() {
+    let twilio = TwilioPeer::start().await;
+    let d = delivering(twilio.vars()).await;
+    let app = &d.app;
+    let t = app.tenant().await;
+    set_trust(app, &t, 1).await;
+    let kept = sms_recipient(app, &t, "kept", "+5511912345678").await;
+    let leaving = sms_recipient(app, &t, "leaving", "+5511987654321").await;
+    texted(&d, &t, &kept).await;
+    texted(&d, &t, &leaving).await;
+    let superuser = connect(&app.db.superuser_url).await;
+    let routes = || async {
+        superuser
+            .query(
+                "SELECT r.sid FROM sms_routes r WHERE r.tenant = $1 ORDER BY r.sid",
+                &[&t.id],
+            )
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| r.get::<_, String>(0))
+            .collect::<Vec<_>>()
+    };
+    let mut sids: Vec<String> = twilio.sent().into_iter().map(|s| s.sid).collect();
+    sids.sort();
+    assert_eq!(routes().await, sids, "one route per SMS sent");
+    let kept_sid = sms_of(app, &t, "kept").await["provider_id"].clone();
+
+    app.delete(&format!(
+        "/api/v1/users/{}",
+        leaving["id"].as_str().unwrap()
+    ))
+    .owner_of(&t)
+    .send()
+    .await
+    .expect(204);
+    let purge = convcommerce::notify::purge::NotificationPurge {
+        db: Db::connect(&SecretString::from(app.db.app_url.clone()), 1, 0).unwrap(),
+        clock: Arc::new(d.clock.clone()),
+    };
+    purge.run_once().await.unwrap();
+    assert_eq!(routes().await, vec![kept_sid.as_str().unwrap().to_string()]);
+
+    d.clock.advance(chrono::Duration::days(91));
+    assert_eq!(purge.run_once().await.unwrap(), 1);
+    assert!(routes().await.is_empty());
     d.stop().await;
 }
 

@@ -262,8 +262,9 @@ struct TwilioState {
 /// A local HTTP server with Twilio's Messages API shape. The answer depends on `To`:
 /// `+15005550001` is an invalid number (400, code 21211); `+1555429...` is rate limited the
 /// first time (429, `Retry-After: 2`); `+1555500...` fails the first time (500); `+1555777...`
-/// answers the first time after 2 s (a timeout for a client that waits less); any other is
-/// accepted (201, `status: queued`).
+/// answers the first time after 2 s (a timeout for a client that waits less); `+1555333...` is
+/// accepted, and listed in `sent` a second before the answer (so Twilio's callback can come
+/// first); any other is accepted (201, `status: queued`).
 pub struct TwilioPeer {
     pub base: String,
     state: Arc<Mutex<TwilioState>>,
@@ -333,6 +334,9 @@ async fn messages(
         sid: sid.clone(),
         form: form.clone(),
     });
+    if to.starts_with("+1555333") {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
     (
         StatusCode::CREATED,
         axum::Json(json!({"sid": sid, "account_sid": TWILIO_SID, "to": to,

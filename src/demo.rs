@@ -138,7 +138,7 @@ async fn fill(db: &TenantDb) -> anyhow::Result<()> {
                       {"product_id": ids[2], "quantity": 2}],
             "channel": channel
         }))?;
-        let order = orders::store::create(db, &system, &order.validate()?).await?;
+        let order = orders::store::create(db, &system, &order.validate()?, false).await?;
         first_order.get_or_insert(order.id);
         for &status in path {
             let change = StatusChange {

@@ -24,6 +24,7 @@ pub mod state;
 pub mod storage;
 pub mod telemetry;
 pub mod tenancy;
+pub mod trust;
 pub mod types;
 
 use std::sync::Arc;
@@ -134,6 +135,13 @@ impl Application {
             metrics.clone(),
             jobs_stop.clone(),
         );
+        let trust = trust::recompute::Trust::new(
+            db.clone(),
+            clock.clone(),
+            config.trust_grace,
+            directory.clone(),
+            activity_sink.clone(),
+        );
         let state = AppState::new(Services {
             verifier: Arc::new(Verifier::new(&config.jwt, http)),
             config: config.clone(),
@@ -150,6 +158,7 @@ impl Application {
             activity,
             hub,
             publisher,
+            trust,
         });
         let mut background = vec![
             activity_writer,
@@ -297,6 +306,7 @@ pub fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(health::metrics))
         .merge(admin::routes::router())
         .merge(commerce::tenant::router())
+        .merge(commerce::settings::routes::router())
         .merge(commerce::users::routes::router())
         .merge(commerce::usage::router())
         .merge(commerce::profile::routes::router())

@@ -17,6 +17,7 @@ use crate::monitoring::hub::Hub;
 use crate::monitoring::hub::fanout::Publisher;
 use crate::storage::MediaStore;
 use crate::tenancy::directory::Directory;
+use crate::trust::recompute::Trust;
 
 /// A cheap handle (one reference count) to [`Services`]: axum clones the state for every
 /// extractor of every request.
@@ -60,4 +61,6 @@ pub struct Services {
     pub hub: Arc<Hub>,
     /// Where producers send their events, after their rows commit.
     pub publisher: Publisher,
+    /// Trust levels: the recompute, the override and the trust document (SPEC §6).
+    pub trust: Trust,
 }

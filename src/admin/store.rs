@@ -119,10 +119,7 @@ pub async fn update(
         .ok_or(TenantError::NotFound)?;
     Directory::announce(
         &tx,
-        &Invalidation {
-            tenant: id,
-            subject: None,
-        },
+        &Invalidation::tenant(id),
     )
     .await?;
     tx.commit().await?;

@@ -7,6 +7,7 @@ pub mod media;
 pub mod orders;
 pub mod products;
 pub mod profile;
+pub mod settings;
 pub mod tenant;
 pub mod usage;
 pub mod users;

@@ -54,6 +54,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "0008_events.sql",
         sql: include_str!("../../migrations/0008_events.sql"),
     },
+    Migration {
+        version: 10,
+        name: "0010_trust.sql",
+        sql: include_str!("../../migrations/0010_trust.sql"),
+    },
 ];
 
 /// Serialises concurrent migrators (several instances or test processes starting at once).

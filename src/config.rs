@@ -53,6 +53,9 @@ pub struct Config {
     /// `None` means "start the private development database".
     pub database_url: Option<SecretString>,
     pub migration_database_url: Option<SecretString>,
+    /// The direct connection for `LISTEN` (`None`: `database_url`); behind PgBouncer in
+    /// transaction mode `DATABASE_URL` cannot `LISTEN`, so this one goes straight to PostgreSQL.
+    pub database_listen_url: Option<SecretString>,
     pub db_pool_size: usize,
     /// Connections for short reads, each shared by many requests (`db::lanes`); 0: none.
     pub db_read_lanes: usize,
@@ -401,6 +404,7 @@ impl Config {
         Ok(Self {
             database_url,
             migration_database_url: r.postgres_url("MIGRATION_DATABASE_URL")?,
+            database_listen_url: r.postgres_url("DATABASE_LISTEN_URL")?,
             db_pool_size,
             db_read_lanes,
             host: r.parsed("HOST", IpAddr::from([127, 0, 0, 1]), "an IP address")?,

@@ -82,14 +82,14 @@ async fn fill(db: &TenantDb) -> anyhow::Result<()> {
         "business_address": {"line1": "Rua Augusta 1500", "city": "São Paulo", "region": "SP",
                              "postal_code": "01304-001", "country": "BR"}
     }))?;
-    profile::store::put(db, &profile.validate()?).await?;
+    profile::store::put(db, &system, &profile.validate()?).await?;
     let ai: PutAiConfig = body(json!({
         "bot_name": "Ana", "style_tone": "friendly", "auto_reply_enabled": true,
         "active_hours": {"timezone": "America/Sao_Paulo", "start": "08:00", "end": "22:00"},
         "languages": ["pt-BR", "en"],
         "system_prompt": "You sell the Demo Store's tees and mugs. Be brief and kind."
     }))?;
-    ai_config::store::put(db, &ai.validate()?).await?;
+    ai_config::store::put(db, &system, &ai.validate()?).await?;
 
     let mut ids = Vec::new();
     for (name, sku, price, stock, status) in [
@@ -154,7 +154,7 @@ async fn fill(db: &TenantDb) -> anyhow::Result<()> {
                 stars: 5,
                 comment: Some("Lindo! Chegou rápido.".into()),
             };
-            orders::store::rate(db, order.id, &rating).await?;
+            orders::store::rate(db, &system, order.id, &rating).await?;
         }
     }
 
@@ -171,7 +171,7 @@ async fn fill(db: &TenantDb) -> anyhow::Result<()> {
             "customer_handle": "+5511987654321", "channel": "whatsapp",
             "sender_type": sender, "message": text, "order_id": order
         }))?;
-        conversations::store::post(db, &message.validate()?).await?;
+        conversations::store::post(db, &system, &message.validate()?).await?;
     }
     Ok(())
 }

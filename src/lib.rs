@@ -95,7 +95,14 @@ impl Application {
             .context("connecting with DATABASE_URL")?;
         db::safety::check(&check).await?;
         drop(check);
-        let listen = db::tls::PgTarget::parse(url.expose_secret())?;
+        let listen = db::tls::PgTarget::parse(
+            config
+                .database_listen_url
+                .as_ref()
+                .unwrap_or(&url)
+                .expose_secret(),
+        )
+        .context("DATABASE_LISTEN_URL")?;
 
         let media = storage::MediaStore::from_config(&config)?;
         media.check().await.context("MEDIA_STORE cannot be used")?;
@@ -107,6 +114,11 @@ impl Application {
             .timeout(Duration::from_secs(10))
             .build()?;
         let directory = Directory::new(db.clone(), metrics.clone(), config.directory_ttl);
+        let mut listener = db::listen::Listener::default();
+        listener.subscribe(
+            tenancy::directory::INVALIDATION_CHANNEL,
+            Arc::new(directory.clone()),
+        );
         let redis = config
             .redis_url
             .as_ref()
@@ -120,7 +132,7 @@ impl Application {
         let shutdown = CancellationToken::new();
         let jobs_stop = CancellationToken::new();
         let (hub, publisher, hub_tasks) =
-            monitoring_hub(&config, &listen, &db, &metrics, &shutdown, &jobs_stop)?;
+            monitoring_hub(&config, &mut listener, &db, &metrics, &shutdown, &jobs_stop)?;
         let (live, live_task) = monitoring::live::spawn(
             db.clone(),
             publisher.clone(),
@@ -163,7 +175,7 @@ impl Application {
         let mut background = vec![
             activity_writer,
             live_task,
-            tokio::spawn(tenancy::listener::run(listen, directory, jobs_stop.clone())),
+            listener.spawn(listen, jobs_stop.clone()),
             jobs::spawn(
                 jobs::usage::UsageFlush {
                     db: db.clone(),
@@ -262,7 +274,7 @@ impl Application {
 /// events published during the drain still go out).
 fn monitoring_hub(
     config: &Config,
-    listen: &db::tls::PgTarget,
+    listener: &mut db::listen::Listener,
     db: &Db,
     metrics: &Arc<Metrics>,
     shutdown: &CancellationToken,
@@ -274,7 +286,7 @@ fn monitoring_hub(
         shutdown.clone(),
     ));
     let (publisher, tasks) = monitoring::hub::fanout::start(
-        listen.clone(),
+        listener,
         config.redis_url.as_ref(),
         db.clone(),
         hub.clone(),

@@ -5,6 +5,7 @@
 pub mod bootstrap;
 pub mod embedded;
 mod lanes;
+pub mod listen;
 pub mod migrate;
 pub mod safety;
 pub mod tls;

@@ -1,6 +1,8 @@
 //! The cleanup job (SPEC §5): purges media that no product has shown for 24 hours, and
 //! conversation messages older than the tenant's retention (threads left empty go too), and
-//! thins old usage buckets; activities go after the tenant's `activity_retention_days`.
+//! thins old usage buckets; activities go after the tenant's `activity_retention_days`; rule
+//! windows that no longer hold anything (idle past their window and cooldown) go, and each rule
+//! keeps at most [`MAX_WINDOWS_PER_RULE`] groups.
 //! Purged media free their storage quota through the quota trigger.
 //!
 //! It visits tenants one at a time, in a transaction of its own with that tenant set, so
@@ -17,9 +19,10 @@ use uuid::Uuid;
 
 use super::Job;
 use crate::clock::Clock;
-use crate::db::Db;
+use crate::db::{Db, PlatformTx};
 use crate::limits::Limits;
 use crate::metrics::Metrics;
+use crate::monitoring::rules::model::{Severity, VOLUME_ANOMALY};
 use crate::storage::MediaStore;
 
 /// How long a media may stay unreferenced.
@@ -31,6 +34,8 @@ const HOUR_BUCKETS_KEPT: chrono::Duration = chrono::Duration::days(90);
 pub const ORPHAN_GRACE: chrono::Duration = chrono::Duration::hours(1);
 /// Object keys checked against the rows per statement.
 const RECONCILE_BATCH: usize = 1_000;
+/// Groups (`monitoring_rule_windows` rows) a rule keeps past a pass: the most recently active.
+pub const MAX_WINDOWS_PER_RULE: i64 = 10_000;
 
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct CleanupReport {
@@ -42,6 +47,8 @@ pub struct CleanupReport {
     /// Objects deleted because no row named them.
     pub orphans_deleted: u64,
     pub activities_purged: u64,
+    /// Rule windows deleted: idle, or past a rule's [`MAX_WINDOWS_PER_RULE`].
+    pub rule_windows_pruned: u64,
     /// Tenants whose pass failed (logged); the others were still cleaned.
     pub tenants_failed: u64,
 }
@@ -193,8 +200,52 @@ async fn clean_tenant(
         .await?
         .get(0);
     report.activities_purged += activities as u64;
+    report.rule_windows_pruned += prune_rule_windows(&tx, tenant, now).await?;
     tx.commit().await?;
     Ok(purged.iter().map(|r| r.get(0)).collect())
+}
+
+/// Deletes the tenant's rule windows that hold nothing any more: untouched for longer than
+/// both their rule's window and its cooldown, every event they held has left the window and
+/// the cooldown is over, so the row is as good as absent. The baseline rule's row (one per
+/// rule) keeps its rolling mean. Then each rule keeps its [`MAX_WINDOWS_PER_RULE`] most
+/// recently active groups, so groups keyed by values a stranger chooses (an ip) stay bounded.
+async fn prune_rule_windows(
+    tx: &PlatformTx,
+    tenant: Uuid,
+    now: DateTime<Utc>,
+) -> anyhow::Result<u64> {
+    let severities: Vec<&str> = Severity::ALL.iter().map(|s| s.as_str()).collect();
+    let cooldowns: Vec<i64> = Severity::ALL
+        .iter()
+        .map(|s| s.default_cooldown_seconds())
+        .collect();
+    let idle = tx
+        .execute(
+            "DELETE FROM monitoring_rule_windows w USING monitoring_rules r
+             WHERE w.tenant_id = $1 AND r.tenant_id = $1 AND r.id = w.rule_id
+               AND r.key IS DISTINCT FROM $2
+               AND w.updated_at < $3::timestamptz - make_interval(secs => greatest(
+                   coalesce((r.threshold ->> 'window_seconds')::bigint, 0),
+                   coalesce(r.cooldown_seconds::bigint,
+                            (SELECT d.seconds FROM unnest($4::text[], $5::bigint[]) AS d(severity, seconds)
+                             WHERE d.severity = r.severity))))",
+            &[&tenant, &VOLUME_ANOMALY, &now, &severities, &cooldowns],
+        )
+        .await?;
+    let crowded = tx
+        .execute(
+            "DELETE FROM monitoring_rule_windows w
+             WHERE w.tenant_id = $1 AND (w.rule_id, w.group_key) IN (
+                 SELECT rule_id, group_key FROM (
+                     SELECT rule_id, group_key, row_number() OVER (
+                         PARTITION BY rule_id ORDER BY updated_at DESC, group_key) AS n
+                     FROM monitoring_rule_windows WHERE tenant_id = $1) ranked
+                 WHERE n > $2)",
+            &[&tenant, &MAX_WINDOWS_PER_RULE],
+        )
+        .await?;
+    Ok(idle + crowded)
 }
 
 /// The cleanup as a scheduled job, as of the service clock.

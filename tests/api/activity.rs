@@ -104,6 +104,173 @@ async fn a_failed_change_leaves_no_data_activity() {
     assert!(failed.iter().all(|a| a["action"] == "request"));
 }
 
+/// The one data activity of `action` on `resource_id`, asserted to exist by the time the
+/// change's response arrived.
+async fn one_change(app: &TestApp, tenant: &TestTenant, action: &str, resource_id: &str) -> Value {
+    let found = activities(
+        app,
+        tenant,
+        &format!("?action={action}&resource_id={resource_id}"),
+    )
+    .await;
+    assert_eq!(found.len(), 1, "{action} on {resource_id}: {found:?}");
+    assert_eq!(found[0]["category"], "data");
+    found[0].clone()
+}
+
+#[tokio::test]
+async fn every_data_change_is_logged_in_its_own_transaction() {
+    let app = TestApp::spawn().await;
+    let tenant = app.tenant().await;
+    let owner = |call: Call| call.owner_of(&tenant);
+
+    // Members: added, changed (the role's from and to), a refused change, removed.
+    let user = owner(app.post("/api/v1/users"))
+        .json(&json!({"external_id": "act-staff", "email": "staff@act.example", "role": "staff"}))
+        .send()
+        .await
+        .expect(201)
+        .body;
+    let user_id = user["id"].as_str().unwrap();
+    let created = one_change(&app, &tenant, "user.created", user_id).await;
+    assert_eq!(
+        (
+            created["resource_type"].as_str(),
+            created["status"].as_i64()
+        ),
+        (Some("user"), Some(201))
+    );
+    owner(app.patch(&format!("/api/v1/users/{user_id}")))
+        .json(&json!({"role": "admin"}))
+        .send()
+        .await
+        .expect(200);
+    let updated = one_change(&app, &tenant, "user.updated", user_id).await;
+    assert_eq!(
+        updated["details"],
+        json!({"changed": ["role"], "from": "staff", "to": "admin"})
+    );
+    owner(app.patch(&format!("/api/v1/users/{user_id}")))
+        .json(&json!({"email": format!("{}@test.example", tenant.owner)}))
+        .send()
+        .await
+        .expect_problem(409, "email_taken");
+    owner(app.delete(&format!("/api/v1/users/{user_id}")))
+        .send()
+        .await
+        .expect(204);
+    one_change(&app, &tenant, "user.deleted", user_id).await;
+    assert_eq!(stored(&app, tenant.id, "action = 'user.updated'").await, 1);
+
+    // The one-per-tenant documents: their resource is the tenant.
+    owner(app.put("/api/v1/seller-profile"))
+        .json(&json!({"store_name": "Act", "slug": "act-store"}))
+        .send()
+        .await
+        .expect(200);
+    one_change(
+        &app,
+        &tenant,
+        "seller_profile.updated",
+        &tenant.id.to_string(),
+    )
+    .await;
+    owner(app.put("/api/v1/ai-config"))
+        .json(
+            &json!({"bot_name": "Ana", "style_tone": "friendly", "auto_reply_enabled": false,
+                      "languages": ["en"], "system_prompt": "Be brief."}),
+        )
+        .send()
+        .await
+        .expect(200);
+    one_change(&app, &tenant, "ai_config.updated", &tenant.id.to_string()).await;
+
+    // A message, with its thread in the details; one naming another tenant's order is refused.
+    let message = owner(app.post("/api/v1/conversations/messages"))
+        .json(
+            &json!({"customer_handle": "+15550002222", "channel": "whatsapp",
+                      "sender_type": "customer", "message": "Hi"}),
+        )
+        .send()
+        .await
+        .expect(201)
+        .body;
+    let posted = one_change(
+        &app,
+        &tenant,
+        "conversation.message_posted",
+        message["id"].as_str().unwrap(),
+    )
+    .await;
+    assert_eq!(posted["details"]["thread_id"], message["thread_id"]);
+    assert_eq!(posted["status"], 201);
+    owner(app.post("/api/v1/conversations/messages"))
+        .json(
+            &json!({"customer_handle": "+15550002222", "channel": "whatsapp",
+                      "sender_type": "customer", "message": "Hi", "order_id": Uuid::now_v7()}),
+        )
+        .send()
+        .await
+        .expect_problem(404, "not_found");
+
+    // Media: uploaded and deleted.
+    let media = crate::media::upload(
+        &app,
+        &tenant,
+        crate::media::file(crate::media::png(64), "a.png", "image/png"),
+    )
+    .await
+    .expect(201)
+    .body;
+    let media_id = media["id"].as_str().unwrap();
+    let uploaded = one_change(&app, &tenant, "media.uploaded", media_id).await;
+    assert_eq!(uploaded["details"]["size_bytes"], media["size_bytes"]);
+    owner(app.delete(&format!("/api/v1/media/{media_id}")))
+        .send()
+        .await
+        .expect(204);
+    one_change(&app, &tenant, "media.deleted", media_id).await;
+
+    // A rating: refused before delivery, then recorded once.
+    let product = app
+        .product(&tenant, json!({"sku": "ACT-R", "stock": 5}))
+        .await;
+    let order = owner(app.post("/api/v1/orders"))
+        .json(
+            &json!({"channel": "web", "customer": {"name": "Ana", "phone": "+15550001111"},
+                      "items": [{"product_id": product["id"], "quantity": 1}]}),
+        )
+        .send()
+        .await
+        .expect(201)
+        .body;
+    let order_id = order["id"].as_str().unwrap();
+    let rate =
+        || owner(app.post(&format!("/api/v1/orders/{order_id}/rating"))).json(&json!({"stars": 4}));
+    rate().send().await.expect_problem(409, "invalid_state");
+    for status in ["confirmed", "processing", "shipped", "delivered"] {
+        owner(app.post(&format!("/api/v1/orders/{order_id}/transitions")))
+            .json(&json!({"status": status}))
+            .send()
+            .await
+            .expect(200);
+    }
+    rate().send().await.expect(201);
+    let rated = one_change(&app, &tenant, "order.rated", order_id).await;
+    assert_eq!(rated["details"], json!({"stars": 4}));
+
+    // The refused changes left no data activity: exactly one per change above.
+    assert_eq!(
+        stored(
+            &app,
+            tenant.id,
+            "category = 'data' AND action NOT LIKE 'product.%' AND action NOT LIKE 'order.%'"
+        )
+        .await,
+        8
+    );
+}
+
 #[tokio::test]
 async fn reads_reach_the_log_through_the_writer() {
     let app = TestApp::spawn().await;

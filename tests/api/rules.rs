@@ -693,3 +693,170 @@ async fn a_backtest_replays_the_activity_log_through_the_rule() {
         .await
         .expect_problem(404, "not_found");
 }
+
+/// `(group_key, ...)` of a rule's window rows, sorted.
+async fn window_groups(app: &TestApp, t: &TestTenant, rule: &str) -> Vec<String> {
+    let mut client = crate::helpers::connect(&app.db.owner_url).await;
+    let tx = crate::helpers::tenant_tx(&mut client, t.id).await;
+    tx.query(
+        "SELECT group_key FROM monitoring_rule_windows
+         WHERE tenant_id = $1 AND rule_id = $2::text::uuid ORDER BY group_key",
+        &[&t.id, &rule],
+    )
+    .await
+    .unwrap()
+    .iter()
+    .map(|r| r.get(0))
+    .collect()
+}
+
+/// Runs `sql` as the migration role with `t` set (the windows force row-level security).
+async fn as_owner(app: &TestApp, t: &TestTenant, sql: &str) {
+    let mut client = crate::helpers::connect(&app.db.owner_url).await;
+    let tx = crate::helpers::tenant_tx(&mut client, t.id).await;
+    tx.batch_execute(sql).await.unwrap();
+    tx.commit().await.unwrap();
+}
+
+#[tokio::test]
+async fn the_cleanup_prunes_idle_windows_and_caps_the_groups_of_a_rule() {
+    use convcommerce::jobs::cleanup::{self, MAX_WINDOWS_PER_RULE};
+    // A database of its own: the job visits every tenant.
+    let app = TestApp::spawn_on(crate::helpers::private_database().await, |_| {}).await;
+    let t = app.tenant().await;
+    let rule = create(
+        &app,
+        &t,
+        json!({"name": "per ip", "severity": "high", "cooldown_seconds": 600,
+               "condition": {"field": "action", "op": "eq", "value": "login.failed"},
+               "threshold": {"count": 5, "window_seconds": 60, "group_by": ["ip"]}}),
+    )
+    .await;
+    let rule_id = rule["id"].as_str().unwrap();
+    let now = Utc::now();
+    let events: Vec<_> = ["1.1.1.1", "2.2.2.2", "3.3.3.3"]
+        .iter()
+        .map(|ip| {
+            event(
+                now,
+                json!({"action": "login.failed", "ip": ip, "method": "POST"}),
+            )
+        })
+        .collect();
+    engine(&app).evaluate(t.id, &events).await.unwrap();
+    let anomaly = rules(&app, &t)
+        .await
+        .into_iter()
+        .find(|r| r["key"] == "request_volume_anomaly")
+        .unwrap();
+    let anomaly_id = anomaly["id"].as_str().unwrap();
+    assert_eq!(window_groups(&app, &t, anomaly_id).await.len(), 1);
+    // 1.1.1.1 idle past both the window (60 s) and the cooldown (600 s); 2.2.2.2 past the
+    // window only (it may still be cooling down); the baseline's row idle for a day.
+    as_owner(
+        &app,
+        &t,
+        &format!(
+            "UPDATE monitoring_rule_windows SET updated_at = now() - interval '11 minutes'
+              WHERE group_key = '{{\"ip\":\"1.1.1.1\"}}';
+             UPDATE monitoring_rule_windows SET updated_at = now() - interval '5 minutes'
+              WHERE group_key = '{{\"ip\":\"2.2.2.2\"}}';
+             UPDATE monitoring_rule_windows SET updated_at = now() - interval '1 day'
+              WHERE rule_id = '{anomaly_id}';"
+        ),
+    )
+    .await;
+    let (db, store) = crate::cleanup::job_parts(&app);
+    let report = cleanup::run_at(&db, &store, Utc::now()).await.unwrap();
+    assert_eq!(report.rule_windows_pruned, 1);
+    assert_eq!(
+        window_groups(&app, &t, rule_id).await,
+        [r#"{"ip":"2.2.2.2"}"#, r#"{"ip":"3.3.3.3"}"#]
+    );
+    assert_eq!(
+        window_groups(&app, &t, anomaly_id).await.len(),
+        1,
+        "the baseline stays"
+    );
+
+    // Groups past the cap: the least recently active (the two ips) go first.
+    as_owner(
+        &app,
+        &t,
+        &format!(
+            "INSERT INTO monitoring_rule_windows (tenant_id, rule_id, group_key, state, updated_at)
+             SELECT '{tenant}', '{rule_id}', 'g' || n, '{{}}', now() + n * interval '1 millisecond'
+             FROM generate_series(1, {MAX_WINDOWS_PER_RULE}) AS n",
+            tenant = t.id
+        ),
+    )
+    .await;
+    let report = cleanup::run_at(&db, &store, Utc::now()).await.unwrap();
+    assert_eq!(report.rule_windows_pruned, 2);
+    let kept = window_groups(&app, &t, rule_id).await;
+    assert_eq!(kept.len() as i64, MAX_WINDOWS_PER_RULE);
+    assert!(kept.iter().all(|g| g.starts_with('g')), "{:?}", &kept[..3]);
+}
+
+#[tokio::test]
+async fn two_servers_count_each_others_events_and_fire_once() {
+    let a = TestApp::spawn().await;
+    let b = TestApp::spawn_on(a.db.clone(), |_| {}).await;
+    let t = a.tenant().await;
+    let rule = create(
+        &a,
+        &t,
+        json!({"name": "catalogue burst", "severity": "medium", "cooldown_seconds": 3600,
+               "condition": {"field": "action", "op": "eq", "value": "product.created"},
+               "threshold": {"count": 6, "window_seconds": 600, "group_by": []}}),
+    )
+    .await;
+    // Products `names`, alternately on each server, concurrently.
+    let create_on_both = |names: std::ops::Range<u32>| {
+        let creates = names.map(|i| {
+            let app = if i % 2 == 0 { &a } else { &b };
+            app.post("/api/v1/products")
+                .owner_of(&t)
+                .json(&json!({"name": format!("P{i}"), "price_cents": 100, "currency": "USD"}))
+                .send()
+        });
+        async {
+            for created in futures_util::future::join_all(creates).await {
+                created.expect(201);
+            }
+        }
+    };
+    // Three on each server: neither server alone reaches six.
+    create_on_both(0..6).await;
+    let fired = crate::helpers::eventually(std::time::Duration::from_secs(5), || async {
+        !alerts(&b, &t, "&status=firing").await.is_empty()
+    })
+    .await;
+    assert!(fired, "six events over two servers fire the rule");
+    // Six more, within the cooldown: still one alert, seen alike from both servers.
+    create_on_both(6..12).await;
+    // Once both servers evaluated them, the window holds the six (it cooled down, so it
+    // did not fire).
+    let evaluated = crate::helpers::eventually(std::time::Duration::from_secs(5), || async {
+        let mut client = crate::helpers::connect(&a.db.owner_url).await;
+        let tx = crate::helpers::tenant_tx(&mut client, t.id).await;
+        let held: i32 = tx
+            .query_one(
+                "SELECT jsonb_array_length(state -> 'events') FROM monitoring_rule_windows
+                 WHERE tenant_id = $1 AND rule_id = $2::text::uuid",
+                &[&t.id, &rule["id"].as_str().unwrap()],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        held == 6
+    })
+    .await;
+    assert!(evaluated);
+    for app in [&a, &b] {
+        let listed = alerts(app, &t, "").await;
+        assert_eq!(listed.len(), 1, "{listed:?}");
+        assert_eq!(listed[0]["rule_id"], rule["id"]);
+        assert_eq!(listed[0]["event_count"], 6);
+    }
+}

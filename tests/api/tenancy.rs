@@ -328,3 +328,44 @@ async fn readiness_reuses_its_probe_for_a_second() {
         "200 concurrent probes take no more connections"
     );
 }
+
+#[tokio::test]
+async fn an_instance_listens_on_one_connection_to_database_listen_url() {
+    let db = database().await;
+    let name = format!("listen-{}", Uuid::now_v7().simple());
+    let separator = if db.app_url.contains('?') { '&' } else { '?' };
+    let listen_url = format!("{}{separator}application_name={name}", db.app_url);
+    let app = TestApp::spawn_on(db.clone(), |vars| {
+        vars.insert("DATABASE_LISTEN_URL".into(), listen_url);
+    })
+    .await;
+    let superuser = connect(&superuser_url().await).await;
+    let listening = || async {
+        superuser
+            .query(
+                "SELECT query FROM pg_stat_activity WHERE application_name = $1",
+                &[&name],
+            )
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| r.get::<_, String>(0))
+            .collect::<Vec<_>>()
+    };
+    assert!(
+        eventually(Duration::from_secs(5), || async {
+            listening().await.iter().any(|q| q.starts_with("LISTEN"))
+        })
+        .await
+    );
+    // One connection follows both channels: the directory's and the hub's.
+    let queries = listening().await;
+    assert_eq!(queries.len(), 1, "{queries:?}");
+    assert!(
+        queries[0].contains("convcommerce_directory"),
+        "{}",
+        queries[0]
+    );
+    assert!(queries[0].contains("convcommerce_events"), "{}", queries[0]);
+    app.stop().await;
+}

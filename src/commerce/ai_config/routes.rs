@@ -36,5 +36,5 @@ pub async fn put_ai_config(
 ) -> AppResult<Json<AiConfig>> {
     ctx.require_manager()?;
     let input = body.validate()?;
-    Ok(Json(store::put(ctx.db(), &input).await?))
+    Ok(Json(store::put(ctx.db(), ctx.activity(), &input).await?))
 }

@@ -3,6 +3,7 @@
 use super::model::{AiConfig, AiConfigInput};
 use crate::commerce::to_json;
 use crate::db::{DbError, TenantDb};
+use crate::monitoring::activity::{Change, Recorder};
 
 /// The saved configuration, or the defaults when none was saved (by key, on a read lane).
 pub async fn get(db: &TenantDb) -> Result<AiConfig, DbError> {
@@ -21,11 +22,17 @@ pub async fn get(db: &TenantDb) -> Result<AiConfig, DbError> {
     }
 }
 
-/// Saves the configuration (one pooled upsert).
-pub async fn put(db: &TenantDb, input: &AiConfigInput) -> Result<AiConfig, DbError> {
+/// Saves the configuration, with its activity (the tenant is its resource id), in one pooled
+/// transaction.
+pub async fn put(
+    db: &TenantDb,
+    activity: &Recorder,
+    input: &AiConfigInput,
+) -> Result<AiConfig, DbError> {
     let hours = to_json(&input.active_hours)?;
-    let rows = db
-        .query(
+    let tx = db.begin().await?;
+    let row = tx
+        .query_one(
             &format!(
                 "INSERT INTO ai_config AS c (tenant_id, bot_name, style_tone, auto_reply_enabled,
                      active_hours, languages, system_prompt)
@@ -40,7 +47,7 @@ pub async fn put(db: &TenantDb, input: &AiConfigInput) -> Result<AiConfig, DbErr
                 AiConfig::COLUMNS
             ),
             &[
-                &db.tenant_id(),
+                &tx.tenant_id(),
                 &input.bot_name,
                 &input.style_tone,
                 &input.auto_reply_enabled,
@@ -50,8 +57,8 @@ pub async fn put(db: &TenantDb, input: &AiConfigInput) -> Result<AiConfig, DbErr
             ],
         )
         .await?;
-    AiConfig::from_row(
-        rows.first()
-            .ok_or(DbError::Decode("the upsert returned no row".into()))?,
-    )
+    let config = AiConfig::from_row(&row)?;
+    let change = Change::new("ai_config.updated", "ai_config", tx.tenant_id());
+    activity.commit(tx, change).await?;
+    Ok(config)
 }

@@ -37,7 +37,7 @@ pub async fn post_message(
     let new = body.validate()?;
     Ok((
         StatusCode::CREATED,
-        Json(store::post(ctx.db(), &new).await?),
+        Json(store::post(ctx.db(), ctx.activity(), &new).await?),
     ))
 }
 

@@ -5,6 +5,7 @@ use uuid::Uuid;
 use super::model::{Message, NewMessage, SenderType, Thread};
 use crate::db::{DbError, OnConstraint, TenantDb};
 use crate::extract::PageRequest;
+use crate::monitoring::activity::{Change, Recorder};
 
 /// What can go wrong storing conversations, in storage terms.
 #[derive(Debug, thiserror::Error)]
@@ -19,9 +20,9 @@ pub enum ConversationError {
 
 type Result<T, E = ConversationError> = std::result::Result<T, E>;
 
-/// Stores a message in its thread (made on the customer's first message on a channel), in
-/// one pooled transaction.
-pub async fn post(db: &TenantDb, new: &NewMessage) -> Result<Message> {
+/// Stores a message in its thread (made on the customer's first message on a channel), with
+/// its activity, in one pooled transaction.
+pub async fn post(db: &TenantDb, activity: &Recorder, new: &NewMessage) -> Result<Message> {
     let tx = db.begin().await?;
     let id = Uuid::now_v7();
     let from_customer = new.sender_type == SenderType::Customer;
@@ -69,7 +70,10 @@ pub async fn post(db: &TenantDb, new: &NewMessage) -> Result<Message> {
         .on_constraint("conversation_history_order_fkey", || {
             ConversationError::OrderMissing
         })?;
-    tx.commit().await?;
+    let change = Change::new("conversation.message_posted", "message", id).details(
+        serde_json::json!({"thread_id": thread_id, "channel": new.channel, "sender_type": new.sender_type}),
+    );
+    activity.commit(tx, change).await?;
     Ok(Message::from_row(&row))
 }
 

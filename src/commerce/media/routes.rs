@@ -154,10 +154,11 @@ pub async fn upload_media(
     let new = stream_upload(multipart, &state.media, ctx.tenant_id(), max).await?;
     // Every byte is in: from here the work runs in a task of its own, so a client that goes
     // away now cannot leave bytes without their row, or a row without its bytes.
-    let (db, media, base) = (ctx.db().clone(), state.media.clone(), base_url(&state));
+    let (db, activity) = (ctx.db().clone(), ctx.activity().clone());
+    let (media, base) = (state.media.clone(), base_url(&state));
     let stored = tokio::spawn(async move {
         let _place = place;
-        store::create(&db, &media, &base, new).await
+        store::create(&db, &activity, &media, &base, new).await
     })
     .await
     .map_err(|e| anyhow::Error::new(e).context("storing an upload"))??;
@@ -192,7 +193,7 @@ pub async fn delete_media(
     ctx: TenantCtx,
     IdPath(id): IdPath,
 ) -> AppResult<StatusCode> {
-    store::delete(ctx.db(), &state.media, id).await?;
+    store::delete(ctx.db(), ctx.activity(), &state.media, id).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -5,6 +5,7 @@ use uuid::Uuid;
 
 use super::model::{Media, NewMedia};
 use crate::db::{DbError, TenantDb};
+use crate::monitoring::activity::{Change, Recorder};
 use crate::storage::MediaStore;
 
 /// What can go wrong storing media, in storage terms.
@@ -21,12 +22,18 @@ pub enum MediaError {
 
 type Result<T, E = MediaError> = std::result::Result<T, E>;
 
-/// Completes the upload's object, then inserts its row (one statement, where the storage
-/// quota trigger runs). Bytes whose row was refused are deleted; when the database stopped
+/// Completes the upload's object, then inserts its row and its activity (one transaction,
+/// where the storage quota trigger runs). Bytes whose row was refused are deleted; when the database stopped
 /// answering the row may still have committed, so the bytes stay and the cleanup job's
 /// reconciliation deletes them if no row appears. Runs to the end once started: the caller
 /// gives it a task of its own, so a client that goes away cannot split bytes from row.
-pub async fn create(db: &TenantDb, store: &MediaStore, base: &str, new: NewMedia) -> Result<Media> {
+pub async fn create(
+    db: &TenantDb,
+    activity: &Recorder,
+    store: &MediaStore,
+    base: &str,
+    new: NewMedia,
+) -> Result<Media> {
     let NewMedia {
         id,
         storage_key,
@@ -39,30 +46,34 @@ pub async fn create(db: &TenantDb, store: &MediaStore, base: &str, new: NewMedia
         store.delete(&storage_key).await;
         return Err(MediaError::Storage(e));
     }
-    let inserted = db
-        .query(
-            &format!(
-                "INSERT INTO media (tenant_id, id, content_type, size_bytes, filename, storage_key)
-                 VALUES ($1, $2, $3, $4, $5, $6) RETURNING {}",
-                Media::COLUMNS
-            ),
-            &[
-                &db.tenant_id(),
-                &id,
-                &content_type,
-                &size,
-                &filename,
-                &storage_key,
-            ],
-        )
-        .await;
+    let inserted = async {
+        let tx = db.begin().await?;
+        let row = tx
+            .query_one(
+                &format!(
+                    "INSERT INTO media (tenant_id, id, content_type, size_bytes, filename,
+                         storage_key)
+                     VALUES ($1, $2, $3, $4, $5, $6) RETURNING {}",
+                    Media::COLUMNS
+                ),
+                &[
+                    &tx.tenant_id(),
+                    &id,
+                    &content_type,
+                    &size,
+                    &filename,
+                    &storage_key,
+                ],
+            )
+            .await?;
+        let change = Change::new("media.uploaded", "media", id)
+            .details(serde_json::json!({"content_type": content_type, "size_bytes": size}));
+        activity.commit(tx, change).await?;
+        Ok::<_, DbError>(row)
+    }
+    .await;
     match inserted {
-        Ok(rows) => rows
-            .first()
-            .map(|row| Media::from_row(row, base))
-            .ok_or_else(|| {
-                MediaError::Storage(anyhow::anyhow!("the media INSERT returned no row"))
-            }),
+        Ok(row) => Ok(Media::from_row(&row, base)),
         Err(e) => {
             if !matches!(e, DbError::Unavailable(_)) {
                 store.delete(&storage_key).await;
@@ -99,15 +110,25 @@ pub async fn locate(db: &TenantDb, id: Uuid) -> Result<(String, i64, String)> {
     Ok((row.get(0), row.get(1), row.get(2)))
 }
 
-/// Deletes a media (products that showed it lose it): the row (one pooled statement), then its bytes.
-pub async fn delete(db: &TenantDb, store: &MediaStore, id: Uuid) -> Result<()> {
-    let row = db
+/// Deletes a media (products that showed it lose it): the row and its activity (one pooled
+/// transaction), then, once committed, its bytes.
+pub async fn delete(
+    db: &TenantDb,
+    activity: &Recorder,
+    store: &MediaStore,
+    id: Uuid,
+) -> Result<()> {
+    let tx = db.begin().await?;
+    let row = tx
         .query_opt(
             "DELETE FROM media WHERE tenant_id = $1 AND id = $2 RETURNING storage_key",
-            &[&db.tenant_id(), &id],
+            &[&tx.tenant_id(), &id],
         )
         .await?
         .ok_or(MediaError::NotFound)?;
+    activity
+        .commit(tx, Change::new("media.deleted", "media", id))
+        .await?;
     store.delete(row.get(0)).await;
     Ok(())
 }

@@ -114,7 +114,7 @@ pub async fn rate_order(
     let rating = body.validate()?;
     Ok((
         StatusCode::CREATED,
-        Json(store::rate(ctx.db(), id, &rating).await?),
+        Json(store::rate(ctx.db(), ctx.activity(), id, &rating).await?),
     ))
 }
 

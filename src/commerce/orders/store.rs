@@ -386,8 +386,14 @@ pub async fn transition(
     Ok(order)
 }
 
-/// Records the customer's rating: once, and only for an order that was delivered.
-pub async fn rate(db: &TenantDb, id: Uuid, rating: &NewRating) -> Result<Rating> {
+/// Records the customer's rating, with its activity: once, and only for an order that was
+/// delivered.
+pub async fn rate(
+    db: &TenantDb,
+    activity: &Recorder,
+    id: Uuid,
+    rating: &NewRating,
+) -> Result<Rating> {
     let tx = db.begin().await?;
     let (_, delivered_at) = lock(&tx, id).await?;
     if delivered_at.is_none() {
@@ -401,7 +407,9 @@ pub async fn rate(db: &TenantDb, id: Uuid, rating: &NewRating) -> Result<Rating>
         )
         .await
         .on_constraint("order_ratings_pkey", || OrderError::AlreadyRated)?;
-    tx.commit().await?;
+    let change =
+        Change::new("order.rated", "order", id).details(serde_json::json!({"stars": rating.stars}));
+    activity.commit(tx, change).await?;
     Ok(Rating {
         stars: row.get("stars"),
         comment: row.get("comment"),

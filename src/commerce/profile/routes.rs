@@ -42,5 +42,5 @@ pub async fn put_profile(
 ) -> AppResult<Json<SellerProfile>> {
     ctx.require_manager()?;
     let input = body.validate()?;
-    Ok(Json(store::put(ctx.db(), &input).await?))
+    Ok(Json(store::put(ctx.db(), ctx.activity(), &input).await?))
 }

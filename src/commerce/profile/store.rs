@@ -3,6 +3,7 @@
 use super::model::{ProfileInput, SellerProfile};
 use crate::commerce::to_json;
 use crate::db::{DbError, TenantDb};
+use crate::monitoring::activity::{Change, Recorder};
 
 /// The profile, if one was saved (by key, on a read lane).
 pub async fn get(db: &TenantDb) -> Result<Option<SellerProfile>, DbError> {
@@ -18,12 +19,18 @@ pub async fn get(db: &TenantDb) -> Result<Option<SellerProfile>, DbError> {
     .transpose()
 }
 
-/// Saves the profile (one pooled upsert).
-pub async fn put(db: &TenantDb, input: &ProfileInput) -> Result<SellerProfile, DbError> {
+/// Saves the profile, with its activity (the tenant is its resource id), in one pooled
+/// transaction.
+pub async fn put(
+    db: &TenantDb,
+    activity: &Recorder,
+    input: &ProfileInput,
+) -> Result<SellerProfile, DbError> {
     let social = to_json(&input.social_handles)?;
     let address = to_json(&input.business_address)?;
-    let rows = db
-        .query(
+    let tx = db.begin().await?;
+    let row = tx
+        .query_one(
             &format!(
                 "INSERT INTO seller_profiles AS p (tenant_id, store_name, slug, bio, logo_url,
                      banner_url, contact_email, contact_phone, social_handles, business_address)
@@ -40,7 +47,7 @@ pub async fn put(db: &TenantDb, input: &ProfileInput) -> Result<SellerProfile, D
                 SellerProfile::COLUMNS
             ),
             &[
-                &db.tenant_id(),
+                &tx.tenant_id(),
                 &input.store_name,
                 &input.slug.as_str(),
                 &input.bio,
@@ -53,8 +60,8 @@ pub async fn put(db: &TenantDb, input: &ProfileInput) -> Result<SellerProfile, D
             ],
         )
         .await?;
-    SellerProfile::from_row(
-        rows.first()
-            .ok_or(DbError::Decode("the upsert returned no row".into()))?,
-    )
+    let profile = SellerProfile::from_row(&row)?;
+    let change = Change::new("seller_profile.updated", "seller_profile", tx.tenant_id());
+    activity.commit(tx, change).await?;
+    Ok(profile)
 }

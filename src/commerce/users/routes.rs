@@ -61,7 +61,7 @@ pub async fn create_user(
     if new.role == Role::Owner && ctx.role != Role::Owner {
         return Err(AppError::Forbidden("Only an owner can add an owner."));
     }
-    let user = store::create(ctx.db(), &new).await?;
+    let user = store::create(ctx.db(), ctx.activity(), &new).await?;
     forget(&state, &ctx, user.external_id.clone()).await;
     Ok((StatusCode::CREATED, Json(user)))
 }
@@ -96,7 +96,7 @@ pub async fn update_user(
 ) -> AppResult<Json<User>> {
     ctx.require_manager()?;
     let change = body.validate()?;
-    let user = store::update(ctx.db(), ctx.user_id, id, &change).await?;
+    let user = store::update(ctx.db(), ctx.activity(), ctx.user_id, id, &change).await?;
     forget(&state, &ctx, user.external_id.clone()).await;
     Ok(Json(user))
 }
@@ -116,7 +116,7 @@ pub async fn delete_user(
     IdPath(id): IdPath,
 ) -> AppResult<StatusCode> {
     ctx.require_manager()?;
-    let subject = store::delete(ctx.db(), ctx.user_id, id).await?;
+    let subject = store::delete(ctx.db(), ctx.activity(), ctx.user_id, id).await?;
     forget(&state, &ctx, subject).await;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -6,6 +6,7 @@ use uuid::Uuid;
 use super::model::{NewUser, User, UserChange};
 use crate::db::{DbError, OnConstraint, TenantDb, TenantTx, Violation};
 use crate::extract::PageRequest;
+use crate::monitoring::activity::{Change, Recorder};
 use crate::tenancy::directory::{Directory, Invalidation};
 use crate::tenancy::model::Role;
 
@@ -70,8 +71,9 @@ pub async fn get(db: &TenantDb, id: Uuid) -> Result<User> {
     .ok_or(UserError::NotFound)
 }
 
-/// Adds a member in one pooled transaction (the user quota trigger runs in it).
-pub async fn create(db: &TenantDb, new: &NewUser) -> Result<User> {
+/// Adds a member, with its activity, in one pooled transaction (the user quota trigger runs
+/// in it).
+pub async fn create(db: &TenantDb, activity: &Recorder, new: &NewUser) -> Result<User> {
     let tx = db.begin().await?;
     let row = tx
         .query_one(
@@ -93,8 +95,11 @@ pub async fn create(db: &TenantDb, new: &NewUser) -> Result<User> {
         .on_constraint("users_email_key", || UserError::EmailTaken)?;
     // Other instances may hold a cached "not a member" for this subject.
     announce(&tx, &new.external_id).await?;
-    tx.commit().await?;
-    Ok(User::from_row(&row))
+    let user = User::from_row(&row);
+    let change = Change::new("user.created", "user", user.id)
+        .details(serde_json::json!({"role": user.role}));
+    activity.commit(tx, change).await?;
+    Ok(user)
 }
 
 /// What a change to a user is decided on, read under locks.
@@ -160,7 +165,15 @@ async fn announce(tx: &TenantTx, subject: &str) -> Result<()> {
     Ok(())
 }
 
-pub async fn update(db: &TenantDb, actor_id: Uuid, id: Uuid, change: &UserChange) -> Result<User> {
+/// Changes a member, with its activity (`details.changed`: the fields that changed, and the
+/// role's `from` and `to` when it changed), in one pooled transaction.
+pub async fn update(
+    db: &TenantDb,
+    activity: &Recorder,
+    actor_id: Uuid,
+    id: Uuid,
+    change: &UserChange,
+) -> Result<User> {
     let tx = db.begin().await?;
     let Locked {
         active_owners,
@@ -194,12 +207,44 @@ pub async fn update(db: &TenantDb, actor_id: Uuid, id: Uuid, change: &UserChange
         .on_constraint("users_external_id_key", || UserError::ExternalIdTaken)
         .on_constraint("users_email_key", || UserError::EmailTaken)?;
     announce(&tx, &target.external_id).await?;
-    tx.commit().await?;
-    Ok(User::from_row(&row))
+    let user = User::from_row(&row);
+    activity
+        .commit(
+            tx,
+            Change::new("user.updated", "user", id).details(changes(&target, &user)),
+        )
+        .await?;
+    Ok(user)
 }
 
-/// Deletes a user; returns its external id (to invalidate cached memberships).
-pub async fn delete(db: &TenantDb, actor_id: Uuid, id: Uuid) -> Result<String> {
+/// What an update changed, for its activity.
+fn changes(before: &User, after: &User) -> serde_json::Value {
+    let mut changed = Vec::new();
+    let mut details = serde_json::Map::new();
+    if before.email != after.email {
+        changed.push("email");
+    }
+    if before.role != after.role {
+        changed.push("role");
+        details.insert("from".into(), serde_json::json!(before.role));
+        details.insert("to".into(), serde_json::json!(after.role));
+    }
+    if before.is_active != after.is_active {
+        changed.push("is_active");
+        details.insert("is_active".into(), after.is_active.into());
+    }
+    details.insert("changed".into(), serde_json::json!(changed));
+    details.into()
+}
+
+/// Deletes a user, with its activity; returns its external id (to invalidate cached
+/// memberships).
+pub async fn delete(
+    db: &TenantDb,
+    activity: &Recorder,
+    actor_id: Uuid,
+    id: Uuid,
+) -> Result<String> {
     let tx = db.begin().await?;
     let Locked {
         active_owners,
@@ -216,6 +261,8 @@ pub async fn delete(db: &TenantDb, actor_id: Uuid, id: Uuid) -> Result<String> {
     )
     .await?;
     announce(&tx, &target.external_id).await?;
-    tx.commit().await?;
+    let change =
+        Change::new("user.deleted", "user", id).details(serde_json::json!({"role": target.role}));
+    activity.commit(tx, change).await?;
     Ok(target.external_id)
 }

@@ -45,7 +45,7 @@ pub struct Change {
 impl Change {
     pub fn new(action: &'static str, resource_type: &'static str, resource_id: Uuid) -> Self {
         let status = match action.rsplit('.').next() {
-            Some("created" | "uploaded") => 201,
+            Some("created" | "uploaded" | "message_posted" | "rated") => 201,
             Some("deleted") => 204,
             _ => 200,
         };

@@ -11,17 +11,17 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::StreamExt;
+use futures_util::future::BoxFuture;
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
-use tokio_postgres::AsyncMessage;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use super::{Channel, Event, Hub};
 use crate::db::Db;
-use crate::db::tls::PgTarget;
+use crate::db::listen::{self, Listener, Subscriber};
 use crate::metrics::Metrics;
 
 /// The `NOTIFY` channel and the Redis channel.
@@ -66,9 +66,9 @@ impl Publisher {
 }
 
 /// Starts the sender, the receiver and the sweep; they stop at `stop`. Events travel
-/// through Redis when `redis_url` is given, else through `target`'s `NOTIFY`.
+/// through Redis when `redis_url` is given, else through `NOTIFY`, received on `listener`.
 pub fn start(
-    target: PgTarget,
+    listener: &mut Listener,
     redis_url: Option<&SecretString>,
     db: Db,
     hub: Arc<Hub>,
@@ -79,17 +79,35 @@ pub fn start(
     let redis = redis_url
         .map(|url| redis::Client::open(url.expose_secret()))
         .transpose()?;
-    let tasks = vec![
-        tokio::spawn(send(
-            batches,
-            db.clone(),
-            redis.clone(),
-            metrics.clone(),
-            stop.clone(),
-        )),
-        tokio::spawn(receive(target, redis, db, hub.clone(), stop.clone())),
-        tokio::spawn(sweep(hub, stop)),
-    ];
+    let mut tasks = vec![tokio::spawn(send(
+        batches,
+        db.clone(),
+        redis.clone(),
+        metrics.clone(),
+        stop.clone(),
+    ))];
+    match redis {
+        Some(client) => {
+            let (hub, stop) = (hub.clone(), stop.clone());
+            tasks.push(tokio::spawn(async move {
+                listen::follow(
+                    "the hub's Redis subscription",
+                    stop,
+                    || hub.reset(None),
+                    || subscribe_redis(&client, &hub),
+                )
+                .await
+            }));
+        }
+        None => listener.subscribe(
+            CHANNEL,
+            Arc::new(Feed {
+                db,
+                hub: hub.clone(),
+            }),
+        ),
+    }
+    tasks.push(tokio::spawn(sweep(hub, stop)));
     Ok((Publisher { queue, metrics }, tasks))
 }
 
@@ -212,62 +230,20 @@ async fn publish_redis(
     Ok(())
 }
 
-/// Listens until `stop`; reconnects after a lost connection, and then resets every stream,
-/// since events sent meanwhile were missed.
-async fn receive(
-    target: PgTarget,
-    redis: Option<redis::Client>,
+/// Follows the fan-out on the instance's `LISTEN` connection (without Redis).
+struct Feed {
     db: Db,
     hub: Arc<Hub>,
-    stop: CancellationToken,
-) {
-    let mut first = true;
-    while !stop.is_cancelled() {
-        if !first {
-            hub.reset(None);
-        }
-        first = false;
-        let listened = async {
-            match &redis {
-                Some(client) => subscribe_redis(client, &hub).await,
-                None => listen(&target, &db, &hub).await,
-            }
-        };
-        tokio::select! {
-            _ = stop.cancelled() => return,
-            result = listened => {
-                if let Err(e) = result {
-                    tracing::warn!(error = %format!("{e:#}"), "the hub's listener lost its connection");
-                }
-            }
-        }
-        tokio::select! {
-            _ = stop.cancelled() => return,
-            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
-        }
-    }
 }
 
-async fn listen(target: &PgTarget, db: &Db, hub: &Hub) -> anyhow::Result<()> {
-    let (client, mut connection) = target.connect().await.map_err(|e| target.explain(e))?;
-    let mut messages = futures_util::stream::poll_fn(move |cx| connection.poll_message(cx));
-    let statement = format!("LISTEN {CHANNEL}");
-    let listen = client.batch_execute(&statement);
-    tokio::pin!(listen);
-    let mut listening = false;
-    loop {
-        tokio::select! {
-            result = &mut listen, if !listening => {
-                result?;
-                listening = true;
-            }
-            message = messages.next() => match message {
-                Some(Ok(AsyncMessage::Notification(n))) => deliver(n.payload(), db, hub).await,
-                Some(Ok(_)) => {}
-                Some(Err(e)) => return Err(e.into()),
-                None => anyhow::bail!("connection closed"),
-            }
-        }
+impl Subscriber for Feed {
+    fn notified<'a>(&'a self, payload: &'a str) -> BoxFuture<'a, ()> {
+        Box::pin(deliver(payload, &self.db, &self.hub))
+    }
+
+    /// Events sent while the connection was down are lost: every stream starts again.
+    fn missed(&self) {
+        self.hub.reset(None);
     }
 }
 

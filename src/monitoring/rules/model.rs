@@ -39,6 +39,8 @@ pub enum Severity {
 }
 
 impl Severity {
+    pub const ALL: [Severity; 4] = [Self::Low, Self::Medium, Self::High, Self::Critical];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Low => "low",

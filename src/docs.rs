@@ -41,6 +41,9 @@ pub const OPENAPI_PATH: &str = "/api/v1/openapi.json";
         (name = "ai-config", description = "The chat bot's configuration (one per tenant)"),
         (name = "media", description = "Uploaded files: images and documents"),
         (name = "monitoring", description = "The activity log, monitoring rules (built-in and custom), the alerts they raise, and live events over WebSocket (docs/MONITORING.md)"),
+        (name = "trust", description = "Progressive trust: the level, score and explanation, verifications (docs/TRUST.md)"),
+        (name = "analytics", description = "Sales analytics in the tenant's time zone (trust-gated)"),
+        (name = "api-keys", description = "API keys for machine clients (trust level 3)"),
         (name = "admin", description = "Platform administration (platform admins only)"),
     )
 )]

@@ -102,6 +102,7 @@ pub async fn update(
             &format!(
                 "UPDATE tenants
                  SET status = coalesce($2, status),
+                     status_reason = CASE WHEN $2::text IS NULL THEN status_reason END,
                      limits = (limits - $3::text[]) || $4::jsonb,
                      updated_at = now()
                  WHERE id = $1

@@ -1,6 +1,7 @@
 //! The seller-facing API: everything here runs inside one tenant's context.
 
 pub mod ai_config;
+pub mod analytics;
 pub mod conversations;
 pub mod filter;
 pub mod media;

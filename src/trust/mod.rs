@@ -5,7 +5,9 @@
 pub mod gate;
 pub mod level;
 pub mod model;
+pub mod platform;
 pub mod score;
 pub mod recompute;
 pub mod risk;
+pub mod routes;
 pub mod store;

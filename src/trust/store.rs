@@ -322,7 +322,7 @@ pub const CODE_LIFETIME: Duration = Duration::minutes(10);
 pub const CODE_TRIES: i16 = 5;
 
 /// Stores a new code for `kind` to `address` (the earlier live ones are voided) and marks the
-/// verification pending; returns the code's id and expiry. Throttled: 429 when the last code
+/// verification pending; returns the verification's id and the code's expiry. Throttled: 429 when the last code
 /// went out less than a minute ago, or five did in the last hour.
 pub async fn new_code(
     tx: &TenantTx,
@@ -330,7 +330,7 @@ pub async fn new_code(
     address: &str,
     code: &str,
     now: DateTime<Utc>,
-) -> Result<DateTime<Utc>> {
+) -> Result<(Uuid, DateTime<Utc>)> {
     let tenant_id = tx.tenant_id();
     let (verification_id, _) = lock_kind(tx, kind).await?;
     let recent = tx
@@ -379,7 +379,7 @@ pub async fn new_code(
         &[&tenant_id, &verification_id, &address],
     )
     .await?;
-    Ok(expires_at)
+    Ok((verification_id, expires_at))
 }
 
 /// Checks `code` against the live code of `kind`. Right: the code is used and the

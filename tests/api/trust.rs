@@ -1,0 +1,329 @@
+//! Progressive trust (SPEC §6): product caps with the quota, the admin override and its lock,
+//! promotion, the grace period and demotion, business documents and their review, and the
+//! trust document that explains it all.
+
+use chrono::{Duration, Utc};
+use convcommerce::clock::ManualClock;
+use futures_util::future::join_all;
+use serde_json::{Value, json};
+
+use crate::helpers::*;
+
+/// Sets `tenant`'s level as a platform admin; returns the trust document.
+pub async fn set_level(app: &TestApp, tenant: &TestTenant, level: i64, locked: bool) -> Value {
+    app.put(&format!("/api/v1/admin/tenants/{}/trust", tenant.id))
+        .user(ADMIN)
+        .json(&json!({"level": level, "reason": format!("test: level {level}"), "locked": locked}))
+        .send()
+        .await
+        .expect(200)
+        .body
+}
+
+/// Recomputes `tenant` now, as a platform admin; returns the trust document.
+pub async fn recompute(app: &TestApp, tenant: &TestTenant) -> Value {
+    app.post(&format!("/api/v1/admin/tenants/{}/trust/recompute", tenant.id))
+        .user(ADMIN)
+        .send()
+        .await
+        .expect(200)
+        .body
+}
+
+/// The tenant's trust activities, oldest first.
+pub async fn trust_activities(app: &TestApp, tenant: &TestTenant) -> Vec<Value> {
+    let mut items = app
+        .get("/api/v1/activities?category=trust&limit=100")
+        .owner_of(tenant)
+        .send()
+        .await
+        .expect(200)
+        .body["items"]
+        .as_array()
+        .unwrap()
+        .clone();
+    items.reverse();
+    items
+}
+
+fn product_body(i: usize) -> Value {
+    json!({"name": format!("Item {i}"), "price_cents": 100 + i, "currency": "USD"})
+}
+
+async fn product_count(app: &TestApp, tenant: &TestTenant) -> i64 {
+    app.get("/api/v1/tenant/quotas")
+        .owner_of(tenant)
+        .send()
+        .await
+        .expect(200)
+        .body["products"]["used"]
+        .as_i64()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn product_caps_follow_the_level_and_races_admit_exactly_the_room_left() {
+    let app = TestApp::spawn_with(|vars| {
+        vars.insert("RATE_LIMITS".into(), "off".into());
+    })
+    .await;
+    let tenant = app.new_tenant().await;
+    let creates = (0..20).map(|i| {
+        app.post("/api/v1/products")
+            .owner_of(&tenant)
+            .json(&product_body(i))
+            .send()
+    });
+    let answers = join_all(creates).await;
+    let created = answers.iter().filter(|r| r.status == 201).count();
+    assert_eq!(created, 5, "level 0 holds five products");
+    let refused = answers.iter().find(|r| r.status == 403).unwrap();
+    assert_eq!(refused.code(), "quota_exceeded");
+    assert_eq!(
+        (
+            &refused.body["quota"],
+            &refused.body["used"],
+            &refused.body["limit"],
+            &refused.body["reason"]
+        ),
+        (&json!("products"), &json!(5), &json!(5), &json!("trust_level"))
+    );
+    let quotas = app
+        .get("/api/v1/tenant/quotas")
+        .owner_of(&tenant)
+        .send()
+        .await
+        .expect(200);
+    assert_eq!(quotas.body["products"], json!({"used": 5, "limit": 5}));
+
+    // Level 1 raises the cap to 50; below the quota it is still the trust level that binds.
+    let doc = set_level(&app, &tenant, 1, true).await;
+    assert_eq!(doc["product_cap"], 50);
+    let quotas = app
+        .get("/api/v1/tenant/quotas")
+        .owner_of(&tenant)
+        .send()
+        .await
+        .expect(200);
+    assert_eq!(quotas.body["products"]["limit"], 50);
+    // The quota is the smaller bound: `reason: quota`.
+    app.set_limits(&tenant, json!({"max_products": 6})).await;
+    app.product(&tenant, json!({})).await;
+    let over = app
+        .post("/api/v1/products")
+        .owner_of(&tenant)
+        .json(&product_body(99))
+        .send()
+        .await
+        .expect_problem(403, "quota_exceeded");
+    assert_eq!(over.body["reason"], "quota");
+    assert_eq!(over.body["limit"], 6);
+
+    // A bulk import is one create of N: two racing batches of two with room for three admit
+    // one batch, all or nothing.
+    set_level(&app, &tenant, 2, true).await;
+    app.set_limits(&tenant, json!({"max_products": 9})).await;
+    let batch = |from: usize| {
+        app.post("/api/v1/products/bulk")
+            .owner_of(&tenant)
+            .json(&json!({"products": [product_body(from), product_body(from + 1)]}))
+            .send()
+    };
+    let (a, b) = tokio::join!(batch(100), batch(200));
+    let mut statuses = [a.status.as_u16(), b.status.as_u16()];
+    statuses.sort();
+    assert_eq!(statuses, [201, 403], "{} {}", a.body, b.body);
+    let refused = if a.status == 403 { &a } else { &b };
+    assert_eq!(refused.body["used"], 8, "{}", refused.body);
+    assert_eq!(refused.body["reason"], "quota");
+    assert_eq!(product_count(&app, &tenant).await, 8);
+}
+
+#[tokio::test]
+async fn a_bulk_import_is_all_or_nothing_with_item_field_paths() {
+    let app = TestApp::spawn().await;
+    let tenant = app.new_tenant().await;
+    set_level(&app, &tenant, 2, true).await;
+    let mut products: Vec<Value> = (0..5).map(product_body).collect();
+    products[2]["price_cents"] = json!(0);
+    products[4]["currency"] = json!("XYZ");
+    let refused = app
+        .post("/api/v1/products/bulk")
+        .owner_of(&tenant)
+        .json(&json!({"products": products}))
+        .send()
+        .await
+        .expect_problem(422, "validation_failed");
+    assert_eq!(
+        error_fields(&refused),
+        ["products[2].price_cents", "products[4].currency"]
+    );
+    // A type error names its item too; a sku twice in one batch names the second.
+    let mut typed: Vec<Value> = (0..3).map(product_body).collect();
+    typed[1]["stock"] = json!("many");
+    let refused = app
+        .post("/api/v1/products/bulk")
+        .owner_of(&tenant)
+        .json(&json!({"products": typed}))
+        .send()
+        .await
+        .expect_problem(422, "validation_failed");
+    assert_eq!(error_fields(&refused), ["products[1].stock"]);
+    let mut twice: Vec<Value> = (0..3).map(product_body).collect();
+    twice[0]["sku"] = json!("SAME");
+    twice[2]["sku"] = json!("SAME");
+    let refused = app
+        .post("/api/v1/products/bulk")
+        .owner_of(&tenant)
+        .json(&json!({"products": twice}))
+        .send()
+        .await
+        .expect_problem(422, "validation_failed");
+    assert_eq!(error_fields(&refused), ["products[2].sku"]);
+    for count in [0, 501] {
+        let body = json!({"products": (0..count).map(product_body).collect::<Vec<_>>()});
+        let refused = app
+            .post("/api/v1/products/bulk")
+            .owner_of(&tenant)
+            .json(&body)
+            .send()
+            .await
+            .expect_problem(422, "validation_failed");
+        assert_eq!(error_fields(&refused), ["products"], "{count}");
+    }
+    // An existing sku and another tenant's media: nothing is created either.
+    let other = app.tenant().await;
+    let theirs = crate::media::upload(
+        &app,
+        &other,
+        crate::media::file(crate::media::png(8), "x.png", "image/png"),
+    )
+    .await
+    .expect(201);
+    app.product(&tenant, json!({"sku": "TAKEN"})).await;
+    let mut clash: Vec<Value> = (0..3).map(product_body).collect();
+    clash[1]["sku"] = json!("TAKEN");
+    let refused = app
+        .post("/api/v1/products/bulk")
+        .owner_of(&tenant)
+        .json(&json!({"products": clash}))
+        .send()
+        .await
+        .expect_problem(409, "sku_taken");
+    assert!(refused.body["detail"].as_str().unwrap().contains("products[1].sku"));
+    let mut foreign: Vec<Value> = (0..3).map(product_body).collect();
+    foreign[2]["media_ids"] = json!([theirs.body["id"]]);
+    let refused = app
+        .post("/api/v1/products/bulk")
+        .owner_of(&tenant)
+        .json(&json!({"products": foreign}))
+        .send()
+        .await
+        .expect_problem(404, "not_found");
+    assert!(refused.body["detail"].as_str().unwrap().starts_with("products[2].media_ids[0]"));
+    assert_eq!(product_count(&app, &tenant).await, 1);
+
+    // 500 at once, in the order sent, each with its activity.
+    app.set_limits(&tenant, json!({"max_products": 501})).await;
+    let body = json!({"products": (0..500).map(product_body).collect::<Vec<_>>()});
+    let created = app
+        .post("/api/v1/products/bulk")
+        .owner_of(&tenant)
+        .json(&body)
+        .send()
+        .await
+        .expect(201);
+    let items = created.body["items"].as_array().unwrap();
+    assert_eq!(items.len(), 500);
+    assert_eq!(items[0]["name"], "Item 0");
+    assert_eq!(items[499]["name"], "Item 499");
+    assert_eq!(product_count(&app, &tenant).await, 501);
+    let logged = app
+        .get("/api/v1/activities?action=product.created&limit=100")
+        .owner_of(&tenant)
+        .send()
+        .await
+        .expect(200);
+    assert_eq!(logged.body["items"].as_array().unwrap().len(), 100);
+}
+
+#[tokio::test]
+async fn a_locked_level_holds_and_an_unlocked_one_is_demoted_after_the_grace_period() {
+    let clock = ManualClock::new(Utc::now());
+    let app = TestApp::spawn_full(database().await, Some(clock.clone()), |_| {}).await;
+    let tenant = app.new_tenant().await;
+    let doc = set_level(&app, &tenant, 2, true).await;
+    assert_eq!((doc["level"].as_i64(), doc["locked"].as_bool()), (Some(2), Some(true)));
+    assert_eq!(doc["level_name"], "trusted");
+    assert_eq!(doc["reason"], "test: level 2");
+    // Its requirements are not met, but the recompute leaves a locked level alone.
+    clock.advance(Duration::days(30));
+    let doc = recompute(&app, &tenant).await;
+    assert_eq!(doc["level"], 2);
+    assert!(doc["grace"].is_null());
+    let seen = app.get("/api/v1/tenant").owner_of(&tenant).send().await.expect(200);
+    assert_eq!(seen.body["trust_level"], 2);
+
+    // Unlocked, the unmet requirements start the grace period: still level 2, until it ends.
+    set_level(&app, &tenant, 2, false).await;
+    let doc = recompute(&app, &tenant).await;
+    assert_eq!(doc["level"], 2);
+    let grace = &doc["grace"];
+    assert!(grace["ends_at"].is_string(), "{doc}");
+    let unmet: Vec<&str> = grace["unmet"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|u| u.as_str().unwrap())
+        .collect();
+    assert!(unmet.contains(&"email_verified") && unmet.contains(&"registration_verified"), "{unmet:?}");
+    clock.advance(Duration::days(6));
+    assert_eq!(recompute(&app, &tenant).await["level"], 2);
+    clock.advance(Duration::days(2));
+    let doc = recompute(&app, &tenant).await;
+    assert_eq!(doc["level"], 0, "{doc}");
+    assert!(doc["grace"].is_null());
+    assert!(doc["reason"].as_str().unwrap().starts_with("Demoted after the grace period"));
+    // The cache everywhere follows: the tenant record and the gates see level 0 at once.
+    let seen = app.get("/api/v1/tenant").owner_of(&tenant).send().await.expect(200);
+    assert_eq!(seen.body["trust_level"], 0);
+
+    let actions: Vec<(String, Value)> = trust_activities(&app, &tenant)
+        .await
+        .into_iter()
+        .map(|a| (a["action"].as_str().unwrap().to_string(), a["details"].clone()))
+        .collect();
+    let names: Vec<&str> = actions.iter().map(|(a, _)| a.as_str()).collect();
+    assert_eq!(
+        names,
+        ["trust.level_changed", "trust.unlocked", "trust.grace_started", "trust.level_changed"]
+    );
+    assert_eq!(actions[0].1["from"], 0);
+    assert_eq!(actions[0].1["to"], 2);
+    assert_eq!(actions[0].1["reason"], "test: level 2");
+    assert_eq!((&actions[3].1["from"], &actions[3].1["to"]), (&json!(2), &json!(0)));
+    let activity = &trust_activities(&app, &tenant).await[0];
+    assert_eq!(activity["category"], "trust");
+    assert_eq!(activity["actor_type"], "system");
+
+    // Overrides are for platform admins only, and validated.
+    app.put(&format!("/api/v1/admin/tenants/{}/trust", tenant.id))
+        .user(&tenant.owner)
+        .json(&json!({"level": 3, "reason": "please"}))
+        .send()
+        .await
+        .expect_problem(403, "forbidden");
+    let bad = app
+        .put(&format!("/api/v1/admin/tenants/{}/trust", tenant.id))
+        .user(ADMIN)
+        .json(&json!({"level": 4, "reason": " "}))
+        .send()
+        .await
+        .expect_problem(422, "validation_failed");
+    assert_eq!(error_fields(&bad), ["level", "reason"]);
+    app.post(&format!("/api/v1/admin/tenants/{}/trust/recompute", uuid::Uuid::now_v7()))
+        .user(ADMIN)
+        .send()
+        .await
+        .expect_problem(404, "not_found");
+}

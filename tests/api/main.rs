@@ -2,6 +2,7 @@
 
 mod activity;
 mod admin;
+mod api_keys;
 mod auth;
 mod browser;
 mod cleanup;

@@ -327,3 +327,183 @@ async fn a_locked_level_holds_and_an_unlocked_one_is_demoted_after_the_grace_per
         .await
         .expect_problem(404, "not_found");
 }
+
+#[tokio::test]
+async fn documents_are_reviewed_by_platform_admins_and_their_media_kept() {
+    use convcommerce::db::Db;
+    use convcommerce::jobs::cleanup;
+    use convcommerce::storage::MediaStore;
+    use secrecy::SecretString;
+
+    use crate::media::{file, png, upload};
+
+    let app = TestApp::spawn().await;
+    let tenant = app.new_tenant().await;
+    let other = app.new_tenant().await;
+    let (staff, _) = app.member(&tenant, "staff").await;
+    let scan = upload(&app, &tenant, file(png(64), "scan.png", "image/png"))
+        .await
+        .expect(201)
+        .body["id"]
+        .clone();
+    let theirs = upload(&app, &other, file(png(64), "x.png", "image/png"))
+        .await
+        .expect(201)
+        .body["id"]
+        .clone();
+    let submit = |media: Value| {
+        json!({"kind": "registration", "media_ids": [media],
+               "fields": {"registration_number": "12.345.678/0001-90"}})
+    };
+    let refused = app
+        .post("/api/v1/trust/verifications/documents")
+        .owner_of(&tenant)
+        .json(&submit(theirs))
+        .send()
+        .await
+        .expect_problem(404, "not_found");
+    assert!(refused.body["detail"].as_str().unwrap().starts_with("media_ids[0]"));
+    app.post("/api/v1/trust/verifications/documents")
+        .user(&staff)
+        .tenant(tenant.id)
+        .json(&submit(scan.clone()))
+        .send()
+        .await
+        .expect_problem(403, "forbidden");
+    let submitted = app
+        .post("/api/v1/trust/verifications/documents")
+        .owner_of(&tenant)
+        .json(&submit(scan.clone()))
+        .send()
+        .await
+        .expect(201);
+    assert_eq!(submitted.body["status"], "pending");
+    assert_eq!(submitted.body["kind"], "registration");
+    assert_eq!(submitted.body["media_ids"], json!([scan]));
+    assert_eq!(submitted.body["fields"]["registration_number"], "12.345.678/0001-90");
+    let id = submitted.body["id"].as_str().unwrap().to_string();
+    app.post("/api/v1/trust/verifications/documents")
+        .owner_of(&tenant)
+        .json(&submit(scan.clone()))
+        .send()
+        .await
+        .expect_problem(409, "invalid_state");
+
+    // Every kind is listed, in a fixed order, the document pending.
+    let list = app
+        .get("/api/v1/trust/verifications")
+        .user(&staff)
+        .tenant(tenant.id)
+        .send()
+        .await
+        .expect(200);
+    let kinds: Vec<&str> = list.body["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v["kind"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        kinds,
+        ["email", "phone", "business_info", "store_setup", "registration", "tax_id", "address", "bank_account"]
+    );
+    assert_eq!(list.body["items"][4]["status"], "pending");
+    assert_eq!(list.body["items"][0]["status"], "unverified");
+    assert!(list.body["next_cursor"].is_null());
+
+    // The file stays for the reviewer: it cannot be deleted, and the cleanup keeps it.
+    let media_path = format!("/api/v1/media/{}", scan.as_str().unwrap());
+    app.delete(&media_path)
+        .owner_of(&tenant)
+        .send()
+        .await
+        .expect_problem(409, "media_in_use");
+    let db = Db::connect(&SecretString::from(app.db.app_url.clone()), 2, 0).unwrap();
+    let store = MediaStore::from_config(&app.config).unwrap();
+    cleanup::run_at(&db, &store, Utc::now() + Duration::days(3))
+        .await
+        .unwrap();
+    app.get(&media_path).owner_of(&tenant).send().await.expect(200);
+
+    // The admins' queue, oldest first, with the tenant.
+    let queue = app
+        .get("/api/v1/admin/verifications?status=pending&limit=100")
+        .user(ADMIN)
+        .send()
+        .await
+        .expect(200);
+    let queued = queue.body["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["id"] == json!(id))
+        .expect("the submission is queued")
+        .clone();
+    assert_eq!(queued["tenant_id"], json!(tenant.id));
+    assert_eq!(queued["media_ids"], json!([scan]));
+    app.get("/api/v1/admin/verifications")
+        .user(&tenant.owner)
+        .send()
+        .await
+        .expect_problem(403, "forbidden");
+
+    let decide = |verb: &str, body: Value| {
+        app.post(&format!("/api/v1/admin/verifications/{id}/{verb}"))
+            .user(ADMIN)
+            .json(&body)
+            .send()
+    };
+    let bad = decide("reject", json!({})).await.expect_problem(422, "validation_failed");
+    assert_eq!(error_fields(&bad), ["reason"]);
+    let rejected = decide("reject", json!({"reason": "The scan is unreadable."}))
+        .await
+        .expect(200);
+    assert_eq!(rejected.body["status"], "rejected");
+    assert_eq!(rejected.body["reason"], "The scan is unreadable.");
+    decide("approve", json!({})).await.expect_problem(409, "invalid_state");
+    // The seller sees why, and submits again; this time it is approved.
+    let seen = app
+        .get("/api/v1/trust/verifications")
+        .owner_of(&tenant)
+        .send()
+        .await
+        .expect(200);
+    assert_eq!(seen.body["items"][4]["reason"], "The scan is unreadable.");
+    app.post("/api/v1/trust/verifications/documents")
+        .owner_of(&tenant)
+        .json(&submit(scan.clone()))
+        .send()
+        .await
+        .expect(201);
+    let approved = decide("approve", json!({"reason": "Matches the registry."}))
+        .await
+        .expect(200);
+    assert_eq!(approved.body["status"], "verified");
+    decide("reject", json!({"reason": "changed my mind"}))
+        .await
+        .expect_problem(409, "invalid_state");
+    app.post(&format!("/api/v1/admin/verifications/{}/approve", uuid::Uuid::now_v7()))
+        .user(ADMIN)
+        .json(&json!({}))
+        .send()
+        .await
+        .expect_problem(404, "not_found");
+    let decided = app
+        .get("/api/v1/admin/verifications?status=verified&limit=100")
+        .user(ADMIN)
+        .send()
+        .await
+        .expect(200);
+    assert!(decided.body["items"].as_array().unwrap().iter().any(|v| v["id"] == json!(id)));
+
+    let actions: Vec<String> = trust_activities(&app, &tenant)
+        .await
+        .iter()
+        .map(|a| a["action"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(
+        actions,
+        ["verification.submitted", "verification.rejected", "verification.submitted", "verification.approved"]
+    );
+    drop(db);
+}

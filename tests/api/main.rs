@@ -2,6 +2,7 @@
 
 mod activity;
 mod admin;
+mod analytics;
 mod api_keys;
 mod auth;
 mod browser;

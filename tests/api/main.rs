@@ -24,6 +24,7 @@ mod openapi;
 mod orders;
 mod private_db;
 mod products;
+mod risk;
 mod rules;
 mod settings;
 mod startup;

@@ -101,6 +101,69 @@ pub struct Config {
     /// How often the trust recompute job runs over every tenant
     /// (`TRUST_RECOMPUTE_INTERVAL_SECONDS`, default 300).
     pub trust_recompute_interval: Duration,
+    /// Notification delivery: SMTP, Twilio and the outbox workers (docs/NOTIFICATIONS.md).
+    pub notify: NotifyConfig,
+}
+
+/// `SMTP_TLS`: how the connection to the SMTP server is secured.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SmtpTls {
+    /// Plain text (a relay on the same host or a private network).
+    None,
+    /// Plain text upgraded with STARTTLS, which is required.
+    StartTls,
+    /// TLS from the first byte (SMTPS, usually port 465).
+    Tls,
+}
+
+/// The SMTP server email notifications go through (`SMTP_*`).
+#[derive(Debug, Clone)]
+pub struct SmtpConfig {
+    pub host: String,
+    pub port: u16,
+    /// Both set: AUTH with them; unset: no AUTH.
+    pub username: Option<String>,
+    pub password: Option<SecretString>,
+    /// The `From` mailbox (`Shop <noreply@shop.example>` or a bare address).
+    pub from: String,
+    pub tls: SmtpTls,
+    /// PEM certificates to trust instead of the system's (`SMTP_TLS_CA_FILE`).
+    pub ca_file: Option<PathBuf>,
+    /// The longest one message may take, connecting included.
+    pub timeout: Duration,
+}
+
+/// Twilio's Messages API, for SMS notifications (`TWILIO_*`).
+#[derive(Debug, Clone)]
+pub struct TwilioConfig {
+    pub account_sid: String,
+    pub auth_token: SecretString,
+    pub from_number: String,
+    /// `TWILIO_API_BASE_URL`, default `https://api.twilio.com`.
+    pub api_base: url::Url,
+    pub timeout: Duration,
+}
+
+/// How notifications are delivered (SPEC §8).
+#[derive(Debug, Clone)]
+pub struct NotifyConfig {
+    /// `None`: email deliveries are skipped ("email is not configured").
+    pub smtp: Option<SmtpConfig>,
+    /// `None`: SMS deliveries are skipped.
+    pub twilio: Option<TwilioConfig>,
+    /// Deliveries this instance sends at once (`NOTIFY_WORKERS`); 0: it sends none (other
+    /// instances' sweeps pick its deliveries up).
+    pub workers: usize,
+    /// How long a claimed delivery is its worker's (`NOTIFY_LEASE_SECONDS`, at most 30 s).
+    pub lease: Duration,
+    /// Attempts before a delivery that keeps failing is `failed` (`NOTIFY_MAX_ATTEMPTS`).
+    pub max_attempts: i32,
+    /// The first retry's delay; each next one doubles, jittered (`NOTIFY_RETRY_BASE_MILLISECONDS`).
+    pub retry_base: Duration,
+    /// The longest delay between two attempts (`NOTIFY_RETRY_MAX_SECONDS`).
+    pub retry_max: Duration,
+    /// How often every tenant is swept for due deliveries (`NOTIFY_SWEEP_SECONDS`).
+    pub sweep_interval: Duration,
 }
 
 /// What WebSocket clients may hold (SPEC §7), enforced by `monitoring::ws`.
@@ -397,6 +460,7 @@ impl Config {
             max_connections: r.bounded("HTTP_MAX_CONNECTIONS", 10_000, 1..=1_000_000)? as usize,
         };
         let database_url = r.postgres_url("DATABASE_URL")?;
+        let notify = notify_config(&r)?;
         if environment == Environment::Production {
             production_refusals(database_url.is_some(), &jwt)?;
         }
@@ -496,8 +560,111 @@ impl Config {
                 300,
                 1..=86_400,
             )?),
+            notify,
         })
     }
+}
+
+/// `SMTP_*`, `TWILIO_*` and `NOTIFY_*`: a channel is configured when its first variable is
+/// set, and then needs the others it cannot do without.
+fn notify_config(r: &Reader<'_>) -> Result<NotifyConfig, ConfigError> {
+    let smtp = match r.text("SMTP_HOST") {
+        None => None,
+        Some(host) => {
+            let tls = match r.text("SMTP_TLS").as_deref() {
+                None | Some("starttls") => SmtpTls::StartTls,
+                Some("none") => SmtpTls::None,
+                Some("tls") => SmtpTls::Tls,
+                Some(other) => {
+                    return Err(invalid(
+                        "SMTP_TLS",
+                        format!("expected none, starttls or tls, got {other:?}"),
+                    ));
+                }
+            };
+            let default_port = match tls {
+                SmtpTls::None => 25,
+                SmtpTls::StartTls => 587,
+                SmtpTls::Tls => 465,
+            };
+            let from = r
+                .text("SMTP_FROM")
+                .ok_or_else(|| invalid("SMTP_FROM", "is required with SMTP_HOST"))?;
+            from.parse::<lettre::message::Mailbox>()
+                .map_err(|e| invalid("SMTP_FROM", format!("not a mailbox: {e}")))?;
+            let username = r.text("SMTP_USERNAME");
+            let password = r.text("SMTP_PASSWORD").map(SecretString::from);
+            if username.is_some() != password.is_some() {
+                return Err(invalid(
+                    "SMTP_PASSWORD",
+                    "SMTP_USERNAME and SMTP_PASSWORD are set together or not at all",
+                ));
+            }
+            let ca_file = r.text("SMTP_TLS_CA_FILE").map(PathBuf::from);
+            if let Some(path) = &ca_file
+                && std::fs::metadata(path).is_err()
+            {
+                return Err(invalid("SMTP_TLS_CA_FILE", "cannot be read"));
+            }
+            Some(SmtpConfig {
+                host,
+                port: r.bounded("SMTP_PORT", default_port, 1..=65_535)? as u16,
+                username,
+                password,
+                from,
+                tls,
+                ca_file,
+                timeout: Duration::from_millis(r.bounded(
+                    "SMTP_TIMEOUT_MILLISECONDS",
+                    10_000,
+                    100..=25_000,
+                )?),
+            })
+        }
+    };
+    let twilio = match r.text("TWILIO_ACCOUNT_SID") {
+        None => None,
+        Some(account_sid) => {
+            if !account_sid.bytes().all(|b| b.is_ascii_alphanumeric()) {
+                return Err(invalid("TWILIO_ACCOUNT_SID", "must be letters and digits"));
+            }
+            let auth_token = r.text("TWILIO_AUTH_TOKEN").ok_or_else(|| {
+                invalid("TWILIO_AUTH_TOKEN", "is required with TWILIO_ACCOUNT_SID")
+            })?;
+            let from_number = r.text("TWILIO_FROM_NUMBER").ok_or_else(|| {
+                invalid("TWILIO_FROM_NUMBER", "is required with TWILIO_ACCOUNT_SID")
+            })?;
+            crate::types::Phone::parse(&from_number)
+                .map_err(|e| invalid("TWILIO_FROM_NUMBER", e))?;
+            Some(TwilioConfig {
+                account_sid,
+                auth_token: SecretString::from(auth_token),
+                from_number,
+                api_base: r.url("TWILIO_API_BASE_URL")?.unwrap_or_else(|| {
+                    url::Url::parse("https://api.twilio.com").expect("a valid URL")
+                }),
+                timeout: Duration::from_millis(r.bounded(
+                    "TWILIO_TIMEOUT_MILLISECONDS",
+                    10_000,
+                    100..=25_000,
+                )?),
+            })
+        }
+    };
+    Ok(NotifyConfig {
+        smtp,
+        twilio,
+        workers: r.bounded("NOTIFY_WORKERS", 4, 0..=64)? as usize,
+        lease: Duration::from_secs(r.bounded("NOTIFY_LEASE_SECONDS", 30, 1..=30)?),
+        max_attempts: r.bounded("NOTIFY_MAX_ATTEMPTS", 8, 1..=50)? as i32,
+        retry_base: Duration::from_millis(r.bounded(
+            "NOTIFY_RETRY_BASE_MILLISECONDS",
+            2_000,
+            10..=3_600_000,
+        )?),
+        retry_max: Duration::from_secs(r.bounded("NOTIFY_RETRY_MAX_SECONDS", 3_600, 1..=86_400)?),
+        sweep_interval: Duration::from_secs(r.bounded("NOTIFY_SWEEP_SECONDS", 60, 1..=3_600)?),
+    })
 }
 
 /// SPEC §10: production runs only on a database of its own, with no development secret, and
@@ -636,6 +803,8 @@ mod tests {
             ("MEDIA_STORE", "s3://bucket:9000/media"),
             ("MEDIA_STORE", "s3://bucket/a//b"),
             ("MEDIA_MAX_BYTES", "0"),
+            ("NOTIFY_WORKERS", "65"),
+            ("NOTIFY_LEASE_SECONDS", "31"),
         ] {
             let err = config(&[(var, value)]).unwrap_err();
             assert_eq!(err.variable, var, "{value}");

@@ -19,6 +19,7 @@ use crate::commerce::{ai_config, conversations, orders, products, profile};
 use crate::config::{Config, Environment};
 use crate::db::{Db, TenantDb};
 use crate::monitoring::activity::Recorder;
+use crate::notify::Notifier;
 use crate::types::{Email, Slug};
 use crate::{admin, auth, dev};
 
@@ -74,6 +75,7 @@ pub async fn seed(db: &Db, slug: &Slug) -> anyhow::Result<Demo> {
 
 async fn fill(db: &TenantDb) -> anyhow::Result<()> {
     let system = Recorder::system(db.tenant_id());
+    let notifier = Notifier::offline(std::sync::Arc::new(crate::clock::SystemClock));
     let profile: PutSellerProfile = body(json!({
         "store_name": "Demo Store", "slug": "demo-store",
         "bio": "Hand-printed tees and mugs, shipped from São Paulo.",
@@ -138,7 +140,8 @@ async fn fill(db: &TenantDb) -> anyhow::Result<()> {
                       {"product_id": ids[2], "quantity": 2}],
             "channel": channel
         }))?;
-        let order = orders::store::create(db, &system, &order.validate()?, false).await?;
+        let order =
+            orders::store::create(db, &system, &notifier, &order.validate()?, false).await?;
         first_order.get_or_insert(order.id);
         for &status in path {
             let change = StatusChange {
@@ -147,7 +150,7 @@ async fn fill(db: &TenantDb) -> anyhow::Result<()> {
                 carrier: (status == OrderStatus::Shipped).then(|| "Correios".to_string()),
                 reason: None,
             };
-            orders::store::transition(db, &system, order.id, &change).await?;
+            orders::store::transition(db, &system, &notifier, order.id, &change).await?;
         }
         if path.last() == Some(&OrderStatus::Delivered) {
             let rating = NewRating {

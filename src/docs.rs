@@ -44,6 +44,7 @@ pub const OPENAPI_PATH: &str = "/api/v1/openapi.json";
         (name = "trust", description = "Progressive trust: the level, score and explanation, verifications (docs/TRUST.md)"),
         (name = "analytics", description = "Sales analytics in the tenant's time zone (trust-gated)"),
         (name = "api-keys", description = "API keys for machine clients (trust level 3)"),
+        (name = "notifications", description = "Notifications: the recipient's own (in-app), sending to members, channel settings, preferences, templates, and Twilio's status webhook (docs/NOTIFICATIONS.md)"),
         (name = "admin", description = "Platform administration (platform admins only)"),
     )
 )]
@@ -276,10 +277,12 @@ impl Modify for Conventions {
             ),
         );
         for (path, item) in openapi.paths.paths.iter_mut() {
-            // The WebSocket authenticates in its first message, not with headers.
+            // The WebSocket authenticates in its first message, not with headers; Twilio's
+            // webhook by its signature.
             let api = path.starts_with("/api/v1/")
                 && path != OPENAPI_PATH
-                && path != crate::monitoring::ws::PATH;
+                && path != crate::monitoring::ws::PATH
+                && path != crate::notify::webhook::PATH;
             let tenant_scoped = api && !path.starts_with("/api/v1/admin/");
             let ops = [
                 &mut item.get,

@@ -19,6 +19,7 @@ pub mod jobs;
 pub mod limits;
 pub mod metrics;
 pub mod monitoring;
+pub mod notify;
 pub mod scope;
 pub mod serve;
 pub mod state;
@@ -134,9 +135,25 @@ impl Application {
         let jobs_stop = CancellationToken::new();
         let (hub, publisher, hub_tasks) =
             monitoring_hub(&config, &mut listener, &db, &metrics, &shutdown, &jobs_stop)?;
+        let wake = notify::outbox::Wake::default();
+        let notifier = notify::Notifier::new(
+            &config.notify,
+            clock.clone(),
+            publisher.clone(),
+            wake.clone(),
+        );
+        let outbox = Arc::new(notify::outbox::Outbox::new(
+            db.clone(),
+            clock.clone(),
+            &config.notify,
+            config.public_base_url.as_ref(),
+            metrics.clone(),
+            wake,
+        )?);
         let (live, live_task) = monitoring::live::spawn(
             db.clone(),
             publisher.clone(),
+            Arc::new(notifier.clone()),
             metrics.clone(),
             jobs_stop.clone(),
         );
@@ -172,11 +189,13 @@ impl Application {
             hub,
             publisher,
             trust,
+            notifier,
         });
         let mut background = vec![
             activity_writer,
             live_task,
             listener.spawn(listen, jobs_stop.clone()),
+            outbox.spawn(jobs_stop.clone()),
             jobs::spawn(
                 jobs::usage::UsageFlush {
                     db: db.clone(),
@@ -203,6 +222,17 @@ impl Application {
             ),
         ];
         background.extend(hub_tasks);
+        background.push(jobs::spawn(
+            notify::purge::NotificationPurge {
+                db: db.clone(),
+                clock: state.clock.clone(),
+            },
+            jobs::Scope::Cluster,
+            config.cleanup_interval,
+            db.clone(),
+            state.metrics.clone(),
+            jobs_stop.clone(),
+        ));
         background.push(jobs::spawn(
             jobs::hub_events::HubEventsPurge { db: db.clone() },
             jobs::Scope::Cluster,
@@ -347,6 +377,8 @@ pub fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .merge(monitoring::rules::routes::router())
         .merge(monitoring::activity::routes::router())
         .merge(monitoring::ws::router())
+        .merge(notify::routes::router())
+        .merge(notify::webhook::router())
         .split_for_parts();
     utoipa::Modify::modify(&docs::Conventions, &mut openapi);
     (router, openapi)

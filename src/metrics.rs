@@ -26,6 +26,12 @@ struct KindLabels {
     kind: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DeliveryLabels {
+    channel: String,
+    outcome: String,
+}
+
 type HistogramFamily = Family<RouteLabels, Histogram, fn() -> Histogram>;
 
 /// The server's metrics, in a registry of its own (one per `Application`).
@@ -44,6 +50,8 @@ pub struct Metrics {
     audit_events: Family<KindLabels, Counter>,
     media_orphans_deleted: Counter,
     media_uploads_refused: Counter,
+    notification_deliveries: Family<DeliveryLabels, Counter>,
+    sms_callbacks: Family<KindLabels, Counter>,
     redis_healthy: Gauge,
     pool_size: Gauge,
     pool_available: Gauge,
@@ -138,6 +146,18 @@ impl Default for Metrics {
             "Connections closed at once because the connection cap was reached",
             connections_refused.clone(),
         );
+        let notification_deliveries = Family::<DeliveryLabels, Counter>::default();
+        registry.register(
+            "notification_deliveries",
+            "Email and SMS delivery attempts by channel and outcome (sent, retried, failed)",
+            notification_deliveries.clone(),
+        );
+        let sms_callbacks = Family::<KindLabels, Counter>::default();
+        registry.register(
+            "notification_sms_callbacks",
+            "Twilio status callbacks by kind (applied, unchanged, ignored, refused)",
+            sms_callbacks.clone(),
+        );
         let redis_healthy = Gauge::default();
         redis_healthy.set(1);
         registry.register(
@@ -174,6 +194,8 @@ impl Default for Metrics {
             audit_events,
             media_orphans_deleted,
             media_uploads_refused,
+            notification_deliveries,
+            sms_callbacks,
             redis_healthy,
             pool_size,
             pool_available,
@@ -255,6 +277,23 @@ impl Metrics {
                 kind: reason.into(),
             })
             .inc_by(count);
+    }
+
+    /// An email or SMS attempt: `outcome` is `sent`, `retried` or `failed`.
+    pub fn notification_delivery(&self, channel: &'static str, outcome: &'static str) {
+        self.notification_deliveries
+            .get_or_create(&DeliveryLabels {
+                channel: channel.into(),
+                outcome: outcome.into(),
+            })
+            .inc();
+    }
+
+    /// A Twilio status callback: `applied`, `unchanged`, `ignored` or `refused`.
+    pub fn sms_callback(&self, kind: &'static str) {
+        self.sms_callbacks
+            .get_or_create(&KindLabels { kind: kind.into() })
+            .inc();
     }
 
     pub fn connection_refused(&self) {

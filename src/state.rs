@@ -15,6 +15,7 @@ use crate::monitoring::activity::ActivitySink;
 use crate::monitoring::activity::writer::ActivityWriter;
 use crate::monitoring::hub::Hub;
 use crate::monitoring::hub::fanout::Publisher;
+use crate::notify::Notifier;
 use crate::storage::MediaStore;
 use crate::tenancy::directory::Directory;
 use crate::trust::recompute::Trust;
@@ -63,4 +64,6 @@ pub struct Services {
     pub publisher: Publisher,
     /// Trust levels: the recompute, the override and the trust document (SPEC §6).
     pub trust: Trust,
+    /// Notifications: enqueue in a transaction, publish after its commit (SPEC §8).
+    pub notifier: Notifier,
 }

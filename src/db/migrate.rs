@@ -55,6 +55,11 @@ pub const MIGRATIONS: &[Migration] = &[
         sql: include_str!("../../migrations/0008_events.sql"),
     },
     Migration {
+        version: 9,
+        name: "0009_notifications.sql",
+        sql: include_str!("../../migrations/0009_notifications.sql"),
+    },
+    Migration {
         version: 10,
         name: "0010_trust.sql",
         sql: include_str!("../../migrations/0010_trust.sql"),

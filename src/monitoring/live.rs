@@ -14,7 +14,7 @@ use super::activity::ActivitySink;
 use super::activity::model::Activity;
 use super::hub::fanout::Publisher;
 use super::hub::{Channel, Event};
-use super::rules::engine::{Announce, Engine};
+use super::rules::engine::{AlertHook, Announce, Engine};
 use crate::metrics::Metrics;
 
 /// Batches waiting for the rules engine; over it a batch is counted as dropped.
@@ -48,15 +48,17 @@ impl ActivitySink for Live {
 }
 
 /// The sink and the task that runs the rules engine over what it receives, tenant by tenant,
-/// until `stop`, after which it evaluates what is queued.
+/// until `stop`, after which it evaluates what is queued. `alerts` runs in each alert's
+/// transaction (the notifications).
 pub fn spawn(
     engine_db: crate::db::Db,
     publisher: Publisher,
+    alerts: Arc<dyn AlertHook>,
     metrics: Arc<Metrics>,
     stop: CancellationToken,
 ) -> (Arc<Live>, JoinHandle<()>) {
     let (evaluate, mut batches) = mpsc::channel::<Vec<Activity>>(EVALUATION_QUEUE);
-    let engine = Engine::new(engine_db, Arc::new(Announce(publisher.clone())));
+    let engine = Engine::new(engine_db, Arc::new(Announce(publisher.clone()))).with_hook(alerts);
     let task = tokio::spawn(async move {
         loop {
             let batch = tokio::select! {

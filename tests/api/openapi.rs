@@ -383,6 +383,55 @@ async fn real_answers_match_their_documented_schemas() {
         .await
         .expect(200);
     assert_documented(&doc, "get", "/api/v1/admin/tenants", &admin_page);
+    let sent = call(app.post("/api/v1/notifications"))
+        .json(&json!({"title": "Doc", "body": "b", "priority": "high"}))
+        .send()
+        .await
+        .expect(201);
+    assert_documented(&doc, "post", "/api/v1/notifications", &sent);
+    let id = sent.body["notification_ids"][0].as_str().unwrap();
+    let one = call(app.get(&format!("/api/v1/notifications/{id}")))
+        .send()
+        .await
+        .expect(200);
+    assert_documented(&doc, "get", "/api/v1/notifications/{id}", &one);
+    let read = call(app.post(&format!("/api/v1/notifications/{id}/read")))
+        .send()
+        .await
+        .expect(200);
+    assert_documented(&doc, "post", "/api/v1/notifications/{id}/read", &read);
+    for path in [
+        "/api/v1/notifications",
+        "/api/v1/notifications/unread-count",
+        "/api/v1/notifications/settings",
+        "/api/v1/notifications/preferences",
+    ] {
+        let answer = call(app.get(path)).send().await.expect(200);
+        assert_documented(&doc, "get", path, &answer);
+    }
+    let template = call(app.post("/api/v1/notifications/templates"))
+        .json(&doc["components"]["schemas"]["TemplateBody"]["example"])
+        .send()
+        .await
+        .expect(201);
+    assert_documented(&doc, "post", "/api/v1/notifications/templates", &template);
+    let preview = call(app.post("/api/v1/notifications/templates/preview"))
+        .json(&doc["components"]["schemas"]["PreviewBody"]["example"])
+        .send()
+        .await
+        .expect(200);
+    assert_documented(
+        &doc,
+        "post",
+        "/api/v1/notifications/templates/preview",
+        &preview,
+    );
+    let prefs = call(app.put("/api/v1/notifications/preferences"))
+        .json(&doc["components"]["schemas"]["Preferences"]["example"])
+        .send()
+        .await
+        .expect(200);
+    assert_documented(&doc, "put", "/api/v1/notifications/preferences", &prefs);
     let problem = call(app.get("/api/v1/products?limit=0"))
         .send()
         .await
@@ -427,6 +476,38 @@ async fn enums_are_documented_as_the_server_sends_them() {
             "Category",
             vec!["auth", "data", "request", "security", "trust", "system"],
         ),
+        ("Priority", vec!["urgent", "high", "medium", "low"]),
+        ("Colour", vec!["red", "orange", "blue", "green"]),
+        (
+            "SourceType",
+            vec!["alert", "rule", "order", "trust", "system", "manual"],
+        ),
+        (
+            "DeliveryStatus",
+            vec![
+                "queued",
+                "sending",
+                "sent",
+                "delivered",
+                "failed",
+                "undelivered",
+                "skipped",
+            ],
+        ),
+        ("Bypass", vec!["opt_out", "quiet_hours"]),
+        (
+            "TemplateKey",
+            vec![
+                "manual.message",
+                "order.created",
+                "order.disputed",
+                "alert.triggered",
+                "verification.code",
+                "trust.level_changed",
+                "trust.verification_decided",
+            ],
+        ),
+        ("TemplateChannel", vec!["email", "sms"]),
     ];
     for (name, values) in &expected {
         assert_eq!(schemas[*name]["enum"], json!(values), "{name}");

@@ -1,7 +1,7 @@
 //! Order endpoints: place, list, get, move on, rate; and the API's answer to each store error.
 
 use axum::Json;
-use axum::extract::Query;
+use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -53,12 +53,20 @@ pub async fn list_orders(
     ))]
 #[tracing::instrument(skip_all)]
 pub async fn create_order(
+    State(state): State<AppState>,
     ctx: TenantCtx,
     ApiJson(body): ApiJson<CreateOrder>,
 ) -> AppResult<(StatusCode, Json<Order>)> {
     let new = body.validate()?;
     let auto_confirm = Feature::AutoConfirmOrders.available_at(ctx.tenant.trust_level);
-    let order = store::create(ctx.db(), ctx.activity(), &new, auto_confirm).await?;
+    let order = store::create(
+        ctx.db(),
+        ctx.activity(),
+        &state.notifier,
+        &new,
+        auto_confirm,
+    )
+    .await?;
     Ok((StatusCode::CREATED, Json(order)))
 }
 
@@ -85,13 +93,14 @@ pub async fn get_order(ctx: TenantCtx, IdPath(id): IdPath) -> AppResult<Json<Ord
     ))]
 #[tracing::instrument(skip_all, fields(order_id = %id))]
 pub async fn transition_order(
+    State(state): State<AppState>,
     ctx: TenantCtx,
     IdPath(id): IdPath,
     ApiJson(body): ApiJson<Transition>,
 ) -> AppResult<Json<Order>> {
     let change = body.validate()?;
     Ok(Json(
-        store::transition(ctx.db(), ctx.activity(), id, &change).await?,
+        store::transition(ctx.db(), ctx.activity(), &state.notifier, id, &change).await?,
     ))
 }
 

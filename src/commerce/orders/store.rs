@@ -11,6 +11,9 @@ use crate::commerce::products::model::ProductStatus;
 use crate::commerce::to_json;
 use crate::db::{Conn, DbError, OnConstraint, TenantDb, TenantTx};
 use crate::monitoring::activity::{Change, Recorder};
+use crate::notify::model::{Priority, Source, SourceType};
+use crate::notify::templates::TemplateKey;
+use crate::notify::{NewNotification, Notifier, Recipients};
 
 /// A line of an order that cannot be sold as asked, by its position in `items`.
 #[derive(Debug, PartialEq, Eq)]
@@ -171,12 +174,58 @@ fn price_lines<'a>(order: &NewOrder, products: &'a [Stocked]) -> Result<Vec<(&'a
     Ok(lines)
 }
 
+/// The notification an order sends its tenant's owners and admins (SPEC §8): on creation
+/// (medium) and on a dispute (high); the order, as the API returns it, is its `order`.
+fn order_notification(order: &Order, key: TemplateKey) -> Result<NewNotification> {
+    let money = format!(
+        "{}.{:02} {}",
+        order.total_cents / 100,
+        order.total_cents % 100,
+        order.currency
+    );
+    let (title, body, priority) = match key {
+        TemplateKey::OrderDisputed => (
+            format!("Order disputed by {}", order.customer.name),
+            match &order.status_reason {
+                Some(reason) => format!("{money}. Reason: {reason}"),
+                None => money,
+            },
+            Priority::High,
+        ),
+        _ => (
+            format!("New order from {}", order.customer.name),
+            format!(
+                "{} item(s), {money}, via {}.",
+                order.items.len(),
+                order.channel.as_str()
+            ),
+            Priority::Medium,
+        ),
+    };
+    Ok(NewNotification {
+        title,
+        body: body.chars().take(crate::notify::model::MAX_BODY).collect(),
+        priority,
+        category: "orders".into(),
+        metadata: serde_json::json!({"order_id": order.id}),
+        source: Source {
+            kind: SourceType::Order,
+            id: Some(order.id),
+        },
+        template: key,
+        variables: serde_json::json!({ "order": to_json(order)? }),
+        channels: None,
+    })
+}
+
 /// Places an order: locks its products, prices it from them, reserves the stock and stores
-/// it, all in one pooled transaction. With `auto_confirm` (the tenant's trust level has the
-/// feature) the tenant's `auto_confirm_orders` setting decides whether it starts `confirmed`.
+/// it, with the notification of its owners and admins, all in one pooled transaction. With
+/// `auto_confirm` (the tenant's trust level has the feature) the tenant's
+/// `auto_confirm_orders` setting decides whether it starts `confirmed`.
 pub async fn create(
     db: &TenantDb,
     activity: &Recorder,
+    notifier: &Notifier,
     order: &NewOrder,
     auto_confirm: bool,
 ) -> Result<Order> {
@@ -266,13 +315,22 @@ pub async fn create(
     )
     .await?;
     let created = fetch(&tx, tx.tenant_id(), id).await?;
+    let sent = notifier
+        .enqueue(
+            &tx,
+            order_notification(&created, TemplateKey::OrderCreated)?,
+            Recipients::Managers,
+        )
+        .await?;
     let change = Change::new("order.created", "order", id).details(serde_json::json!({
         "total_cents": subtotal, "currency": created.currency, "status": created.status
     }));
-    match activity.commit(tx, change).await {
-        Err(DbError::Unavailable(cause)) => settle_commit(db, created, cause).await,
-        done => done.map(|()| created).map_err(Into::into),
-    }
+    let created = match activity.commit(tx, change).await {
+        Err(DbError::Unavailable(cause)) => settle_commit(db, created, cause).await?,
+        done => done.map(|()| created)?,
+    };
+    notifier.published(sent);
+    Ok(created)
 }
 
 /// How long an order whose COMMIT got no answer is looked for before giving up (within the
@@ -347,6 +405,7 @@ async fn lock(
 pub async fn transition(
     db: &TenantDb,
     activity: &Recorder,
+    notifier: &Notifier,
     id: Uuid,
     change: &StatusChange,
 ) -> Result<Order> {
@@ -380,9 +439,24 @@ pub async fn transition(
     )
     .await?;
     let order = fetch(&tx, tx.tenant_id(), id).await?;
+    let sent = match change.status {
+        OrderStatus::Disputed => Some(
+            notifier
+                .enqueue(
+                    &tx,
+                    order_notification(&order, TemplateKey::OrderDisputed)?,
+                    Recipients::Managers,
+                )
+                .await?,
+        ),
+        _ => None,
+    };
     let recorded = Change::new("order.status_changed", "order", id)
         .details(serde_json::json!({"from": current, "to": change.status}));
     activity.commit(tx, recorded).await?;
+    if let Some(sent) = sent {
+        notifier.published(sent);
+    }
     Ok(order)
 }
 

@@ -78,8 +78,8 @@ pub async fn create(db: &TenantDb, activity: &Recorder, new: &NewUser) -> Result
     let row = tx
         .query_one(
             &format!(
-                "INSERT INTO users (tenant_id, id, external_id, email, role)
-                 VALUES ($1, $2, $3, $4, $5) RETURNING {}",
+                "INSERT INTO users (tenant_id, id, external_id, email, role, phone)
+                 VALUES ($1, $2, $3, $4, $5, $6) RETURNING {}",
                 User::COLUMNS
             ),
             &[
@@ -88,6 +88,7 @@ pub async fn create(db: &TenantDb, activity: &Recorder, new: &NewUser) -> Result
                 &new.external_id,
                 &new.email.as_str(),
                 &new.role.as_str(),
+                &new.phone.as_ref().map(|p| p.as_str()),
             ],
         )
         .await
@@ -191,7 +192,8 @@ pub async fn update(
         .query_one(
             &format!(
                 "UPDATE users SET email = coalesce($3, email), role = coalesce($4, role),
-                        is_active = coalesce($5, is_active), updated_at = now()
+                        is_active = coalesce($5, is_active),
+                        phone = CASE WHEN $6 THEN $7 ELSE phone END, updated_at = now()
                  WHERE tenant_id = $1 AND id = $2 RETURNING {}",
                 User::COLUMNS
             ),
@@ -201,6 +203,11 @@ pub async fn update(
                 &change.email.as_ref().map(|e| e.as_str()),
                 &change.role.map(Role::as_str),
                 &change.is_active,
+                &change.phone.is_some(),
+                &change
+                    .phone
+                    .as_ref()
+                    .and_then(|p| p.as_ref().map(|p| p.as_str())),
             ],
         )
         .await

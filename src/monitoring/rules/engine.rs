@@ -11,10 +11,12 @@ use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 use super::condition::{EventFields, Field, FieldValue};
+use futures_util::future::BoxFuture;
+
 use super::model::{Alert, CompiledRule};
 use super::store::{self, RuleError};
 use super::window::State;
-use crate::db::{Db, DbError};
+use crate::db::{Db, DbError, TenantTx};
 use crate::monitoring::hub::fanout::Publisher;
 use crate::monitoring::hub::{Channel, Event};
 
@@ -49,6 +51,20 @@ impl AlertSink for () {
     fn fired(&self, _: Uuid, _: &Alert) {}
 }
 
+/// Work to do once the alert's transaction has committed.
+pub type AfterCommit = Box<dyn FnOnce() + Send>;
+
+/// What an alert sets off in the transaction that stores it (its notifications, SPEC §8), so
+/// both commit together; the [`AfterCommit`] it returns runs after the commit.
+pub trait AlertHook: Send + Sync {
+    fn fired<'a>(
+        &'a self,
+        tx: &'a TenantTx,
+        rule: &'a CompiledRule,
+        alert: &'a Alert,
+    ) -> BoxFuture<'a, Result<AfterCommit, DbError>>;
+}
+
 /// The matching events of a batch per (rule id, group key): the rule's index in
 /// [`TenantRules::rules`] and the events' times and ids.
 type Matches = BTreeMap<(Uuid, String), (usize, Vec<(DateTime<Utc>, Uuid)>)>;
@@ -64,6 +80,7 @@ pub struct Engine {
     /// Compiled rules per tenant, checked against the rule-set version on every batch.
     cache: moka::future::Cache<Uuid, Arc<TenantRules>>,
     sink: Arc<dyn AlertSink>,
+    hook: Option<Arc<dyn AlertHook>>,
 }
 
 /// The event's id and time, which the engine needs of every event.
@@ -88,7 +105,14 @@ impl Engine {
                 .time_to_idle(Duration::from_secs(3600))
                 .build(),
             sink,
+            hook: None,
         }
+    }
+
+    /// Runs `hook` in the transaction of every alert fired.
+    pub fn with_hook(mut self, hook: Arc<dyn AlertHook>) -> Self {
+        self.hook = Some(hook);
+        self
     }
 
     async fn rules(&self, tenant_id: Uuid) -> Result<Arc<TenantRules>, RuleError> {
@@ -152,6 +176,7 @@ impl Engine {
         let db = self.db.for_tenant(tenant_id);
         let tx = db.begin().await?;
         let mut alerts = Vec::new();
+        let mut after_commit = Vec::new();
         let empty = serde_json::to_value(State::default()).map_err(decode)?;
         for ((rule_id, group), (index, mut events)) in matched {
             let rule = &rules.rules[index];
@@ -211,10 +236,17 @@ impl Engine {
                         ],
                     )
                     .await?;
-                alerts.push(Alert::from_row(&row)?);
+                let alert = Alert::from_row(&row)?;
+                if let Some(hook) = &self.hook {
+                    after_commit.push(hook.fired(&tx, rule, &alert).await?);
+                }
+                alerts.push(alert);
             }
         }
         tx.commit().await?;
+        for done in after_commit {
+            done();
+        }
         Ok(alerts)
     }
 }

@@ -71,13 +71,14 @@ impl Severity {
     }
 }
 
-/// The channels an alert's notification may use (SPEC §8).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum NotifyChannel {
-    InApp,
-    Email,
-    Sms,
+crate::commerce::text_enum! {
+    /// A channel a notification is delivered on (SPEC §8); also the channels an alert's
+    /// notification may use.
+    NotifyChannel {
+        InApp => "in_app",
+        Email => "email",
+        Sms => "sms",
+    }
 }
 
 /// Who an alert notifies; `null` on the rule: the tenant's owners and admins.
@@ -340,9 +341,14 @@ impl CompiledParts {
 #[derive(Debug, Clone)]
 pub struct CompiledRule {
     pub id: Uuid,
+    pub key: Option<String>,
+    pub name: String,
     pub severity: Severity,
     pub parts: CompiledParts,
     pub evaluator: Evaluator,
+    /// Who its alerts notify and on which channels (`None`: the defaults, SPEC §8).
+    pub channels: Option<Vec<NotifyChannel>>,
+    pub recipients: Option<Recipients>,
 }
 
 impl CompiledRule {
@@ -380,9 +386,13 @@ impl CompiledRule {
         };
         Some(Self {
             id: rule.id,
+            key: rule.key.clone(),
+            name: rule.name.clone(),
             severity: rule.severity,
             parts,
             evaluator,
+            channels: rule.channels.clone(),
+            recipients: rule.recipients.clone(),
         })
     }
 }

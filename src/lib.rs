@@ -171,6 +171,7 @@ impl Application {
             config.trust_grace,
             directory.clone(),
             activity_sink.clone(),
+            notifier.clone(),
         );
         let state = AppState::new(Services {
             verifier: Arc::new(Verifier::new(&config.jwt, http)),

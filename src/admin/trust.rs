@@ -21,8 +21,11 @@ use crate::extract::{ApiJson, IdPath, Page, PageQuery, PageRequest};
 use crate::monitoring::activity::model::Category;
 use crate::monitoring::activity::{Change, Recorder};
 use crate::state::AppState;
-use crate::tenancy::model::TenantStatus;
-use crate::trust::model::{Decision, TrustDocument, Verification};
+use crate::notify::model::{Priority, Source, SourceType};
+use crate::notify::templates::TemplateKey;
+use crate::notify::{NewNotification, Recipients};
+use crate::tenancy::model::{Role, TenantStatus};
+use crate::trust::model::{Decision, TrustDocument, Verification, VerificationKind};
 use crate::trust::risk::Signal;
 use crate::trust::store as trust_store;
 use crate::types;
@@ -334,6 +337,14 @@ async fn decide(
     } else {
         "verification.rejected"
     };
+    let sent = state
+        .notifier
+        .enqueue(
+            &tx,
+            decision_notice(id, kind, approve, reason.as_deref()),
+            Recipients::Roles(vec![Role::Owner]),
+        )
+        .await?;
     Recorder::system_to(tenant_id, state.activity_sink.clone())
         .commit(
             tx,
@@ -342,6 +353,7 @@ async fn decide(
                 .details(json!({"kind": kind, "reason": reason})),
         )
         .await?;
+    state.notifier.published(sent);
     audit::record(
         &state.metrics,
         &admin.0.subject,
@@ -354,6 +366,40 @@ async fn decide(
     let verification = trust_store::verification(&tx, tenant_id, id).await?;
     tx.commit().await?;
     Ok(verification)
+}
+
+/// The owners' notice of a decision on their document (template
+/// `trust.verification_decided`): an approval is news, a rejection needs a new submission.
+fn decision_notice(
+    id: Uuid,
+    kind: VerificationKind,
+    approve: bool,
+    reason: Option<&str>,
+) -> NewNotification {
+    let (status, title, priority) = if approve {
+        ("verified", format!("Your {} document is verified", kind.as_str()), Priority::Medium)
+    } else {
+        ("rejected", format!("Your {} document was rejected", kind.as_str()), Priority::High)
+    };
+    let body = match (approve, reason) {
+        (_, Some(reason)) => reason.to_string(),
+        (true, None) => "A platform admin approved it.".to_string(),
+        (false, None) => "A platform admin rejected it.".to_string(),
+    };
+    NewNotification {
+        variables: json!({"trust": {"kind": kind, "status": status, "reason": body}}),
+        title,
+        body,
+        priority,
+        category: "trust".into(),
+        metadata: json!({"verification_id": id, "kind": kind, "status": status}),
+        source: Source {
+            kind: SourceType::Trust,
+            id: Some(id),
+        },
+        template: TemplateKey::TrustVerificationDecided,
+        channels: None,
+    }
 }
 
 /// Tenants the platform flagged: a risk signal, or an open review (a risk flag or a score

@@ -18,7 +18,11 @@ use crate::clock::Clock;
 use crate::db::{Conn, Db, DbError, TenantTx};
 use crate::monitoring::activity::model::Category;
 use crate::monitoring::activity::{ActivitySink, Change, Recorder};
+use crate::notify::model::{Priority, Source, SourceType};
+use crate::notify::templates::TemplateKey;
+use crate::notify::{Enqueued, NewNotification, Notifier, Recipients};
 use crate::tenancy::directory::{Directory, Invalidation};
+use crate::tenancy::model::Role;
 
 /// A score this much below the last one opens a review for platform admins.
 pub const SCORE_DROP: i16 = 20;
@@ -32,6 +36,8 @@ pub struct Trust {
     grace: Duration,
     directory: Directory,
     sink: Arc<dyn ActivitySink>,
+    /// Level changes, grace periods and suspensions are told to the tenant's owners.
+    notifier: Notifier,
 }
 
 /// What a tenant's figures say, as of one instant.
@@ -92,6 +98,7 @@ impl Trust {
         grace: std::time::Duration,
         directory: Directory,
         sink: Arc<dyn ActivitySink>,
+        notifier: Notifier,
     ) -> Self {
         Self {
             db,
@@ -99,7 +106,15 @@ impl Trust {
             grace: Duration::from_std(grace).unwrap_or(Duration::days(7)),
             directory,
             sink,
+            notifier,
         }
+    }
+
+    /// Queues `notice` for the tenant's owners in `tx`.
+    async fn tell_owners(&self, tx: &TenantTx, notice: NewNotification) -> Result<Enqueued, DbError> {
+        self.notifier
+            .enqueue(tx, notice, Recipients::Roles(vec![Role::Owner]))
+            .await
     }
 
     async fn evaluate(
@@ -242,6 +257,7 @@ impl Trust {
         );
 
         let mut changes = Vec::new();
+        let mut notices = Vec::new();
         let from = row.level;
         let (level, grace_started_at, reason) = match step {
             Step::Stay => (row.level, row.grace_started_at, None),
@@ -259,10 +275,24 @@ impl Trust {
                     .filter(|r| !r.met)
                     .map(|r| r.name)
                     .collect();
+                let ends_at = now + self.grace;
                 changes.push(trust_change(
                     "trust.grace_started",
                     tenant_id,
-                    json!({"level": row.level, "ends_at": now + self.grace, "unmet": unmet}),
+                    json!({"level": row.level, "ends_at": ends_at, "unmet": unmet}),
+                ));
+                notices.push(level_notice(
+                    tenant_id,
+                    row.level,
+                    qualified,
+                    format!(
+                        "Your trust level {} ({}) drops on {} unless it is met again",
+                        row.level,
+                        level::level_name(row.level),
+                        ends_at.format("%Y-%m-%d %H:%M UTC")
+                    ),
+                    format!("Level {} needs: {}.", row.level, unmet.join(", ")),
+                    Priority::High,
                 ));
                 (row.level, Some(now), None)
             }
@@ -296,6 +326,7 @@ impl Trust {
                 tenant_id,
                 json!({"from": from, "to": level, "reason": reason}),
             ));
+            notices.push(changed_notice(tenant_id, from, level, reason));
         }
         let suspend_reason = (risk_level == "critical" && !row.suspended).then(|| {
             let why: Vec<&str> = signals
@@ -311,6 +342,20 @@ impl Trust {
                 tenant_id,
                 json!({"reason": why}),
             ));
+            notices.push(NewNotification {
+                title: "Your store is suspended".into(),
+                body: why.clone(),
+                priority: Priority::Urgent,
+                category: "trust".into(),
+                metadata: json!({"status": "suspended"}),
+                source: Source {
+                    kind: SourceType::Trust,
+                    id: Some(tenant_id),
+                },
+                template: TemplateKey::ManualMessage,
+                variables: json!({}),
+                channels: None,
+            });
         }
         store::save_outcome(
             &tx,
@@ -328,8 +373,12 @@ impl Trust {
             },
         )
         .await?;
+        let mut sent = Vec::with_capacity(notices.len());
+        for notice in notices {
+            sent.push(self.tell_owners(&tx, notice).await?);
+        }
         let visible = reason.is_some() || suspend_reason.is_some();
-        self.finish(tx, tenant_id, changes, visible).await?;
+        self.finish(tx, tenant_id, changes, visible, sent).await?;
 
         row.level = level;
         row.grace_started_at = grace_started_at;
@@ -353,12 +402,17 @@ impl Trust {
         let mut row = store::lock_trust_row(&tx).await?;
         store::save_override(&tx, level, reason, locked, now).await?;
         let mut changes = Vec::new();
+        let mut sent = Vec::new();
         if level != row.level {
             changes.push(trust_change(
                 "trust.level_changed",
                 tenant_id,
                 json!({"from": row.level, "to": level, "reason": reason, "locked": locked}),
             ));
+            sent.push(
+                self.tell_owners(&tx, changed_notice(tenant_id, row.level, level, reason))
+                    .await?,
+            );
         } else if locked != row.locked {
             changes.push(trust_change(
                 if locked { "trust.locked" } else { "trust.unlocked" },
@@ -376,18 +430,19 @@ impl Trust {
         let eval = self
             .evaluate(&tx, tenant_id, &row, false, flagged, now)
             .await?;
-        self.finish(tx, tenant_id, changes, changed).await?;
+        self.finish(tx, tenant_id, changes, changed, sent).await?;
         Ok(self.document(&row, eval, now))
     }
 
     /// Records the changes' activities and commits; a change the directory caches (the level,
-    /// the status) is announced to every instance.
+    /// the status) is announced to every instance; the notifications go out after the commit.
     async fn finish(
         &self,
         tx: TenantTx,
         tenant_id: Uuid,
         changes: Vec<Change>,
         announce: bool,
+        sent: Vec<Enqueued>,
     ) -> Result<(), DbError> {
         if announce {
             Directory::announce(&tx, &Invalidation::tenant(tenant_id)).await?;
@@ -400,8 +455,52 @@ impl Trust {
                 .invalidate(&Invalidation::tenant(tenant_id))
                 .await;
         }
+        for enqueued in sent {
+            self.notifier.published(enqueued);
+        }
         Ok(())
     }
+}
+
+/// A notice about the level, for the owners (template `trust.level_changed`).
+fn level_notice(
+    tenant_id: Uuid,
+    from: i16,
+    to: i16,
+    title: String,
+    body: String,
+    priority: Priority,
+) -> NewNotification {
+    NewNotification {
+        variables: json!({"trust": {
+            "from": from, "to": to, "level_name": level::level_name(to), "reason": body
+        }}),
+        title,
+        body,
+        priority,
+        category: "trust".into(),
+        metadata: json!({"from": from, "to": to}),
+        source: Source {
+            kind: SourceType::Trust,
+            id: Some(tenant_id),
+        },
+        template: TemplateKey::TrustLevelChanged,
+        channels: None,
+    }
+}
+
+/// The owners' notice of a level change: a promotion is news, a demotion needs attention.
+fn changed_notice(tenant_id: Uuid, from: i16, to: i16, reason: &str) -> NewNotification {
+    let title = format!(
+        "Your trust level is now {to} ({})",
+        level::level_name(to)
+    );
+    let priority = if to < from {
+        Priority::High
+    } else {
+        Priority::Medium
+    };
+    level_notice(tenant_id, from, to, title, reason.to_string(), priority)
 }
 
 fn trust_change(action: &'static str, tenant_id: Uuid, details: serde_json::Value) -> Change {

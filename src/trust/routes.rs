@@ -17,6 +17,8 @@ use crate::error::{AppError, AppResult};
 use crate::extract::{ApiJson, Page};
 use crate::monitoring::activity::Change;
 use crate::monitoring::activity::model::Category;
+use crate::monitoring::rules::model::NotifyChannel;
+use crate::notify;
 use crate::state::AppState;
 use crate::tenancy::{AllowSuspended, TenantCtx};
 use crate::types::{Email, Phone};
@@ -81,9 +83,20 @@ async fn send_code(
 ) -> AppResult<Json<CodeSent>> {
     ctx.require_manager()?;
     let code = six_digits();
+    let locale = notify::store::preferences(ctx.db(), ctx.user_id)
+        .await?
+        .locale;
+    let channel = match kind {
+        VerificationKind::Phone => NotifyChannel::Sms,
+        _ => NotifyChannel::Email,
+    };
     let tx = ctx.db().begin().await?;
     let (verification, expires_at) =
         store::new_code(&tx, kind, address, &code, state.clock.now()).await?;
+    let sent = state
+        .notifier
+        .enqueue_code(&tx, channel, address, &code, &locale)
+        .await?;
     ctx.activity()
         .commit(
             tx,
@@ -92,6 +105,7 @@ async fn send_code(
                 .details(json!({"kind": kind})),
         )
         .await?;
+    state.notifier.published(sent);
     Ok(Json(CodeSent {
         kind,
         status: VerificationStatus::Pending,

@@ -411,11 +411,11 @@ pub async fn confirm_code(
     let address: String = live.get(3);
     if !constant_time_eq(&code_hash(id, code), stored) {
         let attempts = attempts + 1;
+        let void = (attempts >= CODE_TRIES).then_some(now);
         tx.execute(
-            "UPDATE trust_codes SET attempts = $3,
-                 voided_at = CASE WHEN $3 >= $4 THEN $5 ELSE voided_at END
+            "UPDATE trust_codes SET attempts = $3, voided_at = $4
              WHERE tenant_id = $1 AND id = $2",
-            &[&tenant_id, &id, &attempts, &CODE_TRIES, &now],
+            &[&tenant_id, &id, &attempts, &void],
         )
         .await?;
         return Ok(Err(TrustError::CodeInvalid(CODE_TRIES - attempts)));

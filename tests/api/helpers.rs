@@ -333,8 +333,10 @@ impl TestApp {
     /// notification is recorded), so that trust's caps and gates stay out of their way.
     pub async fn tenant(&self) -> TestTenant {
         let tenant = self.new_tenant().await;
-        connect(&self.db.app_url)
+        // Through the service's own connector, which honours the URL's `sslmode`.
+        convcommerce::db::connect_once(&self.db.app_url)
             .await
+            .expect("the database accepts the connection")
             .execute(
                 "UPDATE tenants SET trust_level = 3, trust_locked = true,
                      trust_reason = 'test fixture' WHERE id = $1",

@@ -11,6 +11,7 @@ use convcommerce::jobs::Job;
 use convcommerce::jobs::trust::TrustRecompute;
 use convcommerce::metrics::Metrics;
 use convcommerce::monitoring::activity::NoSink;
+use convcommerce::notify::Notifier;
 use convcommerce::tenancy::directory::Directory;
 use convcommerce::trust::recompute::Trust;
 use secrecy::SecretString;
@@ -258,6 +259,7 @@ async fn one_customer_phone_across_many_tenants_is_found_by_the_platform_pass_on
             Duration::from_secs(7 * 86_400),
             directory,
             Arc::new(NoSink),
+            Notifier::offline(Arc::new(SystemClock)),
         ),
         clock: Arc::new(SystemClock),
     };

@@ -3,7 +3,7 @@
 //! trust document that explains it all.
 
 use chrono::{Duration, Utc};
-use convcommerce::clock::ManualClock;
+use convcommerce::clock::{Clock, ManualClock};
 use futures_util::future::join_all;
 use serde_json::{Value, json};
 
@@ -506,4 +506,380 @@ async fn documents_are_reviewed_by_platform_admins_and_their_media_kept() {
         ["verification.submitted", "verification.rejected", "verification.submitted", "verification.approved"]
     );
     drop(db);
+}
+
+/// The six digits of the latest code message in `text`.
+fn code_in(text: &str) -> String {
+    regex::Regex::new(r"\b(\d{6})\b").unwrap().captures_iter(text).last().expect("a code")[1]
+        .to_string()
+}
+
+/// A delivered, five-star order of `product` in `tenant`.
+async fn sold_and_rated(app: &TestApp, tenant: &TestTenant, product: &Value, n: usize) -> String {
+    let order = app
+        .post("/api/v1/orders")
+        .owner_of(tenant)
+        .json(&json!({"customer": {"name": format!("Buyer {n}"), "phone": format!("+55119{n:08}")},
+                      "items": [{"product_id": product["id"], "quantity": 1}], "channel": "web"}))
+        .send()
+        .await
+        .expect(201);
+    let id = order.body["id"].as_str().unwrap().to_string();
+    for status in ["confirmed", "processing", "shipped", "delivered"] {
+        let mut body = json!({"status": status});
+        if status == "shipped" {
+            body["tracking_number"] = json!(format!("BR{n}"));
+            body["carrier"] = json!("Correios");
+        }
+        app.post(&format!("/api/v1/orders/{id}/transitions"))
+            .owner_of(tenant)
+            .json(&body)
+            .send()
+            .await
+            .expect(200);
+    }
+    app.post(&format!("/api/v1/orders/{id}/rating"))
+        .owner_of(tenant)
+        .json(&json!({"stars": 5, "comment": "Great"}))
+        .send()
+        .await
+        .expect(201);
+    id
+}
+
+fn requirement<'a>(doc: &'a Value, name: &str) -> &'a Value {
+    doc["next_level"]["requirements"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["name"] == name)
+        .unwrap_or_else(|| panic!("{name} in {doc}"))
+}
+
+#[tokio::test]
+async fn a_seller_climbs_from_level_0_to_3_through_the_api_and_falls_back_after_disputes() {
+    use crate::media::{file, png, upload};
+    use crate::peers::{SmtpServer, TwilioPeer};
+
+    let smtp = SmtpServer::start("none", None, 0);
+    let twilio = TwilioPeer::start().await;
+    let clock = ManualClock::new(Utc::now());
+    let db = private_database().await;
+    let mut peers = smtp.vars("none");
+    peers.extend(twilio.vars());
+    let app = TestApp::spawn_full(db.clone(), Some(clock.clone()), move |vars| {
+        vars.extend(peers);
+        vars.insert("RATE_LIMITS".into(), "off".into());
+    })
+    .await;
+    let tenant = app.new_tenant().await;
+
+    // Level 0: what level 1 needs, all of it missing.
+    let doc = app.get("/api/v1/trust").owner_of(&tenant).send().await.expect(200).body;
+    assert_eq!((doc["level"].as_i64(), doc["level_name"].as_str()), (Some(0), Some("unverified")));
+    assert_eq!(doc["next_level"]["level"], 1);
+    for name in ["email_verified", "phone_verified", "business_info", "store_setup"] {
+        let r = requirement(&doc, name);
+        assert_eq!((&r["met"], &r["current"], &r["required"]), (&json!(false), &json!(false), &json!(true)));
+    }
+    assert_eq!(doc["factors"].as_array().unwrap().len(), 9);
+    assert_eq!(doc["product_cap"], 5);
+
+    // The seller profile completes business information and store setup.
+    app.put("/api/v1/seller-profile")
+        .owner_of(&tenant)
+        .json(&json!({
+            "store_name": "Story Store", "slug": format!("story-{}", &tenant.id.simple().to_string()[..8]),
+            "bio": "Tees", "logo_url": "https://cdn.story.example/logo.png",
+            "contact_email": "hello@story.example", "contact_phone": "+5511987650000",
+            "business_address": {"line1": "Rua A 1", "city": "Recife", "country": "BR"}
+        }))
+        .send()
+        .await
+        .expect(200);
+
+    // Email: a code by SMTP; a wrong one is refused, the right one verifies.
+    let sent = app
+        .post("/api/v1/trust/verifications/email/send")
+        .owner_of(&tenant)
+        .json(&json!({"email": "owner@story.example"}))
+        .send()
+        .await
+        .expect(200);
+    assert_eq!(sent.body["status"], "pending");
+    let mail = smtp.wait_for(1).await;
+    assert_eq!(mail[0].to, ["owner@story.example"]);
+    let code = code_in(&mail[0].subject());
+    let wrong = if code == "000000" { "111111" } else { "000000" };
+    let refused = app
+        .post("/api/v1/trust/verifications/email/confirm")
+        .owner_of(&tenant)
+        .json(&json!({"code": wrong}))
+        .send()
+        .await
+        .expect_problem(422, "code_invalid");
+    assert!(refused.body["detail"].as_str().unwrap().contains("4 tries left"));
+    let verified = app
+        .post("/api/v1/trust/verifications/email/confirm")
+        .owner_of(&tenant)
+        .json(&json!({"code": code}))
+        .send()
+        .await
+        .expect(200);
+    assert_eq!(verified.body["status"], "verified");
+    // Single use.
+    app.post("/api/v1/trust/verifications/email/confirm")
+        .owner_of(&tenant)
+        .json(&json!({"code": code}))
+        .send()
+        .await
+        .expect_problem(409, "code_expired");
+
+    // Phone: a code by SMS through the Twilio peer; confirming it completes level 1.
+    app.post("/api/v1/trust/verifications/phone/send")
+        .owner_of(&tenant)
+        .json(&json!({"phone": "+5511987650000"}))
+        .send()
+        .await
+        .expect(200);
+    assert!(eventually(std::time::Duration::from_secs(10), || async { !twilio.sent().is_empty() }).await);
+    let sms = &twilio.sent()[0];
+    assert_eq!(sms.form["To"], "+5511987650000");
+    let confirmed = app
+        .post("/api/v1/trust/verifications/phone/confirm")
+        .owner_of(&tenant)
+        .json(&json!({"code": code_in(&sms.form["Body"])}))
+        .send()
+        .await
+        .expect(200);
+    assert_eq!(confirmed.body["status"], "verified");
+    let doc = app.get("/api/v1/trust").owner_of(&tenant).send().await.expect(200).body;
+    assert_eq!((doc["level"].as_i64(), doc["level_name"].as_str()), (Some(1), Some("verified")));
+    assert_eq!(doc["product_cap"], 50);
+    app.get("/api/v1/analytics/summary").owner_of(&tenant).send().await.expect(200);
+
+    // Level 2: registration and tax id approved by a platform admin, ten delivered and rated
+    // orders, a month of age, a score of 60.
+    let scan = upload(&app, &tenant, file(png(64), "doc.png", "image/png")).await.expect(201).body["id"].clone();
+    let approve = |kind: &'static str| {
+        let app = &app;
+        let tenant = &tenant;
+        let scan = scan.clone();
+        async move {
+            let submitted = app
+                .post("/api/v1/trust/verifications/documents")
+                .owner_of(tenant)
+                .json(&json!({"kind": kind, "media_ids": [scan], "fields": {"number": "42"}}))
+                .send()
+                .await
+                .expect(201);
+            app.post(&format!(
+                "/api/v1/admin/verifications/{}/approve",
+                submitted.body["id"].as_str().unwrap()
+            ))
+            .user(ADMIN)
+            .json(&json!({}))
+            .send()
+            .await
+            .expect(200);
+        }
+    };
+    approve("registration").await;
+    approve("tax_id").await;
+    let product = app.product(&tenant, json!({"stock": 1000, "price_cents": 5000, "currency": "BRL"})).await;
+    let mut orders = Vec::new();
+    for n in 0..12 {
+        orders.push(sold_and_rated(&app, &tenant, &product, n).await);
+    }
+    let doc = recompute(&app, &tenant).await;
+    assert_eq!(doc["level"], 1, "a new account waits: {doc}");
+    let age = requirement(&doc, "account_age_days");
+    assert_eq!((&age["met"], &age["required"]), (&json!(false), &json!(30)));
+    clock.advance(Duration::days(31));
+    let doc = recompute(&app, &tenant).await;
+    assert_eq!((doc["level"].as_i64(), doc["level_name"].as_str()), (Some(2), Some("trusted")), "{doc}");
+    let score = doc["score"].as_i64().unwrap();
+    assert!(score >= 60, "{score}");
+    app.get("/api/v1/analytics/timeseries").owner_of(&tenant).send().await.expect(200);
+
+    // Level 3: address and bank account, 25 delivered orders, two months, a score of 75.
+    approve("address").await;
+    approve("bank_account").await;
+    for n in 12..25 {
+        orders.push(sold_and_rated(&app, &tenant, &product, n).await);
+    }
+    assert_eq!(recompute(&app, &tenant).await["level"], 2);
+    clock.advance(Duration::days(30));
+    let doc = recompute(&app, &tenant).await;
+    assert_eq!((doc["level"].as_i64(), doc["level_name"].as_str()), (Some(3), Some("premium")), "{doc}");
+    assert!(doc["next_level"].is_null());
+    let before = doc["score"].as_i64().unwrap();
+    assert!(before >= 75, "{before}");
+    app.post("/api/v1/api-keys")
+        .owner_of(&tenant)
+        .json(&json!({"name": "ERP", "role": "staff"}))
+        .send()
+        .await
+        .expect(201);
+
+    // Back down: ten delivered orders disputed sink the dispute rate; level 3's requirements
+    // fail, the grace period starts (the owner is told), and after it the level drops.
+    for id in &orders[..10] {
+        app.post(&format!("/api/v1/orders/{id}/transitions"))
+            .owner_of(&tenant)
+            .json(&json!({"status": "disputed", "reason": "Never arrived"}))
+            .send()
+            .await
+            .expect(200);
+    }
+    let doc = recompute(&app, &tenant).await;
+    assert_eq!(doc["level"], 3);
+    let dispute = doc["factors"].as_array().unwrap().iter().find(|f| f["name"] == "dispute_rate").unwrap();
+    assert_eq!((&dispute["value"], &dispute["points"]), (&json!(0.4), &json!(0.0)));
+    assert!(doc["score"].as_i64().unwrap() < 75, "{doc}");
+    let unmet: Vec<&str> = doc["grace"]["unmet"].as_array().unwrap().iter().map(|u| u.as_str().unwrap()).collect();
+    assert_eq!(unmet, ["delivered_orders", "score"]);
+    clock.advance(Duration::days(8));
+    let doc = recompute(&app, &tenant).await;
+    assert_eq!((doc["level"].as_i64(), doc["level_name"].as_str()), (Some(2), Some("trusted")), "{doc}");
+    app.get("/api/v1/api-keys")
+        .owner_of(&tenant)
+        .send()
+        .await
+        .expect_problem(403, "feature_not_available");
+
+    // Every level change is in the log, with its reason, and told to the owner.
+    let changes: Vec<(i64, i64)> = trust_activities(&app, &tenant)
+        .await
+        .iter()
+        .filter(|a| a["action"] == "trust.level_changed")
+        .map(|a| (a["details"]["from"].as_i64().unwrap(), a["details"]["to"].as_i64().unwrap()))
+        .collect();
+    assert_eq!(changes, [(0, 1), (1, 2), (2, 3), (3, 2)]);
+    let told = app
+        .get("/api/v1/notifications?category=trust&limit=100")
+        .owner_of(&tenant)
+        .send()
+        .await
+        .expect(200);
+    let titles: Vec<&str> = told.body["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n["title"].as_str().unwrap())
+        .collect();
+    for expected in [
+        "Your trust level is now 1 (verified)",
+        "Your trust level is now 2 (trusted)",
+        "Your trust level is now 3 (premium)",
+        "Your trust level is now 2 (trusted)",
+        "Your registration document is verified",
+    ] {
+        assert!(titles.contains(&expected), "{expected} in {titles:?}");
+    }
+    assert!(titles.iter().any(|t| t.starts_with("Your trust level 3 (premium) drops on")), "{titles:?}");
+
+    app.stop().await;
+    drop_database(&db).await;
+}
+
+#[tokio::test]
+async fn codes_are_hashed_single_use_expire_and_five_wrong_tries_void_them() {
+    use crate::peers::SmtpServer;
+
+    let smtp = SmtpServer::start("none", None, 0);
+    let clock = ManualClock::new(Utc::now());
+    let vars = smtp.vars("none");
+    let app = TestApp::spawn_full(database().await, Some(clock.clone()), move |v| {
+        v.extend(vars);
+        v.insert("RATE_LIMITS".into(), "off".into());
+    })
+    .await;
+    let tenant = app.new_tenant().await;
+    let (staff, _) = app.member(&tenant, "staff").await;
+    let send = || {
+        app.post("/api/v1/trust/verifications/email/send")
+            .owner_of(&tenant)
+            .json(&json!({"email": "codes@story.example"}))
+            .send()
+    };
+    let confirm = |code: String| {
+        app.post("/api/v1/trust/verifications/email/confirm")
+            .owner_of(&tenant)
+            .json(&json!({"code": code}))
+            .send()
+    };
+    app.post("/api/v1/trust/verifications/email/send")
+        .user(&staff)
+        .tenant(tenant.id)
+        .json(&json!({"email": "codes@story.example"}))
+        .send()
+        .await
+        .expect_problem(403, "forbidden");
+    let bad = app
+        .post("/api/v1/trust/verifications/phone/send")
+        .owner_of(&tenant)
+        .json(&json!({"phone": "12345"}))
+        .send()
+        .await
+        .expect_problem(422, "validation_failed");
+    assert_eq!(error_fields(&bad), ["phone"]);
+    confirm("123456".into()).await.expect_problem(409, "code_expired");
+
+    let first = send().await.expect(200);
+    let expires = chrono::DateTime::parse_from_rfc3339(first.body["expires_at"].as_str().unwrap()).unwrap();
+    assert_eq!(expires.with_timezone(&Utc), clock.now() + Duration::minutes(10));
+    let a = code_in(&smtp.wait_for(1).await[0].subject());
+    // Stored as a hash only.
+    let mut owner = connect(&app.db.owner_url).await;
+    let stored: Vec<u8> = tenant_tx(&mut owner, tenant.id)
+        .await
+        .query_one("SELECT code_hash FROM trust_codes WHERE tenant_id = $1", &[&tenant.id])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(stored.len(), 32);
+    assert!(!String::from_utf8_lossy(&stored).contains(&a));
+    // A resend within the minute is throttled.
+    let throttled = send().await.expect_problem(429, "rate_limited");
+    let retry: u64 = throttled.header("retry-after").unwrap().parse().unwrap();
+    assert!((1..=60).contains(&retry), "{retry}");
+
+    // Five wrong tries void the code: the right one is then too late.
+    let wrong = if a == "000000" { "111111" } else { "000000" };
+    for left in (0..5).rev() {
+        let refused = confirm(wrong.into()).await.expect_problem(422, "code_invalid");
+        let detail = refused.body["detail"].as_str().unwrap();
+        if left > 0 {
+            assert!(detail.contains(&format!("{left} tries left")), "{detail}");
+        } else {
+            assert!(detail.contains("last try"), "{detail}");
+        }
+    }
+    confirm(a).await.expect_problem(409, "code_expired");
+
+    // A code expires after 10 minutes.
+    clock.advance(Duration::seconds(61));
+    send().await.expect(200);
+    let b = code_in(&smtp.wait_for(2).await[1].subject());
+    clock.advance(Duration::minutes(10) + Duration::seconds(1));
+    confirm(b).await.expect_problem(409, "code_expired");
+
+    // A new code works once.
+    clock.advance(Duration::seconds(61));
+    send().await.expect(200);
+    let c = code_in(&smtp.wait_for(3).await[2].subject());
+    confirm(c.clone()).await.expect(200);
+    confirm(c).await.expect_problem(409, "code_expired");
+
+    // At most five codes an hour.
+    for n in 4..=5 {
+        clock.advance(Duration::seconds(61));
+        send().await.expect(200);
+        smtp.wait_for(n).await;
+    }
+    clock.advance(Duration::seconds(61));
+    let hourly = send().await.expect_problem(429, "rate_limited");
+    let retry: u64 = hourly.header("retry-after").unwrap().parse().unwrap();
+    assert!(retry > 60, "{retry}: until the first code of the hour is an hour old");
 }

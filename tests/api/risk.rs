@@ -290,3 +290,41 @@ async fn one_customer_phone_across_many_tenants_is_found_by_the_platform_pass_on
     app.stop().await;
     drop_database(&db).await;
 }
+
+#[tokio::test]
+async fn a_score_drop_opens_a_review() {
+    let app = TestApp::spawn().await;
+    let tenant = app.tenant().await;
+    let mut owner = connect(&app.db.owner_url).await;
+    let tx = tenant_tx(&mut owner, tenant.id).await;
+    tx.execute(
+        "INSERT INTO orders (tenant_id, id, channel, customer, subtotal_cents, total_cents,
+             currency, status, created_at)
+         SELECT $1, gen_random_uuid(), 'web', '{\"name\": \"C\", \"phone\": \"+5511955550000\"}',
+                100, 100, 'BRL', 'delivered', now() - interval '10 days'
+         FROM generate_series(1, 20)",
+        &[&tenant.id],
+    )
+    .await
+    .unwrap();
+    tx.commit().await.unwrap();
+    let good = recompute(&app, &tenant).await["score"].as_i64().unwrap();
+    assert!(risk_of(&app, &tenant).await.is_none());
+    let tx = tenant_tx(&mut owner, tenant.id).await;
+    tx.execute(
+        "UPDATE orders SET status = 'cancelled' WHERE tenant_id = $1",
+        &[&tenant.id],
+    )
+    .await
+    .unwrap();
+    tx.commit().await.unwrap();
+    let bad = recompute(&app, &tenant).await["score"].as_i64().unwrap();
+    assert!(good - bad >= 20, "{good} -> {bad}");
+    let risk = risk_of(&app, &tenant).await.expect("a review");
+    assert_eq!(
+        risk["review_reason"],
+        format!("The trust score dropped from {good} to {bad}.")
+    );
+    assert_eq!(risk["risk_level"], "none");
+    assert_eq!(risk["score"], bad);
+}

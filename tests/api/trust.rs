@@ -882,4 +882,25 @@ async fn codes_are_hashed_single_use_expire_and_five_wrong_tries_void_them() {
     let hourly = send().await.expect_problem(429, "rate_limited");
     let retry: u64 = hourly.header("retry-after").unwrap().parse().unwrap();
     assert!(retry > 60, "{retry}: until the first code of the hour is an hour old");
+
+    // The cleanup drops codes after a day: a tenant keeps at most a day of them.
+    let db = convcommerce::db::Db::connect(
+        &secrecy::SecretString::from(app.db.app_url.clone()),
+        2,
+        0,
+    )
+    .unwrap();
+    let store = convcommerce::storage::MediaStore::from_config(&app.config).unwrap();
+    let report = convcommerce::jobs::cleanup::run_at(&db, &store, clock.now() + Duration::days(2))
+        .await
+        .unwrap();
+    assert!(report.codes_purged >= 5, "{report:?}");
+    let left: i64 = tenant_tx(&mut owner, tenant.id)
+        .await
+        .query_one("SELECT count(*) FROM trust_codes WHERE tenant_id = $1", &[&tenant.id])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(left, 0);
+    db.close();
 }

@@ -16,16 +16,16 @@ use crate::commerce::conversations::model::PostMessage;
 use crate::commerce::orders::model::{CreateOrder, NewRating, OrderStatus, StatusChange};
 use crate::commerce::products::model::CreateProduct;
 use crate::commerce::profile::model::PutSellerProfile;
+use crate::commerce::settings;
+use crate::commerce::settings::model::PutTenantSettings;
 use crate::commerce::{ai_config, conversations, orders, products, profile};
 use crate::config::{Config, Environment};
 use crate::db::{Db, TenantDb};
-use crate::commerce::settings;
-use crate::commerce::settings::model::PutTenantSettings;
 use crate::monitoring::activity::model::Category;
 use crate::monitoring::activity::{Change, Recorder};
+use crate::notify::Notifier;
 use crate::trust;
 use crate::trust::level::PREMIUM;
-use crate::notify::Notifier;
 use crate::types::{Email, Slug};
 use crate::{admin, auth, dev};
 
@@ -89,8 +89,7 @@ async fn fill(db: &TenantDb) -> anyhow::Result<()> {
     // Premium, so that every trust-gated feature can be tried; locked, so that the recompute
     // does not take it back (the demo meets none of level 3's requirements).
     let tx = db.begin().await?;
-    trust::store::save_override(&tx, PREMIUM, DEMO_LEVEL_REASON, true, chrono::Utc::now())
-        .await?;
+    trust::store::save_override(&tx, PREMIUM, DEMO_LEVEL_REASON, true, chrono::Utc::now()).await?;
     let change = Change::new("trust.level_changed", "tenant", db.tenant_id())
         .category(Category::Trust)
         .details(json!({"from": 0, "to": PREMIUM, "reason": DEMO_LEVEL_REASON}));

@@ -48,7 +48,10 @@ pub async fn create_tenant(
     // The new owner may have been cached as "not a member" a moment ago.
     state
         .directory
-        .invalidate(&Invalidation::member(tenant.id, new.owner_external_id.clone()))
+        .invalidate(&Invalidation::member(
+            tenant.id,
+            new.owner_external_id.clone(),
+        ))
         .await;
     audit::record(
         &state.metrics,
@@ -126,10 +129,7 @@ pub async fn update_tenant(
 ) -> AppResult<Json<Tenant>> {
     let limits = body.limits.unwrap_or_default().validate()?;
     let tenant = store::update(&state.db, id, body.status, &limits).await?;
-    state
-        .directory
-        .invalidate(&Invalidation::tenant(id))
-        .await;
+    state.directory.invalidate(&Invalidation::tenant(id)).await;
     audit::record(
         &state.metrics,
         &admin.subject,

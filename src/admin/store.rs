@@ -118,11 +118,7 @@ pub async fn update(
         )
         .await?
         .ok_or(TenantError::NotFound)?;
-    Directory::announce(
-        &tx,
-        &Invalidation::tenant(id),
-    )
-    .await?;
+    Directory::announce(&tx, &Invalidation::tenant(id)).await?;
     tx.commit().await?;
     Ok(Tenant::from_row(&row))
 }

@@ -20,10 +20,10 @@ use crate::error::{AppError, AppResult, Fields};
 use crate::extract::{ApiJson, IdPath, Page, PageQuery, PageRequest};
 use crate::monitoring::activity::model::Category;
 use crate::monitoring::activity::{Change, Recorder};
-use crate::state::AppState;
 use crate::notify::model::{Priority, Source, SourceType};
 use crate::notify::templates::TemplateKey;
 use crate::notify::{NewNotification, Recipients};
+use crate::state::AppState;
 use crate::tenancy::model::{Role, TenantStatus};
 use crate::trust::model::{Decision, TrustDocument, Verification, VerificationKind};
 use crate::trust::risk::Signal;
@@ -135,7 +135,13 @@ pub async fn get_trust(
     IdPath(id): IdPath,
 ) -> AppResult<Json<TrustDocument>> {
     existing(&state, id).await?;
-    audit::record(&state.metrics, &admin.subject, Some(id), "trust.read", json!({}));
+    audit::record(
+        &state.metrics,
+        &admin.subject,
+        Some(id),
+        "trust.read",
+        json!({}),
+    );
     Ok(Json(state.trust.explain(id).await?))
 }
 
@@ -168,7 +174,10 @@ pub async fn set_trust(
     let reason = f.check("reason", types::name(&body.reason, 1000));
     let (level, reason) = f.finish(|| Some((level?, reason?)))?;
     existing(&state, id).await?;
-    let doc = state.trust.set_level(id, level, &reason, body.locked).await?;
+    let doc = state
+        .trust
+        .set_level(id, level, &reason, body.locked)
+        .await?;
     audit::record(
         &state.metrics,
         &admin.subject,
@@ -377,9 +386,17 @@ fn decision_notice(
     reason: Option<&str>,
 ) -> NewNotification {
     let (status, title, priority) = if approve {
-        ("verified", format!("Your {} document is verified", kind.as_str()), Priority::Medium)
+        (
+            "verified",
+            format!("Your {} document is verified", kind.as_str()),
+            Priority::Medium,
+        )
     } else {
-        ("rejected", format!("Your {} document was rejected", kind.as_str()), Priority::High)
+        (
+            "rejected",
+            format!("Your {} document was rejected", kind.as_str()),
+            Priority::High,
+        )
     };
     let body = match (approve, reason) {
         (_, Some(reason)) => reason.to_string(),
@@ -417,7 +434,13 @@ pub async fn list_risk(
     Query(query): Query<PageQuery>,
 ) -> AppResult<Page<RiskAssessment>> {
     let page = query.parse()?;
-    audit::record(&state.metrics, &admin.subject, None, "risk.listed", json!({}));
+    audit::record(
+        &state.metrics,
+        &admin.subject,
+        None,
+        "risk.listed",
+        json!({}),
+    );
     let rows = state
         .db
         .platform()

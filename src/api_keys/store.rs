@@ -125,6 +125,8 @@ pub async fn revoke(
             Change::new("api_key.revoked", "api_key", id).details(json!({"prefix": prefix})),
         )
         .await?;
-    directory.invalidate(&Invalidation::key(tenant_id, id)).await;
+    directory
+        .invalidate(&Invalidation::key(tenant_id, id))
+        .await;
     Ok(())
 }

@@ -61,7 +61,10 @@ pub fn tenant_of(key: &str) -> Option<Uuid> {
         return None;
     }
     let tenant = &key[KEY_PREFIX.len() + SECRET_CHARS..];
-    if !tenant.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
+    if !tenant
+        .bytes()
+        .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    {
         return None;
     }
     Uuid::try_parse(tenant).ok()

@@ -274,9 +274,9 @@ impl Directory {
     pub async fn invalidate(&self, what: &Invalidation) {
         if let Some(key) = what.key {
             // Entries of that key stop being returned at once; moka drops them lazily.
-            let gone = self.keys.invalidate_entries_if(move |_, record| {
-                record.is_some_and(|r| r.id == key)
-            });
+            let gone = self
+                .keys
+                .invalidate_entries_if(move |_, record| record.is_some_and(|r| r.id == key));
             if let Err(e) = gone {
                 tracing::warn!(error = %e, "clearing every cached API key instead");
                 self.keys.invalidate_all();

@@ -414,7 +414,12 @@ mod tests {
 
     #[test]
     fn codes_are_six_digits() {
-        for (raw, ok) in [("123456", true), (" 012345 ", true), ("12345", false), ("12a456", false)] {
+        for (raw, ok) in [
+            ("123456", true),
+            (" 012345 ", true),
+            ("12345", false),
+            ("12a456", false),
+        ] {
             let result = ConfirmCode { code: raw.into() }.validate();
             assert_eq!(result.is_ok(), ok, "{raw}");
         }

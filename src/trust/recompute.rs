@@ -111,7 +111,11 @@ impl Trust {
     }
 
     /// Queues `notice` for the tenant's owners in `tx`.
-    async fn tell_owners(&self, tx: &TenantTx, notice: NewNotification) -> Result<Enqueued, DbError> {
+    async fn tell_owners(
+        &self,
+        tx: &TenantTx,
+        notice: NewNotification,
+    ) -> Result<Enqueued, DbError> {
         self.notifier
             .enqueue(tx, notice, Recipients::Roles(vec![Role::Owner]))
             .await
@@ -190,7 +194,14 @@ impl Trust {
         let row = store::trust_row(&tx, tenant_id).await?;
         let flagged = matches!(row.risk_level.as_str(), "high" | "critical");
         let eval = self
-            .evaluate(&tx, tenant_id, &row, row.review_opened_at.is_some(), flagged, now)
+            .evaluate(
+                &tx,
+                tenant_id,
+                &row,
+                row.review_opened_at.is_some(),
+                flagged,
+                now,
+            )
             .await?;
         tx.commit().await?;
         Ok(self.document(&row, eval, now))
@@ -233,7 +244,14 @@ impl Trust {
 
         // The review is decided on the score without it, then counted in the requirements.
         let eval = self
-            .evaluate(&tx, tenant_id, &row, row.review_opened_at.is_some(), flagged, now)
+            .evaluate(
+                &tx,
+                tenant_id,
+                &row,
+                row.review_opened_at.is_some(),
+                flagged,
+                now,
+            )
             .await?;
         let review_reason = match (row.review_opened_at, row.score) {
             (Some(_), _) => None,
@@ -415,7 +433,11 @@ impl Trust {
             );
         } else if locked != row.locked {
             changes.push(trust_change(
-                if locked { "trust.locked" } else { "trust.unlocked" },
+                if locked {
+                    "trust.locked"
+                } else {
+                    "trust.unlocked"
+                },
                 tenant_id,
                 json!({"level": level, "reason": reason}),
             ));
@@ -491,10 +513,7 @@ fn level_notice(
 
 /// The owners' notice of a level change: a promotion is news, a demotion needs attention.
 fn changed_notice(tenant_id: Uuid, from: i16, to: i16, reason: &str) -> NewNotification {
-    let title = format!(
-        "Your trust level is now {to} ({})",
-        level::level_name(to)
-    );
+    let title = format!("Your trust level is now {to} ({})", level::level_name(to));
     let priority = if to < from {
         Priority::High
     } else {
@@ -537,12 +556,21 @@ mod tests {
         assert_eq!(decide(3, false, 2, None, now, week), Step::StartGrace);
         let started = now - Duration::days(3);
         assert_eq!(decide(3, false, 2, Some(started), now, week), Step::Stay);
-        assert_eq!(decide(3, false, 3, Some(started), now, week), Step::EndGrace);
+        assert_eq!(
+            decide(3, false, 3, Some(started), now, week),
+            Step::EndGrace
+        );
         let long_ago = now - Duration::days(8);
-        assert_eq!(decide(3, false, 1, Some(long_ago), now, week), Step::Demote(1));
+        assert_eq!(
+            decide(3, false, 1, Some(long_ago), now, week),
+            Step::Demote(1)
+        );
         // A locked level neither moves nor waits for a demotion.
         assert_eq!(decide(3, true, 0, None, now, week), Step::Stay);
         assert_eq!(decide(0, true, 3, None, now, week), Step::Stay);
-        assert_eq!(decide(3, true, 0, Some(long_ago), now, week), Step::EndGrace);
+        assert_eq!(
+            decide(3, true, 0, Some(long_ago), now, week),
+            Step::EndGrace
+        );
     }
 }

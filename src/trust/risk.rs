@@ -121,7 +121,13 @@ pub async fn counts(conn: &Conn, tenant_id: Uuid, now: DateTime<Utc>) -> Result<
     })
 }
 
-fn signal(name: &str, severity: RiskSeverity, value: f64, threshold: f64, detail: String) -> Signal {
+fn signal(
+    name: &str,
+    severity: RiskSeverity,
+    value: f64,
+    threshold: f64,
+    detail: String,
+) -> Signal {
     Signal {
         name: name.into(),
         severity,
@@ -182,7 +188,10 @@ pub fn assess(c: &Counts) -> Vec<Signal> {
             severity,
             c.disputes_last_day as f64,
             threshold,
-            format!("{} orders disputed in the last 24 hours", c.disputes_last_day),
+            format!(
+                "{} orders disputed in the last 24 hours",
+                c.disputes_last_day
+            ),
         ));
     }
     let failures = match c.auth_failures_last_hour {
@@ -217,8 +226,14 @@ pub fn shared_phone(others: i64) -> Option<Signal> {
         SHARED_PHONE,
         severity,
         others as f64,
-        if severity == RiskSeverity::High { 10.0 } else { 3.0 },
-        format!("a customer phone of this tenant also ordered at {others} other tenants in the last 7 days"),
+        if severity == RiskSeverity::High {
+            10.0
+        } else {
+            3.0
+        },
+        format!(
+            "a customer phone of this tenant also ordered at {others} other tenants in the last 7 days"
+        ),
     ))
 }
 

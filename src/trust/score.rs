@@ -125,9 +125,10 @@ fn share(spec: &FactorSpec, value: f64) -> f64 {
         "cancellation_rate" => clamp01(1.0 - value / 0.2),
         "dispute_rate" => clamp01(1.0 - value / 0.1),
         "average_rating" => clamp01((value - 2.0) / 2.5),
-        "first_response_time" => {
-            clamp01(1.0 - (value.max(RESPONSE_FULL) / RESPONSE_FULL).ln() / (RESPONSE_NONE / RESPONSE_FULL).ln())
-        }
+        "first_response_time" => clamp01(
+            1.0 - (value.max(RESPONSE_FULL) / RESPONSE_FULL).ln()
+                / (RESPONSE_NONE / RESPONSE_FULL).ln(),
+        ),
         "order_volume" => clamp01(value / 50.0),
         "account_age" => clamp01(value / 180.0),
         "payment_history" => clamp01(value / 100.0),
@@ -322,7 +323,10 @@ mod tests {
         };
         let f = factors(&small);
         for name in ["cancellation_rate", "dispute_rate", "average_rating"] {
-            assert_eq!(points(&f, name), points(&factors(&Figures::default()), name));
+            assert_eq!(
+                points(&f, name),
+                points(&factors(&Figures::default()), name)
+            );
         }
         assert_eq!(points(&f, "cancellation_rate"), 5.0);
         let big = Figures {
@@ -387,7 +391,8 @@ mod tests {
         assert_eq!(qualified_level(&s), 0);
         s.verified.push(K::StoreSetup);
         assert_eq!(qualified_level(&s), 1);
-        s.verified.extend([K::Registration, K::TaxId, K::Address, K::BankAccount]);
+        s.verified
+            .extend([K::Registration, K::TaxId, K::Address, K::BankAccount]);
         assert_eq!(qualified_level(&s), 3);
         s.review_open = true;
         assert_eq!(qualified_level(&s), 2);
@@ -395,10 +400,7 @@ mod tests {
         assert_eq!(qualified_level(&s), 1);
         // The cumulative list keeps the higher level's figure for a shared name.
         let three = requirements(3, &s);
-        let age = three
-            .iter()
-            .find(|r| r.name == "account_age_days")
-            .unwrap();
+        let age = three.iter().find(|r| r.name == "account_age_days").unwrap();
         assert_eq!(age.required, Figure::Count(60));
         assert_eq!(three.len(), 4 + 5 + 3);
     }

@@ -6,9 +6,7 @@ use chrono::{DateTime, Duration, Utc};
 use serde_json::json;
 use uuid::Uuid;
 
-use super::model::{
-    NewDocument, Verification, VerificationKind, VerificationStatus,
-};
+use super::model::{NewDocument, Verification, VerificationKind, VerificationStatus};
 use super::risk::Signal;
 use super::score::{FULFILMENT_GRACE_DAYS, Figures, RESPONSE_NONE};
 use crate::commerce::profile::model::SellerProfile;
@@ -441,11 +439,7 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 
 /// Records a document submission: its files and fields replace the last ones, it goes to
 /// `pending` and into the platform's review queue. Refused while one is pending or verified.
-pub async fn submit_document(
-    tx: &TenantTx,
-    doc: &NewDocument,
-    now: DateTime<Utc>,
-) -> Result<Uuid> {
+pub async fn submit_document(tx: &TenantTx, doc: &NewDocument, now: DateTime<Utc>) -> Result<Uuid> {
     let tenant_id = tx.tenant_id();
     let (id, status) = lock_kind(tx, doc.kind).await?;
     if matches!(

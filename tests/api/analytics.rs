@@ -10,9 +10,11 @@ use crate::helpers::*;
 async fn place(app: &TestApp, tenant: &TestTenant, product: &Value, quantity: i64) -> String {
     app.post("/api/v1/orders")
         .owner_of(tenant)
-        .json(&json!({"customer": {"name": "Ana", "phone": "+5511955550000"},
+        .json(
+            &json!({"customer": {"name": "Ana", "phone": "+5511955550000"},
                       "items": [{"product_id": product["id"], "quantity": quantity}],
-                      "channel": "whatsapp"}))
+                      "channel": "whatsapp"}),
+        )
         .send()
         .await
         .expect(201)
@@ -41,8 +43,10 @@ async fn move_to(app: &TestApp, tenant: &TestTenant, order: &str, path: &[&str])
 async fn say(app: &TestApp, tenant: &TestTenant, handle: &str, sender: &str, order: Option<&str>) {
     app.post("/api/v1/conversations/messages")
         .owner_of(tenant)
-        .json(&json!({"customer_handle": handle, "channel": "whatsapp", "sender_type": sender,
-                      "message": "hi", "order_id": order}))
+        .json(
+            &json!({"customer_handle": handle, "channel": "whatsapp", "sender_type": sender,
+                      "message": "hi", "order_id": order}),
+        )
         .send()
         .await
         .expect(201);
@@ -56,20 +60,52 @@ async fn the_summary_counts_sales_and_conversations_of_the_tenant() {
     .await;
     let tenant = app.tenant().await;
     let neighbour = app.tenant().await;
-    let tee = app.product(&tenant, json!({"name": "Tee", "price_cents": 1000, "currency": "BRL", "stock": 100})).await;
-    let mug = app.product(&tenant, json!({"name": "Mug", "price_cents": 2500, "currency": "BRL", "stock": 100})).await;
-    let cap = app.product(&tenant, json!({"name": "Cap", "price_cents": 700, "currency": "USD", "stock": 100})).await;
+    let tee = app
+        .product(
+            &tenant,
+            json!({"name": "Tee", "price_cents": 1000, "currency": "BRL", "stock": 100}),
+        )
+        .await;
+    let mug = app
+        .product(
+            &tenant,
+            json!({"name": "Mug", "price_cents": 2500, "currency": "BRL", "stock": 100}),
+        )
+        .await;
+    let cap = app
+        .product(
+            &tenant,
+            json!({"name": "Cap", "price_cents": 700, "currency": "USD", "stock": 100}),
+        )
+        .await;
     let kept = place(&app, &tenant, &tee, 2).await;
     let delivered = place(&app, &tenant, &mug, 1).await;
-    move_to(&app, &tenant, &delivered, &["confirmed", "processing", "shipped", "delivered"]).await;
+    move_to(
+        &app,
+        &tenant,
+        &delivered,
+        &["confirmed", "processing", "shipped", "delivered"],
+    )
+    .await;
     let cancelled = place(&app, &tenant, &tee, 1).await;
     move_to(&app, &tenant, &cancelled, &["cancelled"]).await;
     let dollars = place(&app, &tenant, &cap, 3).await;
     move_to(&app, &tenant, &dollars, &["confirmed"]).await;
     let disputed = place(&app, &tenant, &mug, 1).await;
-    move_to(&app, &tenant, &disputed, &["confirmed", "processing", "shipped", "disputed"]).await;
+    move_to(
+        &app,
+        &tenant,
+        &disputed,
+        &["confirmed", "processing", "shipped", "disputed"],
+    )
+    .await;
     // The neighbour's sales are not ours.
-    let theirs = app.product(&neighbour, json!({"currency": "BRL", "price_cents": 99_999})).await;
+    let theirs = app
+        .product(
+            &neighbour,
+            json!({"currency": "BRL", "price_cents": 99_999}),
+        )
+        .await;
     place(&app, &neighbour, &theirs, 1).await;
     // Two threads where a customer wrote, one of them turned into an order; a merchant-only
     // thread is no conversation.
@@ -102,7 +138,13 @@ async fn the_summary_counts_sales_and_conversations_of_the_tenant() {
         .as_array()
         .unwrap()
         .iter()
-        .map(|p| (p["name"].as_str().unwrap(), p["quantity"].as_i64().unwrap(), p["revenue_cents"].as_i64().unwrap()))
+        .map(|p| {
+            (
+                p["name"].as_str().unwrap(),
+                p["quantity"].as_i64().unwrap(),
+                p["revenue_cents"].as_i64().unwrap(),
+            )
+        })
         .collect();
     assert_eq!(top, [("Mug", 1, 2500), ("Cap", 3, 2100), ("Tee", 2, 2000)]);
     assert_eq!(
@@ -157,7 +199,14 @@ async fn days_are_the_tenants_days() {
         let app = &app;
         let tenant = &tenant;
         let path = format!("/api/v1/analytics/timeseries?{query}");
-        async move { app.get(&path).owner_of(tenant).send().await.expect(200).body }
+        async move {
+            app.get(&path)
+                .owner_of(tenant)
+                .send()
+                .await
+                .expect(200)
+                .body
+        }
     };
     let days = series("since=2026-03-09T00:00:00-03:00&until=2026-03-11T00:00:00-03:00").await;
     assert_eq!(days["timezone"], "America/Sao_Paulo");
@@ -175,9 +224,13 @@ async fn days_are_the_tenants_days() {
     let points = weeks["points"].as_array().unwrap();
     let dates: Vec<&str> = points.iter().map(|p| p["date"].as_str().unwrap()).collect();
     assert_eq!(dates, ["2026-03-09", "2026-03-16", "2026-03-23"]);
-    let orders: Vec<i64> = points.iter().map(|p| p["orders"].as_i64().unwrap()).collect();
+    let orders: Vec<i64> = points
+        .iter()
+        .map(|p| p["orders"].as_i64().unwrap())
+        .collect();
     assert_eq!(orders, [3, 0, 1]);
-    let months = series("since=2026-02-15T00:00:00Z&until=2026-04-01T03:00:00Z&interval=month").await;
+    let months =
+        series("since=2026-02-15T00:00:00Z&until=2026-04-01T03:00:00Z&interval=month").await;
     let dates: Vec<&str> = months["points"]
         .as_array()
         .unwrap()
@@ -206,7 +259,12 @@ async fn days_are_the_tenants_days() {
 
 /// `EXPLAIN ANALYZE` of `sql` as the application role in `tenant`: the plan's text and its
 /// execution time in milliseconds (the best of three runs, the cache warm).
-async fn explain(app_url: &str, tenant: Uuid, sql: &str, extra: &[&(dyn tokio_postgres::types::ToSql + Sync)]) -> (String, f64) {
+async fn explain(
+    app_url: &str,
+    tenant: Uuid,
+    sql: &str,
+    extra: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+) -> (String, f64) {
     let mut client = connect(app_url).await;
     let tx = tenant_tx(&mut client, tenant).await;
     let until = chrono::Utc::now();
@@ -237,7 +295,9 @@ async fn explain(app_url: &str, tenant: Uuid, sql: &str, extra: &[&(dyn tokio_po
 
 #[tokio::test]
 async fn analytics_read_indexes_and_stay_under_50_ms_at_a_hundred_thousand_orders() {
-    use convcommerce::commerce::analytics::store::{CONVERSION, ORDERS_BY_STATUS, series_sql, top_products_sql};
+    use convcommerce::commerce::analytics::store::{
+        CONVERSION, ORDERS_BY_STATUS, series_sql, top_products_sql,
+    };
 
     let db = private_database().await;
     let app = TestApp::spawn_on(db.clone(), |_| {}).await;
@@ -299,16 +359,34 @@ async fn analytics_read_indexes_and_stay_under_50_ms_at_a_hundred_thousand_order
     }
 
     let (plan, ms) = explain(&db.app_url, tenant.id, ORDERS_BY_STATUS, &[]).await;
-    assert!(plan.contains("orders_tenant_created_idx") && !plan.contains("Seq Scan"), "{plan}");
+    assert!(
+        plan.contains("orders_tenant_created_idx") && !plan.contains("Seq Scan"),
+        "{plan}"
+    );
     assert!(ms < 50.0, "orders by status: {ms} ms\n{plan}");
     let (plan, ms) = explain(&db.app_url, tenant.id, &top_products_sql(), &[]).await;
-    assert!(plan.contains("orders_tenant_created_idx") && !plan.contains("Seq Scan on orders"), "{plan}");
+    assert!(
+        plan.contains("orders_tenant_created_idx") && !plan.contains("Seq Scan on orders"),
+        "{plan}"
+    );
     assert!(ms < 50.0, "top products: {ms} ms\n{plan}");
     let (plan, ms) = explain(&db.app_url, tenant.id, CONVERSION, &[]).await;
-    assert!(plan.contains("conversation_history_created_idx") && !plan.contains("Seq Scan"), "{plan}");
+    assert!(
+        plan.contains("conversation_history_created_idx") && !plan.contains("Seq Scan"),
+        "{plan}"
+    );
     assert!(ms < 50.0, "conversion: {ms} ms\n{plan}");
-    let (plan, ms) = explain(&db.app_url, tenant.id, &series_sql(), &[&"day", &"America/Sao_Paulo"]).await;
-    assert!(plan.contains("orders_tenant_created_idx") && !plan.contains("Seq Scan"), "{plan}");
+    let (plan, ms) = explain(
+        &db.app_url,
+        tenant.id,
+        &series_sql(),
+        &[&"day", &"America/Sao_Paulo"],
+    )
+    .await;
+    assert!(
+        plan.contains("orders_tenant_created_idx") && !plan.contains("Seq Scan"),
+        "{plan}"
+    );
     assert!(ms < 50.0, "time series: {ms} ms\n{plan}");
 
     // Over HTTP, the default 30 days hold about a twelfth of the year.

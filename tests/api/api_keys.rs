@@ -59,7 +59,11 @@ async fn a_key_acts_for_its_tenant_with_its_role() {
     assert!(!String::from_utf8_lossy(&hash).contains(&token[12..]));
 
     // With or without X-Tenant-ID; another tenant's id is refused as for members.
-    app.get("/api/v1/products").token(&token).send().await.expect(200);
+    app.get("/api/v1/products")
+        .token(&token)
+        .send()
+        .await
+        .expect(200);
     app.get("/api/v1/products")
         .token(&token)
         .tenant(tenant.id)
@@ -149,7 +153,10 @@ async fn a_key_acts_for_its_tenant_with_its_role() {
         }
     };
     assert!(
-        eventually(Duration::from_secs(5), || async { activity(key["id"].clone()).await > 0 }).await,
+        eventually(Duration::from_secs(5), || async {
+            activity(key["id"].clone()).await > 0
+        })
+        .await,
         "a key's reads are logged with the key as actor"
     );
 
@@ -179,7 +186,11 @@ async fn keys_expire_and_need_level_three() {
     let tenant = app.tenant().await;
     let soon = (Utc::now() + chrono::Duration::hours(1)).to_rfc3339();
     let key = secret(&make_key(&app, &tenant, "staff", Some(&soon)).await);
-    app.get("/api/v1/products").token(&key).send().await.expect(200);
+    app.get("/api/v1/products")
+        .token(&key)
+        .send()
+        .await
+        .expect(200);
     clock.advance(chrono::Duration::hours(2));
     app.get("/api/v1/products")
         .token(&key)
@@ -198,7 +209,11 @@ async fn keys_expire_and_need_level_three() {
         .expect_problem(403, "feature_not_available");
     assert_eq!(refused.body["feature"], "api_keys");
     crate::trust::set_level(&app, &tenant, 3, true).await;
-    app.get("/api/v1/products").token(&lasting).send().await.expect(200);
+    app.get("/api/v1/products")
+        .token(&lasting)
+        .send()
+        .await
+        .expect(200);
 }
 
 #[tokio::test]
@@ -210,13 +225,24 @@ async fn a_revoked_key_stops_on_every_instance_within_a_second() {
     let made = make_key(&a, &tenant, "staff", None).await;
     let key = secret(&made);
     // Both instances have the key cached.
-    a.get("/api/v1/products").token(&key).send().await.expect(200);
-    b.get("/api/v1/products").token(&key).send().await.expect(200);
-    a.delete(&format!("/api/v1/api-keys/{}", made["id"].as_str().unwrap()))
-        .owner_of(&tenant)
+    a.get("/api/v1/products")
+        .token(&key)
         .send()
         .await
-        .expect(204);
+        .expect(200);
+    b.get("/api/v1/products")
+        .token(&key)
+        .send()
+        .await
+        .expect(200);
+    a.delete(&format!(
+        "/api/v1/api-keys/{}",
+        made["id"].as_str().unwrap()
+    ))
+    .owner_of(&tenant)
+    .send()
+    .await
+    .expect(204);
     a.get("/api/v1/products")
         .token(&key)
         .send()
@@ -227,12 +253,19 @@ async fn a_revoked_key_stops_on_every_instance_within_a_second() {
         b.get("/api/v1/products").token(&key).send().await.status == 401
     })
     .await;
-    assert!(refused, "instance B still accepts the key after {:?}", started.elapsed());
-    a.delete(&format!("/api/v1/api-keys/{}", made["id"].as_str().unwrap()))
-        .owner_of(&tenant)
-        .send()
-        .await
-        .expect_problem(404, "not_found");
+    assert!(
+        refused,
+        "instance B still accepts the key after {:?}",
+        started.elapsed()
+    );
+    a.delete(&format!(
+        "/api/v1/api-keys/{}",
+        made["id"].as_str().unwrap()
+    ))
+    .owner_of(&tenant)
+    .send()
+    .await
+    .expect_problem(404, "not_found");
 }
 
 #[tokio::test]
@@ -242,7 +275,8 @@ async fn keys_count_in_the_tenants_rate_limits() {
     let clock = ManualClock::new(Utc.with_ymd_and_hms(2026, 3, 10, 12, 30, 30).unwrap());
     let app = TestApp::spawn_full(database().await, Some(clock), |_| {}).await;
     let tenant = app.tenant().await;
-    app.set_limits(&tenant, json!({"requests_per_minute": 6})).await;
+    app.set_limits(&tenant, json!({"requests_per_minute": 6}))
+        .await;
     let key = secret(&make_key(&app, &tenant, "staff", None).await);
     let mut statuses = Vec::new();
     for i in 0..8 {

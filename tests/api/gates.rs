@@ -8,16 +8,58 @@ use crate::helpers::*;
 use crate::trust::set_level;
 
 /// Each gated call, its feature and level, with a body or query the gate must not read.
-fn gated() -> Vec<(reqwest::Method, &'static str, Option<Value>, &'static str, i64)> {
+fn gated() -> Vec<(
+    reqwest::Method,
+    &'static str,
+    Option<Value>,
+    &'static str,
+    i64,
+)> {
     use reqwest::Method;
     vec![
-        (Method::GET, "/api/v1/analytics/summary?since=yesterday", None, "analytics_summary", 1),
-        (Method::GET, "/api/v1/analytics/timeseries?interval=hour", None, "analytics_timeseries", 2),
-        (Method::POST, "/api/v1/products/bulk", Some(json!({"products": "none"})), "bulk_product_import", 2),
-        (Method::POST, "/api/v1/monitoring/rules", Some(json!({"name": 7})), "custom_monitoring_rules", 2),
+        (
+            Method::GET,
+            "/api/v1/analytics/summary?since=yesterday",
+            None,
+            "analytics_summary",
+            1,
+        ),
+        (
+            Method::GET,
+            "/api/v1/analytics/timeseries?interval=hour",
+            None,
+            "analytics_timeseries",
+            2,
+        ),
+        (
+            Method::POST,
+            "/api/v1/products/bulk",
+            Some(json!({"products": "none"})),
+            "bulk_product_import",
+            2,
+        ),
+        (
+            Method::POST,
+            "/api/v1/monitoring/rules",
+            Some(json!({"name": 7})),
+            "custom_monitoring_rules",
+            2,
+        ),
         (Method::GET, "/api/v1/api-keys?limit=0", None, "api_keys", 3),
-        (Method::POST, "/api/v1/api-keys", Some(json!({"role": "emperor"})), "api_keys", 3),
-        (Method::DELETE, "/api/v1/api-keys/not-an-id", None, "api_keys", 3),
+        (
+            Method::POST,
+            "/api/v1/api-keys",
+            Some(json!({"role": "emperor"})),
+            "api_keys",
+            3,
+        ),
+        (
+            Method::DELETE,
+            "/api/v1/api-keys/not-an-id",
+            None,
+            "api_keys",
+            3,
+        ),
         (
             Method::PUT,
             "/api/v1/tenant/settings",
@@ -63,7 +105,12 @@ async fn every_gate_refuses_below_its_level_before_reading_the_request() {
             }
         }
         // The trust document lists the same features.
-        let doc = app.get("/api/v1/trust").owner_of(&tenant).send().await.expect(200);
+        let doc = app
+            .get("/api/v1/trust")
+            .owner_of(&tenant)
+            .send()
+            .await
+            .expect(200);
         for feature in doc.body["features"].as_array().unwrap() {
             let required = feature["required_level"].as_i64().unwrap();
             assert_eq!(feature["available"], level >= required, "{feature}");
@@ -141,7 +188,10 @@ async fn the_features_work_at_their_level() {
         .expect(201);
     set_level(&app, &tenant, 1, true).await;
     let refused = app
-        .put(&format!("/api/v1/monitoring/rules/{}", custom.body["id"].as_str().unwrap()))
+        .put(&format!(
+            "/api/v1/monitoring/rules/{}",
+            custom.body["id"].as_str().unwrap()
+        ))
         .owner_of(&tenant)
         .json(&json!({"name": 12}))
         .send()
@@ -163,15 +213,21 @@ async fn the_features_work_at_their_level() {
         .clone();
     let mut changed = builtin.clone();
     changed["enabled"] = json!(false);
-    app.put(&format!("/api/v1/monitoring/rules/{}", builtin["id"].as_str().unwrap()))
-        .owner_of(&tenant)
-        .json(&changed)
-        .send()
-        .await
-        .expect(200);
-    app.delete(&format!("/api/v1/monitoring/rules/{}", custom.body["id"].as_str().unwrap()))
-        .owner_of(&tenant)
-        .send()
-        .await
-        .expect(204);
+    app.put(&format!(
+        "/api/v1/monitoring/rules/{}",
+        builtin["id"].as_str().unwrap()
+    ))
+    .owner_of(&tenant)
+    .json(&changed)
+    .send()
+    .await
+    .expect(200);
+    app.delete(&format!(
+        "/api/v1/monitoring/rules/{}",
+        custom.body["id"].as_str().unwrap()
+    ))
+    .owner_of(&tenant)
+    .send()
+    .await
+    .expect(204);
 }

@@ -76,12 +76,21 @@ async fn an_order_burst_far_above_the_baseline_suspends_at_once_and_says_why() {
     seed_orders(&app, &tenant, 250, "pending", "+5511911110001").await;
     recompute(&app, &tenant).await;
 
-    let seen = app.get("/api/v1/tenant").owner_of(&tenant).send().await.expect(200);
+    let seen = app
+        .get("/api/v1/tenant")
+        .owner_of(&tenant)
+        .send()
+        .await
+        .expect(200);
     assert_eq!(seen.body["status"], "suspended");
     let why = seen.body["status_reason"].as_str().unwrap();
     assert!(why.contains("250 orders in the last hour"), "{why}");
     // The seller can read the trust document, and nothing else.
-    app.get("/api/v1/trust").owner_of(&tenant).send().await.expect(200);
+    app.get("/api/v1/trust")
+        .owner_of(&tenant)
+        .send()
+        .await
+        .expect(200);
     app.get("/api/v1/products")
         .owner_of(&tenant)
         .send()
@@ -93,7 +102,12 @@ async fn an_order_burst_far_above_the_baseline_suspends_at_once_and_says_why() {
     let velocity = signal(&risk, "order_velocity");
     assert_eq!(velocity["severity"], "critical");
     assert_eq!(velocity["value"], 250.0);
-    assert!(risk["review_reason"].as_str().unwrap().contains("order_velocity"));
+    assert!(
+        risk["review_reason"]
+            .as_str()
+            .unwrap()
+            .contains("order_velocity")
+    );
 
     // An admin reactivates it; the review stays open until an admin sets its level.
     app.patch(&format!("/api/v1/admin/tenants/{}", tenant.id))
@@ -102,7 +116,12 @@ async fn an_order_burst_far_above_the_baseline_suspends_at_once_and_says_why() {
         .send()
         .await
         .expect(200);
-    let seen = app.get("/api/v1/tenant").owner_of(&tenant).send().await.expect(200);
+    let seen = app
+        .get("/api/v1/tenant")
+        .owner_of(&tenant)
+        .send()
+        .await
+        .expect(200);
     assert_eq!(seen.body["status"], "active");
     assert!(seen.body["status_reason"].is_null());
     let activities = trust_activities(&app, &tenant).await;
@@ -112,7 +131,9 @@ async fn an_order_burst_far_above_the_baseline_suspends_at_once_and_says_why() {
         .expect("an activity");
     assert_eq!(suspended["details"]["reason"], json!(why));
     set_level(&app, &tenant, 3, true).await;
-    let risk = risk_of(&app, &tenant).await.expect("still flagged by its signals");
+    let risk = risk_of(&app, &tenant)
+        .await
+        .expect("still flagged by its signals");
     assert!(risk["review_opened_at"].is_null());
 }
 
@@ -136,7 +157,12 @@ async fn a_seller_with_a_busy_baseline_is_not_flagged_for_a_busy_hour() {
     tx.commit().await.unwrap();
     seed_orders(&app, &tenant, 60, "pending", "+5511900000000").await;
     recompute(&app, &tenant).await;
-    let seen = app.get("/api/v1/tenant").owner_of(&tenant).send().await.expect(200);
+    let seen = app
+        .get("/api/v1/tenant")
+        .owner_of(&tenant)
+        .send()
+        .await
+        .expect(200);
     assert_eq!(seen.body["status"], "active");
     assert!(risk_of(&app, &tenant).await.is_none());
 }
@@ -155,9 +181,11 @@ async fn disputes_cancellations_and_failed_logins_open_a_review_the_tenant_never
         let order = app
             .post("/api/v1/orders")
             .owner_of(&tenant)
-            .json(&json!({"customer": {"name": "Ana", "phone": "+5511922220002"},
+            .json(
+                &json!({"customer": {"name": "Ana", "phone": "+5511922220002"},
                           "items": [{"product_id": product["id"], "quantity": 1}],
-                          "channel": "web"}))
+                          "channel": "web"}),
+            )
             .send()
             .await
             .expect(201);
@@ -268,10 +296,18 @@ async fn one_customer_phone_across_many_tenants_is_found_by_the_platform_pass_on
     for tenant in &shoppers {
         let risk = risk_of(&app, tenant).await.expect("flagged");
         let shared = signal(&risk, "shared_customer_phone");
-        assert_eq!((&shared["value"], &shared["severity"]), (&json!(3.0), &json!("medium")));
+        assert_eq!(
+            (&shared["value"], &shared["severity"]),
+            (&json!(3.0), &json!("medium"))
+        );
         assert!(risk["review_opened_at"].is_null(), "medium opens no review");
         // Never in what the tenant reads.
-        let doc = app.get("/api/v1/trust").owner_of(tenant).send().await.expect(200);
+        let doc = app
+            .get("/api/v1/trust")
+            .owner_of(tenant)
+            .send()
+            .await
+            .expect(200);
         let text = doc.body.to_string();
         for hidden in ["shared", "+5511933330000", "customer phone"] {
             assert!(!text.contains(hidden), "{hidden} in {text}");

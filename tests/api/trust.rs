@@ -22,12 +22,15 @@ pub async fn set_level(app: &TestApp, tenant: &TestTenant, level: i64, locked: b
 
 /// Recomputes `tenant` now, as a platform admin; returns the trust document.
 pub async fn recompute(app: &TestApp, tenant: &TestTenant) -> Value {
-    app.post(&format!("/api/v1/admin/tenants/{}/trust/recompute", tenant.id))
-        .user(ADMIN)
-        .send()
-        .await
-        .expect(200)
-        .body
+    app.post(&format!(
+        "/api/v1/admin/tenants/{}/trust/recompute",
+        tenant.id
+    ))
+    .user(ADMIN)
+    .send()
+    .await
+    .expect(200)
+    .body
 }
 
 /// The tenant's trust activities, oldest first.
@@ -86,7 +89,12 @@ async fn product_caps_follow_the_level_and_races_admit_exactly_the_room_left() {
             &refused.body["limit"],
             &refused.body["reason"]
         ),
-        (&json!("products"), &json!(5), &json!(5), &json!("trust_level"))
+        (
+            &json!("products"),
+            &json!(5),
+            &json!(5),
+            &json!("trust_level")
+        )
     );
     let quotas = app
         .get("/api/v1/tenant/quotas")
@@ -210,7 +218,12 @@ async fn a_bulk_import_is_all_or_nothing_with_item_field_paths() {
         .send()
         .await
         .expect_problem(409, "sku_taken");
-    assert!(refused.body["detail"].as_str().unwrap().contains("products[1].sku"));
+    assert!(
+        refused.body["detail"]
+            .as_str()
+            .unwrap()
+            .contains("products[1].sku")
+    );
     let mut foreign: Vec<Value> = (0..3).map(product_body).collect();
     foreign[2]["media_ids"] = json!([theirs.body["id"]]);
     let refused = app
@@ -220,7 +233,12 @@ async fn a_bulk_import_is_all_or_nothing_with_item_field_paths() {
         .send()
         .await
         .expect_problem(404, "not_found");
-    assert!(refused.body["detail"].as_str().unwrap().starts_with("products[2].media_ids[0]"));
+    assert!(
+        refused.body["detail"]
+            .as_str()
+            .unwrap()
+            .starts_with("products[2].media_ids[0]")
+    );
     assert_eq!(product_count(&app, &tenant).await, 1);
 
     // 500 at once, in the order sent, each with its activity.
@@ -253,7 +271,10 @@ async fn a_locked_level_holds_and_an_unlocked_one_is_demoted_after_the_grace_per
     let app = TestApp::spawn_full(database().await, Some(clock.clone()), |_| {}).await;
     let tenant = app.new_tenant().await;
     let doc = set_level(&app, &tenant, 2, true).await;
-    assert_eq!((doc["level"].as_i64(), doc["locked"].as_bool()), (Some(2), Some(true)));
+    assert_eq!(
+        (doc["level"].as_i64(), doc["locked"].as_bool()),
+        (Some(2), Some(true))
+    );
     assert_eq!(doc["level_name"], "trusted");
     assert_eq!(doc["reason"], "test: level 2");
     // Its requirements are not met, but the recompute leaves a locked level alone.
@@ -261,7 +282,12 @@ async fn a_locked_level_holds_and_an_unlocked_one_is_demoted_after_the_grace_per
     let doc = recompute(&app, &tenant).await;
     assert_eq!(doc["level"], 2);
     assert!(doc["grace"].is_null());
-    let seen = app.get("/api/v1/tenant").owner_of(&tenant).send().await.expect(200);
+    let seen = app
+        .get("/api/v1/tenant")
+        .owner_of(&tenant)
+        .send()
+        .await
+        .expect(200);
     assert_eq!(seen.body["trust_level"], 2);
 
     // Unlocked, the unmet requirements start the grace period: still level 2, until it ends.
@@ -276,32 +302,58 @@ async fn a_locked_level_holds_and_an_unlocked_one_is_demoted_after_the_grace_per
         .iter()
         .map(|u| u.as_str().unwrap())
         .collect();
-    assert!(unmet.contains(&"email_verified") && unmet.contains(&"registration_verified"), "{unmet:?}");
+    assert!(
+        unmet.contains(&"email_verified") && unmet.contains(&"registration_verified"),
+        "{unmet:?}"
+    );
     clock.advance(Duration::days(6));
     assert_eq!(recompute(&app, &tenant).await["level"], 2);
     clock.advance(Duration::days(2));
     let doc = recompute(&app, &tenant).await;
     assert_eq!(doc["level"], 0, "{doc}");
     assert!(doc["grace"].is_null());
-    assert!(doc["reason"].as_str().unwrap().starts_with("Demoted after the grace period"));
+    assert!(
+        doc["reason"]
+            .as_str()
+            .unwrap()
+            .starts_with("Demoted after the grace period")
+    );
     // The cache everywhere follows: the tenant record and the gates see level 0 at once.
-    let seen = app.get("/api/v1/tenant").owner_of(&tenant).send().await.expect(200);
+    let seen = app
+        .get("/api/v1/tenant")
+        .owner_of(&tenant)
+        .send()
+        .await
+        .expect(200);
     assert_eq!(seen.body["trust_level"], 0);
 
     let actions: Vec<(String, Value)> = trust_activities(&app, &tenant)
         .await
         .into_iter()
-        .map(|a| (a["action"].as_str().unwrap().to_string(), a["details"].clone()))
+        .map(|a| {
+            (
+                a["action"].as_str().unwrap().to_string(),
+                a["details"].clone(),
+            )
+        })
         .collect();
     let names: Vec<&str> = actions.iter().map(|(a, _)| a.as_str()).collect();
     assert_eq!(
         names,
-        ["trust.level_changed", "trust.unlocked", "trust.grace_started", "trust.level_changed"]
+        [
+            "trust.level_changed",
+            "trust.unlocked",
+            "trust.grace_started",
+            "trust.level_changed"
+        ]
     );
     assert_eq!(actions[0].1["from"], 0);
     assert_eq!(actions[0].1["to"], 2);
     assert_eq!(actions[0].1["reason"], "test: level 2");
-    assert_eq!((&actions[3].1["from"], &actions[3].1["to"]), (&json!(2), &json!(0)));
+    assert_eq!(
+        (&actions[3].1["from"], &actions[3].1["to"]),
+        (&json!(2), &json!(0))
+    );
     let activity = &trust_activities(&app, &tenant).await[0];
     assert_eq!(activity["category"], "trust");
     assert_eq!(activity["actor_type"], "system");
@@ -321,11 +373,14 @@ async fn a_locked_level_holds_and_an_unlocked_one_is_demoted_after_the_grace_per
         .await
         .expect_problem(422, "validation_failed");
     assert_eq!(error_fields(&bad), ["level", "reason"]);
-    app.post(&format!("/api/v1/admin/tenants/{}/trust/recompute", uuid::Uuid::now_v7()))
-        .user(ADMIN)
-        .send()
-        .await
-        .expect_problem(404, "not_found");
+    app.post(&format!(
+        "/api/v1/admin/tenants/{}/trust/recompute",
+        uuid::Uuid::now_v7()
+    ))
+    .user(ADMIN)
+    .send()
+    .await
+    .expect_problem(404, "not_found");
 }
 
 #[tokio::test]
@@ -362,7 +417,12 @@ async fn documents_are_reviewed_by_platform_admins_and_their_media_kept() {
         .send()
         .await
         .expect_problem(404, "not_found");
-    assert!(refused.body["detail"].as_str().unwrap().starts_with("media_ids[0]"));
+    assert!(
+        refused.body["detail"]
+            .as_str()
+            .unwrap()
+            .starts_with("media_ids[0]")
+    );
     app.post("/api/v1/trust/verifications/documents")
         .user(&staff)
         .tenant(tenant.id)
@@ -380,7 +440,10 @@ async fn documents_are_reviewed_by_platform_admins_and_their_media_kept() {
     assert_eq!(submitted.body["status"], "pending");
     assert_eq!(submitted.body["kind"], "registration");
     assert_eq!(submitted.body["media_ids"], json!([scan]));
-    assert_eq!(submitted.body["fields"]["registration_number"], "12.345.678/0001-90");
+    assert_eq!(
+        submitted.body["fields"]["registration_number"],
+        "12.345.678/0001-90"
+    );
     let id = submitted.body["id"].as_str().unwrap().to_string();
     app.post("/api/v1/trust/verifications/documents")
         .owner_of(&tenant)
@@ -405,7 +468,16 @@ async fn documents_are_reviewed_by_platform_admins_and_their_media_kept() {
         .collect();
     assert_eq!(
         kinds,
-        ["email", "phone", "business_info", "store_setup", "registration", "tax_id", "address", "bank_account"]
+        [
+            "email",
+            "phone",
+            "business_info",
+            "store_setup",
+            "registration",
+            "tax_id",
+            "address",
+            "bank_account"
+        ]
     );
     assert_eq!(list.body["items"][4]["status"], "pending");
     assert_eq!(list.body["items"][0]["status"], "unverified");
@@ -423,7 +495,11 @@ async fn documents_are_reviewed_by_platform_admins_and_their_media_kept() {
     cleanup::run_at(&db, &store, Utc::now() + Duration::days(3))
         .await
         .unwrap();
-    app.get(&media_path).owner_of(&tenant).send().await.expect(200);
+    app.get(&media_path)
+        .owner_of(&tenant)
+        .send()
+        .await
+        .expect(200);
 
     // The admins' queue, oldest first, with the tenant.
     let queue = app
@@ -453,14 +529,18 @@ async fn documents_are_reviewed_by_platform_admins_and_their_media_kept() {
             .json(&body)
             .send()
     };
-    let bad = decide("reject", json!({})).await.expect_problem(422, "validation_failed");
+    let bad = decide("reject", json!({}))
+        .await
+        .expect_problem(422, "validation_failed");
     assert_eq!(error_fields(&bad), ["reason"]);
     let rejected = decide("reject", json!({"reason": "The scan is unreadable."}))
         .await
         .expect(200);
     assert_eq!(rejected.body["status"], "rejected");
     assert_eq!(rejected.body["reason"], "The scan is unreadable.");
-    decide("approve", json!({})).await.expect_problem(409, "invalid_state");
+    decide("approve", json!({}))
+        .await
+        .expect_problem(409, "invalid_state");
     // The seller sees why, and submits again; this time it is approved.
     let seen = app
         .get("/api/v1/trust/verifications")
@@ -482,19 +562,28 @@ async fn documents_are_reviewed_by_platform_admins_and_their_media_kept() {
     decide("reject", json!({"reason": "changed my mind"}))
         .await
         .expect_problem(409, "invalid_state");
-    app.post(&format!("/api/v1/admin/verifications/{}/approve", uuid::Uuid::now_v7()))
-        .user(ADMIN)
-        .json(&json!({}))
-        .send()
-        .await
-        .expect_problem(404, "not_found");
+    app.post(&format!(
+        "/api/v1/admin/verifications/{}/approve",
+        uuid::Uuid::now_v7()
+    ))
+    .user(ADMIN)
+    .json(&json!({}))
+    .send()
+    .await
+    .expect_problem(404, "not_found");
     let decided = app
         .get("/api/v1/admin/verifications?status=verified&limit=100")
         .user(ADMIN)
         .send()
         .await
         .expect(200);
-    assert!(decided.body["items"].as_array().unwrap().iter().any(|v| v["id"] == json!(id)));
+    assert!(
+        decided.body["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|v| v["id"] == json!(id))
+    );
 
     let actions: Vec<String> = trust_activities(&app, &tenant)
         .await
@@ -503,14 +592,23 @@ async fn documents_are_reviewed_by_platform_admins_and_their_media_kept() {
         .collect();
     assert_eq!(
         actions,
-        ["verification.submitted", "verification.rejected", "verification.submitted", "verification.approved"]
+        [
+            "verification.submitted",
+            "verification.rejected",
+            "verification.submitted",
+            "verification.approved"
+        ]
     );
     drop(db);
 }
 
 /// The six digits of the latest code message in `text`.
 fn code_in(text: &str) -> String {
-    regex::Regex::new(r"\b(\d{6})\b").unwrap().captures_iter(text).last().expect("a code")[1]
+    regex::Regex::new(r"\b(\d{6})\b")
+        .unwrap()
+        .captures_iter(text)
+        .last()
+        .expect("a code")[1]
         .to_string()
 }
 
@@ -519,8 +617,10 @@ async fn sold_and_rated(app: &TestApp, tenant: &TestTenant, product: &Value, n: 
     let order = app
         .post("/api/v1/orders")
         .owner_of(tenant)
-        .json(&json!({"customer": {"name": format!("Buyer {n}"), "phone": format!("+55119{n:08}")},
-                      "items": [{"product_id": product["id"], "quantity": 1}], "channel": "web"}))
+        .json(
+            &json!({"customer": {"name": format!("Buyer {n}"), "phone": format!("+55119{n:08}")},
+                      "items": [{"product_id": product["id"], "quantity": 1}], "channel": "web"}),
+        )
         .send()
         .await
         .expect(201);
@@ -575,12 +675,29 @@ async fn a_seller_climbs_from_level_0_to_3_through_the_api_and_falls_back_after_
     let tenant = app.new_tenant().await;
 
     // Level 0: what level 1 needs, all of it missing.
-    let doc = app.get("/api/v1/trust").owner_of(&tenant).send().await.expect(200).body;
-    assert_eq!((doc["level"].as_i64(), doc["level_name"].as_str()), (Some(0), Some("unverified")));
+    let doc = app
+        .get("/api/v1/trust")
+        .owner_of(&tenant)
+        .send()
+        .await
+        .expect(200)
+        .body;
+    assert_eq!(
+        (doc["level"].as_i64(), doc["level_name"].as_str()),
+        (Some(0), Some("unverified"))
+    );
     assert_eq!(doc["next_level"]["level"], 1);
-    for name in ["email_verified", "phone_verified", "business_info", "store_setup"] {
+    for name in [
+        "email_verified",
+        "phone_verified",
+        "business_info",
+        "store_setup",
+    ] {
         let r = requirement(&doc, name);
-        assert_eq!((&r["met"], &r["current"], &r["required"]), (&json!(false), &json!(false), &json!(true)));
+        assert_eq!(
+            (&r["met"], &r["current"], &r["required"]),
+            (&json!(false), &json!(false), &json!(true))
+        );
     }
     assert_eq!(doc["factors"].as_array().unwrap().len(), 9);
     assert_eq!(doc["product_cap"], 5);
@@ -618,7 +735,12 @@ async fn a_seller_climbs_from_level_0_to_3_through_the_api_and_falls_back_after_
         .send()
         .await
         .expect_problem(422, "code_invalid");
-    assert!(refused.body["detail"].as_str().unwrap().contains("4 tries left"));
+    assert!(
+        refused.body["detail"]
+            .as_str()
+            .unwrap()
+            .contains("4 tries left")
+    );
     let verified = app
         .post("/api/v1/trust/verifications/email/confirm")
         .owner_of(&tenant)
@@ -642,7 +764,12 @@ async fn a_seller_climbs_from_level_0_to_3_through_the_api_and_falls_back_after_
         .send()
         .await
         .expect(200);
-    assert!(eventually(std::time::Duration::from_secs(10), || async { !twilio.sent().is_empty() }).await);
+    assert!(
+        eventually(std::time::Duration::from_secs(10), || async {
+            !twilio.sent().is_empty()
+        })
+        .await
+    );
     let sms = &twilio.sent()[0];
     assert_eq!(sms.form["To"], "+5511987650000");
     let confirmed = app
@@ -653,14 +780,31 @@ async fn a_seller_climbs_from_level_0_to_3_through_the_api_and_falls_back_after_
         .await
         .expect(200);
     assert_eq!(confirmed.body["status"], "verified");
-    let doc = app.get("/api/v1/trust").owner_of(&tenant).send().await.expect(200).body;
-    assert_eq!((doc["level"].as_i64(), doc["level_name"].as_str()), (Some(1), Some("verified")));
+    let doc = app
+        .get("/api/v1/trust")
+        .owner_of(&tenant)
+        .send()
+        .await
+        .expect(200)
+        .body;
+    assert_eq!(
+        (doc["level"].as_i64(), doc["level_name"].as_str()),
+        (Some(1), Some("verified"))
+    );
     assert_eq!(doc["product_cap"], 50);
-    app.get("/api/v1/analytics/summary").owner_of(&tenant).send().await.expect(200);
+    app.get("/api/v1/analytics/summary")
+        .owner_of(&tenant)
+        .send()
+        .await
+        .expect(200);
 
     // Level 2: registration and tax id approved by a platform admin, ten delivered and rated
     // orders, a month of age, a score of 60.
-    let scan = upload(&app, &tenant, file(png(64), "doc.png", "image/png")).await.expect(201).body["id"].clone();
+    let scan = upload(&app, &tenant, file(png(64), "doc.png", "image/png"))
+        .await
+        .expect(201)
+        .body["id"]
+        .clone();
     let approve = |kind: &'static str| {
         let app = &app;
         let tenant = &tenant;
@@ -686,7 +830,12 @@ async fn a_seller_climbs_from_level_0_to_3_through_the_api_and_falls_back_after_
     };
     approve("registration").await;
     approve("tax_id").await;
-    let product = app.product(&tenant, json!({"stock": 1000, "price_cents": 5000, "currency": "BRL"})).await;
+    let product = app
+        .product(
+            &tenant,
+            json!({"stock": 1000, "price_cents": 5000, "currency": "BRL"}),
+        )
+        .await;
     let mut orders = Vec::new();
     for n in 0..12 {
         orders.push(sold_and_rated(&app, &tenant, &product, n).await);
@@ -697,10 +846,18 @@ async fn a_seller_climbs_from_level_0_to_3_through_the_api_and_falls_back_after_
     assert_eq!((&age["met"], &age["required"]), (&json!(false), &json!(30)));
     clock.advance(Duration::days(31));
     let doc = recompute(&app, &tenant).await;
-    assert_eq!((doc["level"].as_i64(), doc["level_name"].as_str()), (Some(2), Some("trusted")), "{doc}");
+    assert_eq!(
+        (doc["level"].as_i64(), doc["level_name"].as_str()),
+        (Some(2), Some("trusted")),
+        "{doc}"
+    );
     let score = doc["score"].as_i64().unwrap();
     assert!(score >= 60, "{score}");
-    app.get("/api/v1/analytics/timeseries").owner_of(&tenant).send().await.expect(200);
+    app.get("/api/v1/analytics/timeseries")
+        .owner_of(&tenant)
+        .send()
+        .await
+        .expect(200);
 
     // Level 3: address and bank account, 25 delivered orders, two months, a score of 75.
     approve("address").await;
@@ -711,7 +868,11 @@ async fn a_seller_climbs_from_level_0_to_3_through_the_api_and_falls_back_after_
     assert_eq!(recompute(&app, &tenant).await["level"], 2);
     clock.advance(Duration::days(30));
     let doc = recompute(&app, &tenant).await;
-    assert_eq!((doc["level"].as_i64(), doc["level_name"].as_str()), (Some(3), Some("premium")), "{doc}");
+    assert_eq!(
+        (doc["level"].as_i64(), doc["level_name"].as_str()),
+        (Some(3), Some("premium")),
+        "{doc}"
+    );
     assert!(doc["next_level"].is_null());
     let before = doc["score"].as_i64().unwrap();
     assert!(before >= 75, "{before}");
@@ -734,14 +895,31 @@ async fn a_seller_climbs_from_level_0_to_3_through_the_api_and_falls_back_after_
     }
     let doc = recompute(&app, &tenant).await;
     assert_eq!(doc["level"], 3);
-    let dispute = doc["factors"].as_array().unwrap().iter().find(|f| f["name"] == "dispute_rate").unwrap();
-    assert_eq!((&dispute["value"], &dispute["points"]), (&json!(0.4), &json!(0.0)));
+    let dispute = doc["factors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["name"] == "dispute_rate")
+        .unwrap();
+    assert_eq!(
+        (&dispute["value"], &dispute["points"]),
+        (&json!(0.4), &json!(0.0))
+    );
     assert!(doc["score"].as_i64().unwrap() < 75, "{doc}");
-    let unmet: Vec<&str> = doc["grace"]["unmet"].as_array().unwrap().iter().map(|u| u.as_str().unwrap()).collect();
+    let unmet: Vec<&str> = doc["grace"]["unmet"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|u| u.as_str().unwrap())
+        .collect();
     assert_eq!(unmet, ["delivered_orders", "score"]);
     clock.advance(Duration::days(8));
     let doc = recompute(&app, &tenant).await;
-    assert_eq!((doc["level"].as_i64(), doc["level_name"].as_str()), (Some(2), Some("trusted")), "{doc}");
+    assert_eq!(
+        (doc["level"].as_i64(), doc["level_name"].as_str()),
+        (Some(2), Some("trusted")),
+        "{doc}"
+    );
     app.get("/api/v1/api-keys")
         .owner_of(&tenant)
         .send()
@@ -753,7 +931,12 @@ async fn a_seller_climbs_from_level_0_to_3_through_the_api_and_falls_back_after_
         .await
         .iter()
         .filter(|a| a["action"] == "trust.level_changed")
-        .map(|a| (a["details"]["from"].as_i64().unwrap(), a["details"]["to"].as_i64().unwrap()))
+        .map(|a| {
+            (
+                a["details"]["from"].as_i64().unwrap(),
+                a["details"]["to"].as_i64().unwrap(),
+            )
+        })
         .collect();
     assert_eq!(changes, [(0, 1), (1, 2), (2, 3), (3, 2)]);
     let told = app
@@ -777,7 +960,12 @@ async fn a_seller_climbs_from_level_0_to_3_through_the_api_and_falls_back_after_
     ] {
         assert!(titles.contains(&expected), "{expected} in {titles:?}");
     }
-    assert!(titles.iter().any(|t| t.starts_with("Your trust level 3 (premium) drops on")), "{titles:?}");
+    assert!(
+        titles
+            .iter()
+            .any(|t| t.starts_with("Your trust level 3 (premium) drops on")),
+        "{titles:?}"
+    );
 
     app.stop().await;
     drop_database(&db).await;
@@ -824,17 +1012,26 @@ async fn codes_are_hashed_single_use_expire_and_five_wrong_tries_void_them() {
         .await
         .expect_problem(422, "validation_failed");
     assert_eq!(error_fields(&bad), ["phone"]);
-    confirm("123456".into()).await.expect_problem(409, "code_expired");
+    confirm("123456".into())
+        .await
+        .expect_problem(409, "code_expired");
 
     let first = send().await.expect(200);
-    let expires = chrono::DateTime::parse_from_rfc3339(first.body["expires_at"].as_str().unwrap()).unwrap();
-    assert_eq!(expires.with_timezone(&Utc), clock.now() + Duration::minutes(10));
+    let expires =
+        chrono::DateTime::parse_from_rfc3339(first.body["expires_at"].as_str().unwrap()).unwrap();
+    assert_eq!(
+        expires.with_timezone(&Utc),
+        clock.now() + Duration::minutes(10)
+    );
     let a = code_in(&smtp.wait_for(1).await[0].subject());
     // Stored as a hash only.
     let mut owner = connect(&app.db.owner_url).await;
     let stored: Vec<u8> = tenant_tx(&mut owner, tenant.id)
         .await
-        .query_one("SELECT code_hash FROM trust_codes WHERE tenant_id = $1", &[&tenant.id])
+        .query_one(
+            "SELECT code_hash FROM trust_codes WHERE tenant_id = $1",
+            &[&tenant.id],
+        )
         .await
         .unwrap()
         .get(0);
@@ -848,7 +1045,9 @@ async fn codes_are_hashed_single_use_expire_and_five_wrong_tries_void_them() {
     // Five wrong tries void the code: the right one is then too late.
     let wrong = if a == "000000" { "111111" } else { "000000" };
     for left in (0..5).rev() {
-        let refused = confirm(wrong.into()).await.expect_problem(422, "code_invalid");
+        let refused = confirm(wrong.into())
+            .await
+            .expect_problem(422, "code_invalid");
         let detail = refused.body["detail"].as_str().unwrap();
         if left > 0 {
             assert!(detail.contains(&format!("{left} tries left")), "{detail}");
@@ -881,15 +1080,15 @@ async fn codes_are_hashed_single_use_expire_and_five_wrong_tries_void_them() {
     clock.advance(Duration::seconds(61));
     let hourly = send().await.expect_problem(429, "rate_limited");
     let retry: u64 = hourly.header("retry-after").unwrap().parse().unwrap();
-    assert!(retry > 60, "{retry}: until the first code of the hour is an hour old");
+    assert!(
+        retry > 60,
+        "{retry}: until the first code of the hour is an hour old"
+    );
 
     // The cleanup drops codes after a day: a tenant keeps at most a day of them.
-    let db = convcommerce::db::Db::connect(
-        &secrecy::SecretString::from(app.db.app_url.clone()),
-        2,
-        0,
-    )
-    .unwrap();
+    let db =
+        convcommerce::db::Db::connect(&secrecy::SecretString::from(app.db.app_url.clone()), 2, 0)
+            .unwrap();
     let store = convcommerce::storage::MediaStore::from_config(&app.config).unwrap();
     let report = convcommerce::jobs::cleanup::run_at(&db, &store, clock.now() + Duration::days(2))
         .await
@@ -897,10 +1096,94 @@ async fn codes_are_hashed_single_use_expire_and_five_wrong_tries_void_them() {
     assert!(report.codes_purged >= 5, "{report:?}");
     let left: i64 = tenant_tx(&mut owner, tenant.id)
         .await
-        .query_one("SELECT count(*) FROM trust_codes WHERE tenant_id = $1", &[&tenant.id])
+        .query_one(
+            "SELECT count(*) FROM trust_codes WHERE tenant_id = $1",
+            &[&tenant.id],
+        )
         .await
         .unwrap()
         .get(0);
     assert_eq!(left, 0);
     db.close();
+}
+
+#[tokio::test]
+async fn existing_tenants_migrate_at_level_two_locked_and_keep_their_products() {
+    use convcommerce::db::migrate::MIGRATIONS;
+
+    // The roles exist once the shared database is provisioned; this database is migrated by
+    // hand up to 0009, given tenants, then 0010 runs over them.
+    database().await;
+    let name = format!("convcommerce_mig_{}", uuid::Uuid::now_v7().simple());
+    let root = connect(&superuser_url().await).await;
+    root.batch_execute(&format!("CREATE DATABASE \"{name}\""))
+        .await
+        .unwrap();
+    let mut url = url::Url::parse(&superuser_url().await).unwrap();
+    url.set_path(&name);
+    let db = connect(url.as_str()).await;
+    let (before, trust) = MIGRATIONS.split_at(9);
+    assert_eq!(trust[0].name, "0010_trust.sql");
+    for m in before {
+        db.batch_execute(&format!("BEGIN; {} COMMIT;", m.sql))
+            .await
+            .unwrap_or_else(|e| panic!("{}: {e}", m.name));
+    }
+    let (busy, quiet) = (uuid::Uuid::now_v7(), uuid::Uuid::now_v7());
+    db.batch_execute(&format!(
+        "INSERT INTO tenants (id, name, slug) VALUES ('{busy}', 'Busy', 'busy'), ('{quiet}', 'Quiet', 'quiet');
+         INSERT INTO products (tenant_id, id, name, price_cents, currency)
+         SELECT '{busy}', gen_random_uuid(), 'P' || i, 100, 'BRL' FROM generate_series(1, 80) AS i;"
+    ))
+    .await
+    .unwrap();
+    db.batch_execute(&format!("BEGIN; {} COMMIT;", trust[0].sql))
+        .await
+        .unwrap();
+    for tenant in [busy, quiet] {
+        let row = db
+            .query_one(
+                "SELECT trust_level, trust_locked, trust_reason,
+                        (SELECT count(*) FROM trust_verifications v WHERE v.tenant_id = t.id),
+                        (quota_bound(t.id, 'products')).cap
+                 FROM tenants t WHERE id = $1",
+                &[&tenant],
+            )
+            .await
+            .unwrap();
+        assert_eq!(row.get::<_, i16>(0), 2);
+        assert!(row.get::<_, bool>(1));
+        assert!(row.get::<_, String>(2).starts_with("Existing tenant"));
+        assert_eq!(row.get::<_, i64>(3), 8, "every kind of verification");
+        assert_eq!(row.get::<_, i64>(4), 1000, "no trust cap below the quota");
+    }
+    // A tenant made afterwards starts at 0, with its verifications.
+    let fresh = uuid::Uuid::now_v7();
+    db.execute(
+        "INSERT INTO tenants (id, name, slug) VALUES ($1, 'Fresh', 'fresh')",
+        &[&fresh],
+    )
+    .await
+    .unwrap();
+    let row = db
+        .query_one(
+            "SELECT trust_level, (SELECT count(*) FROM trust_verifications WHERE tenant_id = $1),
+                    (quota_bound($1, 'products')).reason
+             FROM tenants WHERE id = $1",
+            &[&fresh],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        (
+            row.get::<_, i16>(0),
+            row.get::<_, i64>(1),
+            row.get::<_, String>(2)
+        ),
+        (0, 8, "trust_level".to_string())
+    );
+    drop(db);
+    root.batch_execute(&format!("DROP DATABASE \"{name}\" WITH (FORCE)"))
+        .await
+        .unwrap();
 }

@@ -81,7 +81,10 @@ pub fn local_start(tz: Tz, date: NaiveDate) -> DateTime<Utc> {
             tz.from_local_datetime(&(midnight + Duration::hours(h)))
                 .earliest()
         })
-        .map_or_else(|| Utc.from_utc_datetime(&midnight), |t| t.with_timezone(&Utc))
+        .map_or_else(
+            || Utc.from_utc_datetime(&midnight),
+            |t| t.with_timezone(&Utc),
+        )
 }
 
 fn range(
@@ -104,7 +107,10 @@ fn range(
         return None;
     }
     if until - since > Duration::days(MAX_RANGE_DAYS) {
-        f.fail("until", format!("at most {MAX_RANGE_DAYS} days after since"));
+        f.fail(
+            "until",
+            format!("at most {MAX_RANGE_DAYS} days after since"),
+        );
         return None;
     }
     Some(Range { since, until })
@@ -113,7 +119,13 @@ fn range(
 impl SummaryQuery {
     pub fn parse(&self, tz: Tz, now: DateTime<Utc>) -> Result<Range, AppError> {
         let mut f = Fields::default();
-        let range = range(&mut f, self.since.as_deref(), self.until.as_deref(), tz, now);
+        let range = range(
+            &mut f,
+            self.since.as_deref(),
+            self.until.as_deref(),
+            tz,
+            now,
+        );
         f.finish(|| range)
     }
 }
@@ -132,7 +144,13 @@ impl SeriesQuery {
                     .ok_or("must be day, week or month"),
             },
         );
-        let range = range(&mut f, self.since.as_deref(), self.until.as_deref(), tz, now);
+        let range = range(
+            &mut f,
+            self.since.as_deref(),
+            self.until.as_deref(),
+            tz,
+            now,
+        );
         f.finish(|| Some((range?, interval?)))
     }
 }
@@ -271,7 +289,10 @@ mod tests {
         let now = Utc.with_ymd_and_hms(2026, 3, 10, 2, 0, 0).unwrap();
         let range = SummaryQuery::default().parse(tz, now).unwrap();
         // 02:00 UTC is still the 9th in São Paulo (UTC-3): the range starts on Feb 8th there.
-        assert_eq!(range.since, Utc.with_ymd_and_hms(2026, 2, 8, 3, 0, 0).unwrap());
+        assert_eq!(
+            range.since,
+            Utc.with_ymd_and_hms(2026, 2, 8, 3, 0, 0).unwrap()
+        );
         assert_eq!(range.until, now);
         let days = buckets(range, Interval::Day, tz);
         assert_eq!(days.len(), 30);
@@ -283,8 +304,18 @@ mod tests {
         let now = Utc::now();
         for (since, until, interval, field) in [
             (Some("yesterday"), None, None, "since"),
-            (Some("2026-03-10T00:00:00Z"), Some("2026-03-01T00:00:00Z"), None, "until"),
-            (Some("2024-01-01T00:00:00Z"), Some("2026-01-01T00:00:00Z"), None, "until"),
+            (
+                Some("2026-03-10T00:00:00Z"),
+                Some("2026-03-01T00:00:00Z"),
+                None,
+                "until",
+            ),
+            (
+                Some("2024-01-01T00:00:00Z"),
+                Some("2026-01-01T00:00:00Z"),
+                None,
+                "until",
+            ),
             (None, None, Some("hour"), "interval"),
         ] {
             let q = SeriesQuery {

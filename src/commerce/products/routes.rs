@@ -6,7 +6,9 @@ use axum::http::StatusCode;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::model::{BulkCreated, BulkProducts, CreateProduct, Product, ProductQuery, UpdateProduct};
+use super::model::{
+    BulkCreated, BulkProducts, CreateProduct, Product, ProductQuery, UpdateProduct,
+};
 use super::store::{self, ProductError};
 use crate::error::{AppError, AppResult};
 use crate::extract::{ApiJson, IdPath, Page};

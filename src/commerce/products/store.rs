@@ -268,12 +268,15 @@ pub async fn create_many(
                 .enumerate()
                 .map(move |(n, m)| (*id, *m, n as i16))
         })
-        .fold((Vec::new(), Vec::new(), Vec::new()), |mut acc, (p, m, n)| {
-            acc.0.push(p);
-            acc.1.push(m);
-            acc.2.push(n);
-            acc
-        });
+        .fold(
+            (Vec::new(), Vec::new(), Vec::new()),
+            |mut acc, (p, m, n)| {
+                acc.0.push(p);
+                acc.1.push(m);
+                acc.2.push(n);
+                acc
+            },
+        );
     if !media.is_empty() {
         tx.execute(
             "INSERT INTO product_media (tenant_id, product_id, media_id, position)

@@ -821,24 +821,44 @@ async fn trust_answers_match_their_documented_schemas() {
     let trust = call(app.get("/api/v1/trust")).send().await.expect(200);
     assert_documented(&doc, "get", "/api/v1/trust", &trust);
     let low = app.new_tenant().await;
-    let explained = app.get("/api/v1/trust").owner_of(&low).send().await.expect(200);
+    let explained = app
+        .get("/api/v1/trust")
+        .owner_of(&low)
+        .send()
+        .await
+        .expect(200);
     assert!(explained.body["next_level"].is_object());
     assert_documented(&doc, "get", "/api/v1/trust", &explained);
-    let list = call(app.get("/api/v1/trust/verifications")).send().await.expect(200);
+    let list = call(app.get("/api/v1/trust/verifications"))
+        .send()
+        .await
+        .expect(200);
     assert_documented(&doc, "get", "/api/v1/trust/verifications", &list);
     let sent = call(app.post("/api/v1/trust/verifications/email/send"))
         .json(&json!({"email": "doc@trust.example"}))
         .send()
         .await
         .expect(200);
-    assert_documented(&doc, "post", "/api/v1/trust/verifications/email/send", &sent);
-    let media = upload(&app, &t, file(png(32), "d.png", "image/png")).await.expect(201);
+    assert_documented(
+        &doc,
+        "post",
+        "/api/v1/trust/verifications/email/send",
+        &sent,
+    );
+    let media = upload(&app, &t, file(png(32), "d.png", "image/png"))
+        .await
+        .expect(201);
     let submitted = call(app.post("/api/v1/trust/verifications/documents"))
         .json(&json!({"kind": "tax_id", "media_ids": [media.body["id"]], "fields": {"n": "1"}}))
         .send()
         .await
         .expect(201);
-    assert_documented(&doc, "post", "/api/v1/trust/verifications/documents", &submitted);
+    assert_documented(
+        &doc,
+        "post",
+        "/api/v1/trust/verifications/documents",
+        &submitted,
+    );
     let queue = app
         .get("/api/v1/admin/verifications")
         .user(ADMIN)
@@ -854,7 +874,12 @@ async fn trust_answers_match_their_documented_schemas() {
         .send()
         .await
         .expect(200);
-    assert_documented(&doc, "post", "/api/v1/admin/verifications/{id}/reject", &decided);
+    assert_documented(
+        &doc,
+        "post",
+        "/api/v1/admin/verifications/{id}/reject",
+        &decided,
+    );
     for (method, path) in [
         ("get", "/api/v1/admin/tenants/{id}/trust"),
         ("post", "/api/v1/admin/tenants/{id}/trust/recompute"),
@@ -877,7 +902,12 @@ async fn trust_answers_match_their_documented_schemas() {
         .expect(200);
     assert_documented(&doc, "put", "/api/v1/admin/tenants/{id}/trust", &set);
     crate::trust::set_level(&app, &t, 3, true).await;
-    let risk = app.get("/api/v1/admin/risk").user(ADMIN).send().await.expect(200);
+    let risk = app
+        .get("/api/v1/admin/risk")
+        .user(ADMIN)
+        .send()
+        .await
+        .expect(200);
     assert_documented(&doc, "get", "/api/v1/admin/risk", &risk);
 
     let settings = call(app.put("/api/v1/tenant/settings"))
@@ -894,12 +924,17 @@ async fn trust_answers_match_their_documented_schemas() {
     assert_documented(&doc, "post", "/api/v1/products/bulk", &bulk);
     let product = &bulk.body["items"][0];
     call(app.post("/api/v1/orders"))
-        .json(&json!({"customer": {"name": "Ana", "phone": "+5511912345678"},
-                      "items": [{"product_id": product["id"], "quantity": 1}], "channel": "web"}))
+        .json(
+            &json!({"customer": {"name": "Ana", "phone": "+5511912345678"},
+                      "items": [{"product_id": product["id"], "quantity": 1}], "channel": "web"}),
+        )
         .send()
         .await
         .expect(201);
-    for path in ["/api/v1/analytics/summary", "/api/v1/analytics/timeseries?interval=week"] {
+    for path in [
+        "/api/v1/analytics/summary",
+        "/api/v1/analytics/timeseries?interval=week",
+    ] {
         let answer = call(app.get(path)).send().await.expect(200);
         assert_documented(&doc, "get", path.split('?').next().unwrap(), &answer);
     }

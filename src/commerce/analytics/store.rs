@@ -102,7 +102,7 @@ pub async fn summary(
             average_order_cents: amount_cents / orders.max(1),
         })
         .collect();
-    revenue.sort_by(|a, b| b.amount_cents.cmp(&a.amount_cents));
+    revenue.sort_by_key(|r| std::cmp::Reverse(r.amount_cents));
     let (threads, converted): (i64, i64) = (conversion.get(0), conversion.get(1));
     Ok(Summary {
         since: range.since,

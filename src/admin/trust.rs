@@ -370,7 +370,7 @@ async fn decide(
         action,
         json!({"verification_id": id, "kind": kind, "reason": reason}),
     );
-    state.trust.recompute(tenant_id, None).await?;
+    state.trust.verifications_changed(tenant_id).await;
     let tx = state.db.for_tenant(tenant_id).begin().await?;
     let verification = trust_store::verification(&tx, tenant_id, id).await?;
     tx.commit().await?;

@@ -406,6 +406,15 @@ impl Trust {
         Ok(self.document(&row, eval, now))
     }
 
+    /// The recompute after a verification changed (a code confirmed, a document decided, the
+    /// seller profile saved), so a promotion follows at once. The change itself is committed:
+    /// a failure here is logged, and the recompute job catches up.
+    pub async fn verifications_changed(&self, tenant_id: Uuid) {
+        if let Err(e) = self.recompute(tenant_id, None).await {
+            tracing::warn!(%tenant_id, error = %e, "trust recompute after a verification failed");
+        }
+    }
+
     /// A platform admin's override: sets the level with a reason, locked or not; closes the
     /// tenant's open review.
     pub async fn set_level(

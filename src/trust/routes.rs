@@ -171,7 +171,7 @@ async fn confirm(
                         .details(json!({"kind": kind})),
                 )
                 .await?;
-            state.trust.recompute(ctx.tenant_id(), None).await?;
+            state.trust.verifications_changed(ctx.tenant_id()).await;
             let tx = ctx.db().begin().await?;
             let verification = store::verification(&tx, ctx.tenant_id(), id).await?;
             tx.commit().await?;

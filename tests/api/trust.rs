@@ -702,19 +702,6 @@ async fn a_seller_climbs_from_level_0_to_3_through_the_api_and_falls_back_after_
     assert_eq!(doc["factors"].as_array().unwrap().len(), 9);
     assert_eq!(doc["product_cap"], 5);
 
-    // The seller profile completes business information and store setup.
-    app.put("/api/v1/seller-profile")
-        .owner_of(&tenant)
-        .json(&json!({
-            "store_name": "Story Store", "slug": format!("story-{}", &tenant.id.simple().to_string()[..8]),
-            "bio": "Tees", "logo_url": "https://cdn.story.example/logo.png",
-            "contact_email": "hello@story.example", "contact_phone": "+5511987650000",
-            "business_address": {"line1": "Rua A 1", "city": "Recife", "country": "BR"}
-        }))
-        .send()
-        .await
-        .expect(200);
-
     // Email: a code by SMTP; a wrong one is refused, the right one verifies.
     let sent = app
         .post("/api/v1/trust/verifications/email/send")
@@ -780,6 +767,30 @@ async fn a_seller_climbs_from_level_0_to_3_through_the_api_and_falls_back_after_
         .await
         .expect(200);
     assert_eq!(confirmed.body["status"], "verified");
+    // Both verified, but the seller profile still lacks business information and store setup;
+    // saving it completes level 1 at once.
+    let doc = app
+        .get("/api/v1/trust")
+        .owner_of(&tenant)
+        .send()
+        .await
+        .expect(200)
+        .body;
+    assert_eq!(doc["level"], 0);
+    assert_eq!(requirement(&doc, "email_verified")["met"], true);
+    assert_eq!(requirement(&doc, "business_info")["met"], false);
+    app.put("/api/v1/seller-profile")
+        .owner_of(&tenant)
+        .json(&json!({
+            "store_name": "Story Store", "slug": format!("story-{}", &tenant.id.simple().to_string()[..8]),
+            "bio": "Tees", "logo_url": "https://cdn.story.example/logo.png",
+            "contact_email": "hello@story.example", "contact_phone": "+5511987650000",
+            "business_address": {"line1": "Rua A 1", "city": "Recife", "country": "BR"}
+        }))
+        .send()
+        .await
+        .expect(200);
+
     let doc = app
         .get("/api/v1/trust")
         .owner_of(&tenant)

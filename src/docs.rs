@@ -136,7 +136,10 @@ fn tenant_header() -> Parameter {
         .name("X-Tenant-ID")
         .parameter_in(ParameterIn::Header)
         .required(Required::True)
-        .description(Some("The tenant the request acts on: its id, a UUID."))
+        .description(Some(
+            "The tenant the request acts on: its id, a UUID. With an API key (`Bearer cck_...`), \
+             which names its tenant, it may be left out; another tenant's id is 403.",
+        ))
         .schema(Some(
             ObjectBuilder::new()
                 .schema_type(Type::String)
@@ -167,8 +170,9 @@ fn document_errors(path: &str, op: &mut Operation) {
             op,
             "403",
             "`tenant_access_denied` (unknown tenant or not a member), `tenant_suspended`, \
-             `forbidden` (role), or `quota_exceeded` on creates (with `quota`, `used` and \
-             `limit`)",
+             `forbidden` (role), or `quota_exceeded` on creates (with `quota`, `used`, \
+             `limit` and `reason`: `quota`, or `trust_level` when the trust level's product cap \
+             binds)",
         );
         add_error(
             op,
@@ -273,6 +277,10 @@ impl Modify for Conventions {
                 HttpBuilder::new()
                     .scheme(HttpAuthScheme::Bearer)
                     .bearer_format("JWT")
+                    .description(Some(
+                        "A member's JWT, or on tenant-scoped endpoints an API key (`cck_...`, \
+                         trust level 3); never an API key on `/api/v1/admin/*`.",
+                    ))
                     .build(),
             ),
         );

@@ -129,7 +129,7 @@ pub async fn save_outcome(tx: &TenantTx, o: &Outcome<'_>) -> Result<(), DbError>
              risk_level = $9, risk_signals = $10, risk_assessed_at = $6,
              review_reason = CASE WHEN $11::text IS NULL THEN review_reason ELSE $11 END,
              review_opened_at = CASE WHEN $11::text IS NULL THEN review_opened_at ELSE $6 END,
-             updated_at = now()
+             updated_at = CASE WHEN $3 OR $8::text IS NOT NULL THEN now() ELSE updated_at END
          WHERE id = $1",
         &[
             &tx.tenant_id(),

@@ -989,7 +989,10 @@ async fn codes_are_hashed_single_use_expire_and_five_wrong_tries_void_them() {
     let smtp = SmtpServer::start("none", None, 0);
     let clock = ManualClock::new(Utc::now());
     let vars = smtp.vars("none");
-    let app = TestApp::spawn_full(database().await, Some(clock.clone()), move |v| {
+    // A database of its own: the cleanup this test runs (and other tests' cleanups, which run
+    // as of a later day) would otherwise purge codes in flight.
+    let private = private_database().await;
+    let app = TestApp::spawn_full(private.clone(), Some(clock.clone()), move |v| {
         v.extend(vars);
         v.insert("RATE_LIMITS".into(), "off".into());
     })
@@ -1116,6 +1119,8 @@ async fn codes_are_hashed_single_use_expire_and_five_wrong_tries_void_them() {
         .get(0);
     assert_eq!(left, 0);
     db.close();
+    app.stop().await;
+    drop_database(&private).await;
 }
 
 #[tokio::test]

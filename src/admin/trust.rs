@@ -81,6 +81,7 @@ crate::commerce::text_enum! {
 #[into_params(parameter_in = Query)]
 pub struct QueueQuery {
     /// Default `pending`: the submissions waiting for a decision, oldest first.
+    #[param(inline)]
     pub status: Option<QueueStatus>,
     /// Items per page, 1-100 (default 20).
     #[param(minimum = 1, maximum = 100, default = 20)]

@@ -160,11 +160,7 @@ impl Trust {
         let grace = row.grace_started_at.map(|started_at| Grace {
             started_at,
             ends_at: started_at + self.grace,
-            unmet: score::requirements(level, &eval.standing)
-                .into_iter()
-                .filter(|r| !r.met)
-                .map(|r| r.name)
-                .collect(),
+            unmet: score::unmet(level, &eval.standing),
         });
         let next_level = (level < PREMIUM).then(|| NextLevel {
             level: level + 1,
@@ -243,7 +239,7 @@ impl Trust {
         let flagged = matches!(risk_level, "high" | "critical");
 
         // The review is decided on the score without it, then counted in the requirements.
-        let eval = self
+        let mut eval = self
             .evaluate(
                 &tx,
                 tenant_id,
@@ -262,7 +258,6 @@ impl Trust {
             )),
             _ => None,
         };
-        let mut eval = eval;
         eval.standing.review_open = row.review_opened_at.is_some() || review_reason.is_some();
         let qualified = score::qualified_level(&eval.standing);
         let step = decide(
@@ -288,11 +283,7 @@ impl Trust {
                 (row.level, None, None)
             }
             Step::StartGrace => {
-                let unmet: Vec<&str> = score::requirements(row.level, &eval.standing)
-                    .into_iter()
-                    .filter(|r| !r.met)
-                    .map(|r| r.name)
-                    .collect();
+                let unmet = score::unmet(row.level, &eval.standing);
                 let ends_at = now + self.grace;
                 changes.push(trust_change(
                     "trust.grace_started",
@@ -323,11 +314,7 @@ impl Trust {
                 )),
             ),
             Step::Demote(to) => {
-                let unmet: Vec<&str> = score::requirements(from, &eval.standing)
-                    .into_iter()
-                    .filter(|r| !r.met)
-                    .map(|r| r.name)
-                    .collect();
+                let unmet = score::unmet(from, &eval.standing);
                 (
                     to,
                     None,

@@ -288,6 +288,15 @@ pub fn requirements(level: i16, standing: &Standing) -> Vec<Requirement> {
     all
 }
 
+/// The names of `level`'s requirements that are not met.
+pub fn unmet(level: i16, standing: &Standing) -> Vec<&'static str> {
+    requirements(level, standing)
+        .into_iter()
+        .filter(|r| !r.met)
+        .map(|r| r.name)
+        .collect()
+}
+
 /// The highest level whose requirements are all met.
 pub fn qualified_level(standing: &Standing) -> i16 {
     (1..=super::level::PREMIUM)

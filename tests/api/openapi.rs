@@ -972,3 +972,41 @@ async fn trust_answers_match_their_documented_schemas() {
     }
     assert_eq!(capped.body["reason"], "trust_level");
 }
+
+/// Every `$ref` in `value`, with where it is.
+fn references<'v>(value: &'v Value, at: String, out: &mut Vec<(String, &'v str)>) {
+    match value {
+        Value::Object(fields) => {
+            for (key, field) in fields {
+                match (key.as_str(), field) {
+                    ("$ref", Value::String(target)) => out.push((at.clone(), target)),
+                    _ => references(field, format!("{at}/{key}"), out),
+                }
+            }
+        }
+        Value::Array(items) => {
+            for (i, item) in items.iter().enumerate() {
+                references(item, format!("{at}/{i}"), out);
+            }
+        }
+        _ => {}
+    }
+}
+
+#[tokio::test]
+async fn every_reference_resolves() {
+    let app = TestApp::spawn().await;
+    let doc = document(&app).await;
+    let mut found = Vec::new();
+    references(&doc, String::new(), &mut found);
+    assert!(found.len() > 100, "{}", found.len());
+    for (at, target) in found {
+        let name = target
+            .strip_prefix("#/components/schemas/")
+            .unwrap_or_else(|| panic!("{at}: {target} is not a schema reference"));
+        assert!(
+            doc["components"]["schemas"][name].is_object(),
+            "{at}: {target} does not resolve"
+        );
+    }
+}

@@ -59,6 +59,9 @@ pub struct Config {
     pub db_pool_size: usize,
     /// Connections for short reads, each shared by many requests (`db::lanes`); 0: none.
     pub db_read_lanes: usize,
+    /// `DB_PREPARED_STATEMENTS=off`: statements go as PostgreSQL's unnamed statement, so no
+    /// named one outlives its transaction (PgBouncer in transaction mode).
+    pub db_prepared_statements: bool,
     pub host: IpAddr,
     pub port: u16,
     pub project_name: String,
@@ -274,6 +277,16 @@ impl Reader<'_> {
         }
     }
 
+    /// `on` or `off` (unset: `default`).
+    fn on_off(&self, name: &'static str, default: bool) -> Result<bool, ConfigError> {
+        match self.text(name).as_deref() {
+            None => Ok(default),
+            Some("on") => Ok(true),
+            Some("off") => Ok(false),
+            Some(other) => Err(invalid(name, format!("expected on or off, got {other:?}"))),
+        }
+    }
+
     /// A whole number within `range`, else an error naming the variable and the range.
     fn bounded(
         &self,
@@ -471,6 +484,7 @@ impl Config {
             database_listen_url: r.postgres_url("DATABASE_LISTEN_URL")?,
             db_pool_size,
             db_read_lanes,
+            db_prepared_statements: r.on_off("DB_PREPARED_STATEMENTS", true)?,
             host: r.parsed("HOST", IpAddr::from([127, 0, 0, 1]), "an IP address")?,
             port: r.parsed("PORT", 8000, "a port number (0-65535)")?,
             project_name: r
@@ -503,16 +517,7 @@ impl Config {
                     Ok(SecretString::from(raw))
                 })
                 .transpose()?,
-            rate_limits_enabled: match r.text("RATE_LIMITS").as_deref() {
-                None | Some("on") => true,
-                Some("off") => false,
-                Some(other) => {
-                    return Err(invalid(
-                        "RATE_LIMITS",
-                        format!("expected on or off, got {other:?}"),
-                    ));
-                }
-            },
+            rate_limits_enabled: r.on_off("RATE_LIMITS", true)?,
             usage_flush_interval: Duration::from_millis(r.parsed(
                 "USAGE_FLUSH_MILLISECONDS",
                 2_000,
@@ -651,11 +656,27 @@ fn notify_config(r: &Reader<'_>) -> Result<NotifyConfig, ConfigError> {
             })
         }
     };
+    // A send must end (or time out) within its claim's lease, or another worker could claim
+    // and send it again meanwhile.
+    let lease = Duration::from_secs(r.bounded("NOTIFY_LEASE_SECONDS", 30, 1..=30)?);
+    let longest_send = [
+        smtp.as_ref().map(|s| s.timeout),
+        twilio.as_ref().map(|t| t.timeout),
+    ]
+    .into_iter()
+    .flatten()
+    .max();
+    if longest_send.is_some_and(|t| t >= lease) {
+        return Err(invalid(
+            "NOTIFY_LEASE_SECONDS",
+            "must be longer than SMTP_TIMEOUT_MILLISECONDS and TWILIO_TIMEOUT_MILLISECONDS",
+        ));
+    }
     Ok(NotifyConfig {
         smtp,
         twilio,
         workers: r.bounded("NOTIFY_WORKERS", 4, 0..=64)? as usize,
-        lease: Duration::from_secs(r.bounded("NOTIFY_LEASE_SECONDS", 30, 1..=30)?),
+        lease,
         max_attempts: r.bounded("NOTIFY_MAX_ATTEMPTS", 8, 1..=50)? as i32,
         retry_base: Duration::from_millis(r.bounded(
             "NOTIFY_RETRY_BASE_MILLISECONDS",
@@ -882,6 +903,30 @@ mod tests {
         ])
         .unwrap_err();
         assert_eq!(endpoint.variable, "AWS_ENDPOINT_URL");
+    }
+
+    #[test]
+    fn the_outbox_lease_outlasts_a_send() {
+        let smtp = [
+            ("SMTP_HOST", "127.0.0.1"),
+            ("SMTP_FROM", "a@b.example"),
+            ("SMTP_TIMEOUT_MILLISECONDS", "5000"),
+        ];
+        let err =
+            config(&[smtp.as_slice(), &[("NOTIFY_LEASE_SECONDS", "5")]].concat()).unwrap_err();
+        assert_eq!(err.variable, "NOTIFY_LEASE_SECONDS");
+        let ok = config(&[smtp.as_slice(), &[("NOTIFY_LEASE_SECONDS", "6")]].concat()).unwrap();
+        assert_eq!(ok.notify.lease, Duration::from_secs(6));
+        assert_eq!(
+            config(&[("SMTP_HOST", "x")]).unwrap_err().variable,
+            "SMTP_FROM"
+        );
+        assert_eq!(
+            config(&[("TWILIO_ACCOUNT_SID", "AC1")])
+                .unwrap_err()
+                .variable,
+            "TWILIO_AUTH_TOKEN"
+        );
     }
 
     #[test]

@@ -110,7 +110,12 @@ impl Application {
         media.check().await.context("MEDIA_STORE cannot be used")?;
 
         let config = Arc::new(config);
-        let db = Db::connect(&url, config.db_pool_size, config.db_read_lanes)?;
+        let statements = if config.db_prepared_statements {
+            db::Statements::Prepared
+        } else {
+            db::Statements::unnamed()
+        };
+        let db = Db::connect_with(&url, config.db_pool_size, config.db_read_lanes, statements)?;
         let metrics = Arc::new(Metrics::default());
         let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(10))
@@ -195,8 +200,8 @@ impl Application {
         let mut background = vec![
             activity_writer,
             live_task,
-            listener.spawn(listen, jobs_stop.clone()),
             outbox.spawn(jobs_stop.clone()),
+            listener.spawn(listen, jobs_stop.clone()),
             jobs::spawn(
                 jobs::usage::UsageFlush {
                     db: db.clone(),

@@ -21,11 +21,12 @@ use tokio_postgres::{Client, Row, Statement};
 use uuid::Uuid;
 
 use super::tls::PgTarget;
-use super::{DbError, Params, begin_read_for};
+use super::{DbError, Params, Ready, Statements, begin_read_for};
 
 pub(super) struct Lanes {
     target: PgTarget,
     lanes: Vec<Lane>,
+    statements: Statements,
 }
 
 #[derive(Default)]
@@ -49,11 +50,12 @@ struct LaneConnection {
 }
 
 impl Lanes {
-    pub(super) fn new(mut target: PgTarget, count: usize) -> Self {
+    pub(super) fn new(mut target: PgTarget, count: usize, statements: Statements) -> Self {
         target.config.application_name("convcommerce-lane");
         Self {
             target,
             lanes: (0..count).map(|_| Lane::default()).collect(),
+            statements,
         }
     }
 
@@ -93,13 +95,13 @@ impl Lanes {
         params: Params<'_>,
     ) -> Result<Vec<Row>, DbError> {
         let connection = self.connection(lane).await?;
-        let statement = connection.statement(sql).await?;
+        let ready = connection.ready(sql, &self.statements).await?;
         let begin = begin_read_for(tenant_id);
         let client = &connection.client;
         let mut exchange = pin!(async {
             tokio::join!(
                 client.batch_execute(&begin),
-                client.query(&statement, params),
+                ready.rows(client, sql, params),
                 client.batch_execute("COMMIT"),
             )
         });
@@ -167,17 +169,31 @@ impl Lane {
 }
 
 impl LaneConnection {
-    async fn statement(&self, sql: &str) -> Result<Statement, DbError> {
-        if let Some(statement) = self.statements.lock().expect("never poisoned").get(sql) {
-            return Ok(statement.clone());
+    /// `sql`, ready to run on this lane: prepared once per lane, or (unnamed statements) with
+    /// its parameter types, learned once. Either is done under the send lock, so that it too
+    /// goes out between complete transactions.
+    async fn ready(&self, sql: &str, statements: &Statements) -> Result<Ready, DbError> {
+        match statements {
+            Statements::Prepared => {
+                if let Some(statement) = self.statements.lock().expect("never poisoned").get(sql) {
+                    return Ok(Ready::Named(statement.clone()));
+                }
+                let _send = self.send.lock().await;
+                let statement = self.client.prepare(sql).await?;
+                self.statements
+                    .lock()
+                    .expect("never poisoned")
+                    .insert(sql.to_string(), statement.clone());
+                Ok(Ready::Named(statement))
+            }
+            Statements::Unnamed(types) => {
+                if let Some(known) = types.known(sql) {
+                    return Ok(Ready::Unnamed(known));
+                }
+                let _send = self.send.lock().await;
+                Ok(Ready::Unnamed(types.of(&self.client, sql, false).await?))
+            }
         }
-        let _send = self.send.lock().await;
-        let statement = self.client.prepare(sql).await?;
-        self.statements
-            .lock()
-            .expect("never poisoned")
-            .insert(sql.to_string(), statement.clone());
-        Ok(statement)
     }
 }
 

@@ -10,13 +10,16 @@ pub mod migrate;
 pub mod safety;
 pub mod tls;
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::pin::pin;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod, Runtime};
+use futures_util::TryStreamExt;
 use secrecy::{ExposeSecret, SecretString};
-use tokio_postgres::Row;
-use tokio_postgres::types::ToSql;
+use tokio_postgres::types::{ToSql, Type};
+use tokio_postgres::{Client, Row, RowStream, Statement};
 use uuid::Uuid;
 
 use lanes::Lanes;
@@ -40,6 +43,120 @@ fn begin_read_for(tenant_id: Uuid) -> String {
 }
 
 pub type Params<'a> = &'a [&'a (dyn ToSql + Sync)];
+
+/// How statements reach PostgreSQL (`DB_PREPARED_STATEMENTS`).
+#[derive(Clone)]
+pub enum Statements {
+    /// Prepared once per connection and kept (the default): PostgreSQL parses a statement once
+    /// per connection, and can keep its plan.
+    Prepared,
+    /// PostgreSQL's unnamed statement, parsed with each execution, in the same message as its
+    /// execution: no named statement outlives its transaction, which a transaction pooler
+    /// (PgBouncer 1.18 in transaction mode) requires, since consecutive transactions of one
+    /// client connection may run on different server connections.
+    Unnamed(Arc<ParamTypes>),
+}
+
+impl Statements {
+    pub fn unnamed() -> Self {
+        Self::Unnamed(Arc::default())
+    }
+}
+
+/// The parameter types of each statement, learned once per process: the unnamed statement
+/// needs them with every execution. They are learned by preparing the statement inside a
+/// transaction and closing it before the transaction ends, so that even this named statement
+/// never outlives it. The statements are the service's own: a finite set.
+#[derive(Default)]
+pub struct ParamTypes(Mutex<HashMap<String, Arc<[Type]>>>);
+
+impl ParamTypes {
+    fn known(&self, sql: &str) -> Option<Arc<[Type]>> {
+        self.0.lock().expect("never poisoned").get(sql).cloned()
+    }
+
+    /// `sql`'s parameter types, learned on `client` if they are not known yet. `in_tx`:
+    /// `client` is inside a transaction.
+    async fn of(&self, client: &Client, sql: &str, in_tx: bool) -> Result<Arc<[Type]>, DbError> {
+        if let Some(types) = self.known(sql) {
+            return Ok(types);
+        }
+        if !in_tx {
+            client.batch_execute("BEGIN").await?;
+        }
+        // The statement is dropped at once: its Close goes out before the COMMIT.
+        let learned = client
+            .prepare(sql)
+            .await
+            .map(|statement| Arc::<[Type]>::from(statement.params()));
+        if !in_tx {
+            client.batch_execute("COMMIT").await?;
+        }
+        let types = learned?;
+        self.0
+            .lock()
+            .expect("never poisoned")
+            .insert(sql.to_string(), types.clone());
+        Ok(types)
+    }
+}
+
+/// A statement ready to run on one connection.
+pub(super) enum Ready {
+    Named(Statement),
+    Unnamed(Arc<[Type]>),
+}
+
+impl Ready {
+    /// Runs `sql` with `params`. The request is sent on the first poll, so several of these can
+    /// be pipelined (see [`TenantDb::query`]).
+    async fn run(
+        &self,
+        client: &Client,
+        sql: &str,
+        params: Params<'_>,
+    ) -> Result<RowStream, tokio_postgres::Error> {
+        match self {
+            Self::Named(statement) => client.query_raw(statement, params.iter().copied()).await,
+            Self::Unnamed(types) => {
+                let typed = params.iter().copied().zip(types.iter().cloned());
+                client.query_typed_raw(sql, typed).await
+            }
+        }
+    }
+
+    pub(super) async fn rows(
+        &self,
+        client: &Client,
+        sql: &str,
+        params: Params<'_>,
+    ) -> Result<Vec<Row>, tokio_postgres::Error> {
+        self.run(client, sql, params).await?.try_collect().await
+    }
+
+    /// The rows the statement affected (for a statement that returns none).
+    async fn affected(
+        &self,
+        client: &Client,
+        sql: &str,
+        params: Params<'_>,
+    ) -> Result<u64, tokio_postgres::Error> {
+        let mut stream = pin!(self.run(client, sql, params).await?);
+        while stream.try_next().await?.is_some() {}
+        Ok(stream.rows_affected().unwrap_or(0))
+    }
+}
+
+/// At most one row of `rows` (a statement that found more is a fault of the statement).
+fn at_most_one(rows: Vec<Row>) -> Result<Option<Row>, DbError> {
+    if rows.len() > 1 {
+        return Err(DbError::Decode(format!(
+            "one row expected, the statement returned {}",
+            rows.len()
+        )));
+    }
+    Ok(rows.into_iter().next())
+}
 
 /// The longest a request waits for a connection (a free pooled one, or a new one) before it
 /// answers 503: an outage is answered within 2 s, and a saturated pool pushes back.
@@ -152,18 +269,31 @@ impl From<deadpool_postgres::PoolError> for DbError {
 pub struct Db {
     pool: Pool,
     lanes: Option<Arc<Lanes>>,
+    statements: Statements,
 }
 
 impl Db {
-    /// A pool of `max_size` connections, and `lanes` more for short reads (none when 0).
+    /// A pool of `max_size` connections, and `lanes` more for short reads (none when 0), with
+    /// prepared statements.
     pub fn connect(url: &SecretString, max_size: usize, lanes: usize) -> anyhow::Result<Self> {
+        Self::connect_with(url, max_size, lanes, Statements::Prepared)
+    }
+
+    /// The same, sending statements as `statements` says.
+    pub fn connect_with(
+        url: &SecretString,
+        max_size: usize,
+        lanes: usize,
+        statements: Statements,
+    ) -> anyhow::Result<Self> {
         let mut pg = PgTarget::parse(url.expose_secret())?;
         pg.config.application_name("convcommerce");
         // Bounds on runaway statements and on transactions a crashed handler left open.
         pg.config
             .options("-c statement_timeout=15000 -c idle_in_transaction_session_timeout=30000");
         pg.config.connect_timeout(ACQUIRE_WITHIN);
-        let lanes = (lanes > 0).then(|| Arc::new(Lanes::new(pg.clone(), lanes)));
+        let lanes =
+            (lanes > 0).then(|| Arc::new(Lanes::new(pg.clone(), lanes, statements.clone())));
         let manager = Manager::from_config(
             pg.config,
             pg.tls,
@@ -178,14 +308,21 @@ impl Db {
             .recycle_timeout(Some(ACQUIRE_WITHIN))
             .runtime(Runtime::Tokio1)
             .build()?;
-        Ok(Self { pool, lanes })
+        Ok(Self {
+            pool,
+            lanes,
+            statements,
+        })
+    }
+
+    fn conn(&self, obj: Object) -> Conn {
+        Conn::new(obj, self.statements.clone())
     }
 
     /// Tenant-scoped access: the only way to tenant tables.
     pub fn for_tenant(&self, tenant_id: Uuid) -> TenantDb {
         TenantDb {
-            pool: self.pool.clone(),
-            lanes: self.lanes.clone(),
+            db: self.clone(),
             tenant_id,
         }
     }
@@ -193,11 +330,11 @@ impl Db {
     /// A connection with no tenant set, for the platform table `tenants` and for checks.
     /// Row-level security still applies: tenant tables show no rows through it.
     pub(crate) async fn platform(&self) -> Result<Conn, DbError> {
-        Ok(Conn::new(acquire(&self.pool).await?))
+        Ok(self.conn(acquire(&self.pool).await?))
     }
 
     pub(crate) async fn begin_platform(&self) -> Result<PlatformTx, DbError> {
-        let mut conn = Conn::new(acquire(&self.pool).await?);
+        let mut conn = self.conn(acquire(&self.pool).await?);
         conn.in_tx = true;
         conn.client().batch_execute("BEGIN").await?;
         Ok(PlatformTx { conn })
@@ -221,13 +358,15 @@ impl Db {
 pub struct Conn {
     obj: Option<Object>,
     in_tx: bool,
+    statements: Statements,
 }
 
 impl Conn {
-    fn new(obj: Object) -> Self {
+    fn new(obj: Object, statements: Statements) -> Self {
         Self {
             obj: Some(obj),
             in_tx: false,
+            statements,
         }
     }
 
@@ -235,24 +374,34 @@ impl Conn {
         self.obj.as_ref().expect("connection present until drop")
     }
 
+    /// `sql`, ready to run on this connection.
+    async fn ready(&self, sql: &str) -> Result<Ready, DbError> {
+        Ok(match &self.statements {
+            Statements::Prepared => Ready::Named(self.client().prepare_cached(sql).await?),
+            Statements::Unnamed(types) => {
+                Ready::Unnamed(types.of(self.client(), sql, self.in_tx).await?)
+            }
+        })
+    }
+
     pub async fn query(&self, sql: &str, params: Params<'_>) -> Result<Vec<Row>, DbError> {
-        let stmt = self.client().prepare_cached(sql).await?;
-        Ok(self.client().query(&stmt, params).await?)
+        let ready = self.ready(sql).await?;
+        Ok(ready.rows(self.client(), sql, params).await?)
     }
 
     pub async fn query_opt(&self, sql: &str, params: Params<'_>) -> Result<Option<Row>, DbError> {
-        let stmt = self.client().prepare_cached(sql).await?;
-        Ok(self.client().query_opt(&stmt, params).await?)
+        at_most_one(self.query(sql, params).await?)
     }
 
     pub async fn query_one(&self, sql: &str, params: Params<'_>) -> Result<Row, DbError> {
-        let stmt = self.client().prepare_cached(sql).await?;
-        Ok(self.client().query_one(&stmt, params).await?)
+        self.query_opt(sql, params)
+            .await?
+            .ok_or_else(|| DbError::Decode("one row expected, the statement returned none".into()))
     }
 
     pub async fn execute(&self, sql: &str, params: Params<'_>) -> Result<u64, DbError> {
-        let stmt = self.client().prepare_cached(sql).await?;
-        Ok(self.client().execute(&stmt, params).await?)
+        let ready = self.ready(sql).await?;
+        Ok(ready.affected(self.client(), sql, params).await?)
     }
 
     async fn commit(&mut self) -> Result<(), DbError> {
@@ -285,8 +434,7 @@ impl Drop for Conn {
 /// Access to one tenant's rows.
 #[derive(Clone)]
 pub struct TenantDb {
-    pool: Pool,
-    lanes: Option<Arc<Lanes>>,
+    db: Db,
     tenant_id: Uuid,
 }
 
@@ -307,13 +455,13 @@ impl TenantDb {
         sql: &str,
         params: Params<'_>,
     ) -> Result<Vec<Row>, DbError> {
-        let mut conn = Conn::new(acquire(&self.pool).await?);
-        let stmt = conn.client().prepare_cached(sql).await?;
+        let mut conn = self.db.conn(acquire(&self.db.pool).await?);
+        let ready = conn.ready(sql).await?;
         conn.in_tx = true;
         let client = conn.client();
         let (begin, rows, commit) = tokio::join!(
             client.batch_execute(&begin),
-            client.query(&stmt, params),
+            ready.rows(client, sql, params),
             client.batch_execute("COMMIT"),
         );
         // A failed statement turns the COMMIT into a rollback; either way, once COMMIT has
@@ -334,7 +482,7 @@ impl TenantDb {
     /// the data, such as searches, go through `query`: on a lane they would hold up the reads
     /// queued behind them.
     pub async fn read(&self, sql: &str, params: Params<'_>) -> Result<Vec<Row>, DbError> {
-        match &self.lanes {
+        match &self.db.lanes {
             Some(lanes) => lanes.read(self.tenant_id, sql, params).await,
             None => {
                 self.pooled(begin_read_for(self.tenant_id), sql, params)
@@ -349,7 +497,7 @@ impl TenantDb {
 
     /// Starts a tenant transaction (BEGIN and the tenant in one message, one round trip).
     pub async fn begin(&self) -> Result<TenantTx, DbError> {
-        let mut conn = Conn::new(acquire(&self.pool).await?);
+        let mut conn = self.db.conn(acquire(&self.db.pool).await?);
         conn.in_tx = true;
         conn.client()
             .batch_execute(&begin_for(self.tenant_id))
@@ -379,10 +527,10 @@ impl TenantTx {
     /// Runs a last statement and commits, pipelined (one round trip for both); a failing
     /// statement turns the COMMIT into a rollback and is the error returned.
     pub async fn commit_after(mut self, sql: &str, params: Params<'_>) -> Result<(), DbError> {
-        let stmt = self.conn.client().prepare_cached(sql).await?;
+        let ready = self.conn.ready(sql).await?;
         let client = self.conn.client();
         let (done, commit) = tokio::join!(
-            client.execute(&stmt, params),
+            ready.affected(client, sql, params),
             client.batch_execute("COMMIT")
         );
         commit?;

@@ -354,12 +354,20 @@ impl AlertHook for Notifier {
         alert: &'a Alert,
     ) -> BoxFuture<'a, Result<AfterCommit, DbError>> {
         Box::pin(async move {
-            let to = match &rule.recipients {
-                None => Recipients::Managers,
-                Some(r) => Recipients::UsersAndRoles(
-                    r.user_ids.clone().unwrap_or_default(),
-                    r.roles.clone().unwrap_or_default(),
-                ),
+            let (user_ids, roles) = rule
+                .recipients
+                .as_ref()
+                .map(|r| {
+                    (
+                        r.user_ids.clone().unwrap_or_default(),
+                        r.roles.clone().unwrap_or_default(),
+                    )
+                })
+                .unwrap_or_default();
+            let to = if user_ids.is_empty() && roles.is_empty() {
+                Recipients::Managers
+            } else {
+                Recipients::UsersAndRoles(user_ids, roles)
             };
             let n = NewNotification {
                 title: format!("Alert: {}", rule.name),

@@ -13,7 +13,7 @@ use crate::commerce::text_enum;
 use crate::db::DbError;
 use crate::error::{AppError, Fields};
 use crate::extract::{PageQuery, PageRequest};
-use crate::monitoring::rules::model::{NotifyChannel, Recipients, Severity};
+use crate::monitoring::rules::model::{NotifyChannel, Recipients, Severity, object_only};
 use crate::types::{self, LanguageTag, TimeOfDay, TimeZone};
 
 text_enum! {
@@ -224,34 +224,24 @@ pub const MAX_RECIPIENTS: usize = 100;
 pub struct SendNotification {
     /// Default: the tenant's owners and admins. Users must be of this tenant (422 naming
     /// `recipients.user_ids[i]` otherwise).
-    #[serde(default)]
+    #[serde(default, deserialize_with = "object_only")]
     pub recipients: Option<Recipients>,
     #[schema(schema_with = types::schema::name::<200>)]
     pub title: String,
     #[schema(max_length = 2000, pattern = r"^[^\x00]*$")]
     pub body: String,
     pub priority: Priority,
-    /// Default `general`.
+    /// Default (also `null`): `general`.
     #[serde(default)]
-    #[schema(schema_with = category_schema)]
+    #[schema(schema_with = category_or_null_schema)]
     pub category: Option<String>,
-    /// A JSON object of at most 4096 bytes.
+    /// A JSON object of at most 4096 bytes; default (also `null`): `{}`.
     #[serde(default)]
-    #[schema(value_type = Object)]
+    #[schema(value_type = Object, nullable)]
     pub metadata: Option<Map<String, Value>>,
 }
 
-fn category_schema() -> utoipa::openapi::Object {
-    utoipa::openapi::ObjectBuilder::new()
-        .schema_type(utoipa::openapi::schema::Type::String)
-        .pattern(Some(CATEGORY_PATTERN))
-        .description(Some(
-            "1-64 lower-case letters, digits, `.`, `_` or `-`, starting with a letter or digit.",
-        ))
-        .build()
-}
-
-/// [`category_schema`] or `null`.
+/// What [`category`] accepts, or `null`.
 fn category_or_null_schema() -> utoipa::openapi::Object {
     use utoipa::openapi::schema::{SchemaType, Type};
     utoipa::openapi::ObjectBuilder::new()
@@ -305,6 +295,14 @@ impl SendNotification {
             None => (Vec::new(), Vec::new()),
             Some(r) => (r.user_ids.unwrap_or_default(), r.roles.unwrap_or_default()),
         };
+        if roles.len() > 3 {
+            f.fail("recipients.roles", "lists at most 3 roles");
+        }
+        for (i, role) in roles.iter().enumerate() {
+            if roles[..i].contains(role) {
+                f.fail(format!("recipients.roles[{i}]"), "is listed twice");
+            }
+        }
         if user_ids.len() > MAX_RECIPIENTS {
             f.fail(
                 "recipients.user_ids",
@@ -514,8 +512,9 @@ impl Settings {
 #[serde(deny_unknown_fields)]
 pub struct OptOut {
     pub channel: NotifyChannel,
-    #[serde(default)]
-    #[schema(schema_with = category_or_null_schema, required = true)]
+    /// None: the whole channel.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(schema_with = category_or_null_schema, required = false)]
     pub category: Option<String>,
 }
 
@@ -534,6 +533,13 @@ pub struct QuietHours {
 
 pub const MAX_OPT_OUTS: usize = 50;
 
+/// A field that must be sent, `null` included (serde takes a missing `Option` as `None`).
+fn present<'de, D: serde::Deserializer<'de>, T: Deserialize<'de>>(
+    deserializer: D,
+) -> Result<Option<T>, D::Error> {
+    Option::<T>::deserialize(deserializer)
+}
+
 /// `GET|PUT /api/v1/notifications/preferences`: the caller's own.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -544,6 +550,8 @@ pub const MAX_OPT_OUTS: usize = 50;
 pub struct Preferences {
     #[schema(max_items = 50)]
     pub opt_outs: Vec<OptOut>,
+    /// Sent every time (PUT replaces the document): `null` for none.
+    #[serde(deserialize_with = "present")]
     #[schema(required = true)]
     pub quiet_hours: Option<QuietHours>,
     /// The language of email and SMS (templates fall back pt-BR -> pt -> en).

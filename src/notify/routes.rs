@@ -412,6 +412,12 @@ pub async fn preview_template(
     ApiJson(body): ApiJson<PreviewBody>,
 ) -> AppResult<Json<Rendered>> {
     ctx.require_manager()?;
+    if body.locale.len() > 35 {
+        return Err(AppError::validation(
+            "locale",
+            "must be at most 35 characters",
+        ));
+    }
     let locale = LanguageTag::parse(&body.locale).map_err(|m| AppError::validation("locale", m))?;
     let chain = templates::locale_chain(&canonical_locale(&locale));
     let source = match store::tenant_template(ctx.db(), body.key, body.channel, &chain).await? {

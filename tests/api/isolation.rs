@@ -7,6 +7,7 @@ use serde_json::Value;
 use uuid::Uuid;
 
 use crate::helpers::*;
+use crate::pooler::{Pooling, for_each_pooling};
 
 /// Inserts a product for `tenant` as the application role, with the tenant set.
 async fn insert_product(app_url: &str, tenant: Uuid, name: &str) {
@@ -121,19 +122,25 @@ fn subjects(body: &Value) -> Vec<String> {
         .collect()
 }
 
-#[tokio::test]
-async fn interleaved_requests_over_a_tiny_pool_never_leak() {
-    interleaved_requests_never_leak("0").await;
+for_each_pooling!(
+    interleaved_requests_over_a_tiny_pool_never_leak,
+    interleaved_requests_over_one_read_lane_never_leak,
+);
+
+async fn interleaved_requests_over_a_tiny_pool_never_leak(pooling: Pooling) {
+    interleaved_requests_never_leak("0", pooling).await;
 }
 
 /// The same through one read lane: every request's transaction pipelined on one connection.
-#[tokio::test]
-async fn interleaved_requests_over_one_read_lane_never_leak() {
-    interleaved_requests_never_leak("1").await;
+async fn interleaved_requests_over_one_read_lane_never_leak(pooling: Pooling) {
+    interleaved_requests_never_leak("1", pooling).await;
 }
 
-async fn interleaved_requests_never_leak(lanes: &str) {
-    let app = TestApp::spawn_with(|vars| {
+async fn interleaved_requests_never_leak(lanes: &str, pooling: Pooling) {
+    let db = database().await;
+    let (_bouncer, through) = pooling.configure(&db);
+    let app = TestApp::spawn_on(db, |vars| {
+        through(vars);
         vars.insert("DB_POOL_SIZE".into(), "1".into());
         vars.insert("DB_LANES".into(), lanes.into());
         vars.insert("RATE_LIMITS".into(), "off".into());
@@ -184,4 +191,56 @@ async fn interleaved_requests_never_leak(lanes: &str) {
         expected.sort();
         assert_eq!(seen, expected, "tenant {tenant} saw exactly its own users");
     }
+}
+
+/// SPEC §3, for Citus: `tenant_id` is in every tenant table's primary key, every unique
+/// constraint and unique index, and both sides of every foreign key between tenant tables
+/// (the rule co-location needs). A tenant table is one with a `tenant_id` column.
+#[tokio::test]
+async fn every_key_of_a_tenant_table_includes_tenant_id() {
+    let db = database().await;
+    let client = connect(&db.owner_url).await;
+    let tenant_tables: Vec<String> = client
+        .query(
+            "SELECT c.relname FROM pg_class c
+             JOIN pg_namespace n ON n.oid = c.relnamespace AND n.nspname = 'public'
+             JOIN pg_attribute a ON a.attrelid = c.oid AND a.attname = 'tenant_id'
+             WHERE c.relkind IN ('r', 'p') ORDER BY 1",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert!(tenant_tables.len() >= 10, "{tenant_tables:?}");
+    // Keys (constraints and unique indexes) of tenant tables that leave tenant_id out; for a
+    // foreign key, also its referenced side when that is a tenant table.
+    let faults: Vec<String> = client
+        .query(
+            "WITH tenant_tables AS (
+                 SELECT c.oid, a.attnum FROM pg_class c
+                 JOIN pg_namespace n ON n.oid = c.relnamespace AND n.nspname = 'public'
+                 JOIN pg_attribute a ON a.attrelid = c.oid AND a.attname = 'tenant_id'
+                 WHERE c.relkind IN ('r', 'p'))
+             SELECT format('%s: %s %s', k.conrelid::regclass, k.contype, k.conname)
+             FROM pg_constraint k JOIN tenant_tables t ON t.oid = k.conrelid
+             WHERE k.contype IN ('p', 'u', 'f')
+               AND (NOT t.attnum = ANY (k.conkey)
+                    OR (k.contype = 'f' AND EXISTS (
+                            SELECT 1 FROM tenant_tables r
+                            WHERE r.oid = k.confrelid AND NOT r.attnum = ANY (k.confkey))))
+             UNION ALL
+             SELECT format('%s: unique index %s', i.indrelid::regclass, i.indexrelid::regclass)
+             FROM pg_index i JOIN tenant_tables t ON t.oid = i.indrelid
+             WHERE i.indisunique AND NOT t.attnum = ANY (i.indkey::int2[])
+             ORDER BY 1",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert!(faults.is_empty(), "keys without tenant_id: {faults:#?}");
 }

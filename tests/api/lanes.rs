@@ -1,7 +1,7 @@
 //! Read lanes (`db::lanes`): many requests' read transactions pipelined on one connection.
 //! (The HTTP isolation case is `isolation::interleaved_requests_over_one_read_lane_never_leak`.)
 
-use convcommerce::db::{Db, DbError};
+use convcommerce::db::{Db, DbError, Statements};
 use futures_util::future::join_all;
 use secrecy::SecretString;
 use serde_json::json;
@@ -9,12 +9,30 @@ use tokio_postgres::error::SqlState;
 use uuid::Uuid;
 
 use crate::helpers::*;
+use crate::pooler::{PgBouncer, Pooling, for_each_pooling};
 
 const NAMES: &str = "SELECT name FROM products WHERE tenant_id = $1 ORDER BY name";
 
 fn lane_db(app: &TestApp, lanes: usize) -> Db {
     Db::connect(&SecretString::from(app.db.app_url.clone()), 1, lanes).unwrap()
 }
+
+/// A pool of one connection and one lane, directly or through `bouncer` (then with unnamed
+/// statements, as a deployment behind PgBouncer configures it).
+fn lane_db_through(app: &TestApp, bouncer: &Option<PgBouncer>) -> Db {
+    match bouncer {
+        None => lane_db(app, 1),
+        Some(b) => {
+            let url = SecretString::from(b.url(&app.db.app_url));
+            Db::connect_with(&url, 1, 1, Statements::unnamed()).unwrap()
+        }
+    }
+}
+
+for_each_pooling!(
+    reads_pipelined_on_one_lane_see_only_their_own_tenant,
+    a_failing_read_leaves_the_reads_pipelined_around_it_intact,
+);
 
 fn names(rows: Result<Vec<tokio_postgres::Row>, DbError>) -> Vec<String> {
     rows.expect("the read succeeds")
@@ -38,11 +56,11 @@ async fn two_stores(app: &TestApp) -> (TestTenant, TestTenant) {
     (a, b)
 }
 
-#[tokio::test]
-async fn reads_pipelined_on_one_lane_see_only_their_own_tenant() {
+async fn reads_pipelined_on_one_lane_see_only_their_own_tenant(pooling: Pooling) {
     let app = TestApp::spawn().await;
+    let (bouncer, _) = pooling.configure(&app.db);
     let (a, b) = two_stores(&app).await;
-    let db = lane_db(&app, 1);
+    let db = lane_db_through(&app, &bouncer);
     // Each read right behind the other tenant's transaction on the same connection; every
     // third asks for the other tenant's rows by id, which row-level security must hide.
     let reads = (0..90).map(|i| {
@@ -67,11 +85,11 @@ async fn reads_pipelined_on_one_lane_see_only_their_own_tenant() {
     }
 }
 
-#[tokio::test]
-async fn a_failing_read_leaves_the_reads_pipelined_around_it_intact() {
+async fn a_failing_read_leaves_the_reads_pipelined_around_it_intact(pooling: Pooling) {
     let app = TestApp::spawn().await;
+    let (bouncer, _) = pooling.configure(&app.db);
     let (a, b) = two_stores(&app).await;
-    let db = lane_db(&app, 1);
+    let db = lane_db_through(&app, &bouncer);
     let failing = "SELECT 1 / (count(*) - count(*))::int FROM products WHERE tenant_id = $1";
     let reads = (0..60).map(|i| {
         let db = db.clone();

@@ -24,6 +24,7 @@ mod notifications;
 mod openapi;
 mod orders;
 mod peers;
+mod pooler;
 mod private_db;
 mod products;
 mod risk;

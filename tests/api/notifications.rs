@@ -229,6 +229,12 @@ async fn notifications_are_sent_listed_filtered_read_and_deleted_by_their_recipi
         .send()
         .await
         .expect_problem(403, "forbidden");
+    app.post(NOTIFICATIONS)
+        .owner_of(&t)
+        .json(&json!({"title": "x", "body": "y", "priority": "low", "recipients": [null, null]}))
+        .send()
+        .await
+        .expect_problem(422, "validation_failed");
     let r = app
         .post(NOTIFICATIONS)
         .owner_of(&t)
@@ -515,7 +521,7 @@ async fn settings_and_preferences_round_trip_and_refuse_what_is_invalid() {
         prefs.body,
         json!({"opt_outs": [], "quiet_hours": null, "locale": "en"})
     );
-    let mine = json!({"opt_outs": [{"channel": "sms", "category": null},
+    let mine = json!({"opt_outs": [{"channel": "sms"},
                                    {"channel": "email", "category": "orders"}],
                       "quiet_hours": {"timezone": "America/Sao_Paulo", "start": "22:00", "end": "07:00"},
                       "locale": "pt-BR"});
@@ -570,6 +576,16 @@ async fn settings_and_preferences_round_trip_and_refuse_what_is_invalid() {
             "locale"
         ]
     );
+    // PUT replaces the whole document: `quiet_hours` is sent, `null` for none.
+    let r = app
+        .put(&format!("{NOTIFICATIONS}/preferences"))
+        .user(&staff)
+        .tenant(t.id)
+        .json(&json!({"opt_outs": [], "locale": "en"}))
+        .send()
+        .await
+        .expect_problem(422, "validation_failed");
+    assert_eq!(error_fields(&r), ["quiet_hours"]);
     let kept = app
         .get(&format!("{NOTIFICATIONS}/preferences"))
         .user(&staff)
@@ -1423,18 +1439,36 @@ async fn the_twilio_webhook_checks_signatures_moves_forward_only_and_ignores_rep
     d.stop().await;
 }
 
+/// The binary as a child process, killed (SIGKILL) when dropped, a failing test included.
+struct Server(std::process::Child);
+
+impl Server {
+    fn kill(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
 /// The binary as a child process on `port`, with `vars`.
-fn spawn_server(port: u16, vars: &BTreeMap<String, String>) -> std::process::Child {
-    std::process::Command::new(env!("CARGO_BIN_EXE_convcommerce"))
-        .arg("serve")
-        .env_clear()
-        .envs(vars)
-        .env("PORT", port.to_string())
-        .env("RUST_LOG", "warn")
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("the binary starts")
+fn spawn_server(port: u16, vars: &BTreeMap<String, String>) -> Server {
+    Server(
+        std::process::Command::new(env!("CARGO_BIN_EXE_convcommerce"))
+            .arg("serve")
+            .env_clear()
+            .envs(vars)
+            .env("PORT", port.to_string())
+            .env("RUST_LOG", "warn")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("the binary starts"),
+    )
 }
 
 async fn healthy(base: &str) -> bool {
@@ -1468,6 +1502,7 @@ async fn a_kill_9_mid_burst_of_50_urgent_notifications_sends_each_exactly_once()
     let mut vars = config_vars(&db);
     vars.extend(smtp.vars("none"));
     vars.insert("NOTIFY_LEASE_SECONDS".into(), "2".into());
+    vars.insert("SMTP_TIMEOUT_MILLISECONDS".into(), "1000".into());
     vars.insert("NOTIFY_WORKERS".into(), "4".into());
     let port = crate::peers::free_port();
     let base = format!("http://127.0.0.1:{port}");
@@ -1492,8 +1527,7 @@ async fn a_kill_9_mid_burst_of_50_urgent_notifications_sends_each_exactly_once()
     }
     // Mid-burst: some sent, most not.
     smtp.wait_for(5).await;
-    server.kill().unwrap();
-    server.wait().unwrap();
+    server.kill();
     let at_kill = smtp.received().len();
     assert!(at_kill < 50, "the kill came mid-burst ({at_kill} sent)");
 
@@ -1513,8 +1547,7 @@ async fn a_kill_9_mid_burst_of_50_urgent_notifications_sends_each_exactly_once()
         sent == 50
     })
     .await;
-    server.kill().unwrap();
-    server.wait().unwrap();
+    server.kill();
     assert!(all_sent, "every delivery is sent after the restart");
     let mail = smtp.received();
     let mut by_id: BTreeMap<String, usize> = BTreeMap::new();
@@ -1606,4 +1639,42 @@ async fn two_outboxes_racing_over_one_burst_send_each_delivery_once() {
         mail.iter().filter_map(|m| m.header("Message-ID")).collect();
     assert_eq!((mail.len(), ids.len()), (20, 20), "each sent once");
     d.stop().await;
+}
+
+#[tokio::test]
+async fn smtp_auth_is_used_when_a_username_is_set() {
+    let smtp = SmtpServer::start("auth", None, 0);
+    for (password, sent) in [("secret", true), ("wrong", false)] {
+        let mut vars = smtp.vars("auth");
+        vars.push(("SMTP_USERNAME".into(), "mailer".into()));
+        vars.push(("SMTP_PASSWORD".into(), password.into()));
+        let d = delivering(vars).await;
+        let t = d.app.tenant().await;
+        set_trust(&d.app, &t, 1).await;
+        let ids = send(
+            &d.app,
+            &t,
+            json!({"title": "Auth", "body": "b", "priority": "high",
+            "recipients": {"roles": ["owner"]}}),
+        )
+        .await;
+        let report = d.outbox.run_once().await.unwrap();
+        let email = delivery(&detail(&d.app, &t, &t.owner, &ids[0]).await, "email").clone();
+        if sent {
+            assert_eq!(report.sent, 1, "{report:?}");
+            assert_eq!(email["status"], "sent");
+        } else {
+            assert_eq!(report.sent, 0, "{report:?}");
+            assert_eq!(
+                email["status"], "failed",
+                "a refused login is permanent: {email}"
+            );
+            assert!(
+                email["last_error"].as_str().unwrap().contains("535"),
+                "{email}"
+            );
+        }
+        d.stop().await;
+    }
+    assert_eq!(smtp.received().len(), 1);
 }

@@ -18,6 +18,7 @@ const OMITTED_WHEN_EMPTY: &[(&str, &str)] = &[
     ("Address", "region"),
     ("Address", "postal_code"),
     ("Problem", "errors"),
+    ("OptOut", "category"),
 ];
 
 async fn document(app: &TestApp) -> Value {

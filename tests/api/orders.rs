@@ -5,6 +5,19 @@ use futures_util::future::join_all;
 use serde_json::{Value, json};
 
 use crate::helpers::*;
+use crate::pooler::{Pooling, for_each_pooling};
+
+/// The server on the shared database, directly or through PgBouncer.
+async fn spawn_through(pooling: Pooling) -> (TestApp, Option<crate::pooler::PgBouncer>) {
+    let db = database().await;
+    let (bouncer, through) = pooling.configure(&db);
+    (TestApp::spawn_on(db, through).await, bouncer)
+}
+
+for_each_pooling!(
+    two_buyers_of_the_last_unit_one_succeeds,
+    cancelling_releases_stock_once_even_when_raced,
+);
 
 fn customer() -> Value {
     json!({"name": "Maria Souza", "phone": "+55 11 91234-5678", "email": "Maria@Example.com"})
@@ -224,9 +237,8 @@ async fn clients_cannot_send_prices_and_invalid_orders_change_nothing() {
     assert!(orders.body["items"].as_array().unwrap().is_empty());
 }
 
-#[tokio::test]
-async fn two_buyers_of_the_last_unit_one_succeeds() {
-    let app = TestApp::spawn().await;
+async fn two_buyers_of_the_last_unit_one_succeeds(pooling: Pooling) {
+    let (app, _bouncer) = spawn_through(pooling).await;
     let tenant = app.tenant().await;
     let last = app.product(&tenant, json!({"stock": 1})).await;
     let other = app.product(&tenant, json!({"stock": 100})).await;
@@ -359,9 +371,8 @@ async fn the_state_machine_refuses_every_illegal_move() {
     assert_eq!(disputed.body["tracking_number"], "BR1");
 }
 
-#[tokio::test]
-async fn cancelling_releases_stock_once_even_when_raced() {
-    let app = TestApp::spawn().await;
+async fn cancelling_releases_stock_once_even_when_raced(pooling: Pooling) {
+    let (app, _bouncer) = spawn_through(pooling).await;
     let tenant = app.tenant().await;
     let p = app.product(&tenant, json!({"stock": 10})).await;
     let order = place(

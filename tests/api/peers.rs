@@ -19,12 +19,14 @@ use serde_json::{Value, json};
 
 use crate::helpers::eventually;
 
-/// The SMTP server: records every message it accepts. Recipients whose local part starts with
+/// The SMTP server: records every message it accepts. Mode `auth` takes plain text and
+/// requires AUTH as `mailer` / `secret`. Recipients whose local part starts with
 /// `permanent` are refused with 550; `flaky` ones with 451 the first time; `delay_ms` holds
 /// each DATA that long before its 250.
 const SMTP: &str = r#"
 import asyncio, json, ssl, sys
 from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import AuthResult, LoginPassword
 
 mode, port, cert, key, delay_ms = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4], int(sys.argv[5])
 seen = {}
@@ -52,8 +54,16 @@ class Handler:
               flush=True)
         return '250 Message accepted for delivery'
 
+def authenticate(server, session, envelope, mechanism, auth_data):
+    ok = isinstance(auth_data, LoginPassword) and (auth_data.login, auth_data.password) == (b'mailer', b'secret')
+    if ok:
+        return AuthResult(success=True)
+    return AuthResult(success=False, handled=False, message='535 5.7.8 Authentication credentials invalid')
+
 kwargs = dict(hostname='127.0.0.1', port=port)
-if mode != 'none':
+if mode == 'auth':
+    kwargs.update(authenticator=authenticate, auth_required=True, auth_require_tls=False)
+elif mode != 'none':
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     context.load_cert_chain(cert, key)
     if mode == 'starttls':
@@ -128,7 +138,7 @@ pub fn free_port() -> u16 {
 }
 
 impl SmtpServer {
-    /// `mode`: `none`, `starttls` or `tls` (then with `cert` and `key`, PEM files).
+    /// `mode`: `none`, `auth`, `starttls` or `tls` (then with `cert` and `key`, PEM files).
     pub fn start(mode: &str, tls: Option<(&str, &str)>, delay_ms: u64) -> Self {
         let python = std::env::var("MOTO_PYTHON").unwrap_or_else(|_| "python3".into());
         let install = "the notification tests need aiosmtpd: run .ci/run, or \
@@ -207,7 +217,10 @@ impl SmtpServer {
                 .to_string(),
             ),
             ("SMTP_PORT", self.port.to_string()),
-            ("SMTP_TLS", mode.to_string()),
+            (
+                "SMTP_TLS",
+                if mode == "auth" { "none" } else { mode }.to_string(),
+            ),
             (
                 "SMTP_FROM",
                 "Convcommerce <noreply@notify.example>".to_string(),

@@ -231,6 +231,9 @@ fn changes(before: &User, after: &User) -> serde_json::Value {
     if before.email != after.email {
         changed.push("email");
     }
+    if before.phone != after.phone {
+        changed.push("phone");
+    }
     if before.role != after.role {
         changed.push("role");
         details.insert("from".into(), serde_json::json!(before.role));

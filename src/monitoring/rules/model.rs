@@ -563,7 +563,7 @@ pub struct TestRule {
 
 /// An optional JSON object: serde would also read a struct from an array of its fields, which
 /// the document does not allow.
-fn object_only<'de, D, T>(deserializer: D) -> Result<Option<T>, D::Error>
+pub(crate) fn object_only<'de, D, T>(deserializer: D) -> Result<Option<T>, D::Error>
 where
     D: serde::Deserializer<'de>,
     T: serde::de::DeserializeOwned,

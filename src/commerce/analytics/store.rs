@@ -23,15 +23,16 @@ pub const ORDERS_BY_STATUS: &str = "SELECT status, currency, count(*), sum(total
      FROM orders WHERE tenant_id = $1 AND created_at >= $2 AND created_at < $3
      GROUP BY status, currency";
 
-/// The five products with the most revenue in the range.
+/// The five products with the most revenue in the range: the range's lines (by when their
+/// order was placed, `order_items_placed_idx`) joined to the range's orders for their status.
 pub fn top_products_sql() -> String {
     format!(
         "SELECT i.product_id, max(i.name), o.currency, sum(i.quantity)::bigint,
                 sum(i.quantity::bigint * i.unit_price_cents)::bigint AS revenue
-         FROM orders o
-         JOIN order_items i ON i.tenant_id = o.tenant_id AND i.order_id = o.id
-         WHERE o.tenant_id = $1 AND i.tenant_id = $1 AND o.created_at >= $2
-           AND o.created_at < $3 AND o.{SOLD}
+         FROM order_items i
+         JOIN orders o ON o.tenant_id = i.tenant_id AND o.id = i.order_id
+         WHERE i.tenant_id = $1 AND i.placed_at >= $2 AND i.placed_at < $3
+           AND o.tenant_id = $1 AND o.created_at >= $2 AND o.created_at < $3 AND o.{SOLD}
          GROUP BY i.product_id, o.currency
          ORDER BY revenue DESC, i.product_id LIMIT 5"
     )
@@ -46,12 +47,16 @@ pub const CONVERSION: &str = "SELECT count(*) FILTER (WHERE asked),
            WHERE tenant_id = $1 AND created_at >= $2 AND created_at < $3
            GROUP BY thread_id) t";
 
-/// The time series' buckets: local start date, currency, orders, revenue.
+/// The time series' buckets: local start date, currency, orders, revenue. Rows are grouped by
+/// their local day first (one cheap conversion a row), the days then into weeks or months.
 pub fn series_sql() -> String {
     format!(
-        "SELECT to_char(date_trunc($4, created_at, $5) AT TIME ZONE $5, 'YYYY-MM-DD'),
-                currency, count(*), coalesce(sum(total_cents) FILTER (WHERE {SOLD}), 0)::bigint
-         FROM orders WHERE tenant_id = $1 AND created_at >= $2 AND created_at < $3
+        "SELECT to_char(date_trunc($4, d), 'YYYY-MM-DD'), currency, sum(n)::bigint,
+                sum(revenue)::bigint
+         FROM (SELECT (created_at AT TIME ZONE $5)::date AS d, currency, count(*) AS n,
+                      coalesce(sum(total_cents) FILTER (WHERE {SOLD}), 0) AS revenue
+               FROM orders WHERE tenant_id = $1 AND created_at >= $2 AND created_at < $3
+               GROUP BY 1, 2) days
          GROUP BY 1, 2"
     )
 }

@@ -32,12 +32,12 @@ use crate::types;
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
-        .routes(routes!(get_trust, set_trust))
-        .routes(routes!(recompute))
-        .routes(routes!(list_verifications))
-        .routes(routes!(approve))
-        .routes(routes!(reject))
-        .routes(routes!(list_risk))
+        .routes(routes!(admin_trust, admin_set_trust))
+        .routes(routes!(admin_recompute_trust))
+        .routes(routes!(admin_verifications))
+        .routes(routes!(admin_approve_verification))
+        .routes(routes!(admin_reject_verification))
+        .routes(routes!(admin_risk))
 }
 
 /// `PUT /api/v1/admin/tenants/{id}/trust`.
@@ -130,7 +130,7 @@ async fn existing(state: &AppState, id: Uuid) -> AppResult<()> {
         (status = 200, description = "The trust document", body = TrustDocument),
         (status = 404, description = "`not_found`"),
     ))]
-pub async fn get_trust(
+pub async fn admin_trust(
     State(state): State<AppState>,
     PlatformAdmin(admin): PlatformAdmin,
     IdPath(id): IdPath,
@@ -157,7 +157,7 @@ pub async fn get_trust(
         (status = 422, description = "`validation_failed` (level 0-3, reason)"),
     ))]
 #[tracing::instrument(skip_all, fields(tenant_id = %id))]
-pub async fn set_trust(
+pub async fn admin_set_trust(
     State(state): State<AppState>,
     PlatformAdmin(admin): PlatformAdmin,
     IdPath(id): IdPath,
@@ -197,7 +197,7 @@ pub async fn set_trust(
         (status = 404, description = "`not_found`"),
     ))]
 #[tracing::instrument(skip_all, fields(tenant_id = %id))]
-pub async fn recompute(
+pub async fn admin_recompute_trust(
     State(state): State<AppState>,
     PlatformAdmin(admin): PlatformAdmin,
     IdPath(id): IdPath,
@@ -223,7 +223,7 @@ pub async fn recompute(
         (status = 400, description = "`invalid_cursor`"),
         (status = 422, description = "`validation_failed` (limit)"),
     ))]
-pub async fn list_verifications(
+pub async fn admin_verifications(
     State(state): State<AppState>,
     PlatformAdmin(admin): PlatformAdmin,
     Query(query): Query<QueueQuery>,
@@ -290,7 +290,7 @@ async fn queue_page(
         (status = 422, description = "`validation_failed` (reason)"),
     ))]
 #[tracing::instrument(skip_all, fields(verification_id = %id))]
-pub async fn approve(
+pub async fn admin_approve_verification(
     State(state): State<AppState>,
     admin: PlatformAdmin,
     IdPath(id): IdPath,
@@ -311,7 +311,7 @@ pub async fn approve(
         (status = 422, description = "`validation_failed` (reason: required)"),
     ))]
 #[tracing::instrument(skip_all, fields(verification_id = %id))]
-pub async fn reject(
+pub async fn admin_reject_verification(
     State(state): State<AppState>,
     admin: PlatformAdmin,
     IdPath(id): IdPath,
@@ -429,7 +429,7 @@ fn decision_notice(
         (status = 400, description = "`invalid_cursor`"),
         (status = 422, description = "`validation_failed` (limit)"),
     ))]
-pub async fn list_risk(
+pub async fn admin_risk(
     State(state): State<AppState>,
     PlatformAdmin(admin): PlatformAdmin,
     Query(query): Query<PageQuery>,

@@ -1011,3 +1011,18 @@ async fn every_reference_resolves() {
         );
     }
 }
+
+#[tokio::test]
+async fn operation_ids_are_unique() {
+    let app = TestApp::spawn().await;
+    let doc = document(&app).await;
+    let mut seen = BTreeSet::new();
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        for (method, op) in item.as_object().unwrap() {
+            if let Some(id) = op["operationId"].as_str() {
+                assert!(seen.insert(id.to_string()), "{method} {path}: {id} twice");
+            }
+        }
+    }
+    assert!(seen.len() > 80, "{}", seen.len());
+}

@@ -13,13 +13,13 @@ use crate::tenancy::TenantCtx;
 use crate::trust::level::Feature;
 
 pub fn router() -> OpenApiRouter<AppState> {
-    OpenApiRouter::new().routes(routes!(get_settings, put_settings))
+    OpenApiRouter::new().routes(routes!(get_tenant_settings, put_tenant_settings))
 }
 
 /// The tenant's settings (any member); the defaults until saved.
 #[utoipa::path(get, path = "/api/v1/tenant/settings", tag = "tenant",
     responses((status = 200, description = "The settings", body = TenantSettings)))]
-pub async fn get_settings(ctx: TenantCtx) -> AppResult<Json<TenantSettings>> {
+pub async fn get_tenant_settings(ctx: TenantCtx) -> AppResult<Json<TenantSettings>> {
     Ok(Json(store::get(ctx.db()).await?))
 }
 
@@ -33,7 +33,7 @@ pub async fn get_settings(ctx: TenantCtx) -> AppResult<Json<TenantSettings>> {
         (status = 422, description = "`validation_failed` (timezone)"),
     ))]
 #[tracing::instrument(skip_all)]
-pub async fn put_settings(
+pub async fn put_tenant_settings(
     ctx: TenantCtx,
     ApiJson(body): ApiJson<PutTenantSettings>,
 ) -> AppResult<Json<TenantSettings>> {

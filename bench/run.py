@@ -9,8 +9,9 @@ products (deterministic, one member each), then runs, in this order, and again f
 
 - the API runs: `convcommerce serve` against that database, loaded with wrk (a warm-up, then the
   measured run; a random tenant and its member's token per request): GET /api/v1/tenant, GET
-  /api/v1/products?limit=20 with rate limits off, with the in-process limiter and with the Redis
-  limiter (limits too high to trigger), and POST /api/v1/orders (one item) with limits off;
+  /api/v1/products?limit=20 with rate limits off, the same with the tenant's API key in place of
+  the token, with the in-process limiter and with the Redis limiter (limits too high to
+  trigger), and POST /api/v1/orders (one item) with limits off;
 - the pgbench runs: the same database, as the application role, with the transactions the API
   runs for the product list and for an order, each once plain and once pipelined.
 
@@ -65,7 +66,12 @@ SERVICE_VARIABLES = (
     "JWT_ISSUER", "JWT_JWKS_REFETCH_SECONDS", "JWT_JWKS_URL", "JWT_LEEWAY_SECONDS", "LOG_FORMAT",
     "MEDIA_MAX_BYTES", "MEDIA_MAX_CONCURRENT_UPLOADS", "MEDIA_STORE", "MIGRATION_DATABASE_URL", "PLATFORM_ADMIN_SUBJECTS", "PORT",
     "PROJECT_NAME", "PUBLIC_BASE_URL", "RATE_LIMITS", "REDIS_URL", "TENANT_CACHE_TTL_SECONDS",
-    "USAGE_FLUSH_MILLISECONDS",
+    "USAGE_FLUSH_MILLISECONDS", "NOTIFY_LEASE_SECONDS", "NOTIFY_MAX_ATTEMPTS",
+    "NOTIFY_RETRY_BASE_MILLISECONDS", "NOTIFY_RETRY_MAX_SECONDS", "NOTIFY_SWEEP_SECONDS",
+    "NOTIFY_WORKERS", "SMTP_FROM", "SMTP_HOST", "SMTP_PASSWORD", "SMTP_PORT",
+    "SMTP_TIMEOUT_MILLISECONDS", "SMTP_TLS", "SMTP_TLS_CA_FILE", "SMTP_USERNAME",
+    "TRUST_GRACE_SECONDS", "TRUST_RECOMPUTE_INTERVAL_SECONDS", "TWILIO_ACCOUNT_SID",
+    "TWILIO_API_BASE_URL", "TWILIO_AUTH_TOKEN", "TWILIO_FROM_NUMBER", "TWILIO_TIMEOUT_MILLISECONDS",
 )
 
 
@@ -145,6 +151,18 @@ def token(sub):
 
 def member_token(n):
     return token(f"bench-user-{n}")
+
+
+def api_key(n):
+    """Tenant n's API key (src/auth/api_key.rs): `cck_`, 43 base64url characters of a secret
+    (here derived from n, so every run knows it), the tenant's id in 32 hex digits."""
+    secret = hashlib.sha256(f"bench-api-key-{n}".encode()).digest()
+    return "cck_" + b64(secret) + tenant_id(n).replace("-", "")
+
+
+def credential(n, auth):
+    """What the `Authorization: Bearer` header carries for tenant n: its member's JWT or its key."""
+    return api_key(n) if auth == "api_key" else member_token(n)
 
 
 class Postgres:
@@ -282,13 +300,19 @@ def provision(pg):
 
 def seed(pg):
     """As the superuser, which row-level security does not restrict (the quota triggers run).
-    Every tenant's request limits are set far above what a run can send."""
+    Every tenant's request limits are set far above what a run can send. The tenants are at
+    trust level 3 (locked): 200 products pass level 0's cap of 5, and API keys need level 3;
+    each has one API key (`api_key`), stored as the service stores it (its SHA-256)."""
     limits = json.dumps({"requests_per_minute": UNLIMITED, "requests_per_hour": UNLIMITED,
                          "requests_per_day": UNLIMITED})
+    keys = ",\n".join(
+        f"('{tenant_id(n)}', '00000000-0002-7000-8000-{n:012d}', 'bench', 'owner', "
+        f"'{api_key(n)[:12]}', '\\x{hashlib.sha256(api_key(n).encode()).hexdigest()}'::bytea)"
+        for n in range(1, TENANTS + 1))
     pg.psql(f"""
-        INSERT INTO tenants (id, name, slug, limits)
+        INSERT INTO tenants (id, name, slug, limits, trust_level, trust_locked, trust_reason)
         SELECT ('00000000-0000-7000-8000-' || lpad(t::text, 12, '0'))::uuid,
-               'Bench store ' || t, 'bench-' || t, '{limits}'::jsonb
+               'Bench store ' || t, 'bench-' || t, '{limits}'::jsonb, 3, true, 'benchmark'
         FROM generate_series(1, {TENANTS}) t;
         INSERT INTO users (tenant_id, id, external_id, email, role)
         SELECT ('00000000-0000-7000-8000-' || lpad(t::text, 12, '0'))::uuid,
@@ -303,6 +327,8 @@ def seed(pg):
                'Product ' || p || ' of store ' || t, 'A benchmark product', 100 + p, 'USD',
                'SKU-' || t || '-' || p, {UNLIMITED}, 'active'
         FROM generate_series(1, {TENANTS}) t, generate_series(1, {PRODUCTS}) p;
+        INSERT INTO api_keys (tenant_id, id, name, role, prefix, key_hash)
+        VALUES {keys};
     """)
     settle(pg)
 
@@ -329,8 +355,8 @@ def lua_string(text):
     return json.dumps(text)  # ASCII JSON strings are valid Lua string literals
 
 
-def wrk_script(path, method, with_body):
-    tokens = ",\n".join(lua_string(member_token(n)) for n in range(1, TENANTS + 1))
+def wrk_script(path, method, with_body, auth):
+    tokens = ",\n".join(lua_string(credential(n, auth)) for n in range(1, TENANTS + 1))
     tenants = ",\n".join(lua_string(tenant_id(n)) for n in range(1, TENANTS + 1))
     if with_body:
         before, after = ORDER_BODY.split("PRODUCT_ID")
@@ -372,11 +398,11 @@ end
 """)
 
 
-def check_request(base, run_name, method, path):
+def check_request(base, run_name, method, path, auth):
     """One request as the wrk script sends it (tenant 1, product 1): 2xx, with the expected body."""
     body = ORDER_BODY.replace("PRODUCT_ID", product_id(1, 1)).encode() if method == "POST" else None
     request = urllib.request.Request(base + path, data=body, method=method, headers={
-        "Authorization": f"Bearer {member_token(1)}", "X-Tenant-ID": tenant_id(1),
+        "Authorization": f"Bearer {credential(1, auth)}", "X-Tenant-ID": tenant_id(1),
         "Content-Type": "application/json"})
     try:
         with urllib.request.urlopen(request, timeout=10) as response:
@@ -607,12 +633,13 @@ def percentile(sorted_values, p):
 # The runs, in the order they run: reads before writes, each API run next to its pgbench one.
 
 API = {
-    # name: (method, path, limiter)
-    "tenant": ("GET", "/api/v1/tenant", "off"),
-    "products": ("GET", "/api/v1/products?limit=20", "off"),
-    "products_limited": ("GET", "/api/v1/products?limit=20", "in-process"),
-    "products_limited_redis": ("GET", "/api/v1/products?limit=20", "redis"),
-    "orders": ("POST", "/api/v1/orders", "off"),
+    # name: (method, path, limiter, credential: the member's JWT or the tenant's API key)
+    "tenant": ("GET", "/api/v1/tenant", "off", "jwt"),
+    "products": ("GET", "/api/v1/products?limit=20", "off", "jwt"),
+    "products_api_key": ("GET", "/api/v1/products?limit=20", "off", "api_key"),
+    "products_limited": ("GET", "/api/v1/products?limit=20", "in-process", "jwt"),
+    "products_limited_redis": ("GET", "/api/v1/products?limit=20", "redis", "jwt"),
+    "orders": ("POST", "/api/v1/orders", "off", "jwt"),
 }
 PGBENCH = {
     # name: (transaction, pipelined)
@@ -621,22 +648,23 @@ PGBENCH = {
     "pgbench_order_plain": (ORDER_TX, False),
     "pgbench_order_pipelined": (ORDER_TX, True),
 }
-RUNS = ["tenant", "products", "pgbench_read_plain", "pgbench_read_pipelined", "products_limited",
-        "products_limited_redis", "orders", "pgbench_order_plain", "pgbench_order_pipelined"]
+RUNS = ["tenant", "products", "products_api_key", "pgbench_read_plain", "pgbench_read_pipelined",
+        "products_limited", "products_limited_redis", "orders", "pgbench_order_plain",
+        "pgbench_order_pipelined"]
 WRITES = {"orders", "pgbench_order_plain", "pgbench_order_pipelined"}
 
 
 def run_api(pg, name, args):
-    method, path, limiter = API[name]
+    method, path, limiter, auth = API[name]
     script = WORK / f"{name}.lua"
-    wrk_script(script, method, with_body=method == "POST")
+    wrk_script(script, method, with_body=method == "POST", auth=auth)
     env = {"RATE_LIMITS": "off" if limiter == "off" else "on"}
     with contextlib.ExitStack() as stack:
         if limiter == "redis":
             env["REDIS_URL"] = stack.enter_context(Redis()).url
         server = stack.enter_context(Server(pg, name, env))
-        check_request(server.base, name, method, path)
-        log(f"{name}: {method} {path} (limits {limiter}), {args.connections} connections, "
+        check_request(server.base, name, method, path, auth)
+        log(f"{name}: {method} {path} (limits {limiter}, {auth}), {args.connections} connections, "
             f"{args.warmup} s warm-up + {args.duration} s")
         return wrk(server.base + path, script, args, server, pg)
 
@@ -675,6 +703,7 @@ def summarise(runs):
         "write_api_vs_pgbench_pipelined": ratio(rate("orders"), rate("pgbench_order_pipelined")),
         "limiter_cost_in_process_pct": cost(rate("products_limited"), rate("products")),
         "limiter_cost_redis_pct": cost(rate("products_limited_redis"), rate("products")),
+        "api_key_cost_pct": cost(rate("products_api_key"), rate("products")),
     }
     targets = {}
     if ratios["read_api_vs_pgbench_plain"] is not None:
@@ -682,6 +711,8 @@ def summarise(runs):
             ratios["read_api_vs_pgbench_plain"] >= 1.0 and runs["products"]["p99_ms"] < 25)
     if ratios["limiter_cost_in_process_pct"] is not None:
         targets["limiter_cost_in_process_under_5pct"] = ratios["limiter_cost_in_process_pct"] < 5
+    if ratios["api_key_cost_pct"] is not None:
+        targets["api_key_read_within_5pct_of_jwt"] = ratios["api_key_cost_pct"] < 5
     return ratios, targets
 
 
@@ -689,6 +720,7 @@ TARGETS = {
     "read_api_at_least_1x_pgbench_plain_p99_under_25ms":
         "read: API req/s >= 1.0 x pgbench plain TPS, p99 < 25 ms (issue 3)",
     "limiter_cost_in_process_under_5pct": "limiter cost in-process < 5 % (issue 4)",
+    "api_key_read_within_5pct_of_jwt": "read with an API key within 5 % of the JWT figure (issue 12)",
 }
 
 
@@ -716,6 +748,7 @@ def report(results):
         "write_api_vs_pgbench_pipelined": "write: API / pgbench pipelined",
         "limiter_cost_in_process_pct": "limiter cost, in-process",
         "limiter_cost_redis_pct": "limiter cost, Redis",
+        "api_key_cost_pct": "API key cost (vs the JWT)",
     }
     print()
     for key, label in labels.items():

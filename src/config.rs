@@ -98,6 +98,12 @@ pub struct Config {
     pub connection_limits: ConnectionLimits,
     /// The WebSocket hub's bounds (`WS_*`, docs/MONITORING.md).
     pub websocket: WebSocketLimits,
+    /// How long a tenant keeps a trust level whose requirements it no longer meets
+    /// (`TRUST_GRACE_SECONDS`, default 7 days).
+    pub trust_grace: Duration,
+    /// How often the trust recompute job runs over every tenant
+    /// (`TRUST_RECOMPUTE_INTERVAL_SECONDS`, default 300).
+    pub trust_recompute_interval: Duration,
     /// Notification delivery: SMTP, Twilio and the outbox workers (docs/NOTIFICATIONS.md).
     pub notify: NotifyConfig,
 }
@@ -549,6 +555,16 @@ impl Config {
                     100..=600_000,
                 )?),
             },
+            trust_grace: Duration::from_secs(r.bounded(
+                "TRUST_GRACE_SECONDS",
+                7 * 86_400,
+                0..=365 * 86_400,
+            )?),
+            trust_recompute_interval: Duration::from_secs(r.bounded(
+                "TRUST_RECOMPUTE_INTERVAL_SECONDS",
+                300,
+                1..=86_400,
+            )?),
             notify,
         })
     }

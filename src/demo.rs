@@ -1,6 +1,7 @@
-//! `convcommerce demo`: seeds a demo tenant (owner, seller profile, products, orders in several
-//! states, a conversation, AI config) through the same stores the API uses, and tells how to
-//! try it. Running it again with the same slug finds the tenant instead of seeding twice.
+//! `convcommerce demo`: seeds a demo tenant (trust level 3, its settings, owner, seller
+//! profile, products, orders in several states, a conversation, AI config) through the same
+//! stores the API uses, and tells how to try it. Running it again with the same slug finds the
+//! tenant instead of seeding twice.
 
 use std::time::Duration;
 
@@ -15,11 +16,16 @@ use crate::commerce::conversations::model::PostMessage;
 use crate::commerce::orders::model::{CreateOrder, NewRating, OrderStatus, StatusChange};
 use crate::commerce::products::model::CreateProduct;
 use crate::commerce::profile::model::PutSellerProfile;
+use crate::commerce::settings;
+use crate::commerce::settings::model::PutTenantSettings;
 use crate::commerce::{ai_config, conversations, orders, products, profile};
 use crate::config::{Config, Environment};
 use crate::db::{Db, TenantDb};
-use crate::monitoring::activity::Recorder;
+use crate::monitoring::activity::model::Category;
+use crate::monitoring::activity::{Change, Recorder};
 use crate::notify::Notifier;
+use crate::trust;
+use crate::trust::level::PREMIUM;
 use crate::types::{Email, Slug};
 use crate::{admin, auth, dev};
 
@@ -73,12 +79,29 @@ pub async fn seed(db: &Db, slug: &Slug) -> anyhow::Result<Demo> {
     })
 }
 
+/// Why the demo tenant is premium (its trust document shows it).
+const DEMO_LEVEL_REASON: &str =
+    "Demo tenant: premium and locked, so that every trust-gated feature can be tried";
+
 async fn fill(db: &TenantDb) -> anyhow::Result<()> {
     let system = Recorder::system(db.tenant_id());
     let notifier = Notifier::offline(std::sync::Arc::new(crate::clock::SystemClock));
+    // Premium, so that every trust-gated feature can be tried; locked, so that the recompute
+    // does not take it back (the demo meets none of level 3's requirements).
+    let tx = db.begin().await?;
+    trust::store::save_override(&tx, PREMIUM, DEMO_LEVEL_REASON, true, chrono::Utc::now()).await?;
+    let change = Change::new("trust.level_changed", "tenant", db.tenant_id())
+        .category(Category::Trust)
+        .details(json!({"from": 0, "to": PREMIUM, "reason": DEMO_LEVEL_REASON}));
+    system.commit(tx, change).await?;
+    let settings: PutTenantSettings = body(json!({
+        "timezone": "America/Sao_Paulo", "auto_confirm_orders": false
+    }))?;
+    settings::store::put(db, &settings.validate()?).await?;
     let profile: PutSellerProfile = body(json!({
         "store_name": "Demo Store", "slug": "demo-store",
         "bio": "Hand-printed tees and mugs, shipped from São Paulo.",
+        "logo_url": "https://cdn.demo.example/logo.png",
         "contact_email": "hello@demo.example", "contact_phone": "+5511912345678",
         "social_handles": {"instagram": "@demostore"},
         "business_address": {"line1": "Rua Augusta 1500", "city": "São Paulo", "region": "SP",
@@ -140,7 +163,8 @@ async fn fill(db: &TenantDb) -> anyhow::Result<()> {
                       {"product_id": ids[2], "quantity": 2}],
             "channel": channel
         }))?;
-        let order = orders::store::create(db, &system, &notifier, &order.validate()?).await?;
+        let order =
+            orders::store::create(db, &system, &notifier, &order.validate()?, false).await?;
         first_order.get_or_insert(order.id);
         for &status in path {
             let change = StatusChange {

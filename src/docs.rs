@@ -41,6 +41,9 @@ pub const OPENAPI_PATH: &str = "/api/v1/openapi.json";
         (name = "ai-config", description = "The chat bot's configuration (one per tenant)"),
         (name = "media", description = "Uploaded files: images and documents"),
         (name = "monitoring", description = "The activity log, monitoring rules (built-in and custom), the alerts they raise, and live events over WebSocket (docs/MONITORING.md)"),
+        (name = "trust", description = "Progressive trust: the level, score and explanation, verifications (docs/TRUST.md)"),
+        (name = "analytics", description = "Sales analytics in the tenant's time zone (trust-gated)"),
+        (name = "api-keys", description = "API keys for machine clients (trust level 3)"),
         (name = "notifications", description = "Notifications: the recipient's own (in-app), sending to members, channel settings, preferences, templates, and Twilio's status webhook (docs/NOTIFICATIONS.md)"),
         (name = "admin", description = "Platform administration (platform admins only)"),
     )
@@ -133,7 +136,10 @@ fn tenant_header() -> Parameter {
         .name("X-Tenant-ID")
         .parameter_in(ParameterIn::Header)
         .required(Required::True)
-        .description(Some("The tenant the request acts on: its id, a UUID."))
+        .description(Some(
+            "The tenant the request acts on: its id, a UUID. With an API key (`Bearer cck_...`), \
+             which names its tenant, it may be left out; another tenant's id is 403.",
+        ))
         .schema(Some(
             ObjectBuilder::new()
                 .schema_type(Type::String)
@@ -164,8 +170,9 @@ fn document_errors(path: &str, op: &mut Operation) {
             op,
             "403",
             "`tenant_access_denied` (unknown tenant or not a member), `tenant_suspended`, \
-             `forbidden` (role), or `quota_exceeded` on creates (with `quota`, `used` and \
-             `limit`)",
+             `forbidden` (role), or `quota_exceeded` on creates (with `quota`, `used`, \
+             `limit` and `reason`: `quota`, or `trust_level` when the trust level's product cap \
+             binds)",
         );
         add_error(
             op,
@@ -270,6 +277,10 @@ impl Modify for Conventions {
                 HttpBuilder::new()
                     .scheme(HttpAuthScheme::Bearer)
                     .bearer_format("JWT")
+                    .description(Some(
+                        "A member's JWT, or on tenant-scoped endpoints an API key (`cck_...`, \
+                         trust level 3); never an API key on `/api/v1/admin/*`.",
+                    ))
                     .build(),
             ),
         );

@@ -92,12 +92,28 @@ pub enum AppError {
     /// The caller's lookups of unknown tenants or memberships are spent for this minute.
     #[error("lookup budget spent")]
     LookupBudget { retry_after: u64 },
+    /// A create would pass a quota; `reason` says what set the limit: `quota`, or
+    /// `trust_level` when the trust level's product cap is the lower bound (SPEC §6).
     #[error("quota exceeded: {quota}")]
     QuotaExceeded {
         quota: String,
         used: i64,
         limit: i64,
+        reason: String,
     },
+    /// A trust-gated feature below its level (SPEC §6).
+    #[error("feature {feature} needs trust level {required_level}")]
+    FeatureNotAvailable {
+        feature: &'static str,
+        required_level: i16,
+    },
+    /// A well-formed request the server cannot act on (422 with its own `code`, such as a
+    /// wrong verification code).
+    #[error("unprocessable: {code}")]
+    Unprocessable { code: &'static str, detail: String },
+    /// Too many attempts at one action (a code resend), apart from the tenant's rate limit.
+    #[error("throttled")]
+    Throttled { detail: String, retry_after: u64 },
     #[error("payload too large")]
     PayloadTooLarge,
     #[error("unsupported media type")]
@@ -147,14 +163,17 @@ impl AppError {
             Self::TenantHeaderMissing | Self::TenantHeaderInvalid | Self::BadRequest { .. } => {
                 StatusCode::BAD_REQUEST
             }
-            Self::TenantAccessDenied | Self::TenantSuspended | Self::Forbidden(_) => {
-                StatusCode::FORBIDDEN
+            Self::TenantAccessDenied
+            | Self::TenantSuspended
+            | Self::Forbidden(_)
+            | Self::FeatureNotAvailable { .. } => StatusCode::FORBIDDEN,
+            Self::RateLimited { .. } | Self::LookupBudget { .. } | Self::Throttled { .. } => {
+                StatusCode::TOO_MANY_REQUESTS
             }
-            Self::RateLimited { .. } | Self::LookupBudget { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::QuotaExceeded { .. } => StatusCode::FORBIDDEN,
             Self::NotFound(_) | Self::MissingReference { .. } => StatusCode::NOT_FOUND,
             Self::Conflict { .. } => StatusCode::CONFLICT,
-            Self::Validation(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            Self::Validation(_) | Self::Unprocessable { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::Unavailable(_) | Self::OutcomeUnknown { .. } => StatusCode::SERVICE_UNAVAILABLE,
@@ -170,10 +189,15 @@ impl AppError {
             Self::TenantAccessDenied => "tenant_access_denied",
             Self::TenantSuspended => "tenant_suspended",
             Self::Forbidden(_) => "forbidden",
-            Self::RateLimited { .. } | Self::LookupBudget { .. } => "rate_limited",
+            Self::RateLimited { .. } | Self::LookupBudget { .. } | Self::Throttled { .. } => {
+                "rate_limited"
+            }
             Self::QuotaExceeded { .. } => "quota_exceeded",
+            Self::FeatureNotAvailable { .. } => "feature_not_available",
             Self::NotFound(_) | Self::MissingReference { .. } => "not_found",
-            Self::Conflict { code, .. } | Self::BadRequest { code, .. } => code,
+            Self::Conflict { code, .. }
+            | Self::BadRequest { code, .. }
+            | Self::Unprocessable { code, .. } => code,
             Self::Validation(_) => "validation_failed",
             Self::PayloadTooLarge => "payload_too_large",
             Self::UnsupportedMediaType(_) => "unsupported_media_type",
@@ -204,13 +228,31 @@ impl AppError {
                 "Too many lookups of tenants or memberships that are not cached; retry in \
                  {retry_after} s."
             ),
-            Self::QuotaExceeded { quota, used, limit } => {
-                format!("The {quota} quota is used up ({used} of {limit}).")
-            }
+            Self::QuotaExceeded {
+                quota,
+                used,
+                limit,
+                reason,
+            } => match reason.as_str() {
+                "trust_level" => format!(
+                    "The trust level's {quota} cap is reached ({used} of {limit});                      GET /api/v1/trust says what the next level needs."
+                ),
+                _ => format!("The {quota} quota is used up ({used} of {limit})."),
+            },
+            Self::FeatureNotAvailable {
+                feature,
+                required_level,
+            } => format!(
+                "{feature} needs trust level {required_level}; GET /api/v1/trust says what the \
+                 next level needs."
+            ),
+            Self::Throttled { detail, .. } => detail.clone(),
             Self::MissingReference { field, what } => {
                 format!("{field}: the {what} does not exist.")
             }
-            Self::Conflict { detail, .. } | Self::BadRequest { detail, .. } => detail.clone(),
+            Self::Conflict { detail, .. }
+            | Self::BadRequest { detail, .. }
+            | Self::Unprocessable { detail, .. } => detail.clone(),
             Self::Validation(errors) => match errors.as_slice() {
                 [one] => format!("{}: {}", one.field, one.message),
                 _ => format!("{} fields are invalid.", errors.len()),
@@ -239,10 +281,23 @@ impl AppError {
                 _ => None,
             },
             extensions: match self {
-                Self::QuotaExceeded { quota, used, limit } => serde_json::Map::from_iter([
+                Self::QuotaExceeded {
+                    quota,
+                    used,
+                    limit,
+                    reason,
+                } => serde_json::Map::from_iter([
                     ("quota".to_string(), quota.clone().into()),
                     ("used".to_string(), (*used).into()),
                     ("limit".to_string(), (*limit).into()),
+                    ("reason".to_string(), reason.clone().into()),
+                ]),
+                Self::FeatureNotAvailable {
+                    feature,
+                    required_level,
+                } => serde_json::Map::from_iter([
+                    ("feature".to_string(), (*feature).into()),
+                    ("required_level".to_string(), (*required_level).into()),
                 ]),
                 Self::RateLimited { window, .. } => {
                     serde_json::Map::from_iter([("window".to_string(), (*window).into())])
@@ -292,7 +347,9 @@ impl IntoResponse for AppError {
                     .headers_mut()
                     .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
             }
-            Self::RateLimited { retry_after, .. } | Self::LookupBudget { retry_after } => {
+            Self::RateLimited { retry_after, .. }
+            | Self::LookupBudget { retry_after }
+            | Self::Throttled { retry_after, .. } => {
                 response
                     .headers_mut()
                     .insert(header::RETRY_AFTER, HeaderValue::from(*retry_after));
@@ -334,7 +391,7 @@ impl From<DbError> for AppError {
 }
 
 /// The database's quota triggers raise a check violation on a `quota_*` constraint whose
-/// detail is `{"quota", "used", "limit"}` (migrations/0003_limits.sql).
+/// detail is `{"quota", "used", "limit", "reason"}` (migrations/0003_limits.sql, 0010_trust.sql).
 fn quota_violation(err: &tokio_postgres::Error) -> Option<AppError> {
     let db = err.as_db_error()?;
     if db.code() != &tokio_postgres::error::SqlState::CHECK_VIOLATION
@@ -347,6 +404,7 @@ fn quota_violation(err: &tokio_postgres::Error) -> Option<AppError> {
         quota: detail["quota"].as_str()?.to_string(),
         used: detail["used"].as_i64()?,
         limit: detail["limit"].as_i64()?,
+        reason: detail["reason"].as_str().unwrap_or("quota").to_string(),
     })
 }
 

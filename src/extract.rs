@@ -45,6 +45,13 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
     }
 }
 
+/// A JSON document already read (to check something before its shape) as `T`, answering
+/// exactly as [`ApiJson`] would for that body.
+pub fn from_value<T: DeserializeOwned>(value: serde_json::Value) -> Result<T, AppError> {
+    let bytes = serde_json::to_vec(&value).map_err(anyhow::Error::from)?;
+    decode(&bytes)
+}
+
 /// The body as `T`; JSON Schema counts `5.0` as an integer where serde does not, so a body
 /// that fails is tried once more with such numbers written as integers.
 fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, AppError> {

@@ -2,6 +2,7 @@
 //! row-level security keeps every tenant's rows to itself. See docs/ARCHITECTURE.md.
 
 pub mod admin;
+pub mod api_keys;
 pub mod auth;
 pub mod clock;
 pub mod commerce;
@@ -25,6 +26,7 @@ pub mod state;
 pub mod storage;
 pub mod telemetry;
 pub mod tenancy;
+pub mod trust;
 pub mod types;
 
 use std::sync::Arc;
@@ -168,6 +170,14 @@ impl Application {
             metrics.clone(),
             jobs_stop.clone(),
         );
+        let trust = trust::recompute::Trust::new(
+            db.clone(),
+            clock.clone(),
+            config.trust_grace,
+            directory.clone(),
+            activity_sink.clone(),
+            notifier.clone(),
+        );
         let state = AppState::new(Services {
             verifier: Arc::new(Verifier::new(&config.jwt, http)),
             config: config.clone(),
@@ -184,6 +194,7 @@ impl Application {
             activity,
             hub,
             publisher,
+            trust,
             notifier,
         });
         let mut background = vec![
@@ -232,6 +243,18 @@ impl Application {
             jobs::hub_events::HubEventsPurge { db: db.clone() },
             jobs::Scope::Cluster,
             jobs::hub_events::KEPT,
+            db.clone(),
+            state.metrics.clone(),
+            jobs_stop.clone(),
+        ));
+        background.push(jobs::spawn(
+            jobs::trust::TrustRecompute {
+                db: db.clone(),
+                trust: state.trust.clone(),
+                clock: state.clock.clone(),
+            },
+            jobs::Scope::Cluster,
+            config.trust_recompute_interval,
             db,
             state.metrics.clone(),
             jobs_stop.clone(),
@@ -343,7 +366,9 @@ pub fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(health::ready))
         .routes(routes!(health::metrics))
         .merge(admin::routes::router())
+        .merge(admin::trust::router())
         .merge(commerce::tenant::router())
+        .merge(commerce::settings::routes::router())
         .merge(commerce::users::routes::router())
         .merge(commerce::usage::router())
         .merge(commerce::profile::routes::router())
@@ -352,6 +377,9 @@ pub fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .merge(commerce::conversations::routes::router())
         .merge(commerce::ai_config::routes::router())
         .merge(commerce::media::routes::router())
+        .merge(commerce::analytics::routes::router())
+        .merge(trust::routes::router())
+        .merge(api_keys::routes::router())
         .merge(monitoring::rules::routes::router())
         .merge(monitoring::activity::routes::router())
         .merge(monitoring::ws::router())

@@ -43,7 +43,10 @@ pub struct RequestFacts {
 #[derive(Debug, Clone, Copy, Default)]
 pub struct ActivitySlot {
     pub tenant: Option<Uuid>,
+    /// The member's id, or the API key's.
     pub actor: Option<Uuid>,
+    /// The actor is an API key (`actor_type: api_key`), not a member.
+    pub api_key: bool,
     pub data_recorded: bool,
 }
 
@@ -67,6 +70,13 @@ impl RequestScope {
     /// The member (users row) the request acts as.
     pub fn record_member(&self, user_id: Uuid) {
         self.slot().actor = Some(user_id);
+    }
+
+    /// The API key the request acts as.
+    pub fn record_api_key(&self, key_id: Uuid) {
+        let mut slot = self.slot();
+        slot.actor = Some(key_id);
+        slot.api_key = true;
     }
 
     /// A data change wrote this request's activity in its transaction.

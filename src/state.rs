@@ -18,6 +18,7 @@ use crate::monitoring::hub::fanout::Publisher;
 use crate::notify::Notifier;
 use crate::storage::MediaStore;
 use crate::tenancy::directory::Directory;
+use crate::trust::recompute::Trust;
 
 /// A cheap handle (one reference count) to [`Services`]: axum clones the state for every
 /// extractor of every request.
@@ -61,6 +62,8 @@ pub struct Services {
     pub hub: Arc<Hub>,
     /// Where producers send their events, after their rows commit.
     pub publisher: Publisher,
+    /// Trust levels: the recompute, the override and the trust document (SPEC §6).
+    pub trust: Trust,
     /// Notifications: enqueue in a transaction, publish after its commit (SPEC §8).
     pub notifier: Notifier,
 }

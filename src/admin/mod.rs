@@ -5,3 +5,4 @@ pub mod audit;
 pub mod model;
 pub mod routes;
 pub(crate) mod store;
+pub mod trust;

@@ -13,10 +13,10 @@ use super::audit;
 use super::model::{CreateTenant, UpdateTenant};
 use super::store::{self, TenantError};
 use crate::auth::PlatformAdmin;
-use crate::commerce::usage::{Usage, usage_of};
+use crate::commerce::usage::{Usage, quotas_of, usage_of};
 use crate::error::{AppError, AppResult};
 use crate::extract::{ApiJson, IdPath, Page, PageQuery};
-use crate::limits::quotas::{self, Quotas};
+use crate::limits::quotas::Quotas;
 use crate::state::AppState;
 use crate::tenancy::directory::Invalidation;
 use crate::tenancy::model::Tenant;
@@ -48,10 +48,10 @@ pub async fn create_tenant(
     // The new owner may have been cached as "not a member" a moment ago.
     state
         .directory
-        .invalidate(&Invalidation {
-            tenant: tenant.id,
-            subject: Some(new.owner_external_id.clone()),
-        })
+        .invalidate(&Invalidation::member(
+            tenant.id,
+            new.owner_external_id.clone(),
+        ))
         .await;
     audit::record(
         &state.metrics,
@@ -129,13 +129,7 @@ pub async fn update_tenant(
 ) -> AppResult<Json<Tenant>> {
     let limits = body.limits.unwrap_or_default().validate()?;
     let tenant = store::update(&state.db, id, body.status, &limits).await?;
-    state
-        .directory
-        .invalidate(&Invalidation {
-            tenant: id,
-            subject: None,
-        })
-        .await;
+    state.directory.invalidate(&Invalidation::tenant(id)).await;
     audit::record(
         &state.metrics,
         &admin.subject,
@@ -195,7 +189,7 @@ pub async fn admin_quotas(
     IdPath(id): IdPath,
 ) -> AppResult<Json<Quotas>> {
     let tenant = tenant_record(&state, &admin, id).await?;
-    let quotas = quotas::current(&state.db.for_tenant(id), &tenant.limits).await?;
+    let quotas = quotas_of(&tenant, &state.db.for_tenant(id)).await?;
     audit::record(
         &state.metrics,
         &admin.0.subject,

@@ -102,6 +102,7 @@ pub async fn update(
             &format!(
                 "UPDATE tenants
                  SET status = coalesce($2, status),
+                     status_reason = CASE WHEN $2::text IS NULL THEN status_reason END,
                      limits = (limits - $3::text[]) || $4::jsonb,
                      updated_at = now()
                  WHERE id = $1
@@ -117,14 +118,7 @@ pub async fn update(
         )
         .await?
         .ok_or(TenantError::NotFound)?;
-    Directory::announce(
-        &tx,
-        &Invalidation {
-            tenant: id,
-            subject: None,
-        },
-    )
-    .await?;
+    Directory::announce(&tx, &Invalidation::tenant(id)).await?;
     tx.commit().await?;
     Ok(Tenant::from_row(&row))
 }

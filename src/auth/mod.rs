@@ -1,5 +1,6 @@
 //! Who is calling: the bearer token's subject, and whether it is a platform admin.
 
+pub mod api_key;
 pub mod jwt;
 
 use axum::extract::FromRequestParts;
@@ -36,6 +37,12 @@ impl FromRequestParts<AppState> for Principal {
             .map(str::trim)
             .filter(|t| !t.is_empty())
             .ok_or(AppError::Unauthorized)?;
+        // API keys act only for their tenant (`TenantCtx`), never as a subject, so never on
+        // `/api/v1/admin/*`.
+        if api_key::looks_like_key(token) {
+            state.metrics.auth_failure("api_key_not_accepted");
+            return Err(AppError::Unauthorized);
+        }
         let subject = state.verifier.verify(token).await.map_err(|e| {
             tracing::info!(reason = %e, "rejected bearer token");
             state.metrics.auth_failure(e.kind());

@@ -1,12 +1,14 @@
 //! The seller-facing API: everything here runs inside one tenant's context.
 
 pub mod ai_config;
+pub mod analytics;
 pub mod conversations;
 pub mod filter;
 pub mod media;
 pub mod orders;
 pub mod products;
 pub mod profile;
+pub mod settings;
 pub mod tenant;
 pub mod usage;
 pub mod users;

@@ -15,6 +15,7 @@ use crate::limits::{Decision, WindowState};
 use crate::state::AppState;
 use crate::tenancy::TenantCtx;
 use crate::tenancy::model::Tenant;
+use crate::trust::level::product_limit;
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -73,9 +74,16 @@ pub async fn tenant_usage(State(state): State<AppState>, ctx: TenantCtx) -> AppR
     Ok(Json(usage_of(&state, &ctx.tenant, ctx.db()).await?))
 }
 
-/// The tenant's quotas: products, users and storage bytes, each used and limit.
+/// The tenant's quotas: products, users and storage bytes, each used and limit (for
+/// products the effective limit: the quota, or the trust level's cap when lower).
 #[utoipa::path(get, path = "/api/v1/tenant/quotas", tag = "limits",
     responses((status = 200, description = "Quotas", body = Quotas)))]
 pub async fn tenant_quotas(ctx: TenantCtx) -> AppResult<Json<Quotas>> {
-    Ok(Json(quotas::current(ctx.db(), &ctx.tenant.limits).await?))
+    Ok(Json(quotas_of(&ctx.tenant, ctx.db()).await?))
+}
+
+/// A tenant's quotas with its effective product limit (also read by the admin module).
+pub async fn quotas_of(tenant: &Tenant, db: &TenantDb) -> AppResult<Quotas> {
+    let products = product_limit(tenant.trust_level, tenant.limits.max_products);
+    Ok(quotas::current(db, &tenant.limits, products).await?)
 }

@@ -61,6 +61,11 @@ pub const MIGRATIONS: &[Migration] = &[
         sql: include_str!("../../migrations/0009_notifications.sql"),
     },
     Migration {
+        version: 10,
+        name: "0010_trust.sql",
+        sql: include_str!("../../migrations/0010_trust.sql"),
+    },
+    Migration {
         version: 11,
         name: "0011_sms_routes.sql",
         sql: include_str!("../../migrations/0011_sms_routes.sql"),

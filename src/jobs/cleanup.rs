@@ -2,7 +2,8 @@
 //! conversation messages older than the tenant's retention (threads left empty go too), and
 //! thins old usage buckets; activities go after the tenant's `activity_retention_days`; rule
 //! windows that no longer hold anything (idle past their window and cooldown) go, and each rule
-//! keeps at most [`MAX_WINDOWS_PER_RULE`] groups.
+//! keeps at most [`MAX_WINDOWS_PER_RULE`] groups; verification codes go after a day. Media a
+//! verification names is never unreferenced, so never purged.
 //! Purged media free their storage quota through the quota trigger.
 //!
 //! It visits tenants one at a time, in a transaction of its own with that tenant set, so
@@ -32,6 +33,8 @@ const MINUTE_BUCKETS_KEPT: chrono::Duration = chrono::Duration::days(2);
 const HOUR_BUCKETS_KEPT: chrono::Duration = chrono::Duration::days(90);
 /// How old an object with no row must be before the reconciliation deletes it.
 pub const ORPHAN_GRACE: chrono::Duration = chrono::Duration::hours(1);
+/// How long verification codes are kept.
+pub const CODES_KEPT: chrono::Duration = chrono::Duration::days(1);
 /// Object keys checked against the rows per statement.
 const RECONCILE_BATCH: usize = 1_000;
 /// Groups (`monitoring_rule_windows` rows) a rule keeps past a pass: the most recently active.
@@ -49,6 +52,9 @@ pub struct CleanupReport {
     pub activities_purged: u64,
     /// Rule windows deleted: idle, or past a rule's [`MAX_WINDOWS_PER_RULE`].
     pub rule_windows_pruned: u64,
+    /// Verification codes older than [`CODES_KEPT`] (long expired; the resend throttle reads
+    /// only the last hour).
+    pub codes_purged: u64,
     /// Tenants whose pass failed (logged); the others were still cleaned.
     pub tenants_failed: u64,
 }
@@ -201,6 +207,12 @@ async fn clean_tenant(
         .get(0);
     report.activities_purged += activities as u64;
     report.rule_windows_pruned += prune_rule_windows(&tx, tenant, now).await?;
+    report.codes_purged += tx
+        .execute(
+            "DELETE FROM trust_codes WHERE tenant_id = $1 AND created_at < $2",
+            &[&tenant, &(now - CODES_KEPT)],
+        )
+        .await?;
     tx.commit().await?;
     Ok(purged.iter().map(|r| r.get(0)).collect())
 }

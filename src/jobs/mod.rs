@@ -3,7 +3,7 @@
 //!
 //! - A pass that runs in a task of its own, so a panic ends that pass (logged and counted)
 //!   and the next tick starts afresh.
-//! - [`Scope::Cluster`] jobs (the cleanup) run on one instance at a time: the pass is claimed
+//! - [`Scope::Cluster`] jobs (the cleanup, the trust recompute) run on one instance at a time: the pass is claimed
 //!   by locking the job's `job_runs` row (`FOR UPDATE SKIP LOCKED`) for as long as it runs,
 //!   and skipped when another instance holds it or started a pass less than half an interval
 //!   ago. A crashed instance's lock goes with its connection.
@@ -12,6 +12,7 @@
 
 pub mod cleanup;
 pub mod hub_events;
+pub mod trust;
 pub mod usage;
 
 use std::sync::Arc;

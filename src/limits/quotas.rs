@@ -4,6 +4,8 @@
 //! table charges `tenant_quota_usage` in the same transaction as the insert or delete, under
 //! the counter row's lock, and raises a `quota_*` check violation when the tenant's limit would
 //! be passed; `AppError` turns that into 403 `quota_exceeded`. No code path can skip it.
+//! Products are also capped by the tenant's trust level (SPEC §6, migrations/0010_trust.sql):
+//! the limit reported here is the effective one, the lower of the two.
 
 use serde::Serialize;
 use utoipa::ToSchema;
@@ -24,7 +26,13 @@ pub struct Quotas {
     pub storage_bytes: QuotaState,
 }
 
-pub async fn current(db: &TenantDb, limits: &Limits) -> Result<Quotas, DbError> {
+/// The tenant's quotas; `product_limit` is its effective product limit (the quota, or the
+/// trust level's cap when lower).
+pub async fn current(
+    db: &TenantDb,
+    limits: &Limits,
+    product_limit: i64,
+) -> Result<Quotas, DbError> {
     let used = db
         .query_opt(
             "SELECT products, users, storage_bytes FROM tenant_quota_usage WHERE tenant_id = $1",
@@ -36,7 +44,7 @@ pub async fn current(db: &TenantDb, limits: &Limits) -> Result<Quotas, DbError> 
     Ok(Quotas {
         products: QuotaState {
             used: used.0,
-            limit: limits.max_products,
+            limit: product_limit,
         },
         users: QuotaState {
             used: used.1,

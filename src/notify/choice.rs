@@ -37,7 +37,7 @@ pub struct Start {
 }
 
 /// The delivery of a notification of `priority` and `category` to `to` on `channel`.
-/// `external_allowed` is the trust gate's answer for email and SMS ([`super::trust_allows`]).
+/// `external_allowed` is the trust gate's answer for this channel ([`super::channel_unlocked`]).
 pub fn start(
     channel: NotifyChannel,
     priority: Priority,

@@ -43,6 +43,7 @@ use crate::monitoring::hub::{Channel, Event};
 use crate::monitoring::rules::engine::{AfterCommit, AlertHook};
 use crate::monitoring::rules::model::{Alert, CompiledRule, NotifyChannel};
 use crate::tenancy::model::Role;
+use crate::trust::level::Feature;
 use choice::{Configured, Recipient};
 use model::{DeliveryStatus, Notification, Preferences, Priority, Settings, Source, SourceType};
 use templates::TemplateKey;
@@ -107,17 +108,26 @@ pub struct Enqueued {
     pub notification_ids: Vec<Uuid>,
 }
 
-/// Email and SMS need trust level 1 (SPEC §6), except verification codes: the one place
-/// that knows the rule, for the tenant `tx` works in.
-pub async fn external_channels_allowed(tx: &TenantTx) -> Result<bool, DbError> {
-    let level: i16 = tx
+/// Whether the tenant's trust level unlocks `channel`: email and SMS are trust features
+/// (SPEC §6, the table in `trust::level`), in-app always is. Verification codes do not ask:
+/// the one place that knows the rule.
+pub fn channel_unlocked(level: i16, channel: NotifyChannel) -> bool {
+    match channel {
+        NotifyChannel::InApp => true,
+        NotifyChannel::Email => Feature::EmailNotifications.available_at(level),
+        NotifyChannel::Sms => Feature::SmsNotifications.available_at(level),
+    }
+}
+
+/// The trust level of the tenant `tx` works in, as it is now.
+async fn trust_level_in(tx: &TenantTx) -> Result<i16, DbError> {
+    Ok(tx
         .query_one(
             "SELECT trust_level FROM tenants WHERE id = $1",
             &[&tx.tenant_id()],
         )
         .await?
-        .get(0);
-    Ok(level >= 1)
+        .get(0))
 }
 
 /// The entry point of features that notify: enqueues in their transaction, publishes after.
@@ -191,9 +201,9 @@ impl Notifier {
             &params,
         );
         let settings = store::settings_in(tx);
-        let allowed = external_channels_allowed(tx);
+        let level = trust_level_in(tx);
         // One round trip: the three reads are pipelined on the transaction's connection.
-        let (members, settings, allowed) = tokio::join!(members, settings, allowed);
+        let (members, settings, level) = tokio::join!(members, settings, level);
         let members: Vec<Member> = members?
             .iter()
             .map(|r| {
@@ -210,7 +220,7 @@ impl Notifier {
             .channels
             .clone()
             .unwrap_or_else(|| settings.channels.of(n.priority).to_vec());
-        let allowed = allowed?;
+        let level = level?;
         let now = self.clock.now();
         let mut rows = store::NewRows::default();
         let mut out = Enqueued {
@@ -232,7 +242,7 @@ impl Notifier {
                     n.priority,
                     &n.category,
                     &to,
-                    allowed,
+                    channel_unlocked(level, *channel),
                     self.configured,
                     now,
                 );

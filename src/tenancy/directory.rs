@@ -18,6 +18,7 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use super::model::{Role, Tenant};
+use crate::auth::api_key::KeyHash;
 use crate::db::{Conn, Db, DbError};
 use crate::error::AppError;
 use crate::metrics::Metrics;
@@ -48,12 +49,49 @@ pub struct Membership {
     pub role: Role,
 }
 
-/// What a cache invalidation names: a tenant, or one member of it.
+/// An API key as the directory knows it (never the key itself).
+#[derive(Debug, Clone, Copy)]
+pub struct KeyRecord {
+    pub id: Uuid,
+    pub tenant_id: Uuid,
+    pub role: Role,
+    pub expires_at: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+/// What a cache invalidation names: a tenant, one member of it, or one of its API keys.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Invalidation {
     pub tenant: Uuid,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub subject: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<Uuid>,
+}
+
+impl Invalidation {
+    pub fn tenant(tenant: Uuid) -> Self {
+        Self {
+            tenant,
+            subject: None,
+            key: None,
+        }
+    }
+
+    pub fn member(tenant: Uuid, subject: impl Into<String>) -> Self {
+        Self {
+            tenant,
+            subject: Some(subject.into()),
+            key: None,
+        }
+    }
+
+    pub fn key(tenant: Uuid, key: Uuid) -> Self {
+        Self {
+            tenant,
+            subject: None,
+            key: Some(key),
+        }
+    }
 }
 
 struct LookupExpiry {
@@ -76,6 +114,8 @@ pub struct Directory {
     metrics: Arc<Metrics>,
     tenants: Cache<Uuid, Option<Arc<Tenant>>>,
     members: Cache<(Uuid, String), Option<Membership>>,
+    /// API keys by their hash; revoking one invalidates it by id (every instance, by NOTIFY).
+    keys: Cache<KeyHash, Option<KeyRecord>>,
     /// Misses spent per caller; bounded like the caches, forgotten after two idle minutes.
     misses: Cache<String, Spent>,
 }
@@ -92,6 +132,11 @@ impl Directory {
             members: Cache::builder()
                 .max_capacity(CAPACITY)
                 .expire_after(LookupExpiry { positive: ttl })
+                .build(),
+            keys: Cache::builder()
+                .max_capacity(CAPACITY)
+                .expire_after(LookupExpiry { positive: ttl })
+                .support_invalidation_closures()
                 .build(),
             misses: Cache::builder()
                 .max_capacity(CAPACITY)
@@ -195,7 +240,49 @@ impl Directory {
             .map_err(Arc::unwrap_or_clone)
     }
 
+    /// The API key of `tenant_id` whose hash is `hash`, if it exists (revoked keys do not).
+    pub async fn api_key(
+        &self,
+        tenant_id: Uuid,
+        hash: KeyHash,
+        caller: &str,
+    ) -> Result<Option<KeyRecord>, LookupError> {
+        self.keys
+            .try_get_with(hash, async {
+                let row = self
+                    .budgeted(
+                        "api_key",
+                        caller,
+                        self.db.for_tenant(tenant_id).query_opt(
+                            "SELECT id, role, expires_at FROM api_keys
+                             WHERE tenant_id = $1 AND key_hash = $2",
+                            &[&tenant_id, &hash.as_slice()],
+                        ),
+                    )
+                    .await?;
+                Ok(row.map(|r| KeyRecord {
+                    id: r.get(0),
+                    tenant_id,
+                    role: r.get::<_, String>(1).parse().unwrap_or(Role::Staff),
+                    expires_at: r.get(2),
+                }))
+            })
+            .await
+            .map_err(Arc::unwrap_or_clone)
+    }
+
     pub async fn invalidate(&self, what: &Invalidation) {
+        if let Some(key) = what.key {
+            // Entries of that key stop being returned at once; moka drops them lazily.
+            let gone = self
+                .keys
+                .invalidate_entries_if(move |_, record| record.is_some_and(|r| r.id == key));
+            if let Err(e) = gone {
+                tracing::warn!(error = %e, "clearing every cached API key instead");
+                self.keys.invalidate_all();
+            }
+            return;
+        }
         match &what.subject {
             Some(subject) => {
                 self.members
@@ -209,6 +296,7 @@ impl Directory {
     pub fn invalidate_all(&self) {
         self.tenants.invalidate_all();
         self.members.invalidate_all();
+        self.keys.invalidate_all();
     }
 
     /// Queues a NOTIFY, delivered to every instance when `tx` commits.

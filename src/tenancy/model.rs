@@ -67,6 +67,10 @@ pub struct Tenant {
     pub name: String,
     pub slug: String,
     pub status: TenantStatus,
+    /// Why the tenant is suspended, when the platform said (an automatic suspension names its
+    /// risk signal); null otherwise.
+    #[schema(required = true)]
+    pub status_reason: Option<String>,
     /// Progressive trust level, 0 (unverified) to 3 (premium).
     pub trust_level: i16,
     /// Effective limits: the tenant's overrides, else the defaults.
@@ -79,7 +83,7 @@ pub struct Tenant {
 
 impl Tenant {
     pub const COLUMNS: &'static str =
-        "id, name, slug, status, trust_level, limits, created_at, updated_at";
+        "id, name, slug, status, status_reason, trust_level, limits, created_at, updated_at";
 
     pub fn from_row(row: &Row) -> Self {
         Self {
@@ -90,6 +94,7 @@ impl Tenant {
                 "suspended" => TenantStatus::Suspended,
                 _ => TenantStatus::Active,
             },
+            status_reason: row.get("status_reason"),
             trust_level: row.get("trust_level"),
             limits: Limits::with_overrides(&row.get::<_, serde_json::Value>("limits")),
             created_at: row.get("created_at"),

@@ -64,6 +64,28 @@ async fn demo_seeds_a_tenant_to_try_every_endpoint_with() {
     assert_eq!(threads.body["items"][0]["unread_count"], 1);
     let users = get("/api/v1/users").await.expect(200);
     assert_eq!(users.body["items"][0]["role"], "owner");
+    // Premium, so every trust-gated feature answers.
+    let trust = get("/api/v1/trust").await.expect(200);
+    assert_eq!(
+        (trust.body["level"].as_i64(), trust.body["locked"].as_bool()),
+        (Some(3), Some(true))
+    );
+    assert!(
+        trust.body["features"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|f| f["available"] == true)
+    );
+    for path in [
+        "/api/v1/analytics/summary",
+        "/api/v1/analytics/timeseries",
+        "/api/v1/api-keys",
+    ] {
+        get(path).await.expect(200);
+    }
+    let settings = get("/api/v1/tenant/settings").await.expect(200);
+    assert_eq!(settings.body["timezone"], "America/Sao_Paulo");
 
     // Running it again finds the same tenant instead of seeding twice.
     let (again, _, created) = run_demo(&app.db.app_url, &slug);

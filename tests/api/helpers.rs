@@ -328,8 +328,28 @@ impl TestApp {
         self.call(Method::DELETE, path)
     }
 
-    /// Creates a tenant with a fresh owner through the admin API.
+    /// A tenant for tests of features other than trust: made through the admin API, then put
+    /// at trust level 3 and locked there (straight in the database, so no trust activity or
+    /// notification is recorded), so that trust's caps and gates stay out of their way.
     pub async fn tenant(&self) -> TestTenant {
+        let tenant = self.new_tenant().await;
+        // Through the service's own connector, which honours the URL's `sslmode`.
+        convcommerce::db::connect_once(&self.db.app_url)
+            .await
+            .expect("the database accepts the connection")
+            .execute(
+                "UPDATE tenants SET trust_level = 3, trust_locked = true,
+                     trust_reason = 'test fixture' WHERE id = $1",
+                &[&tenant.id],
+            )
+            .await
+            .unwrap();
+        tenant
+    }
+
+    /// Creates a tenant with a fresh owner through the admin API: trust level 0, as every new
+    /// tenant starts.
+    pub async fn new_tenant(&self) -> TestTenant {
         let owner = format!("owner-{}", Uuid::now_v7().simple());
         let slug = format!("t-{}", Uuid::now_v7().simple());
         let created = self

@@ -263,7 +263,7 @@ async fn notifications_are_sent_listed_filtered_read_and_deleted_by_their_recipi
 #[tokio::test]
 async fn orders_notify_owners_and_admins_on_creation_and_dispute_and_push_them_live() {
     let app = TestApp::spawn().await;
-    let t = app.tenant().await;
+    let t = app.new_tenant().await;
     let (admin, _) = app.member(&t, "admin").await;
     let (staff, _) = app.member(&t, "staff").await;
 

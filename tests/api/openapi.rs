@@ -509,6 +509,42 @@ async fn enums_are_documented_as_the_server_sends_them() {
             ],
         ),
         ("TemplateChannel", vec!["email", "sms"]),
+        (
+            "Feature",
+            vec![
+                "auto_confirm_orders",
+                "email_notifications",
+                "sms_notifications",
+                "analytics_summary",
+                "analytics_timeseries",
+                "bulk_product_import",
+                "custom_monitoring_rules",
+                "api_keys",
+            ],
+        ),
+        (
+            "VerificationKind",
+            vec![
+                "email",
+                "phone",
+                "business_info",
+                "store_setup",
+                "registration",
+                "tax_id",
+                "address",
+                "bank_account",
+            ],
+        ),
+        (
+            "VerificationStatus",
+            vec!["unverified", "pending", "verified", "rejected"],
+        ),
+        (
+            "DocumentKind",
+            vec!["registration", "tax_id", "address", "bank_account"],
+        ),
+        ("Interval", vec!["day", "week", "month"]),
+        ("RiskSeverity", vec!["low", "medium", "high", "critical"]),
     ];
     for (name, values) in &expected {
         assert_eq!(schemas[*name]["enum"], json!(values), "{name}");
@@ -774,4 +810,219 @@ async fn the_tenant_header_is_a_string_with_the_uuid_pattern() {
         }
     }
     assert!(scoped >= 29, "{scoped} tenant-scoped operations");
+}
+
+#[tokio::test]
+async fn trust_answers_match_their_documented_schemas() {
+    let app = TestApp::spawn().await;
+    let doc = document(&app).await;
+    let t = app.tenant().await;
+    let call = |r: Call| r.owner_of(&t);
+
+    let trust = call(app.get("/api/v1/trust")).send().await.expect(200);
+    assert_documented(&doc, "get", "/api/v1/trust", &trust);
+    let low = app.new_tenant().await;
+    let explained = app
+        .get("/api/v1/trust")
+        .owner_of(&low)
+        .send()
+        .await
+        .expect(200);
+    assert!(explained.body["next_level"].is_object());
+    assert_documented(&doc, "get", "/api/v1/trust", &explained);
+    let list = call(app.get("/api/v1/trust/verifications"))
+        .send()
+        .await
+        .expect(200);
+    assert_documented(&doc, "get", "/api/v1/trust/verifications", &list);
+    let sent = call(app.post("/api/v1/trust/verifications/email/send"))
+        .json(&json!({"email": "doc@trust.example"}))
+        .send()
+        .await
+        .expect(200);
+    assert_documented(
+        &doc,
+        "post",
+        "/api/v1/trust/verifications/email/send",
+        &sent,
+    );
+    let media = upload(&app, &t, file(png(32), "d.png", "image/png"))
+        .await
+        .expect(201);
+    let submitted = call(app.post("/api/v1/trust/verifications/documents"))
+        .json(&json!({"kind": "tax_id", "media_ids": [media.body["id"]], "fields": {"n": "1"}}))
+        .send()
+        .await
+        .expect(201);
+    assert_documented(
+        &doc,
+        "post",
+        "/api/v1/trust/verifications/documents",
+        &submitted,
+    );
+    let queue = app
+        .get("/api/v1/admin/verifications")
+        .user(ADMIN)
+        .send()
+        .await
+        .expect(200);
+    assert_documented(&doc, "get", "/api/v1/admin/verifications", &queue);
+    let id = submitted.body["id"].as_str().unwrap();
+    let decided = app
+        .post(&format!("/api/v1/admin/verifications/{id}/reject"))
+        .user(ADMIN)
+        .json(&json!({"reason": "blurry"}))
+        .send()
+        .await
+        .expect(200);
+    assert_documented(
+        &doc,
+        "post",
+        "/api/v1/admin/verifications/{id}/reject",
+        &decided,
+    );
+    for (method, path) in [
+        ("get", "/api/v1/admin/tenants/{id}/trust"),
+        ("post", "/api/v1/admin/tenants/{id}/trust/recompute"),
+    ] {
+        let real = path.replace("{id}", &t.id.to_string());
+        let answer = app
+            .call(method.to_uppercase().parse().unwrap(), &real)
+            .user(ADMIN)
+            .send()
+            .await
+            .expect(200);
+        assert_documented(&doc, method, path, &answer);
+    }
+    let set = app
+        .put(&format!("/api/v1/admin/tenants/{}/trust", t.id))
+        .user(ADMIN)
+        .json(&doc["components"]["schemas"]["SetTrust"]["example"])
+        .send()
+        .await
+        .expect(200);
+    assert_documented(&doc, "put", "/api/v1/admin/tenants/{id}/trust", &set);
+    crate::trust::set_level(&app, &t, 3, true).await;
+    let risk = app
+        .get("/api/v1/admin/risk")
+        .user(ADMIN)
+        .send()
+        .await
+        .expect(200);
+    assert_documented(&doc, "get", "/api/v1/admin/risk", &risk);
+
+    let settings = call(app.put("/api/v1/tenant/settings"))
+        .json(&doc["components"]["schemas"]["PutTenantSettings"]["example"])
+        .send()
+        .await
+        .expect(200);
+    assert_documented(&doc, "put", "/api/v1/tenant/settings", &settings);
+    let bulk = call(app.post("/api/v1/products/bulk"))
+        .json(&doc["components"]["schemas"]["BulkProducts"]["example"])
+        .send()
+        .await
+        .expect(201);
+    assert_documented(&doc, "post", "/api/v1/products/bulk", &bulk);
+    let product = &bulk.body["items"][0];
+    call(app.post("/api/v1/orders"))
+        .json(
+            &json!({"customer": {"name": "Ana", "phone": "+5511912345678"},
+                      "items": [{"product_id": product["id"], "quantity": 1}], "channel": "web"}),
+        )
+        .send()
+        .await
+        .expect(201);
+    for path in [
+        "/api/v1/analytics/summary",
+        "/api/v1/analytics/timeseries?interval=week",
+    ] {
+        let answer = call(app.get(path)).send().await.expect(200);
+        assert_documented(&doc, "get", path.split('?').next().unwrap(), &answer);
+    }
+    let key = call(app.post("/api/v1/api-keys"))
+        .json(&json!({"name": "Doc", "role": "staff"}))
+        .send()
+        .await
+        .expect(201);
+    assert_documented(&doc, "post", "/api/v1/api-keys", &key);
+    let keys = call(app.get("/api/v1/api-keys")).send().await.expect(200);
+    assert_documented(&doc, "get", "/api/v1/api-keys", &keys);
+
+    // The problems trust adds are problem documents with their extensions.
+    let validator = Validator { doc: &doc };
+    let gated = app
+        .get("/api/v1/analytics/summary")
+        .owner_of(&low)
+        .send()
+        .await
+        .expect_problem(403, "feature_not_available");
+    let capped = {
+        for _ in 0..5 {
+            app.product(&low, json!({})).await;
+        }
+        app.post("/api/v1/products")
+            .owner_of(&low)
+            .json(&json!({"name": "Six", "price_cents": 1, "currency": "USD"}))
+            .send()
+            .await
+            .expect_problem(403, "quota_exceeded")
+    };
+    for problem in [&gated, &capped] {
+        let errors = validator.errors(&schema_ref("Problem"), &problem.body, "problem");
+        assert!(errors.is_empty(), "{errors:#?}");
+    }
+    assert_eq!(capped.body["reason"], "trust_level");
+}
+
+/// Every `$ref` in `value`, with where it is.
+fn references<'v>(value: &'v Value, at: String, out: &mut Vec<(String, &'v str)>) {
+    match value {
+        Value::Object(fields) => {
+            for (key, field) in fields {
+                match (key.as_str(), field) {
+                    ("$ref", Value::String(target)) => out.push((at.clone(), target)),
+                    _ => references(field, format!("{at}/{key}"), out),
+                }
+            }
+        }
+        Value::Array(items) => {
+            for (i, item) in items.iter().enumerate() {
+                references(item, format!("{at}/{i}"), out);
+            }
+        }
+        _ => {}
+    }
+}
+
+#[tokio::test]
+async fn every_reference_resolves() {
+    let app = TestApp::spawn().await;
+    let doc = document(&app).await;
+    let mut found = Vec::new();
+    references(&doc, String::new(), &mut found);
+    assert!(found.len() > 100, "{}", found.len());
+    for (at, target) in found {
+        let name = target
+            .strip_prefix("#/components/schemas/")
+            .unwrap_or_else(|| panic!("{at}: {target} is not a schema reference"));
+        assert!(
+            doc["components"]["schemas"][name].is_object(),
+            "{at}: {target} does not resolve"
+        );
+    }
+}
+
+#[tokio::test]
+async fn operation_ids_are_unique() {
+    let app = TestApp::spawn().await;
+    let doc = document(&app).await;
+    let mut seen = BTreeSet::new();
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        for (method, op) in item.as_object().unwrap() {
+            if let Some(id) = op["operationId"].as_str() {
+                assert!(seen.insert(id.to_string()), "{method} {path}: {id} twice");
+            }
+        }
+    }
+    assert!(seen.len() > 80, "{}", seen.len());
 }

@@ -196,3 +196,71 @@ async fn ai_config_has_defaults_and_managers_change_it() {
         "another tenant still has the defaults"
     );
 }
+
+#[tokio::test]
+async fn tenant_settings_default_to_utc_and_managers_change_them() {
+    let app = TestApp::spawn().await;
+    let tenant = app.new_tenant().await;
+    let (staff, _) = app.member(&tenant, "staff").await;
+    let defaults = app
+        .get("/api/v1/tenant/settings")
+        .user(&staff)
+        .tenant(tenant.id)
+        .send()
+        .await
+        .expect(200);
+    assert_eq!(
+        defaults.body,
+        json!({"timezone": "UTC", "auto_confirm_orders": false, "updated_at": null})
+    );
+    let wanted = json!({"timezone": "America/Sao_Paulo", "auto_confirm_orders": false});
+    app.put("/api/v1/tenant/settings")
+        .user(&staff)
+        .tenant(tenant.id)
+        .json(&wanted)
+        .send()
+        .await
+        .expect_problem(403, "forbidden");
+    let bad = app
+        .put("/api/v1/tenant/settings")
+        .owner_of(&tenant)
+        .json(&json!({"timezone": "Mars/Olympus", "auto_confirm_orders": false}))
+        .send()
+        .await
+        .expect_problem(422, "validation_failed");
+    assert_eq!(error_fields(&bad), ["timezone"]);
+    let missing = app
+        .put("/api/v1/tenant/settings")
+        .owner_of(&tenant)
+        .json(&json!({"timezone": "UTC"}))
+        .send()
+        .await
+        .expect_problem(422, "validation_failed");
+    assert_eq!(error_fields(&missing), ["auto_confirm_orders"]);
+    // Automatic confirmation needs trust level 1; the refused PUT changes nothing.
+    let gated = app
+        .put("/api/v1/tenant/settings")
+        .owner_of(&tenant)
+        .json(&json!({"timezone": "America/Sao_Paulo", "auto_confirm_orders": true}))
+        .send()
+        .await
+        .expect_problem(403, "feature_not_available");
+    assert_eq!(gated.body["feature"], "auto_confirm_orders");
+    assert_eq!(gated.body["required_level"], 1);
+    let saved = app
+        .put("/api/v1/tenant/settings")
+        .owner_of(&tenant)
+        .json(&wanted)
+        .send()
+        .await
+        .expect(200);
+    assert_eq!(saved.body["timezone"], "America/Sao_Paulo");
+    assert!(saved.body["updated_at"].is_string());
+    let read = app
+        .get("/api/v1/tenant/settings")
+        .owner_of(&tenant)
+        .send()
+        .await
+        .expect(200);
+    assert_eq!(read.body, saved.body);
+}

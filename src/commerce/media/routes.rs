@@ -186,6 +186,7 @@ pub async fn get_media(
     responses(
         (status = 204, description = "Deleted"),
         (status = 404, description = "`not_found`"),
+        (status = 409, description = "`media_in_use`: a verification document names it"),
     ))]
 #[tracing::instrument(skip_all, fields(media_id = %id))]
 pub async fn delete_media(
@@ -235,6 +236,11 @@ impl From<MediaError> for AppError {
     fn from(err: MediaError) -> Self {
         match err {
             MediaError::NotFound => Self::NotFound("media"),
+            MediaError::InUse => Self::Conflict {
+                code: "media_in_use",
+                detail: "A verification document names this media; it is kept for the review."
+                    .into(),
+            },
             MediaError::Db(e) => e.into(),
             MediaError::Storage(cause) => cause.context("media object store").into(),
         }

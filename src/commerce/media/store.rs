@@ -4,7 +4,7 @@
 use uuid::Uuid;
 
 use super::model::{Media, NewMedia};
-use crate::db::{DbError, TenantDb};
+use crate::db::{DbError, OnConstraint, TenantDb, Violation};
 use crate::monitoring::activity::{Change, Recorder};
 use crate::storage::MediaStore;
 
@@ -13,11 +13,23 @@ use crate::storage::MediaStore;
 pub enum MediaError {
     #[error("no such media")]
     NotFound,
+    /// A verification's document names the media (migrations/0010_trust.sql).
+    #[error("the media belongs to a verification")]
+    InUse,
     #[error(transparent)]
     Db(#[from] DbError),
     /// The object store failed (the row was not committed).
     #[error("object store: {0:#}")]
     Storage(anyhow::Error),
+}
+
+impl Violation for MediaError {
+    fn violated(&self) -> Option<&str> {
+        match self {
+            Self::Db(e) => e.violated(),
+            _ => None,
+        }
+    }
 }
 
 type Result<T, E = MediaError> = std::result::Result<T, E>;
@@ -124,7 +136,8 @@ pub async fn delete(
             "DELETE FROM media WHERE tenant_id = $1 AND id = $2 RETURNING storage_key",
             &[&tx.tenant_id(), &id],
         )
-        .await?
+        .await
+        .on_constraint("verification_media_media_fkey", || MediaError::InUse)?
         .ok_or(MediaError::NotFound)?;
     activity
         .commit(tx, Change::new("media.deleted", "media", id))

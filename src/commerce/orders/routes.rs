@@ -12,6 +12,7 @@ use crate::error::{AppError, AppResult, FieldError};
 use crate::extract::{ApiJson, IdPath, Page};
 use crate::state::AppState;
 use crate::tenancy::TenantCtx;
+use crate::trust::level::Feature;
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -39,11 +40,13 @@ pub async fn list_orders(
 }
 
 /// Places an order: prices come from the products (never from the request), each line's
-/// `unit_price_cents` is frozen, and the stock is reserved in the same transaction.
+/// `unit_price_cents` is frozen, and the stock is reserved in the same transaction. It starts
+/// `pending`, or `confirmed` when the tenant's `auto_confirm_orders` setting is on (and its
+/// trust level has that feature).
 #[utoipa::path(post, path = "/api/v1/orders", tag = "orders",
     request_body = CreateOrder,
     responses(
-        (status = 201, description = "Created (status `pending`)", body = Order),
+        (status = 201, description = "Created (status `pending`, or `confirmed` with `auto_confirm_orders`)", body = Order),
         (status = 404, description = "`not_found`: `items[i].product_id` is not a product of this tenant"),
         (status = 409, description = "`insufficient_stock`"),
         (status = 422, description = "`validation_failed` (customer, quantities, a product not active or in another currency)"),
@@ -55,7 +58,15 @@ pub async fn create_order(
     ApiJson(body): ApiJson<CreateOrder>,
 ) -> AppResult<(StatusCode, Json<Order>)> {
     let new = body.validate()?;
-    let order = store::create(ctx.db(), ctx.activity(), &state.notifier, &new).await?;
+    let auto_confirm = Feature::AutoConfirmOrders.available_at(ctx.tenant.trust_level);
+    let order = store::create(
+        ctx.db(),
+        ctx.activity(),
+        &state.notifier,
+        &new,
+        auto_confirm,
+    )
+    .await?;
     Ok((StatusCode::CREATED, Json(order)))
 }
 

@@ -219,12 +219,15 @@ fn order_notification(order: &Order, key: TemplateKey) -> Result<NewNotification
 }
 
 /// Places an order: locks its products, prices it from them, reserves the stock and stores
-/// it, with the notification of its owners and admins, all in one pooled transaction.
+/// it, with the notification of its owners and admins, all in one pooled transaction. With
+/// `auto_confirm` (the tenant's trust level has the feature) the tenant's
+/// `auto_confirm_orders` setting decides whether it starts `confirmed`.
 pub async fn create(
     db: &TenantDb,
     activity: &Recorder,
     notifier: &Notifier,
     order: &NewOrder,
+    auto_confirm: bool,
 ) -> Result<Order> {
     let tx = db.begin().await?;
     let ids: Vec<Uuid> = order.items.iter().map(|(id, _)| *id).collect();
@@ -274,8 +277,11 @@ pub async fn create(
     let customer = to_json(&order.customer)?;
     tx.execute(
         "INSERT INTO orders (tenant_id, id, channel, customer, notes, subtotal_cents,
-             total_cents, currency)
-         VALUES ($1, $2, $3, $4, $5, $6, $6, $7)",
+             total_cents, currency, status)
+         VALUES ($1, $2, $3, $4, $5, $6, $6, $7,
+                 CASE WHEN $8 AND coalesce((SELECT s.auto_confirm_orders FROM tenant_settings s
+                                            WHERE s.tenant_id = $1), false)
+                      THEN 'confirmed' ELSE 'pending' END)",
         &[
             &tx.tenant_id(),
             &id,
@@ -284,6 +290,7 @@ pub async fn create(
             &order.notes,
             &subtotal,
             &lines[0].0.currency,
+            &auto_confirm,
         ],
     )
     .await?;
@@ -315,8 +322,9 @@ pub async fn create(
             Recipients::Managers,
         )
         .await?;
-    let change = Change::new("order.created", "order", id)
-        .details(serde_json::json!({"total_cents": subtotal, "currency": created.currency}));
+    let change = Change::new("order.created", "order", id).details(serde_json::json!({
+        "total_cents": subtotal, "currency": created.currency, "status": created.status
+    }));
     let created = match activity.commit(tx, change).await {
         Err(DbError::Unavailable(cause)) => settle_commit(db, created, cause).await?,
         done => done.map(|()| created)?,

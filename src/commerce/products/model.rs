@@ -179,6 +179,71 @@ impl CreateProduct {
     }
 }
 
+/// The most products one bulk import can create.
+pub const MAX_BULK: usize = 500;
+
+/// `POST /api/v1/products/bulk`: 1-500 product bodies, created together or not at all.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(example = json!({"products": [
+    {"name": "Tee — Ipê print, M", "price_cents": 8990, "currency": "BRL", "sku": "TEE-IPE-M",
+     "stock": 25, "status": "active"},
+    {"name": "Mug — Sunrise", "price_cents": 4500, "currency": "BRL", "sku": "MUG-SUN"}
+]}))]
+pub struct BulkProducts {
+    #[schema(min_items = 1, max_items = 500)]
+    pub products: Vec<CreateProduct>,
+}
+
+/// The created products, in the order sent.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct BulkCreated {
+    pub items: Vec<Product>,
+}
+
+impl BulkProducts {
+    /// Every item as [`CreateProduct::validate`] checks it, errors named `products[i].field`;
+    /// a sku may appear once in the batch.
+    pub fn validate(self) -> Result<Vec<NewProduct>, AppError> {
+        if self.products.is_empty() || self.products.len() > MAX_BULK {
+            return Err(AppError::validation(
+                "products",
+                format!("1-{MAX_BULK} products"),
+            ));
+        }
+        let mut errors = Vec::new();
+        let mut valid = Vec::with_capacity(self.products.len());
+        for (i, body) in self.products.into_iter().enumerate() {
+            match body.validate() {
+                Ok(new) => valid.push((i, new)),
+                Err(AppError::Validation(faults)) => {
+                    errors.extend(faults.into_iter().map(|mut e| {
+                        e.field = format!("products[{i}].{}", e.field);
+                        e
+                    }))
+                }
+                Err(other) => return Err(other),
+            }
+        }
+        for (n, (i, new)) in valid.iter().enumerate() {
+            let Some(sku) = &new.sku else { continue };
+            if let Some((first, _)) = valid[..n]
+                .iter()
+                .find(|(_, other)| other.sku.as_ref() == Some(sku))
+            {
+                errors.push(crate::error::FieldError::new(
+                    format!("products[{i}].sku"),
+                    format!("repeats products[{first}].sku"),
+                ));
+            }
+        }
+        if !errors.is_empty() {
+            return Err(AppError::Validation(errors));
+        }
+        Ok(valid.into_iter().map(|(_, new)| new).collect())
+    }
+}
+
 /// Only the fields sent change; `description` and `sku` can be cleared with `null`;
 /// `media_ids` replaces the list.
 #[derive(Debug, Default, Deserialize, ToSchema)]

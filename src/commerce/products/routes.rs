@@ -6,16 +6,20 @@ use axum::http::StatusCode;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::model::{CreateProduct, Product, ProductQuery, UpdateProduct};
+use super::model::{
+    BulkCreated, BulkProducts, CreateProduct, Product, ProductQuery, UpdateProduct,
+};
 use super::store::{self, ProductError};
 use crate::error::{AppError, AppResult};
 use crate::extract::{ApiJson, IdPath, Page};
 use crate::state::AppState;
 use crate::tenancy::TenantCtx;
+use crate::trust::gate::{BulkProductImport, Unlocked};
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(list_products, create_product))
+        .routes(routes!(import_products))
         .routes(routes!(get_product, update_product, delete_product))
 }
 
@@ -53,6 +57,28 @@ pub async fn create_product(
     let new = body.validate()?;
     let product = store::create(ctx.db(), ctx.activity(), &new).await?;
     Ok((StatusCode::CREATED, Json(product)))
+}
+
+/// Creates 1-500 products at once (trust level 2), all or none: an invalid item is 422 with
+/// `errors[].field` like `products[2].price_cents` and nothing is created. The batch counts
+/// against the trust level's product cap and the product quota as one create of N.
+#[utoipa::path(post, path = "/api/v1/products/bulk", tag = "products",
+    request_body = BulkProducts,
+    responses(
+        (status = 201, description = "Created, in the order sent", body = BulkCreated),
+        (status = 403, description = "`feature_not_available` (below trust level 2, with `feature` and `required_level`), `quota_exceeded` (the whole batch does not fit; `reason` `trust_level` or `quota`)"),
+        (status = 404, description = "`not_found`: a `products[i].media_ids[j]` that is not a media of this tenant"),
+        (status = 409, description = "`sku_taken` (detail names `products[i].sku`)"),
+        (status = 422, description = "`validation_failed`: `errors[].field` is `products[i].<field>`"),
+    ))]
+#[tracing::instrument(skip_all)]
+pub async fn import_products(
+    ctx: Unlocked<BulkProductImport>,
+    ApiJson(body): ApiJson<BulkProducts>,
+) -> AppResult<(StatusCode, Json<BulkCreated>)> {
+    let items = body.validate()?;
+    let created = store::create_many(ctx.db(), ctx.activity(), &items).await?;
+    Ok((StatusCode::CREATED, Json(BulkCreated { items: created })))
 }
 
 /// One product.
@@ -115,6 +141,14 @@ impl From<ProductError> for AppError {
                     Some(i) => format!("media_ids[{i}]"),
                     None => "media_ids".into(),
                 },
+                what: "media",
+            },
+            ProductError::ItemSkuTaken(i) => Self::Conflict {
+                code: "sku_taken",
+                detail: format!("products[{i}].sku: a product with this sku already exists."),
+            },
+            ProductError::ItemMediaMissing(i, j) => Self::MissingReference {
+                field: format!("products[{i}].media_ids[{j}]"),
                 what: "media",
             },
             ProductError::Db(e) => e.into(),

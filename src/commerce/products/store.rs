@@ -18,6 +18,12 @@ pub enum ProductError {
     /// known (a media deleted meanwhile is found only by the foreign key).
     #[error("media missing")]
     MediaMissing(Option<usize>),
+    /// In a bulk import: `products[i].sku` is taken by an existing product.
+    #[error("products[{0}].sku is taken")]
+    ItemSkuTaken(usize),
+    /// In a bulk import: `products[i].media_ids[j]` is not a media of this tenant.
+    #[error("products[{0}].media_ids[{1}]: media missing")]
+    ItemMediaMissing(usize, usize),
     #[error(transparent)]
     Db(#[from] DbError),
 }
@@ -167,6 +173,140 @@ pub async fn create(db: &TenantDb, activity: &Recorder, new: &NewProduct) -> Res
         .commit(tx, Change::new("product.created", "product", id))
         .await?;
     Ok(product)
+}
+
+/// Creates every product of a bulk import in one transaction, or none: the batch first
+/// claims room for all of them under the quota counter's lock (one create of N against the
+/// trust cap and the quota), then inserts them in one statement.
+pub async fn create_many(
+    db: &TenantDb,
+    activity: &Recorder,
+    items: &[NewProduct],
+) -> Result<Vec<Product>> {
+    let tx = db.begin().await?;
+    let tenant_id = tx.tenant_id();
+    tx.execute(
+        "SELECT require_quota_room($1, 'products', $2)",
+        &[&tenant_id, &(items.len() as i64)],
+    )
+    .await?;
+    let wanted: Vec<Uuid> = items.iter().flat_map(|p| p.media_ids.clone()).collect();
+    if !wanted.is_empty() {
+        let found: Vec<Uuid> = tx
+            .query(
+                "SELECT id FROM media WHERE tenant_id = $1 AND id = ANY($2)",
+                &[&tenant_id, &wanted],
+            )
+            .await?
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        for (i, item) in items.iter().enumerate() {
+            if let Some(j) = item.media_ids.iter().position(|m| !found.contains(m)) {
+                return Err(ProductError::ItemMediaMissing(i, j));
+            }
+        }
+    }
+    let skus: Vec<&str> = items
+        .iter()
+        .filter_map(|p| p.sku.as_ref().map(|s| s.as_str()))
+        .collect();
+    if !skus.is_empty() {
+        let taken: Vec<String> = tx
+            .query(
+                "SELECT sku FROM products WHERE tenant_id = $1 AND sku = ANY($2)",
+                &[&tenant_id, &skus],
+            )
+            .await?
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        if let Some(i) = items.iter().position(|p| {
+            p.sku
+                .as_ref()
+                .is_some_and(|s| taken.iter().any(|t| t == s.as_str()))
+        }) {
+            return Err(ProductError::ItemSkuTaken(i));
+        }
+    }
+    let ids: Vec<Uuid> = items.iter().map(|_| Uuid::now_v7()).collect();
+    let names: Vec<&str> = items.iter().map(|p| p.name.as_str()).collect();
+    let descriptions: Vec<Option<&str>> = items.iter().map(|p| p.description.as_deref()).collect();
+    let prices: Vec<i64> = items.iter().map(|p| p.price.get()).collect();
+    let currencies: Vec<&str> = items.iter().map(|p| p.currency.as_str()).collect();
+    let item_skus: Vec<Option<&str>> = items
+        .iter()
+        .map(|p| p.sku.as_ref().map(|s| s.as_str()))
+        .collect();
+    let stocks: Vec<i32> = items.iter().map(|p| p.stock).collect();
+    let statuses: Vec<&str> = items.iter().map(|p| p.status.as_str()).collect();
+    tx.execute(
+        "INSERT INTO products (tenant_id, id, name, description, price_cents, currency, sku,
+             stock, status)
+         SELECT $1, * FROM unnest($2::uuid[], $3::text[], $4::text[], $5::bigint[], $6::text[],
+             $7::text[], $8::int[], $9::text[])",
+        &[
+            &tenant_id,
+            &ids,
+            &names,
+            &descriptions,
+            &prices,
+            &currencies,
+            &item_skus,
+            &stocks,
+            &statuses,
+        ],
+    )
+    .await
+    .on_constraint("products_sku_key", || ProductError::SkuTaken)?;
+    let (media_products, media, positions): (Vec<Uuid>, Vec<Uuid>, Vec<i16>) = items
+        .iter()
+        .zip(&ids)
+        .flat_map(|(p, id)| {
+            p.media_ids
+                .iter()
+                .enumerate()
+                .map(move |(n, m)| (*id, *m, n as i16))
+        })
+        .fold(
+            (Vec::new(), Vec::new(), Vec::new()),
+            |mut acc, (p, m, n)| {
+                acc.0.push(p);
+                acc.1.push(m);
+                acc.2.push(n);
+                acc
+            },
+        );
+    if !media.is_empty() {
+        tx.execute(
+            "INSERT INTO product_media (tenant_id, product_id, media_id, position)
+             SELECT $1, * FROM unnest($2::uuid[], $3::uuid[], $4::int2[])",
+            &[&tenant_id, &media_products, &media, &positions],
+        )
+        .await
+        .on_constraint("product_media_media_fkey", || {
+            ProductError::MediaMissing(None)
+        })?;
+    }
+    let mut created: Vec<Product> = tx
+        .query(
+            &format!(
+                "SELECT {} FROM products p WHERE p.tenant_id = $1 AND p.id = ANY($2)",
+                Product::COLUMNS
+            ),
+            &[&tenant_id, &ids],
+        )
+        .await?
+        .iter()
+        .map(Product::from_row)
+        .collect();
+    created.sort_by_key(|p| ids.iter().position(|id| *id == p.id));
+    let changes = ids
+        .iter()
+        .map(|id| Change::new("product.created", "product", *id))
+        .collect();
+    activity.commit_all(tx, changes).await?;
+    Ok(created)
 }
 
 /// Changes a product in one pooled transaction.

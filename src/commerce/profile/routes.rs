@@ -1,6 +1,7 @@
 //! `GET|PUT /api/v1/seller-profile`.
 
 use axum::Json;
+use axum::extract::State;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
@@ -28,7 +29,8 @@ pub async fn get_profile(ctx: TenantCtx) -> AppResult<Json<SellerProfile>> {
         .ok_or(AppError::NotFound("seller profile"))
 }
 
-/// Creates or replaces the seller profile (owner or admin).
+/// Creates or replaces the seller profile (owner or admin). Business information and store
+/// setup are verified from it (SPEC §6), so the tenant's trust level is recomputed.
 #[utoipa::path(put, path = "/api/v1/seller-profile", tag = "seller-profile",
     request_body = PutSellerProfile,
     responses(
@@ -37,10 +39,13 @@ pub async fn get_profile(ctx: TenantCtx) -> AppResult<Json<SellerProfile>> {
     ))]
 #[tracing::instrument(skip_all)]
 pub async fn put_profile(
+    State(state): State<AppState>,
     ctx: TenantCtx,
     ApiJson(body): ApiJson<PutSellerProfile>,
 ) -> AppResult<Json<SellerProfile>> {
     ctx.require_manager()?;
     let input = body.validate()?;
-    Ok(Json(store::put(ctx.db(), ctx.activity(), &input).await?))
+    let saved = store::put(ctx.db(), ctx.activity(), &input).await?;
+    state.trust.verifications_changed(ctx.tenant_id()).await;
+    Ok(Json(saved))
 }

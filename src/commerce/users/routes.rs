@@ -24,10 +24,7 @@ pub fn router() -> OpenApiRouter<AppState> {
 async fn forget(state: &AppState, ctx: &TenantCtx, subject: String) {
     state
         .directory
-        .invalidate(&Invalidation {
-            tenant: ctx.tenant_id(),
-            subject: Some(subject),
-        })
+        .invalidate(&Invalidation::member(ctx.tenant_id(), subject))
         .await;
 }
 

@@ -160,10 +160,7 @@ fn only_owners_touch_owners(actor: Role, target: &User, new_role: Option<Role>) 
 async fn announce(tx: &TenantTx, subject: &str) -> Result<()> {
     Directory::announce(
         tx,
-        &Invalidation {
-            tenant: tx.tenant_id(),
-            subject: Some(subject.to_string()),
-        },
+        &Invalidation::member(tx.tenant_id(), subject.to_string()),
     )
     .await?;
     Ok(())

@@ -38,6 +38,8 @@ pub struct Change {
     /// The success status the handler answers.
     pub status: u16,
     pub details: serde_json::Value,
+    /// `data` unless said otherwise (trust changes are `trust`).
+    pub category: Category,
 }
 
 impl Change {
@@ -53,11 +55,17 @@ impl Change {
             resource_id,
             status,
             details: serde_json::json!({}),
+            category: Category::Data,
         }
     }
 
     pub fn details(mut self, details: serde_json::Value) -> Self {
         self.details = details;
+        self
+    }
+
+    pub fn category(mut self, category: Category) -> Self {
+        self.category = category;
         self
     }
 }
@@ -74,30 +82,37 @@ pub struct Recorder {
 }
 
 impl Recorder {
-    /// For a member's request.
-    pub fn member(
+    /// For a request: a member (`user`) or an API key (`api_key`), with its id.
+    pub fn actor(
         scope: Option<RequestScope>,
         tenant_id: Uuid,
-        user_id: Uuid,
+        actor: Uuid,
+        actor_type: ActorType,
         sink: Arc<dyn ActivitySink>,
     ) -> Self {
         Self {
             scope,
             tenant_id,
-            actor: Some(user_id),
-            actor_type: ActorType::User,
+            actor: Some(actor),
+            actor_type,
             sink,
         }
     }
 
     /// For the service's own changes (the demo seed): actor `system`, no request.
     pub fn system(tenant_id: Uuid) -> Self {
+        Self::system_to(tenant_id, Arc::new(NoSink))
+    }
+
+    /// For the service's own changes (trust decisions, platform admins' actions on a tenant),
+    /// handed to `sink` once durable.
+    pub fn system_to(tenant_id: Uuid, sink: Arc<dyn ActivitySink>) -> Self {
         Self {
             scope: None,
             tenant_id,
             actor: None,
             actor_type: ActorType::System,
-            sink: Arc::new(NoSink),
+            sink,
         }
     }
 
@@ -106,11 +121,32 @@ impl Recorder {
     pub async fn commit(&self, tx: TenantTx, change: Change) -> Result<(), DbError> {
         let activity = store::stamp(self.new_activity(change));
         store::insert_and_commit(tx, &activity).await?;
+        self.recorded(std::slice::from_ref(&activity));
+        Ok(())
+    }
+
+    /// [`Recorder::commit`] for several changes of one transaction (a bulk import, a trust
+    /// decision with its consequences), in one statement.
+    pub async fn commit_all(&self, tx: TenantTx, changes: Vec<Change>) -> Result<(), DbError> {
+        let activities: Vec<Activity> = changes
+            .into_iter()
+            .map(|c| store::stamp(self.new_activity(c)))
+            .collect();
+        if !activities.is_empty() {
+            store::insert_many(&tx, &activities).await?;
+        }
+        tx.commit().await?;
+        self.recorded(&activities);
+        Ok(())
+    }
+
+    fn recorded(&self, activities: &[Activity]) {
         if let Some(scope) = &self.scope {
             scope.mark_data_recorded();
         }
-        self.sink.recorded(std::slice::from_ref(&activity));
-        Ok(())
+        if !activities.is_empty() {
+            self.sink.recorded(activities);
+        }
     }
 
     fn new_activity(&self, change: Change) -> NewActivity {
@@ -123,7 +159,7 @@ impl Recorder {
             actor: self.actor,
             actor_type: self.actor_type,
             action: change.action.to_string(),
-            category: Category::Data,
+            category: change.category,
             request,
             resource_type: Some(change.resource_type),
             resource_id: Some(change.resource_id),
@@ -155,7 +191,11 @@ pub fn for_response(scope: &RequestScope, status: u16) -> Option<NewActivity> {
     Some(NewActivity {
         tenant_id,
         actor: slot.actor,
-        actor_type: ActorType::User,
+        actor_type: if slot.api_key {
+            ActorType::ApiKey
+        } else {
+            ActorType::User
+        },
         action: action.to_string(),
         category,
         request: scope.facts().clone(),

@@ -2,6 +2,7 @@
 //! the writer inserts per tenant, and the list.
 
 use chrono::{DateTime, Utc};
+use tokio_postgres::types::ToSql;
 use uuid::Uuid;
 
 use super::model::{Activity, ActivityFilter, NewActivity};
@@ -52,49 +53,86 @@ pub async fn insert_and_commit(tx: TenantTx, a: &Activity) -> Result<(), DbError
 
 /// Inserts one tenant's batch in one transaction (the tenant set: row-level security holds).
 pub async fn insert_batch(db: &TenantDb, batch: &[Activity]) -> Result<(), DbError> {
-    fn col<T: Clone>(batch: &[Activity], f: impl Fn(&Activity) -> T) -> Vec<T> {
-        batch.iter().map(f).collect()
+    let columns = Columns::of(batch);
+    db.query(INSERT_MANY, &columns.params(&db.tenant_id()))
+        .await
+        .map(drop)
+}
+
+/// Inserts several activities of the tenant in `tx` (one statement).
+pub async fn insert_many(tx: &TenantTx, batch: &[Activity]) -> Result<(), DbError> {
+    let columns = Columns::of(batch);
+    tx.execute(INSERT_MANY, &columns.params(&tx.tenant_id()))
+        .await
+        .map(drop)
+}
+
+/// A batch of activities as one array per column, for [`INSERT_MANY`].
+struct Columns {
+    ids: Vec<Uuid>,
+    actors: Vec<Option<Uuid>>,
+    actor_types: Vec<&'static str>,
+    actions: Vec<String>,
+    categories: Vec<&'static str>,
+    methods: Vec<Option<String>>,
+    routes: Vec<Option<String>>,
+    resource_types: Vec<Option<String>>,
+    resource_ids: Vec<Option<Uuid>>,
+    statuses: Vec<Option<i16>>,
+    latencies: Vec<Option<i32>>,
+    ips: Vec<Option<String>>,
+    agents: Vec<Option<String>>,
+    request_ids: Vec<Option<String>>,
+    details: Vec<serde_json::Value>,
+    times: Vec<DateTime<Utc>>,
+}
+
+impl Columns {
+    fn of(batch: &[Activity]) -> Self {
+        fn col<T: Clone>(batch: &[Activity], f: impl Fn(&Activity) -> T) -> Vec<T> {
+            batch.iter().map(f).collect()
+        }
+        Self {
+            ids: col(batch, |a| a.id),
+            actors: col(batch, |a| a.actor),
+            actor_types: col(batch, |a| a.actor_type.as_str()),
+            actions: col(batch, |a| a.action.clone()),
+            categories: col(batch, |a| a.category.as_str()),
+            methods: col(batch, |a| a.method.clone()),
+            routes: col(batch, |a| a.route.clone()),
+            resource_types: col(batch, |a| a.resource_type.clone()),
+            resource_ids: col(batch, |a| a.resource_id),
+            statuses: col(batch, |a| a.status),
+            latencies: col(batch, |a| a.latency_ms),
+            ips: col(batch, |a| a.ip.clone()),
+            agents: col(batch, |a| a.user_agent.clone()),
+            request_ids: col(batch, |a| a.request_id.clone()),
+            details: col(batch, |a| a.details.clone()),
+            times: col(batch, |a| a.created_at),
+        }
     }
-    let ids = col(batch, |a| a.id);
-    let actors = col(batch, |a| a.actor);
-    let actor_types = col(batch, |a| a.actor_type.as_str());
-    let actions = col(batch, |a| a.action.clone());
-    let categories = col(batch, |a| a.category.as_str());
-    let methods = col(batch, |a| a.method.clone());
-    let routes = col(batch, |a| a.route.clone());
-    let resource_types = col(batch, |a| a.resource_type.clone());
-    let resource_ids = col(batch, |a| a.resource_id);
-    let statuses = col(batch, |a| a.status);
-    let latencies = col(batch, |a| a.latency_ms);
-    let ips = col(batch, |a| a.ip.clone());
-    let agents = col(batch, |a| a.user_agent.clone());
-    let request_ids = col(batch, |a| a.request_id.clone());
-    let details = col(batch, |a| a.details.clone());
-    let times: Vec<DateTime<Utc>> = col(batch, |a| a.created_at);
-    db.query(
-        INSERT_MANY,
-        &[
-            &db.tenant_id(),
-            &ids,
-            &actors,
-            &actor_types,
-            &actions,
-            &categories,
-            &methods,
-            &routes,
-            &resource_types,
-            &resource_ids,
-            &statuses,
-            &latencies,
-            &ips,
-            &agents,
-            &request_ids,
-            &details,
-            &times,
-        ],
-    )
-    .await
-    .map(drop)
+
+    fn params<'a>(&'a self, tenant_id: &'a Uuid) -> [&'a (dyn ToSql + Sync); 17] {
+        [
+            tenant_id,
+            &self.ids,
+            &self.actors,
+            &self.actor_types,
+            &self.actions,
+            &self.categories,
+            &self.methods,
+            &self.routes,
+            &self.resource_types,
+            &self.resource_ids,
+            &self.statuses,
+            &self.latencies,
+            &self.ips,
+            &self.agents,
+            &self.request_ids,
+            &self.details,
+            &self.times,
+        ]
+    }
 }
 
 /// A page of the tenant's activities, newest first, with the filters the request uses.

@@ -17,6 +17,8 @@ use crate::error::{AppError, AppResult, FieldError};
 use crate::extract::{ApiJson, IdPath, Page, PageQuery};
 use crate::state::AppState;
 use crate::tenancy::TenantCtx;
+use crate::trust::gate::{CustomMonitoringRules, Unlocked};
+use crate::trust::level::Feature;
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -28,12 +30,6 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(get_alert))
         .routes(routes!(acknowledge_alert))
         .routes(routes!(resolve_alert))
-}
-
-/// Where the trust gate on custom rules goes (SPEC §6: a trust level 2 feature). Trust levels
-/// do not exist yet, so every tenant may write custom rules; built-ins need no level.
-fn custom_rules_allowed(_ctx: &TenantCtx) -> AppResult<()> {
-    Ok(())
 }
 
 /// The tenant's rules (built-ins included), newest first.
@@ -52,22 +48,21 @@ pub async fn list_rules(ctx: TenantCtx, Query(query): Query<PageQuery>) -> AppRe
     Ok(Page::from_rows(rules, page, |r: &Rule| r.id))
 }
 
-/// Creates a custom rule.
+/// Creates a custom rule (trust level 2).
 #[utoipa::path(post, path = "/api/v1/monitoring/rules", tag = "monitoring",
     request_body = RuleBody,
     responses(
         (status = 201, description = "Created", body = Rule),
-        (status = 403, description = "`forbidden` (staff)"),
+        (status = 403, description = "`forbidden` (staff), `feature_not_available` (custom rules need trust level 2)"),
         (status = 409, description = "`rule_limit` (100 custom rules)"),
         (status = 422, description = "`validation_failed`, `errors[].field` the JSON path of the fault (e.g. `condition.all[1].op`)"),
     ))]
 #[tracing::instrument(skip_all)]
 pub async fn create_rule(
-    ctx: TenantCtx,
+    ctx: Unlocked<CustomMonitoringRules>,
     ApiJson(body): ApiJson<RuleBody>,
 ) -> AppResult<(StatusCode, Json<Rule>)> {
     ctx.require_manager()?;
-    custom_rules_allowed(&ctx)?;
     let (new, _) = body.validate("")?;
     let rule = store::create(ctx.db(), &new).await?;
     Ok((StatusCode::CREATED, Json(rule)))
@@ -93,7 +88,7 @@ pub async fn get_rule(ctx: TenantCtx, IdPath(id): IdPath) -> AppResult<Json<Rule
     request_body = RuleBody,
     responses(
         (status = 200, description = "The saved rule", body = Rule),
-        (status = 403, description = "`forbidden` (staff)"),
+        (status = 403, description = "`forbidden` (staff), `feature_not_available` (a custom rule below trust level 2)"),
         (status = 404, description = "`not_found`"),
         (status = 422, description = "`validation_failed` (also a built-in's fixed field)"),
     ))]
@@ -101,9 +96,15 @@ pub async fn get_rule(ctx: TenantCtx, IdPath(id): IdPath) -> AppResult<Json<Rule
 pub async fn put_rule(
     ctx: TenantCtx,
     IdPath(id): IdPath,
-    ApiJson(body): ApiJson<RuleBody>,
+    ApiJson(body): ApiJson<serde_json::Value>,
 ) -> AppResult<Json<Rule>> {
     ctx.require_manager()?;
+    // A custom rule is a trust level 2 feature (built-ins need no level): the gate comes
+    // before the body is read as a rule.
+    if !store::get(ctx.db(), id).await?.builtin {
+        Feature::CustomMonitoringRules.check(ctx.tenant.trust_level)?;
+    }
+    let body: RuleBody = crate::extract::from_value(body)?;
     let (new, _) = body.validate("")?;
     Ok(Json(store::update(ctx.db(), id, &new).await?))
 }

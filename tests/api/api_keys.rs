@@ -1,0 +1,297 @@
+//! API keys (SPEC §2, §6): shown once, stored as a hash, role-bound, expiring, revocable on
+//! every instance within a second, counted in the tenant's rate limits, logged as
+//! `actor_type: api_key`, never on `/api/v1/admin/*`.
+
+use std::time::Duration;
+
+use chrono::Utc;
+use convcommerce::clock::ManualClock;
+use serde_json::{Value, json};
+
+use crate::helpers::*;
+
+/// Makes a key with `role` as the tenant's owner; returns the answer's body.
+async fn make_key(app: &TestApp, tenant: &TestTenant, role: &str, expires: Option<&str>) -> Value {
+    app.post("/api/v1/api-keys")
+        .owner_of(tenant)
+        .json(&json!({"name": format!("{role} key"), "role": role, "expires_at": expires}))
+        .send()
+        .await
+        .expect(201)
+        .body
+}
+
+fn secret(key: &Value) -> String {
+    key["key"].as_str().unwrap().to_string()
+}
+
+#[tokio::test]
+async fn a_key_acts_for_its_tenant_with_its_role() {
+    let app = TestApp::spawn().await;
+    let tenant = app.tenant().await;
+    let other = app.tenant().await;
+    let key = make_key(&app, &tenant, "staff", None).await;
+    let token = secret(&key);
+    assert!(token.starts_with("cck_"));
+    assert_eq!(key["prefix"], &token[..12]);
+    assert_eq!(key["role"], "staff");
+    assert!(key["expires_at"].is_null());
+    // Shown once: the list has no secret, and the database only the hash.
+    let listed = app
+        .get("/api/v1/api-keys")
+        .owner_of(&tenant)
+        .send()
+        .await
+        .expect(200);
+    assert_eq!(listed.body["items"][0]["id"], key["id"]);
+    assert!(listed.body["items"][0].get("key").is_none());
+    let mut owner = connect(&app.db.owner_url).await;
+    let stored = tenant_tx(&mut owner, tenant.id)
+        .await
+        .query_one(
+            "SELECT prefix, key_hash FROM api_keys WHERE id = $1",
+            &[&key["id"].as_str().unwrap().parse::<uuid::Uuid>().unwrap()],
+        )
+        .await
+        .unwrap();
+    let hash: Vec<u8> = stored.get(1);
+    assert_eq!(hash, convcommerce::auth::api_key::hash(&token).to_vec());
+    assert!(!String::from_utf8_lossy(&hash).contains(&token[12..]));
+
+    // With or without X-Tenant-ID; another tenant's id is refused as for members.
+    app.get("/api/v1/products")
+        .token(&token)
+        .send()
+        .await
+        .expect(200);
+    app.get("/api/v1/products")
+        .token(&token)
+        .tenant(tenant.id)
+        .send()
+        .await
+        .expect(200);
+    app.get("/api/v1/products")
+        .token(&token)
+        .tenant(other.id)
+        .send()
+        .await
+        .expect_problem(403, "tenant_access_denied");
+    app.get("/api/v1/products")
+        .token(&token)
+        .header("X-Tenant-ID", "not-a-uuid")
+        .send()
+        .await
+        .expect_problem(400, "tenant_header_invalid");
+    // The role binds: staff may add products, not change the seller profile.
+    let created = app
+        .post("/api/v1/products")
+        .token(&token)
+        .json(&json!({"name": "By key", "price_cents": 100, "currency": "USD"}))
+        .send()
+        .await
+        .expect(201);
+    app.put("/api/v1/seller-profile")
+        .token(&token)
+        .json(&json!({"store_name": "Nope", "slug": "nope"}))
+        .send()
+        .await
+        .expect_problem(403, "forbidden");
+    // A key cannot manage keys, whatever its role, and is never a platform admin.
+    let admin_key = secret(&make_key(&app, &tenant, "admin", None).await);
+    app.get("/api/v1/api-keys")
+        .token(&admin_key)
+        .send()
+        .await
+        .expect_problem(403, "forbidden");
+    app.get("/api/v1/admin/tenants")
+        .token(&admin_key)
+        .send()
+        .await
+        .expect_problem(401, "unauthorized");
+    // Forged keys: a changed secret, another tenant's id in a real key's place.
+    let mut forged = token.clone();
+    forged.replace_range(10..11, if &token[10..11] == "A" { "B" } else { "A" });
+    app.get("/api/v1/products")
+        .token(&forged)
+        .send()
+        .await
+        .expect_problem(401, "unauthorized");
+    let moved = format!("{}{}", &token[..47], other.id.simple());
+    app.get("/api/v1/products")
+        .token(&moved)
+        .send()
+        .await
+        .expect_problem(401, "unauthorized");
+
+    // The activity log names the key.
+    let logged = app
+        .get("/api/v1/activities?action=product.created")
+        .owner_of(&tenant)
+        .send()
+        .await
+        .expect(200);
+    let entry = &logged.body["items"][0];
+    assert_eq!(entry["resource_id"], created.body["id"]);
+    assert_eq!(entry["actor_type"], "api_key");
+    assert_eq!(entry["actor"], key["id"]);
+    let activity = |id: Value| {
+        let app = &app;
+        let tenant = &tenant;
+        async move {
+            app.get(&format!(
+                "/api/v1/activities?actor={}&action=request",
+                id.as_str().unwrap()
+            ))
+            .owner_of(tenant)
+            .send()
+            .await
+            .expect(200)
+            .body["items"]
+                .as_array()
+                .unwrap()
+                .len()
+        }
+    };
+    assert!(
+        eventually(Duration::from_secs(5), || async {
+            activity(key["id"].clone()).await > 0
+        })
+        .await,
+        "a key's reads are logged with the key as actor"
+    );
+
+    // An admin may not make an owner key; names and expiries are checked.
+    let (admin, _) = app.member(&tenant, "admin").await;
+    app.post("/api/v1/api-keys")
+        .user(&admin)
+        .tenant(tenant.id)
+        .json(&json!({"name": "Root", "role": "owner"}))
+        .send()
+        .await
+        .expect_problem(403, "forbidden");
+    let bad = app
+        .post("/api/v1/api-keys")
+        .owner_of(&tenant)
+        .json(&json!({"name": " ", "role": "staff", "expires_at": "2001-01-01T00:00:00Z"}))
+        .send()
+        .await
+        .expect_problem(422, "validation_failed");
+    assert_eq!(error_fields(&bad), ["name", "expires_at"]);
+}
+
+#[tokio::test]
+async fn keys_expire_and_need_level_three() {
+    let clock = ManualClock::new(Utc::now());
+    let app = TestApp::spawn_full(database().await, Some(clock.clone()), |_| {}).await;
+    let tenant = app.tenant().await;
+    let soon = (Utc::now() + chrono::Duration::hours(1)).to_rfc3339();
+    let key = secret(&make_key(&app, &tenant, "staff", Some(&soon)).await);
+    app.get("/api/v1/products")
+        .token(&key)
+        .send()
+        .await
+        .expect(200);
+    clock.advance(chrono::Duration::hours(2));
+    app.get("/api/v1/products")
+        .token(&key)
+        .send()
+        .await
+        .expect_problem(401, "unauthorized");
+
+    // A tenant demoted below level 3 keeps its keys but cannot use them.
+    let lasting = secret(&make_key(&app, &tenant, "staff", None).await);
+    crate::trust::set_level(&app, &tenant, 2, true).await;
+    let refused = app
+        .get("/api/v1/products")
+        .token(&lasting)
+        .send()
+        .await
+        .expect_problem(403, "feature_not_available");
+    assert_eq!(refused.body["feature"], "api_keys");
+    crate::trust::set_level(&app, &tenant, 3, true).await;
+    app.get("/api/v1/products")
+        .token(&lasting)
+        .send()
+        .await
+        .expect(200);
+}
+
+#[tokio::test]
+async fn a_revoked_key_stops_on_every_instance_within_a_second() {
+    let db = database().await;
+    let a = TestApp::spawn_on(db.clone(), |_| {}).await;
+    let b = TestApp::spawn_on(db, |_| {}).await;
+    let tenant = a.tenant().await;
+    let made = make_key(&a, &tenant, "staff", None).await;
+    let key = secret(&made);
+    // Both instances have the key cached.
+    a.get("/api/v1/products")
+        .token(&key)
+        .send()
+        .await
+        .expect(200);
+    b.get("/api/v1/products")
+        .token(&key)
+        .send()
+        .await
+        .expect(200);
+    a.delete(&format!(
+        "/api/v1/api-keys/{}",
+        made["id"].as_str().unwrap()
+    ))
+    .owner_of(&tenant)
+    .send()
+    .await
+    .expect(204);
+    a.get("/api/v1/products")
+        .token(&key)
+        .send()
+        .await
+        .expect_problem(401, "unauthorized");
+    let started = std::time::Instant::now();
+    let refused = eventually(Duration::from_secs(1), || async {
+        b.get("/api/v1/products").token(&key).send().await.status == 401
+    })
+    .await;
+    assert!(
+        refused,
+        "instance B still accepts the key after {:?}",
+        started.elapsed()
+    );
+    a.delete(&format!(
+        "/api/v1/api-keys/{}",
+        made["id"].as_str().unwrap()
+    ))
+    .owner_of(&tenant)
+    .send()
+    .await
+    .expect_problem(404, "not_found");
+}
+
+#[tokio::test]
+async fn keys_count_in_the_tenants_rate_limits() {
+    use chrono::TimeZone;
+    // A stopped clock in the middle of a minute: the calls share one window.
+    let clock = ManualClock::new(Utc.with_ymd_and_hms(2026, 3, 10, 12, 30, 30).unwrap());
+    let app = TestApp::spawn_full(database().await, Some(clock), |_| {}).await;
+    let tenant = app.tenant().await;
+    app.set_limits(&tenant, json!({"requests_per_minute": 6}))
+        .await;
+    let key = secret(&make_key(&app, &tenant, "staff", None).await);
+    let mut statuses = Vec::new();
+    for i in 0..8 {
+        let call = app.get("/api/v1/products");
+        let call = if i % 2 == 0 {
+            call.token(&key)
+        } else {
+            call.owner_of(&tenant)
+        };
+        statuses.push(call.send().await.status.as_u16());
+    }
+    // The key's creation took one request of the six; keys and members share the windows.
+    assert_eq!(statuses, [200, 200, 200, 200, 200, 429, 429, 429]);
+    let limited = app.get("/api/v1/products").token(&key).send().await;
+    assert_eq!(limited.status, 429);
+    assert_eq!(limited.header("x-ratelimit-limit-minute"), Some("6"));
+    assert_eq!(limited.code(), "rate_limited");
+}

@@ -1,0 +1,366 @@
+//! Risk signals (SPEC §6): order velocity against the tenant's own baseline, cancellation and
+//! dispute bursts, auth-failure bursts, one customer phone across many tenants (platform code,
+//! never shown to a tenant); a review for platform admins, and a critical flag suspends at once.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use convcommerce::clock::SystemClock;
+use convcommerce::db::Db;
+use convcommerce::jobs::Job;
+use convcommerce::jobs::trust::TrustRecompute;
+use convcommerce::metrics::Metrics;
+use convcommerce::monitoring::activity::NoSink;
+use convcommerce::notify::Notifier;
+use convcommerce::tenancy::directory::Directory;
+use convcommerce::trust::recompute::Trust;
+use secrecy::SecretString;
+use serde_json::{Value, json};
+
+use crate::helpers::*;
+use crate::trust::{recompute, set_level, trust_activities};
+
+/// Inserts `count` orders placed `minutes_ago` with `status` and customer `phone`, straight
+/// in the database (as the owner, with the tenant set).
+async fn seed_orders(app: &TestApp, tenant: &TestTenant, count: i64, status: &str, phone: &str) {
+    let mut owner = connect(&app.db.owner_url).await;
+    let tx = tenant_tx(&mut owner, tenant.id).await;
+    tx.execute(
+        "INSERT INTO orders (tenant_id, id, channel, customer, subtotal_cents, total_cents,
+             currency, status, created_at)
+         SELECT $1, gen_random_uuid(), 'web', jsonb_build_object('name', 'C', 'phone', $3::text),
+                100, 100, 'BRL', $2, now() - (i % 50) * interval '1 second'
+         FROM generate_series(1, $4::bigint) AS i",
+        &[&tenant.id, &status, &phone, &count],
+    )
+    .await
+    .unwrap();
+    tx.commit().await.unwrap();
+}
+
+/// The tenant's entry of `GET /api/v1/admin/risk`, if it is flagged.
+async fn risk_of(app: &TestApp, tenant: &TestTenant) -> Option<Value> {
+    let mut cursor: Option<String> = None;
+    loop {
+        let path = match &cursor {
+            Some(c) => format!("/api/v1/admin/risk?limit=100&cursor={c}"),
+            None => "/api/v1/admin/risk?limit=100".into(),
+        };
+        let page = app.get(&path).user(ADMIN).send().await.expect(200).body;
+        if let Some(found) = page["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["tenant_id"] == json!(tenant.id))
+        {
+            return Some(found.clone());
+        }
+        cursor = page["next_cursor"].as_str().map(String::from);
+        cursor.as_ref()?;
+    }
+}
+
+fn signal<'a>(risk: &'a Value, name: &str) -> &'a Value {
+    risk["signals"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == name)
+        .unwrap_or_else(|| panic!("{name} in {risk}"))
+}
+
+#[tokio::test]
+async fn an_order_burst_far_above_the_baseline_suspends_at_once_and_says_why() {
+    let app = TestApp::spawn().await;
+    let tenant = app.tenant().await;
+    seed_orders(&app, &tenant, 250, "pending", "+5511911110001").await;
+    recompute(&app, &tenant).await;
+
+    let seen = app
+        .get("/api/v1/tenant")
+        .owner_of(&tenant)
+        .send()
+        .await
+        .expect(200);
+    assert_eq!(seen.body["status"], "suspended");
+    let why = seen.body["status_reason"].as_str().unwrap();
+    assert!(why.contains("250 orders in the last hour"), "{why}");
+    // The seller can read the trust document, and nothing else.
+    app.get("/api/v1/trust")
+        .owner_of(&tenant)
+        .send()
+        .await
+        .expect(200);
+    app.get("/api/v1/products")
+        .owner_of(&tenant)
+        .send()
+        .await
+        .expect_problem(403, "tenant_suspended");
+    let risk = risk_of(&app, &tenant).await.expect("flagged");
+    assert_eq!(risk["risk_level"], "critical");
+    assert_eq!(risk["status"], "suspended");
+    let velocity = signal(&risk, "order_velocity");
+    assert_eq!(velocity["severity"], "critical");
+    assert_eq!(velocity["value"], 250.0);
+    assert!(
+        risk["review_reason"]
+            .as_str()
+            .unwrap()
+            .contains("order_velocity")
+    );
+
+    // An admin reactivates it; the review stays open until an admin sets its level.
+    app.patch(&format!("/api/v1/admin/tenants/{}", tenant.id))
+        .user(ADMIN)
+        .json(&json!({"status": "active"}))
+        .send()
+        .await
+        .expect(200);
+    let seen = app
+        .get("/api/v1/tenant")
+        .owner_of(&tenant)
+        .send()
+        .await
+        .expect(200);
+    assert_eq!(seen.body["status"], "active");
+    assert!(seen.body["status_reason"].is_null());
+    let activities = trust_activities(&app, &tenant).await;
+    let suspended = activities
+        .iter()
+        .find(|a| a["action"] == "trust.suspended")
+        .expect("an activity");
+    assert_eq!(suspended["details"]["reason"], json!(why));
+    set_level(&app, &tenant, 3, true).await;
+    let risk = risk_of(&app, &tenant)
+        .await
+        .expect("still flagged by its signals");
+    assert!(risk["review_opened_at"].is_null());
+}
+
+#[tokio::test]
+async fn a_seller_with_a_busy_baseline_is_not_flagged_for_a_busy_hour() {
+    let app = TestApp::spawn().await;
+    let tenant = app.tenant().await;
+    let mut owner = connect(&app.db.owner_url).await;
+    let tx = tenant_tx(&mut owner, tenant.id).await;
+    // A week of 40 orders an hour, then 60 in the last hour.
+    tx.execute(
+        "INSERT INTO orders (tenant_id, id, channel, customer, subtotal_cents, total_cents,
+             currency, status, created_at)
+         SELECT $1, gen_random_uuid(), 'web', '{\"name\": \"C\", \"phone\": \"+5511900000000\"}',
+                100, 100, 'BRL', 'delivered', now() - interval '1 hour' - i * interval '15 minutes' / 10
+         FROM generate_series(1, 6720) AS i",
+        &[&tenant.id],
+    )
+    .await
+    .unwrap();
+    tx.commit().await.unwrap();
+    seed_orders(&app, &tenant, 60, "pending", "+5511900000000").await;
+    recompute(&app, &tenant).await;
+    let seen = app
+        .get("/api/v1/tenant")
+        .owner_of(&tenant)
+        .send()
+        .await
+        .expect(200);
+    assert_eq!(seen.body["status"], "active");
+    assert!(risk_of(&app, &tenant).await.is_none());
+}
+
+#[tokio::test]
+async fn disputes_cancellations_and_failed_logins_open_a_review_the_tenant_never_sees() {
+    let app = TestApp::spawn_with(|vars| {
+        vars.insert("RATE_LIMITS".into(), "off".into());
+    })
+    .await;
+    let tenant = app.tenant().await;
+    seed_orders(&app, &tenant, 12, "cancelled", "+5511922220001").await;
+    // Six orders disputed through the API (their status changes are logged).
+    let product = app.product(&tenant, json!({"stock": 100})).await;
+    for _ in 0..6 {
+        let order = app
+            .post("/api/v1/orders")
+            .owner_of(&tenant)
+            .json(
+                &json!({"customer": {"name": "Ana", "phone": "+5511922220002"},
+                          "items": [{"product_id": product["id"], "quantity": 1}],
+                          "channel": "web"}),
+            )
+            .send()
+            .await
+            .expect(201);
+        let id = order.body["id"].as_str().unwrap();
+        for status in ["confirmed", "processing", "shipped", "disputed"] {
+            let mut body = json!({"status": status});
+            if status == "shipped" {
+                body["tracking_number"] = json!("T");
+                body["carrier"] = json!("C");
+            }
+            app.post(&format!("/api/v1/orders/{id}/transitions"))
+                .owner_of(&tenant)
+                .json(&body)
+                .send()
+                .await
+                .expect(200);
+        }
+    }
+    // 100 failed logins against the tenant, recorded in its log by the batch writer.
+    for _ in 0..100 {
+        app.get("/api/v1/products")
+            .token("not-a-token")
+            .tenant(tenant.id)
+            .send()
+            .await
+            .expect(401);
+    }
+    let logged = eventually(Duration::from_secs(10), || async {
+        let page = app
+            .get("/api/v1/activities?action=auth.failed&limit=100")
+            .owner_of(&tenant)
+            .send()
+            .await
+            .expect(200);
+        page.body["items"].as_array().unwrap().len() == 100
+    })
+    .await;
+    assert!(logged, "the failures are in the tenant's log");
+
+    let doc = recompute(&app, &tenant).await;
+    let risk = risk_of(&app, &tenant).await.expect("flagged");
+    assert_eq!(risk["risk_level"], "high");
+    assert_eq!(signal(&risk, "cancellation_burst")["value"], 12.0);
+    assert_eq!(signal(&risk, "dispute_burst")["value"], 6.0);
+    assert_eq!(signal(&risk, "auth_failure_burst")["severity"], "medium");
+    assert!(risk["review_opened_at"].is_string());
+    assert_eq!(risk["status"], "active", "high is reviewed, not suspended");
+    // The seller's document counts the flag against compliance, but names no signal.
+    let text = doc.to_string();
+    for hidden in ["dispute_burst", "cancellation_burst", "auth_failure_burst"] {
+        assert!(!text.contains(hidden), "{hidden} in {text}");
+    }
+    let compliance = doc["factors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["name"] == "compliance_flags")
+        .unwrap();
+    assert_eq!(compliance["value"], 1.0);
+    // The risk list is for platform admins.
+    app.get("/api/v1/admin/risk")
+        .user(&tenant.owner)
+        .send()
+        .await
+        .expect_problem(403, "forbidden");
+    app.get("/api/v1/admin/risk?limit=0")
+        .user(ADMIN)
+        .send()
+        .await
+        .expect_problem(422, "validation_failed");
+}
+
+#[tokio::test]
+async fn one_customer_phone_across_many_tenants_is_found_by_the_platform_pass_only() {
+    let db = private_database().await;
+    let app = TestApp::spawn_on(db.clone(), |_| {}).await;
+    let mut shoppers = Vec::new();
+    for _ in 0..4 {
+        let tenant = app.tenant().await;
+        seed_orders(&app, &tenant, 2, "pending", "+5511933330000").await;
+        shoppers.push(tenant);
+    }
+    let alone = app.tenant().await;
+    seed_orders(&app, &alone, 2, "pending", "+5511944440000").await;
+
+    // A one-tenant recompute cannot see other tenants: nothing found.
+    recompute(&app, &shoppers[0]).await;
+    assert!(risk_of(&app, &shoppers[0]).await.is_none());
+
+    // The cluster job's pass compares every tenant's recent customer phones.
+    let pool = Db::connect(&SecretString::from(db.app_url.clone()), 2, 0).unwrap();
+    let metrics = Arc::new(Metrics::default());
+    let directory = Directory::new(pool.clone(), metrics, Duration::from_secs(30));
+    let job = TrustRecompute {
+        db: pool.clone(),
+        trust: Trust::new(
+            pool.clone(),
+            Arc::new(SystemClock),
+            Duration::from_secs(7 * 86_400),
+            directory,
+            Arc::new(NoSink),
+            Notifier::offline(Arc::new(SystemClock)),
+        ),
+        clock: Arc::new(SystemClock),
+    };
+    let report = job.run_once().await.unwrap();
+    assert_eq!((report.tenants, report.failed), (5, 0));
+    for tenant in &shoppers {
+        let risk = risk_of(&app, tenant).await.expect("flagged");
+        let shared = signal(&risk, "shared_customer_phone");
+        assert_eq!(
+            (&shared["value"], &shared["severity"]),
+            (&json!(3.0), &json!("medium"))
+        );
+        assert!(risk["review_opened_at"].is_null(), "medium opens no review");
+        // Never in what the tenant reads.
+        let doc = app
+            .get("/api/v1/trust")
+            .owner_of(tenant)
+            .send()
+            .await
+            .expect(200);
+        let text = doc.body.to_string();
+        for hidden in ["shared", "+5511933330000", "customer phone"] {
+            assert!(!text.contains(hidden), "{hidden} in {text}");
+        }
+        for activity in trust_activities(&app, tenant).await {
+            assert!(!activity.to_string().contains("shared"), "{activity}");
+        }
+    }
+    assert!(risk_of(&app, &alone).await.is_none());
+    // A later one-tenant recompute keeps the pass's finding.
+    recompute(&app, &shoppers[1]).await;
+    let risk = risk_of(&app, &shoppers[1]).await.expect("still flagged");
+    signal(&risk, "shared_customer_phone");
+
+    pool.close();
+    app.stop().await;
+    drop_database(&db).await;
+}
+
+#[tokio::test]
+async fn a_score_drop_opens_a_review() {
+    let app = TestApp::spawn().await;
+    let tenant = app.tenant().await;
+    let mut owner = connect(&app.db.owner_url).await;
+    let tx = tenant_tx(&mut owner, tenant.id).await;
+    tx.execute(
+        "INSERT INTO orders (tenant_id, id, channel, customer, subtotal_cents, total_cents,
+             currency, status, created_at)
+         SELECT $1, gen_random_uuid(), 'web', '{\"name\": \"C\", \"phone\": \"+5511955550000\"}',
+                100, 100, 'BRL', 'delivered', now() - interval '10 days'
+         FROM generate_series(1, 20)",
+        &[&tenant.id],
+    )
+    .await
+    .unwrap();
+    tx.commit().await.unwrap();
+    let good = recompute(&app, &tenant).await["score"].as_i64().unwrap();
+    assert!(risk_of(&app, &tenant).await.is_none());
+    let tx = tenant_tx(&mut owner, tenant.id).await;
+    tx.execute(
+        "UPDATE orders SET status = 'cancelled' WHERE tenant_id = $1",
+        &[&tenant.id],
+    )
+    .await
+    .unwrap();
+    tx.commit().await.unwrap();
+    let bad = recompute(&app, &tenant).await["score"].as_i64().unwrap();
+    assert!(good - bad >= 20, "{good} -> {bad}");
+    let risk = risk_of(&app, &tenant).await.expect("a review");
+    assert_eq!(
+        risk["review_reason"],
+        format!("The trust score dropped from {good} to {bad}.")
+    );
+    assert_eq!(risk["risk_level"], "none");
+    assert_eq!(risk["score"], bad);
+}

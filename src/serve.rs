@@ -122,7 +122,7 @@ async fn connection(
                 conn.as_mut().graceful_shutdown();
                 draining = true;
             }
-            _ = tick.tick() => match activity.expired(&limits) {
+            _ = tick.tick() => match activity.expired(&limits, Instant::now()) {
                 // Nothing was dispatched: dropping the connection loses no request.
                 Some(Expired::HeaderRead) => break,
                 Some(Expired::Idle) if !draining => {
@@ -184,11 +184,13 @@ impl Activity {
         InFlight(self.clone())
     }
 
-    fn expired(&self, limits: &ConnectionLimits) -> Option<Expired> {
+    /// Whether, as of `now`, the connection has waited too long for what it is doing.
+    fn expired(&self, limits: &ConnectionLimits, now: Instant) -> Option<Expired> {
         let (state, since) = *self.lock();
+        let waited = now.saturating_duration_since(since);
         match state {
-            State::Reading if since.elapsed() >= limits.header_read => Some(Expired::HeaderRead),
-            State::Idle if since.elapsed() >= limits.idle => Some(Expired::Idle),
+            State::Reading if waited >= limits.header_read => Some(Expired::HeaderRead),
+            State::Idle if waited >= limits.idle => Some(Expired::Idle),
             _ => None,
         }
     }
@@ -267,36 +269,53 @@ mod tests {
         max_connections: 1,
     };
 
+    /// `after` milliseconds past `start`.
+    fn at(start: Instant, after: u64) -> Instant {
+        start + Duration::from_millis(after)
+    }
+
     #[test]
     fn the_clock_tells_a_slow_header_from_an_idle_connection() {
         let activity = Arc::new(Activity::new());
-        assert_eq!(activity.expired(&LIMITS), None);
+        let start = Instant::now();
+        assert_eq!(activity.expired(&LIMITS, start), None);
         activity.bytes_read();
-        std::thread::sleep(Duration::from_millis(30));
-        assert_eq!(activity.expired(&LIMITS), Some(Expired::HeaderRead));
+        let read = Instant::now();
+        assert_eq!(activity.expired(&LIMITS, at(read, 10)), None);
+        assert_eq!(
+            activity.expired(&LIMITS, at(read, 30)),
+            Some(Expired::HeaderRead)
+        );
         let first = activity.begin();
         let second = activity.begin();
-        std::thread::sleep(Duration::from_millis(70));
+        let busy = Instant::now();
         assert_eq!(
-            activity.expired(&LIMITS),
+            activity.expired(&LIMITS, at(busy, 70)),
             None,
             "busy connections never expire"
         );
         drop(first);
-        assert_eq!(activity.expired(&LIMITS), None, "one request still runs");
+        assert_eq!(
+            activity.expired(&LIMITS, at(busy, 70)),
+            None,
+            "one request still runs"
+        );
         drop(second);
         activity.bytes_read();
-        activity.begin();
-        assert_eq!(activity.expired(&LIMITS), None);
+        let _third = activity.begin();
+        assert_eq!(activity.expired(&LIMITS, at(Instant::now(), 70)), None);
     }
 
     #[test]
     fn an_idle_connection_expires_after_the_idle_timeout() {
         let activity = Arc::new(Activity::new());
         drop(activity.begin());
-        std::thread::sleep(Duration::from_millis(30));
-        assert_eq!(activity.expired(&LIMITS), None, "idle, not yet too long");
-        std::thread::sleep(Duration::from_millis(40));
-        assert_eq!(activity.expired(&LIMITS), Some(Expired::Idle));
+        let idle = Instant::now();
+        assert_eq!(
+            activity.expired(&LIMITS, at(idle, 30)),
+            None,
+            "idle, not yet too long"
+        );
+        assert_eq!(activity.expired(&LIMITS, at(idle, 70)), Some(Expired::Idle));
     }
 }

@@ -1029,6 +1029,10 @@ async fn codes_are_hashed_single_use_expire_and_five_wrong_tries_void_them() {
     confirm("123456".into())
         .await
         .expect_problem(409, "code_expired");
+    // A code that is not even six digits is a wrong code like any other.
+    confirm("12a4".into())
+        .await
+        .expect_problem(409, "code_expired");
 
     let first = send().await.expect(200);
     let expires =
@@ -1056,9 +1060,10 @@ async fn codes_are_hashed_single_use_expire_and_five_wrong_tries_void_them() {
     let retry: u64 = throttled.header("retry-after").unwrap().parse().unwrap();
     assert!((1..=60).contains(&retry), "{retry}");
 
-    // Five wrong tries void the code: the right one is then too late.
+    // Five wrong tries void the code, whatever their shape: the right one is then too late.
     let wrong = if a == "000000" { "111111" } else { "000000" };
-    for left in (0..5).rev() {
+    let tries = [wrong, "12345", "12a456", "1234567", ""];
+    for (left, wrong) in (0..5).rev().zip(tries) {
         let refused = confirm(wrong.into())
             .await
             .expect_problem(422, "code_invalid");

@@ -533,6 +533,22 @@ async fn documents_are_reviewed_by_platform_admins_and_their_media_kept() {
         .await
         .expect_problem(422, "validation_failed");
     assert_eq!(error_fields(&bad), ["reason"]);
+    let decide_bare = |verb: &str| {
+        app.post(&format!("/api/v1/admin/verifications/{id}/{verb}"))
+            .user(ADMIN)
+            .send()
+    };
+    let bare = decide_bare("reject")
+        .await
+        .expect_problem(422, "validation_failed");
+    assert_eq!(error_fields(&bare), ["reason"]);
+    // A body that is not JSON is still refused, and changes nothing.
+    app.post(&format!("/api/v1/admin/verifications/{id}/approve"))
+        .user(ADMIN)
+        .body("text/plain", "yes")
+        .send()
+        .await
+        .expect_problem(415, "unsupported_media_type");
     let rejected = decide("reject", json!({"reason": "The scan is unreadable."}))
         .await
         .expect(200);
@@ -555,10 +571,10 @@ async fn documents_are_reviewed_by_platform_admins_and_their_media_kept() {
         .send()
         .await
         .expect(201);
-    let approved = decide("approve", json!({"reason": "Matches the registry."}))
-        .await
-        .expect(200);
+    // Approving needs no reason, and so no body.
+    let approved = decide_bare("approve").await.expect(200);
     assert_eq!(approved.body["status"], "verified");
+    assert!(approved.body["reason"].is_null());
     decide("reject", json!({"reason": "changed my mind"}))
         .await
         .expect_problem(409, "invalid_state");

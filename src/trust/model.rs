@@ -89,6 +89,8 @@ pub struct Verification {
     #[serde(serialize_with = "types::timestamp_opt")]
     #[schema(required = true)]
     pub submitted_at: Option<DateTime<Utc>>,
+    /// Documents: when the current submission was made (as `submitted_at`); the other kinds:
+    /// when the tenant was created.
     #[serde(serialize_with = "types::timestamp")]
     pub created_at: DateTime<Utc>,
     #[serde(serialize_with = "types::timestamp")]
@@ -96,9 +98,11 @@ pub struct Verification {
 }
 
 impl Verification {
-    /// Columns of `trust_verifications v`, with the media in order.
+    /// Columns of `trust_verifications v`, with the media in order. A document's
+    /// `created_at` is its current submission's (what `POST .../documents` creates; the row
+    /// itself exists from the tenant's creation).
     pub const COLUMNS: &'static str = "v.id, v.kind, v.status, v.reason, v.fields, \
-        v.submitted_at, v.created_at, v.updated_at, \
+        v.submitted_at, coalesce(v.submitted_at, v.created_at), v.updated_at, \
         ARRAY(SELECT vm.media_id FROM verification_media vm \
               WHERE vm.tenant_id = v.tenant_id AND vm.verification_id = v.id \
               ORDER BY vm.position) AS media_ids";

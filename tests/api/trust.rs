@@ -33,6 +33,13 @@ pub async fn recompute(app: &TestApp, tenant: &TestTenant) -> Value {
     .body
 }
 
+/// An RFC 3339 time of an answer.
+fn instant(value: &Value) -> chrono::DateTime<Utc> {
+    chrono::DateTime::parse_from_rfc3339(value.as_str().expect("a time"))
+        .expect("RFC 3339")
+        .with_timezone(&Utc)
+}
+
 /// The tenant's trust activities, oldest first.
 pub async fn trust_activities(app: &TestApp, tenant: &TestTenant) -> Vec<Value> {
     let mut items = app
@@ -394,6 +401,14 @@ async fn documents_are_reviewed_by_platform_admins_and_their_media_kept() {
 
     let app = TestApp::spawn().await;
     let tenant = app.new_tenant().await;
+    let tenant_created_at = app
+        .get(&format!("/api/v1/admin/tenants/{}", tenant.id))
+        .user(ADMIN)
+        .send()
+        .await
+        .expect(200)
+        .body["created_at"]
+        .clone();
     let other = app.new_tenant().await;
     let (staff, _) = app.member(&tenant, "staff").await;
     let scan = upload(&app, &tenant, file(png(64), "scan.png", "image/png"))
@@ -439,6 +454,9 @@ async fn documents_are_reviewed_by_platform_admins_and_their_media_kept() {
         .expect(201);
     assert_eq!(submitted.body["status"], "pending");
     assert_eq!(submitted.body["kind"], "registration");
+    // What the POST created is the submission: its time, not the tenant's creation.
+    assert_eq!(submitted.body["created_at"], submitted.body["submitted_at"]);
+    assert!(instant(&submitted.body["created_at"]) > instant(&tenant_created_at));
     assert_eq!(submitted.body["media_ids"], json!([scan]));
     assert_eq!(
         submitted.body["fields"]["registration_number"],
@@ -565,12 +583,26 @@ async fn documents_are_reviewed_by_platform_admins_and_their_media_kept() {
         .await
         .expect(200);
     assert_eq!(seen.body["items"][4]["reason"], "The scan is unreadable.");
-    app.post("/api/v1/trust/verifications/documents")
+    let again = app
+        .post("/api/v1/trust/verifications/documents")
         .owner_of(&tenant)
         .json(&submit(scan.clone()))
         .send()
         .await
         .expect(201);
+    assert_eq!(again.body["id"], json!(id));
+    assert_eq!(again.body["created_at"], again.body["submitted_at"]);
+    assert!(instant(&again.body["created_at"]) > instant(&submitted.body["created_at"]));
+    let listed = app
+        .get("/api/v1/trust/verifications")
+        .owner_of(&tenant)
+        .send()
+        .await
+        .expect(200);
+    assert_eq!(
+        listed.body["items"][4]["created_at"],
+        again.body["created_at"]
+    );
     // Approving needs no reason, and so no body.
     let approved = decide_bare("approve").await.expect(200);
     assert_eq!(approved.body["status"], "verified");

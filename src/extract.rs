@@ -30,8 +30,8 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
     }
 }
 
-/// A JSON body that may be left out (an action whose fields are all optional): no body reads
-/// as `T::default()`; a body that is sent is read as [`ApiJson`] reads it.
+/// A JSON body that may be left out (an action whose fields are all optional): no body, or
+/// JSON `null`, reads as `T::default()`; any other body is read as [`ApiJson`] reads it.
 pub struct OptionalJson<T>(pub T);
 
 impl<S: Send + Sync, T: DeserializeOwned + Default> FromRequest<S> for OptionalJson<T> {
@@ -42,7 +42,7 @@ impl<S: Send + Sync, T: DeserializeOwned + Default> FromRequest<S> for OptionalJ
         let bytes = read_body(req, state).await?;
         match (bytes.is_empty(), is_json) {
             (true, _) => Ok(Self(T::default())),
-            (false, true) => decode(&bytes).map(Self),
+            (false, true) => decode::<Option<T>>(&bytes).map(|t| Self(t.unwrap_or_default())),
             (false, false) => Err(not_json()),
         }
     }

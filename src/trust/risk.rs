@@ -2,7 +2,8 @@
 //! tenant's own baseline. Computed by platform code only (the recompute), stored on the
 //! platform's row of the tenant and shown to platform admins (`GET /api/v1/admin/risk`),
 //! never to the tenant. The one signal that reads several tenants, a customer phone ordering
-//! across many of them, is computed by `platform::shared_phones`.
+//! across many of them, is computed by `platform::shared_phones`. Only the signals of the
+//! tenant's own doing count against it ([`Signal::counts_against_tenant`]).
 
 use chrono::{DateTime, Duration, Utc};
 use serde::{Deserialize, Serialize};
@@ -50,13 +51,39 @@ pub struct Signal {
 /// The signal of several tenants sharing a customer phone.
 pub const SHARED_PHONE: &str = "shared_customer_phone";
 
-/// The highest severity among `signals` (`none` without any).
+/// The signal of failed authentications naming the tenant.
+pub const AUTH_FAILURES: &str = "auth_failure_burst";
+
+impl Signal {
+    /// Whether the signal may lower the tenant's standing (open a review, count as a
+    /// compliance flag, suspend). Failed authentications may not: a stranger causes them by
+    /// naming the tenant (a garbage key ending in its id, a bad token with its `X-Tenant-ID`),
+    /// so they are shown to platform admins and nothing more.
+    pub fn counts_against_tenant(&self) -> bool {
+        self.name != AUTH_FAILURES
+    }
+}
+
+/// The highest severity among `signals` (`none` without any): what platform admins see.
 pub fn level(signals: &[Signal]) -> &'static str {
     signals
         .iter()
         .map(|s| s.severity)
         .max_by_key(|s| s.rank())
         .map_or("none", RiskSeverity::as_str)
+}
+
+/// The signals that count against the tenant and are at least `severity`.
+pub fn against_tenant(signals: &[Signal], severity: RiskSeverity) -> impl Iterator<Item = &Signal> {
+    signals
+        .iter()
+        .filter(move |s| s.counts_against_tenant() && s.severity.rank() >= severity.rank())
+}
+
+/// Whether a signal of the tenant's own doing is high or critical: a risk flag, which opens a
+/// review and counts as a compliance flag.
+pub fn flagged(signals: &[Signal]) -> bool {
+    against_tenant(signals, RiskSeverity::High).next().is_some()
 }
 
 /// What a tenant's own data says, as of `now`.
@@ -70,7 +97,8 @@ pub struct Counts {
     pub cancelled_last_day: i64,
     /// Orders moved to `disputed` in the last 24 hours.
     pub disputes_last_day: i64,
-    /// Failed authentications recorded in the tenant's log in the last hour.
+    /// Failed authentications recorded in the tenant's log in the last hour (anyone's: shown
+    /// to platform admins, never held against the tenant).
     pub auth_failures_last_hour: i64,
 }
 
@@ -201,12 +229,13 @@ pub fn assess(c: &Counts) -> Vec<Signal> {
     };
     if let Some((severity, threshold)) = failures {
         found.push(signal(
-            "auth_failure_burst",
+            AUTH_FAILURES,
             severity,
             c.auth_failures_last_hour as f64,
             threshold,
             format!(
-                "{} failed authentications in the last hour",
+                "{} failed authentications in the last hour (anyone naming the tenant can \
+                 cause them: shown, never held against it)",
                 c.auth_failures_last_hour
             ),
         ));
@@ -282,9 +311,23 @@ mod tests {
             names,
             ["cancellation_burst", "dispute_burst", "auth_failure_burst"]
         );
+        assert!(flagged(&assess(&c)), "cancellations and disputes");
         assert_eq!(shared_phone(2), None);
         assert_eq!(shared_phone(3).unwrap().severity, RiskSeverity::Medium);
         assert_eq!(shared_phone(12).unwrap().severity, RiskSeverity::High);
+    }
+
+    #[test]
+    fn failed_authentications_are_shown_but_never_flag_the_tenant() {
+        let c = Counts {
+            auth_failures_last_hour: 5000,
+            ..Default::default()
+        };
+        let found = assess(&c);
+        assert_eq!(found[0].name, AUTH_FAILURES);
+        assert_eq!(level(&found), "high");
+        assert!(!flagged(&found));
+        assert_eq!(against_tenant(&found, RiskSeverity::Low).count(), 0);
     }
 
     #[test]

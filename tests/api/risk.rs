@@ -38,6 +38,60 @@ async fn seed_orders(app: &TestApp, tenant: &TestTenant, count: i64, status: &st
     tx.commit().await.unwrap();
 }
 
+/// A tenant at level 3, unlocked, that meets every requirement of it (so a recompute keeps it
+/// there only while nothing counts against it): its verifications and profile complete, six
+/// months old, 30 orders delivered in the last 90 days with five five-star ratings.
+async fn premium_in_good_standing(app: &TestApp) -> TestTenant {
+    let tenant = app.new_tenant().await;
+    app.put("/api/v1/seller-profile")
+        .owner_of(&tenant)
+        .json(&json!({
+            "store_name": "Good Store", "slug": format!("good-{}", tenant.id.simple()),
+            "bio": "Tees", "logo_url": "https://cdn.good.example/logo.png",
+            "contact_email": "hello@good.example", "contact_phone": "+5511912345678",
+            "business_address": {"line1": "Rua Augusta 1500", "city": "São Paulo", "country": "BR"}
+        }))
+        .send()
+        .await
+        .expect(200);
+    let mut owner = connect(&app.db.owner_url).await;
+    owner
+        .execute(
+            "UPDATE tenants SET created_at = now() - interval '181 days' WHERE id = $1",
+            &[&tenant.id],
+        )
+        .await
+        .unwrap();
+    let tx = tenant_tx(&mut owner, tenant.id).await;
+    tx.execute(
+        "UPDATE trust_verifications SET status = 'verified', decided_at = now()
+         WHERE tenant_id = $1 AND kind NOT IN ('business_info', 'store_setup')",
+        &[&tenant.id],
+    )
+    .await
+    .unwrap();
+    tx.execute(
+        "INSERT INTO orders (tenant_id, id, channel, customer, subtotal_cents, total_cents,
+             currency, status, created_at)
+         SELECT $1, gen_random_uuid(), 'web', '{\"name\": \"C\", \"phone\": \"+5511977770000\"}',
+                100, 100, 'BRL', 'delivered', now() - i * interval '1 day'
+         FROM generate_series(5, 34) AS i",
+        &[&tenant.id],
+    )
+    .await
+    .unwrap();
+    tx.execute(
+        "INSERT INTO order_ratings (tenant_id, order_id, stars)
+         SELECT tenant_id, id, 5 FROM orders WHERE tenant_id = $1 LIMIT 5",
+        &[&tenant.id],
+    )
+    .await
+    .unwrap();
+    tx.commit().await.unwrap();
+    crate::trust::set_level(app, &tenant, 3, false).await;
+    tenant
+}
+
 /// The tenant's entry of `GET /api/v1/admin/risk`, if it is flagged.
 async fn risk_of(app: &TestApp, tenant: &TestTenant) -> Option<Value> {
     let mut cursor: Option<String> = None;
@@ -363,4 +417,87 @@ async fn a_score_drop_opens_a_review() {
     );
     assert_eq!(risk["risk_level"], "none");
     assert_eq!(risk["score"], bad);
+}
+
+#[tokio::test]
+async fn failed_authentications_by_strangers_never_lower_a_tenants_standing() {
+    use futures_util::future::join_all;
+
+    let app = TestApp::spawn().await;
+    let tenant = premium_in_good_standing(&app).await;
+    let before = recompute(&app, &tenant).await;
+    assert_eq!(before["level"], 3, "{before}");
+    assert!(before["grace"].is_null(), "{before}");
+    assert!(risk_of(&app, &tenant).await.is_none());
+
+    // A stranger sends 1,050 garbage API keys that name the tenant, 25 at a time.
+    let garbage = format!("cck_{}{}", "A".repeat(43), tenant.id.simple());
+    for _ in 0..42 {
+        let calls = (0..25).map(|_| app.get("/api/v1/products").token(&garbage).send());
+        for answer in join_all(calls).await {
+            answer.expect_problem(401, "unauthorized");
+        }
+    }
+    // Each is recorded in the tenant's log (SPEC §7), by the batch writer.
+    let mut owner = connect(&app.db.owner_url).await;
+    let mut logged = 0;
+    for _ in 0..100 {
+        logged = tenant_tx(&mut owner, tenant.id)
+            .await
+            .query_one(
+                "SELECT count(*) FROM activities WHERE tenant_id = $1 AND action = 'auth.failed'",
+                &[&tenant.id],
+            )
+            .await
+            .unwrap()
+            .get::<_, i64>(0);
+        if logged == 1050 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(logged, 1050);
+
+    // Platform admins see the burst; the tenant's level, score, review and grace are as before.
+    let after = recompute(&app, &tenant).await;
+    let risk = risk_of(&app, &tenant).await.expect("the signal is listed");
+    let burst = signal(&risk, "auth_failure_burst");
+    assert_eq!(
+        (&burst["severity"], &burst["value"]),
+        (&json!("high"), &json!(1050.0))
+    );
+    assert!(risk["review_opened_at"].is_null(), "{risk}");
+    assert!(risk["review_reason"].is_null(), "{risk}");
+    assert_eq!(risk["status"], "active");
+    assert_eq!(
+        (&after["level"], &after["score"], &after["grace"]),
+        (&before["level"], &before["score"], &before["grace"]),
+        "{after}"
+    );
+    let compliance = after["factors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["name"] == "compliance_flags")
+        .unwrap();
+    assert_eq!(compliance["value"], 0.0);
+    let no_review = after["factors"].to_string();
+    assert!(!no_review.contains("auth_failure"), "{no_review}");
+    let actions: Vec<Value> = trust_activities(&app, &tenant)
+        .await
+        .into_iter()
+        .map(|a| a["action"].clone())
+        .collect();
+    assert_eq!(
+        actions,
+        [json!("trust.level_changed")],
+        "only the fixture's"
+    );
+    // Recomputed again (the job runs every few minutes), nothing accumulates.
+    let again = recompute(&app, &tenant).await;
+    assert_eq!(
+        (&again["level"], &again["score"], &again["grace"]),
+        (&before["level"], &before["score"], &before["grace"])
+    );
+    assert!(risk_of(&app, &tenant).await.unwrap()["review_opened_at"].is_null());
 }

@@ -128,7 +128,7 @@ pub async fn update_tenant(
     ApiJson(body): ApiJson<UpdateTenant>,
 ) -> AppResult<Json<Tenant>> {
     let limits = body.limits.unwrap_or_default().validate()?;
-    let tenant = store::update(&state.db, id, body.status, &limits).await?;
+    let tenant = store::update(&state.db, id, body.status, &limits, state.clock.now()).await?;
     state.directory.invalidate(&Invalidation::tenant(id)).await;
     audit::record(
         &state.metrics,

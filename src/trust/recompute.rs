@@ -224,7 +224,7 @@ impl Trust {
         let tx = self.db.for_tenant(tenant_id).begin().await?;
         let mut row = store::lock_trust_row(&tx).await?;
 
-        let counts = risk::counts(&tx, tenant_id, now).await?;
+        let counts = risk::counts(&tx, tenant_id, now, row.reactivated_at).await?;
         let mut signals = risk::assess(&counts);
         match shared_phone {
             Some(others) => signals.extend(risk::shared_phone(others)),
@@ -335,12 +335,25 @@ impl Trust {
             ));
             notices.push(changed_notice(tenant_id, from, level, reason));
         }
-        let critical: Vec<&str> = risk::against_tenant(&signals, risk::RiskSeverity::Critical)
+        // A platform admin's reactivation sticks: only evidence newer than it suspends again
+        // (the windows can hold the burst that led to the suspension for up to a day).
+        let fresh = risk::assess(&counts.since_reactivation());
+        let critical: Vec<&str> = risk::against_tenant(&fresh, risk::RiskSeverity::Critical)
             .map(|s| s.detail.as_str())
             .collect();
         let suspend_reason = (!critical.is_empty() && !row.suspended).then(|| {
+            let since = row
+                .reactivated_at
+                .filter(|at| *at > now - Duration::days(1))
+                .map(|at| {
+                    format!(
+                        " (counted since the reactivation at {})",
+                        at.format("%Y-%m-%d %H:%M UTC")
+                    )
+                })
+                .unwrap_or_default();
             format!(
-                "Suspended automatically for review: {}.",
+                "Suspended automatically for review: {}{since}.",
                 critical.join("; ")
             )
         });

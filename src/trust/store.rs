@@ -63,11 +63,13 @@ pub struct TrustRow {
     pub risk_signals: Vec<Signal>,
     pub review_opened_at: Option<DateTime<Utc>>,
     pub created_at: DateTime<Utc>,
+    /// When a platform admin last set the suspended tenant active again.
+    pub reactivated_at: Option<DateTime<Utc>>,
 }
 
 const STANDING: &str = "SELECT trust_level, trust_locked, trust_reason, trust_score, \
     trust_computed_at, trust_grace_started_at, status, status_reason, risk_level, \
-    risk_signals, review_opened_at, created_at FROM tenants WHERE id = $1";
+    risk_signals, review_opened_at, created_at, reactivated_at FROM tenants WHERE id = $1";
 
 fn trust_row_from(row: &tokio_postgres::Row) -> Result<TrustRow, DbError> {
     Ok(TrustRow {
@@ -83,6 +85,7 @@ fn trust_row_from(row: &tokio_postgres::Row) -> Result<TrustRow, DbError> {
         risk_signals: crate::commerce::json_column(row, "risk_signals")?,
         review_opened_at: row.get(10),
         created_at: row.get(11),
+        reactivated_at: row.get(12),
     })
 }
 

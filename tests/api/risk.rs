@@ -5,7 +5,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use convcommerce::clock::SystemClock;
+use chrono::{DateTime, Utc};
+use convcommerce::clock::{Clock, ManualClock, SystemClock};
 use convcommerce::db::Db;
 use convcommerce::jobs::Job;
 use convcommerce::jobs::trust::TrustRecompute;
@@ -20,18 +21,30 @@ use serde_json::{Value, json};
 use crate::helpers::*;
 use crate::trust::{recompute, set_level, trust_activities};
 
-/// Inserts `count` orders placed `minutes_ago` with `status` and customer `phone`, straight
-/// in the database (as the owner, with the tenant set).
+/// Inserts `count` orders placed in the last 50 seconds with `status` and customer `phone`,
+/// straight in the database (as the owner, with the tenant set).
 async fn seed_orders(app: &TestApp, tenant: &TestTenant, count: i64, status: &str, phone: &str) {
+    seed_orders_at(app, tenant, count, status, phone, Utc::now()).await;
+}
+
+/// [`seed_orders`] placed in the 50 seconds up to `at`.
+async fn seed_orders_at(
+    app: &TestApp,
+    tenant: &TestTenant,
+    count: i64,
+    status: &str,
+    phone: &str,
+    at: DateTime<Utc>,
+) {
     let mut owner = connect(&app.db.owner_url).await;
     let tx = tenant_tx(&mut owner, tenant.id).await;
     tx.execute(
         "INSERT INTO orders (tenant_id, id, channel, customer, subtotal_cents, total_cents,
              currency, status, created_at)
          SELECT $1, gen_random_uuid(), 'web', jsonb_build_object('name', 'C', 'phone', $3::text),
-                100, 100, 'BRL', $2, now() - (i % 50) * interval '1 second'
+                100, 100, 'BRL', $2, $5::timestamptz - (i % 50) * interval '1 second'
          FROM generate_series(1, $4::bigint) AS i",
-        &[&tenant.id, &status, &phone, &count],
+        &[&tenant.id, &status, &phone, &count, &at],
     )
     .await
     .unwrap();
@@ -500,4 +513,66 @@ async fn failed_authentications_by_strangers_never_lower_a_tenants_standing() {
         (&before["level"], &before["score"], &before["grace"])
     );
     assert!(risk_of(&app, &tenant).await.unwrap()["review_opened_at"].is_null());
+}
+
+#[tokio::test]
+async fn an_admins_reactivation_sticks_until_new_evidence_arrives() {
+    let clock = ManualClock::new(Utc::now());
+    let app = TestApp::spawn_full(database().await, Some(clock.clone()), |_| {}).await;
+    let tenant = app.tenant().await;
+    let status = || async {
+        app.get("/api/v1/tenant")
+            .owner_of(&tenant)
+            .send()
+            .await
+            .expect(200)
+            .body
+    };
+    // Read straight from the log: a suspended tenant's members cannot list activities.
+    let suspensions = || async {
+        let mut owner = connect(&app.db.owner_url).await;
+        tenant_tx(&mut owner, tenant.id)
+            .await
+            .query_one(
+                "SELECT count(*) FROM activities
+                 WHERE tenant_id = $1 AND action = 'trust.suspended'",
+                &[&tenant.id],
+            )
+            .await
+            .unwrap()
+            .get::<_, i64>(0)
+    };
+    seed_orders_at(&app, &tenant, 250, "pending", "+5511966660001", clock.now()).await;
+    recompute(&app, &tenant).await;
+    assert_eq!(status().await["status"], "suspended");
+
+    // An admin looks and reactivates it. The burst is still in its one-hour window, for
+    // every recompute of the next hour, yet the tenant stays active.
+    clock.advance(chrono::Duration::minutes(1));
+    app.patch(&format!("/api/v1/admin/tenants/{}", tenant.id))
+        .user(ADMIN)
+        .json(&json!({"status": "active"}))
+        .send()
+        .await
+        .expect(200);
+    for _ in 0..3 {
+        recompute(&app, &tenant).await;
+        assert_eq!(status().await["status"], "active");
+        clock.advance(chrono::Duration::minutes(10));
+    }
+    let risk = risk_of(&app, &tenant).await.expect("still listed");
+    assert_eq!(signal(&risk, "order_velocity")["severity"], "critical");
+    assert_eq!(risk["status"], "active");
+    assert_eq!(suspensions().await, 1);
+    // Evidence newer than the reactivation suspends it again, and says so.
+    seed_orders_at(&app, &tenant, 250, "pending", "+5511966660002", clock.now()).await;
+    recompute(&app, &tenant).await;
+    let seen = status().await;
+    assert_eq!(seen["status"], "suspended");
+    let why = seen["status_reason"].as_str().unwrap();
+    assert!(
+        why.contains("250 orders") && why.contains("since the reactivation"),
+        "{why}"
+    );
+    assert_eq!(suspensions().await, 2);
 }

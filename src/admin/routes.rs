@@ -111,7 +111,8 @@ pub async fn get_tenant(
     Ok(Json(tenant))
 }
 
-/// Suspends or reactivates a tenant and changes its limits (`null` restores a default).
+/// Suspends or reactivates a tenant and changes its limits (`null` restores a default). A
+/// reactivation sticks: an automatic suspension then needs risk evidence newer than it.
 #[utoipa::path(patch, path = "/api/v1/admin/tenants/{id}", tag = "admin",
     params(("id" = uuid::Uuid, Path, description = "Tenant id")),
     request_body = UpdateTenant,

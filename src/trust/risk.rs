@@ -37,7 +37,8 @@ impl RiskSeverity {
 /// One finding.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct Signal {
-    /// `order_velocity`, `cancellation_burst`, `dispute_burst`, `auth_failure_burst`,
+    /// `order_velocity`, `cancellation_burst`, `dispute_burst`, `auth_failure_burst` (shown
+    /// only: anyone naming the tenant can cause it, so it never counts against the tenant),
     /// `shared_customer_phone`.
     pub name: String,
     pub severity: RiskSeverity,

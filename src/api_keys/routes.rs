@@ -62,11 +62,12 @@ pub async fn create_key(
     if new.role == Role::Owner && ctx.role != Role::Owner {
         return Err(AppError::Forbidden("Only an owner may make an owner key."));
     }
-    // The actor's id: the member's, or the key's for a request made with a key.
-    let creator = match ctx.api_key {
-        Some(_) => (ctx.user_id, CreatorType::ApiKey),
-        None => (ctx.user_id, CreatorType::User),
+    // The actor: a member, or the key a request made with a key acts as (its id).
+    let creator_type = match ctx.api_key {
+        Some(_) => CreatorType::ApiKey,
+        None => CreatorType::User,
     };
+    let creator = (ctx.user_id, creator_type);
     let (api_key, key) = store::create(ctx.db(), ctx.activity(), creator, &new, now).await?;
     Ok((StatusCode::CREATED, Json(CreatedApiKey { api_key, key })))
 }

@@ -97,7 +97,7 @@ async fn fill(db: &TenantDb) -> anyhow::Result<()> {
     let settings: PutTenantSettings = body(json!({
         "timezone": "America/Sao_Paulo", "auto_confirm_orders": false
     }))?;
-    settings::store::put(db, &settings.validate()?).await?;
+    settings::store::put(db, &system, &settings.validate()?).await?;
     let profile: PutSellerProfile = body(json!({
         "store_name": "Demo Store", "slug": "demo-store",
         "bio": "Hand-printed tees and mugs, shipped from São Paulo.",

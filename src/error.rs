@@ -235,7 +235,8 @@ impl AppError {
                 reason,
             } => match reason.as_str() {
                 "trust_level" => format!(
-                    "The trust level's {quota} cap is reached ({used} of {limit});                      GET /api/v1/trust says what the next level needs."
+                    "The trust level's {quota} cap is reached ({used} of {limit}); GET /api/v1/trust \
+                     says what the next level needs."
                 ),
                 _ => format!("The {quota} quota is used up ({used} of {limit})."),
             },
@@ -466,6 +467,21 @@ mod tests {
         assert_eq!(problem.status, 422);
         assert_eq!(problem.code, "validation_failed");
         assert_eq!(problem.errors.as_ref().map(Vec::len), Some(2));
+    }
+
+    #[test]
+    fn quota_details_read_as_one_sentence() {
+        for reason in ["trust_level", "quota"] {
+            let detail = AppError::QuotaExceeded {
+                quota: "products".into(),
+                used: 5,
+                limit: 5,
+                reason: reason.into(),
+            }
+            .to_problem()
+            .detail;
+            assert!(!detail.contains("  "), "{reason}: {detail:?}");
+        }
     }
 
     #[test]

@@ -22,27 +22,54 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
     type Rejection = AppError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, AppError> {
-        let is_json = req
-            .headers()
-            .get(CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(is_json_content_type);
-        if !is_json {
-            return Err(AppError::UnsupportedMediaType(
-                "Send the body as application/json.".into(),
-            ));
+        if !has_json_content_type(&req) {
+            return Err(not_json());
         }
-        let bytes = axum::body::Bytes::from_request(req, state)
-            .await
-            .map_err(|e| match e.status() {
-                axum::http::StatusCode::PAYLOAD_TOO_LARGE => AppError::PayloadTooLarge,
-                _ => AppError::BadRequest {
-                    code: "invalid_body",
-                    detail: "The body could not be read.".into(),
-                },
-            })?;
+        let bytes = read_body(req, state).await?;
         decode(&bytes).map(Self)
     }
+}
+
+/// A JSON body that may be left out (an action whose fields are all optional): no body, or
+/// JSON `null`, reads as `T::default()`; any other body is read as [`ApiJson`] reads it.
+pub struct OptionalJson<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned + Default> FromRequest<S> for OptionalJson<T> {
+    type Rejection = AppError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, AppError> {
+        let is_json = has_json_content_type(&req);
+        let bytes = read_body(req, state).await?;
+        match (bytes.is_empty(), is_json) {
+            (true, _) => Ok(Self(T::default())),
+            (false, true) => decode::<Option<T>>(&bytes).map(|t| Self(t.unwrap_or_default())),
+            (false, false) => Err(not_json()),
+        }
+    }
+}
+
+fn has_json_content_type(req: &Request) -> bool {
+    req.headers()
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(is_json_content_type)
+}
+
+fn not_json() -> AppError {
+    AppError::UnsupportedMediaType("Send the body as application/json.".into())
+}
+
+/// The whole body, within the route's body limit (413 beyond it).
+async fn read_body<S: Send + Sync>(req: Request, state: &S) -> Result<axum::body::Bytes, AppError> {
+    axum::body::Bytes::from_request(req, state)
+        .await
+        .map_err(|e| match e.status() {
+            axum::http::StatusCode::PAYLOAD_TOO_LARGE => AppError::PayloadTooLarge,
+            _ => AppError::BadRequest {
+                code: "invalid_body",
+                detail: "The body could not be read.".into(),
+            },
+        })
 }
 
 /// A JSON document already read (to check something before its shape) as `T`, answering

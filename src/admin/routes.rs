@@ -111,7 +111,8 @@ pub async fn get_tenant(
     Ok(Json(tenant))
 }
 
-/// Suspends or reactivates a tenant and changes its limits (`null` restores a default).
+/// Suspends or reactivates a tenant and changes its limits (`null` restores a default). A
+/// reactivation sticks: an automatic suspension then needs risk evidence newer than it.
 #[utoipa::path(patch, path = "/api/v1/admin/tenants/{id}", tag = "admin",
     params(("id" = uuid::Uuid, Path, description = "Tenant id")),
     request_body = UpdateTenant,
@@ -128,7 +129,7 @@ pub async fn update_tenant(
     ApiJson(body): ApiJson<UpdateTenant>,
 ) -> AppResult<Json<Tenant>> {
     let limits = body.limits.unwrap_or_default().validate()?;
-    let tenant = store::update(&state.db, id, body.status, &limits).await?;
+    let tenant = store::update(&state.db, id, body.status, &limits, state.clock.now()).await?;
     state.directory.invalidate(&Invalidation::tenant(id)).await;
     audit::record(
         &state.metrics,

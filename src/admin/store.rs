@@ -1,6 +1,7 @@
 //! SQL of the platform-admin module. Tenant rows (`users`) are written only after
 //! `set_tenant`, so row-level security checks them like any other write.
 
+use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 use super::model::{LimitsChange, NewTenant};
@@ -90,11 +91,15 @@ pub async fn get(db: &Db, id: Uuid) -> Result<Tenant> {
         .ok_or(TenantError::NotFound)
 }
 
+/// Changes a tenant's status and limits. Setting a suspended tenant active records when
+/// (`reactivated_at`, the service clock's `now`): an automatic suspension then needs evidence
+/// newer than that.
 pub async fn update(
     db: &Db,
     id: Uuid,
     status: Option<TenantStatus>,
     limits: &LimitsChange,
+    now: DateTime<Utc>,
 ) -> Result<Tenant> {
     let tx = db.begin_platform().await?;
     let row = tx
@@ -103,6 +108,8 @@ pub async fn update(
                 "UPDATE tenants
                  SET status = coalesce($2, status),
                      status_reason = CASE WHEN $2::text IS NULL THEN status_reason END,
+                     reactivated_at = CASE WHEN $2 = 'active' AND status = 'suspended' THEN $5
+                                           ELSE reactivated_at END,
                      limits = (limits - $3::text[]) || $4::jsonb,
                      updated_at = now()
                  WHERE id = $1
@@ -114,6 +121,7 @@ pub async fn update(
                 &status.map(TenantStatus::as_str),
                 &limits.reset,
                 &serde_json::Value::Object(limits.set.clone()),
+                &now,
             ],
         )
         .await?

@@ -17,7 +17,7 @@ use super::audit;
 use super::store;
 use crate::auth::PlatformAdmin;
 use crate::error::{AppError, AppResult, Fields};
-use crate::extract::{ApiJson, IdPath, Page, PageQuery, PageRequest};
+use crate::extract::{ApiJson, IdPath, OptionalJson, Page, PageQuery, PageRequest};
 use crate::monitoring::activity::model::Category;
 use crate::monitoring::activity::{Change, Recorder};
 use crate::notify::model::{Priority, Source, SourceType};
@@ -279,10 +279,10 @@ async fn queue_page(
 }
 
 /// Approves a pending document: the verification becomes `verified` and the tenant's level
-/// is recomputed.
+/// is recomputed. The body, with its optional `reason`, may be left out.
 #[utoipa::path(post, path = "/api/v1/admin/verifications/{id}/approve", tag = "admin",
     params(("id" = Uuid, Path, description = "Verification id")),
-    request_body = Decision,
+    request_body = Option<Decision>,
     responses(
         (status = 200, description = "The verification, verified", body = Verification),
         (status = 404, description = "`not_found`"),
@@ -294,13 +294,14 @@ pub async fn admin_approve_verification(
     State(state): State<AppState>,
     admin: PlatformAdmin,
     IdPath(id): IdPath,
-    ApiJson(body): ApiJson<Decision>,
+    OptionalJson(body): OptionalJson<Decision>,
 ) -> AppResult<Json<Verification>> {
     let reason = body.validate(false)?;
     decide(&state, &admin, id, true, reason).await.map(Json)
 }
 
-/// Rejects a pending document with a reason (shown to the seller, who may submit again).
+/// Rejects a pending document with a reason (shown to the seller, who may submit again); no
+/// body, or none with a `reason`, is 422 naming `reason`.
 #[utoipa::path(post, path = "/api/v1/admin/verifications/{id}/reject", tag = "admin",
     params(("id" = Uuid, Path, description = "Verification id")),
     request_body = Decision,
@@ -315,7 +316,7 @@ pub async fn admin_reject_verification(
     State(state): State<AppState>,
     admin: PlatformAdmin,
     IdPath(id): IdPath,
-    ApiJson(body): ApiJson<Decision>,
+    OptionalJson(body): OptionalJson<Decision>,
 ) -> AppResult<Json<Verification>> {
     let reason = body.validate(true)?;
     decide(&state, &admin, id, false, reason).await.map(Json)

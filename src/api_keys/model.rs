@@ -13,6 +13,14 @@ use crate::types;
 /// The most keys a tenant can have.
 pub const MAX_KEYS: i64 = 50;
 
+crate::commerce::text_enum! {
+    /// What made a key: a member (with a token) or another key of the tenant.
+    CreatorType {
+        User => "user",
+        ApiKey => "api_key",
+    }
+}
+
 /// An API key, without its secret.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ApiKey {
@@ -23,9 +31,10 @@ pub struct ApiKey {
     /// The key's first 12 characters, to recognise it.
     #[schema(example = "cck_Q2xhc3Np")]
     pub prefix: String,
-    /// The member who made it (null once that member is gone).
-    #[schema(required = true)]
-    pub created_by: Option<Uuid>,
+    /// The member (`users.id`) or API key that made it, as `created_by_type` says; kept
+    /// after that member or key is gone.
+    pub created_by: Uuid,
+    pub created_by_type: CreatorType,
     #[serde(serialize_with = "types::timestamp")]
     pub created_at: DateTime<Utc>,
     /// Null: it does not expire.
@@ -35,7 +44,8 @@ pub struct ApiKey {
 }
 
 impl ApiKey {
-    pub const COLUMNS: &'static str = "id, name, role, prefix, created_by, created_at, expires_at";
+    pub const COLUMNS: &'static str =
+        "id, name, role, prefix, created_by, created_by_type, created_at, expires_at";
 
     pub fn from_row(row: &Row) -> Self {
         Self {
@@ -44,8 +54,9 @@ impl ApiKey {
             role: row.get::<_, String>(2).parse().unwrap_or(Role::Staff),
             prefix: row.get(3),
             created_by: row.get(4),
-            created_at: row.get(5),
-            expires_at: row.get(6),
+            created_by_type: row.get(5),
+            created_at: row.get(6),
+            expires_at: row.get(7),
         }
     }
 }

@@ -4,7 +4,7 @@ use chrono::{DateTime, Utc};
 use serde_json::json;
 use uuid::Uuid;
 
-use super::model::{ApiKey, MAX_KEYS, NewApiKey};
+use super::model::{ApiKey, CreatorType, MAX_KEYS, NewApiKey};
 use crate::auth::api_key;
 use crate::db::{DbError, TenantDb};
 use crate::extract::PageRequest;
@@ -27,7 +27,7 @@ pub enum KeyError {
 pub async fn create(
     db: &TenantDb,
     activity: &Recorder,
-    creator: Uuid,
+    creator: (Uuid, CreatorType),
     new: &NewApiKey,
     now: DateTime<Utc>,
 ) -> Result<(ApiKey, String), KeyError> {
@@ -54,8 +54,8 @@ pub async fn create(
         .query_one(
             &format!(
                 "INSERT INTO api_keys (tenant_id, id, name, role, prefix, key_hash, created_by,
-                     created_at, expires_at)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING {}",
+                     created_by_type, created_at, expires_at)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) RETURNING {}",
                 ApiKey::COLUMNS
             ),
             &[
@@ -65,7 +65,8 @@ pub async fn create(
                 &new.role.as_str(),
                 &made.prefix,
                 &made.hash.as_slice(),
-                &creator,
+                &creator.0,
+                &creator.1,
                 &now,
                 &new.expires_at,
             ],

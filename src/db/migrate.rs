@@ -70,6 +70,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "0011_sms_routes.sql",
         sql: include_str!("../../migrations/0011_sms_routes.sql"),
     },
+    Migration {
+        version: 12,
+        name: "0012_trust_fixes.sql",
+        sql: include_str!("../../migrations/0012_trust_fixes.sql"),
+    },
 ];
 
 /// Serialises concurrent migrators (several instances or test processes starting at once).

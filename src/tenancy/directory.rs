@@ -3,7 +3,9 @@
 //! Entries live at most `TENANT_CACHE_TTL_SECONDS` (misses, which a new member may turn into
 //! hits, at most `NEGATIVE_TTL`). Changes that revoke access (suspension, removal, role
 //! change) invalidate the entry on this instance at once and on the others through
-//! PostgreSQL NOTIFY on [`INVALIDATION_CHANNEL`], sent in the changing transaction.
+//! PostgreSQL NOTIFY on [`INVALIDATION_CHANNEL`], sent in the changing transaction. An
+//! invalidation waits for the lookups in flight to have cached what they read, then drops the
+//! entry, so none puts a revoked answer back (`Lookups`).
 //!
 //! Lookups that miss the cache reach the database, so each caller (token subject) has a
 //! budget of [`MISSES_PER_MINUTE`] of them per UTC minute, checked before the query: a
@@ -108,14 +110,87 @@ impl<K, T> Expiry<K, Option<T>> for LookupExpiry {
     }
 }
 
+/// One kind of cached lookup (tenants, memberships or API keys): answers found and not found,
+/// each for its TTL, and invalidations that win over the lookups in flight.
+///
+/// A lookup that read a key just before its revocation committed must not cache that answer
+/// after the revocation's invalidation, or the revoked key would keep working until the entry
+/// expired. So a miss holds the read side of `in_flight` from before its query until its
+/// answer is cached, and an invalidation takes the write side: it waits for the misses in
+/// flight to have cached what they read (a few milliseconds, a query each), then drops the
+/// entries; a miss that starts after it queries again. Hits take no lock.
+#[derive(Clone)]
+struct Lookups<K, V> {
+    entries: Cache<K, Option<V>>,
+    in_flight: Arc<tokio::sync::RwLock<()>>,
+}
+
+impl<K, V> Lookups<K, V>
+where
+    K: std::hash::Hash + Eq + Send + Sync + 'static,
+    V: Clone + Send + Sync + 'static,
+{
+    /// `by_value`: entries can be dropped by what they hold (API keys, by their id).
+    fn new(ttl: Duration, by_value: bool) -> Self {
+        let builder = Cache::builder()
+            .max_capacity(CAPACITY)
+            .expire_after(LookupExpiry { positive: ttl });
+        let entries = if by_value {
+            builder.support_invalidation_closures().build()
+        } else {
+            builder.build()
+        };
+        Self {
+            entries,
+            in_flight: Arc::default(),
+        }
+    }
+
+    /// The cached answer for `key`, or `lookup`'s, cached (concurrent misses of one key share
+    /// one lookup).
+    async fn get<E: Send + Sync + 'static>(
+        &self,
+        key: K,
+        lookup: impl Future<Output = Result<Option<V>, E>>,
+    ) -> Result<Option<V>, Arc<E>> {
+        if let Some(found) = self.entries.get(&key).await {
+            return Ok(found);
+        }
+        let _in_flight = self.in_flight.read().await;
+        self.entries.try_get_with(key, lookup).await
+    }
+
+    async fn invalidate(&self, key: &K) {
+        let _quiet = self.in_flight.write().await;
+        self.entries.invalidate(key).await;
+    }
+
+    /// Drops the entries whose answer matches `gone`.
+    async fn invalidate_if(&self, gone: impl Fn(&V) -> bool + Send + Sync + 'static) {
+        let _quiet = self.in_flight.write().await;
+        let dropped = self
+            .entries
+            .invalidate_entries_if(move |_, value| value.as_ref().is_some_and(&gone));
+        if let Err(e) = dropped {
+            tracing::warn!(error = %e, "clearing every cached entry instead");
+            self.entries.invalidate_all();
+        }
+    }
+
+    async fn invalidate_all(&self) {
+        let _quiet = self.in_flight.write().await;
+        self.entries.invalidate_all();
+    }
+}
+
 #[derive(Clone)]
 pub struct Directory {
     db: Db,
     metrics: Arc<Metrics>,
-    tenants: Cache<Uuid, Option<Arc<Tenant>>>,
-    members: Cache<(Uuid, String), Option<Membership>>,
+    tenants: Lookups<Uuid, Arc<Tenant>>,
+    members: Lookups<(Uuid, String), Membership>,
     /// API keys by their hash; revoking one invalidates it by id (every instance, by NOTIFY).
-    keys: Cache<KeyHash, Option<KeyRecord>>,
+    keys: Lookups<KeyHash, KeyRecord>,
     /// Misses spent per caller; bounded like the caches, forgotten after two idle minutes.
     misses: Cache<String, Spent>,
 }
@@ -125,19 +200,9 @@ impl Directory {
         Self {
             db,
             metrics,
-            tenants: Cache::builder()
-                .max_capacity(CAPACITY)
-                .expire_after(LookupExpiry { positive: ttl })
-                .build(),
-            members: Cache::builder()
-                .max_capacity(CAPACITY)
-                .expire_after(LookupExpiry { positive: ttl })
-                .build(),
-            keys: Cache::builder()
-                .max_capacity(CAPACITY)
-                .expire_after(LookupExpiry { positive: ttl })
-                .support_invalidation_closures()
-                .build(),
+            tenants: Lookups::new(ttl, false),
+            members: Lookups::new(ttl, false),
+            keys: Lookups::new(ttl, true),
             misses: Cache::builder()
                 .max_capacity(CAPACITY)
                 .time_to_idle(Duration::from_secs(120))
@@ -193,7 +258,7 @@ impl Directory {
     /// The tenant `id`, looked up for `caller` (whose miss budget a cache miss spends).
     pub async fn tenant(&self, id: Uuid, caller: &str) -> Result<Option<Arc<Tenant>>, LookupError> {
         self.tenants
-            .try_get_with(id, async {
+            .get(id, async {
                 let row = self
                     .budgeted("tenant", caller, async {
                         self.db
@@ -219,7 +284,7 @@ impl Directory {
         subject: &str,
     ) -> Result<Option<Membership>, LookupError> {
         self.members
-            .try_get_with((tenant_id, subject.to_string()), async {
+            .get((tenant_id, subject.to_string()), async {
                 let row = self
                     .budgeted(
                         "membership",
@@ -248,7 +313,7 @@ impl Directory {
         caller: &str,
     ) -> Result<Option<KeyRecord>, LookupError> {
         self.keys
-            .try_get_with(hash, async {
+            .get(hash, async {
                 let row = self
                     .budgeted(
                         "api_key",
@@ -274,13 +339,9 @@ impl Directory {
     pub async fn invalidate(&self, what: &Invalidation) {
         if let Some(key) = what.key {
             // Entries of that key stop being returned at once; moka drops them lazily.
-            let gone = self
-                .keys
-                .invalidate_entries_if(move |_, record| record.is_some_and(|r| r.id == key));
-            if let Err(e) = gone {
-                tracing::warn!(error = %e, "clearing every cached API key instead");
-                self.keys.invalidate_all();
-            }
+            self.keys
+                .invalidate_if(move |record| record.id == key)
+                .await;
             return;
         }
         match &what.subject {
@@ -293,10 +354,10 @@ impl Directory {
         }
     }
 
-    pub fn invalidate_all(&self) {
-        self.tenants.invalidate_all();
-        self.members.invalidate_all();
-        self.keys.invalidate_all();
+    pub async fn invalidate_all(&self) {
+        self.tenants.invalidate_all().await;
+        self.members.invalidate_all().await;
+        self.keys.invalidate_all().await;
     }
 
     /// Queues a NOTIFY, delivered to every instance when `tx` commits.
@@ -324,5 +385,88 @@ impl From<LookupError> for AppError {
                 other => AppError::from(anyhow::anyhow!("{other}")),
             },
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::convert::Infallible;
+
+    use tokio::sync::oneshot;
+
+    use super::*;
+
+    /// A lookup that has read the old answer (a key before its revocation committed) and is
+    /// held there until `release`; it says when it has started.
+    async fn stalled(
+        started: oneshot::Sender<()>,
+        release: oneshot::Receiver<()>,
+    ) -> Result<Option<&'static str>, Infallible> {
+        started.send(()).unwrap();
+        release.await.unwrap();
+        Ok(Some("before the revocation"))
+    }
+
+    #[tokio::test]
+    async fn an_invalidation_wins_over_a_lookup_in_flight() {
+        let lookups: Lookups<u8, &'static str> = Lookups::new(Duration::from_secs(30), true);
+        for (key, invalidate_by_value) in [(1, false), (2, true)] {
+            let (started, has_started) = oneshot::channel();
+            let (release, released) = oneshot::channel();
+            let in_flight = tokio::spawn({
+                let lookups = lookups.clone();
+                async move { lookups.get(key, stalled(started, released)).await }
+            });
+            has_started.await.unwrap();
+            // The revocation commits, and its invalidation arrives while the lookup is held.
+            let invalidation = tokio::spawn({
+                let lookups = lookups.clone();
+                async move {
+                    if invalidate_by_value {
+                        lookups
+                            .invalidate_if(|v| *v == "before the revocation")
+                            .await;
+                    } else {
+                        lookups.invalidate(&key).await;
+                    }
+                }
+            });
+            tokio::task::yield_now().await;
+            release.send(()).unwrap();
+            // The lookup in flight began before the revocation: its own answer is the old one.
+            let seen = in_flight.await.unwrap().unwrap();
+            assert_eq!(seen, Some("before the revocation"));
+            invalidation.await.unwrap();
+            // Any lookup after the invalidation reads again and finds the key revoked.
+            let after = lookups.get(key, async { Ok::<_, Infallible>(None) }).await;
+            assert_eq!(
+                after.unwrap(),
+                None,
+                "invalidated by value: {invalidate_by_value}"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn concurrent_misses_of_one_key_share_one_lookup() {
+        let lookups: Lookups<u8, u8> = Lookups::new(Duration::from_secs(30), false);
+        let calls = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let misses = (0..20).map(|_| {
+            let (lookups, calls) = (lookups.clone(), calls.clone());
+            tokio::spawn(async move {
+                lookups
+                    .get(7, async move {
+                        calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                        tokio::task::yield_now().await;
+                        Ok::<_, Infallible>(Some(42))
+                    })
+                    .await
+                    .unwrap()
+            })
+        });
+        for answer in futures_util::future::join_all(misses).await {
+            assert_eq!(answer.unwrap(), Some(42));
+        }
+        assert_eq!(calls.load(std::sync::atomic::Ordering::SeqCst), 1);
     }
 }

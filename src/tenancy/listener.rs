@@ -18,6 +18,7 @@ impl Subscriber for Directory {
 
     /// Invalidations sent while the connection was down are lost: forget everything.
     fn missed(&self) {
-        self.invalidate_all();
+        let directory = self.clone();
+        tokio::spawn(async move { directory.invalidate_all().await });
     }
 }

@@ -65,17 +65,6 @@ impl TenantCtx {
             ))
         }
     }
-
-    /// A member signed in with a token, not an API key, else 403 `forbidden` (keys cannot
-    /// manage keys).
-    pub fn require_member(&self) -> AppResult<()> {
-        match self.api_key {
-            None => Ok(()),
-            Some(_) => Err(AppError::Forbidden(
-                "This action needs a member's token, not an API key.",
-            )),
-        }
-    }
 }
 
 /// Like [`TenantCtx`], but also admits members of a suspended tenant, for the few endpoints

@@ -188,7 +188,7 @@ impl Trust {
         let now = self.clock.now();
         let tx = self.db.for_tenant(tenant_id).begin().await?;
         let row = store::trust_row(&tx, tenant_id).await?;
-        let flagged = matches!(row.risk_level.as_str(), "high" | "critical");
+        let flagged = risk::flagged(&row.risk_signals);
         let eval = self
             .evaluate(
                 &tx,
@@ -224,7 +224,7 @@ impl Trust {
         let tx = self.db.for_tenant(tenant_id).begin().await?;
         let mut row = store::lock_trust_row(&tx).await?;
 
-        let counts = risk::counts(&tx, tenant_id, now).await?;
+        let counts = risk::counts(&tx, tenant_id, now, row.reactivated_at).await?;
         let mut signals = risk::assess(&counts);
         match shared_phone {
             Some(others) => signals.extend(risk::shared_phone(others)),
@@ -235,8 +235,10 @@ impl Trust {
                     .cloned(),
             ),
         }
+        // Every signal is kept for platform admins; only the tenant's own doing counts against
+        // it (failed authentications do not).
         let risk_level = risk::level(&signals);
-        let flagged = matches!(risk_level, "high" | "critical");
+        let flagged = risk::flagged(&signals);
 
         // The review is decided on the score without it, then counted in the requirements.
         let mut eval = self
@@ -333,13 +335,27 @@ impl Trust {
             ));
             notices.push(changed_notice(tenant_id, from, level, reason));
         }
-        let suspend_reason = (risk_level == "critical" && !row.suspended).then(|| {
-            let why: Vec<&str> = signals
-                .iter()
-                .filter(|s| s.severity == risk::RiskSeverity::Critical)
-                .map(|s| s.detail.as_str())
-                .collect();
-            format!("Suspended automatically for review: {}.", why.join("; "))
+        // A platform admin's reactivation sticks: only evidence newer than it suspends again
+        // (the windows can hold the burst that led to the suspension for up to a day).
+        let fresh = risk::assess(&counts.since_reactivation());
+        let critical: Vec<&str> = risk::against_tenant(&fresh, risk::RiskSeverity::Critical)
+            .map(|s| s.detail.as_str())
+            .collect();
+        let suspend_reason = (!critical.is_empty() && !row.suspended).then(|| {
+            let since = row
+                .reactivated_at
+                .filter(|at| *at > now - Duration::days(1))
+                .map(|at| {
+                    format!(
+                        " (counted since the reactivation at {})",
+                        at.format("%Y-%m-%d %H:%M UTC")
+                    )
+                })
+                .unwrap_or_default();
+            format!(
+                "Suspended automatically for review: {}{since}.",
+                critical.join("; ")
+            )
         });
         if let Some(why) = &suspend_reason {
             changes.push(trust_change(
@@ -444,7 +460,7 @@ impl Trust {
         row.reason = Some(reason.to_string());
         row.grace_started_at = None;
         row.review_opened_at = None;
-        let flagged = matches!(row.risk_level.as_str(), "high" | "critical");
+        let flagged = risk::flagged(&row.risk_signals);
         let eval = self
             .evaluate(&tx, tenant_id, &row, false, flagged, now)
             .await?;
@@ -526,14 +542,7 @@ fn trust_change(action: &'static str, tenant_id: Uuid, details: serde_json::Valu
 
 /// What an admin reads first in a review opened by risk signals.
 fn review_for(signals: &[Signal]) -> String {
-    let high: Vec<String> = signals
-        .iter()
-        .filter(|s| {
-            matches!(
-                s.severity,
-                risk::RiskSeverity::High | risk::RiskSeverity::Critical
-            )
-        })
+    let high: Vec<String> = risk::against_tenant(signals, risk::RiskSeverity::High)
         .map(|s| format!("{} ({})", s.name, s.detail))
         .collect();
     format!("Risk signals: {}.", high.join("; "))

@@ -2,7 +2,8 @@
 //! tenant's own baseline. Computed by platform code only (the recompute), stored on the
 //! platform's row of the tenant and shown to platform admins (`GET /api/v1/admin/risk`),
 //! never to the tenant. The one signal that reads several tenants, a customer phone ordering
-//! across many of them, is computed by `platform::shared_phones`.
+//! across many of them, is computed by `platform::shared_phones`. Only the signals of the
+//! tenant's own doing count against it ([`Signal::counts_against_tenant`]).
 
 use chrono::{DateTime, Duration, Utc};
 use serde::{Deserialize, Serialize};
@@ -36,7 +37,8 @@ impl RiskSeverity {
 /// One finding.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct Signal {
-    /// `order_velocity`, `cancellation_burst`, `dispute_burst`, `auth_failure_burst`,
+    /// `order_velocity`, `cancellation_burst`, `dispute_burst`, `auth_failure_burst` (shown
+    /// only: anyone naming the tenant can cause it, so it never counts against the tenant),
     /// `shared_customer_phone`.
     pub name: String,
     pub severity: RiskSeverity,
@@ -50,13 +52,39 @@ pub struct Signal {
 /// The signal of several tenants sharing a customer phone.
 pub const SHARED_PHONE: &str = "shared_customer_phone";
 
-/// The highest severity among `signals` (`none` without any).
+/// The signal of failed authentications naming the tenant.
+pub const AUTH_FAILURES: &str = "auth_failure_burst";
+
+impl Signal {
+    /// Whether the signal may lower the tenant's standing (open a review, count as a
+    /// compliance flag, suspend). Failed authentications may not: a stranger causes them by
+    /// naming the tenant (a garbage key ending in its id, a bad token with its `X-Tenant-ID`),
+    /// so they are shown to platform admins and nothing more.
+    pub fn counts_against_tenant(&self) -> bool {
+        self.name != AUTH_FAILURES
+    }
+}
+
+/// The highest severity among `signals` (`none` without any): what platform admins see.
 pub fn level(signals: &[Signal]) -> &'static str {
     signals
         .iter()
         .map(|s| s.severity)
         .max_by_key(|s| s.rank())
         .map_or("none", RiskSeverity::as_str)
+}
+
+/// The signals that count against the tenant and are at least `severity`.
+pub fn against_tenant(signals: &[Signal], severity: RiskSeverity) -> impl Iterator<Item = &Signal> {
+    signals
+        .iter()
+        .filter(move |s| s.counts_against_tenant() && s.severity.rank() >= severity.rank())
+}
+
+/// Whether a signal of the tenant's own doing is high or critical: a risk flag, which opens a
+/// review and counts as a compliance flag.
+pub fn flagged(signals: &[Signal]) -> bool {
+    against_tenant(signals, RiskSeverity::High).next().is_some()
 }
 
 /// What a tenant's own data says, as of `now`.
@@ -70,8 +98,26 @@ pub struct Counts {
     pub cancelled_last_day: i64,
     /// Orders moved to `disputed` in the last 24 hours.
     pub disputes_last_day: i64,
-    /// Failed authentications recorded in the tenant's log in the last hour.
+    /// Failed authentications recorded in the tenant's log in the last hour (anyone's: shown
+    /// to platform admins, never held against the tenant).
     pub auth_failures_last_hour: i64,
+    /// `orders_last_hour` and `disputes_last_day` counted only after the platform admin's
+    /// last reactivation of the tenant (equal to them without one in those windows).
+    pub fresh_orders_last_hour: i64,
+    pub fresh_disputes_last_day: i64,
+}
+
+impl Counts {
+    /// The evidence newer than the last reactivation: what may suspend the tenant again (an
+    /// admin's reactivation sticks while the burst that led to the suspension is still in its
+    /// window).
+    pub fn since_reactivation(&self) -> Counts {
+        Counts {
+            orders_last_hour: self.fresh_orders_last_hour,
+            disputes_last_day: self.fresh_disputes_last_day,
+            ..*self
+        }
+    }
 }
 
 /// The smallest UUID v7 of instant `t`: activity ids are UUID v7, so an id range is a time
@@ -85,29 +131,45 @@ fn uuid_v7_floor(t: DateTime<Utc>) -> Uuid {
     Uuid::from_bytes(bytes)
 }
 
-/// Reads [`Counts`] for the tenant (two statements, pipelined).
-pub async fn counts(conn: &Conn, tenant_id: Uuid, now: DateTime<Utc>) -> Result<Counts, DbError> {
+/// Reads [`Counts`] for the tenant (two statements, pipelined); `reactivated_at` is when a
+/// platform admin last reactivated it.
+pub async fn counts(
+    conn: &Conn,
+    tenant_id: Uuid,
+    now: DateTime<Utc>,
+    reactivated_at: Option<DateTime<Utc>>,
+) -> Result<Counts, DbError> {
     let hour = now - Duration::hours(1);
     let day = now - Duration::days(1);
     let week_before = hour - Duration::days(7);
-    let (day_id, hour_id) = (uuid_v7_floor(day), uuid_v7_floor(hour));
-    let orders_params: Params = &[&tenant_id, &hour, &day, &week_before];
+    let fresh_hour = reactivated_at.map_or(hour, |at| at.max(hour));
+    let fresh_day = reactivated_at.map_or(day, |at| at.max(day));
+    let (day_id, hour_id, fresh_day_id) = (
+        uuid_v7_floor(day),
+        uuid_v7_floor(hour),
+        uuid_v7_floor(fresh_day),
+    );
+    let orders_params: Params = &[&tenant_id, &hour, &day, &week_before, &fresh_hour];
     let orders = conn.query_one(
         "SELECT count(*) FILTER (WHERE created_at >= $2),
                 count(*) FILTER (WHERE created_at < $2),
                 count(*) FILTER (WHERE created_at >= $3),
-                count(*) FILTER (WHERE created_at >= $3 AND status = 'cancelled')
+                count(*) FILTER (WHERE created_at >= $3 AND status = 'cancelled'),
+                count(*) FILTER (WHERE created_at >= $5)
          FROM orders WHERE tenant_id = $1 AND created_at >= $4",
         orders_params,
     );
-    let activity_params: Params = &[&tenant_id, &day_id, &hour_id];
+    let activity_params: Params = &[&tenant_id, &day_id, &hour_id, &fresh_day_id];
     let activity = conn.query_one(
         "SELECT
              (SELECT count(*) FROM activities
               WHERE tenant_id = $1 AND action = 'order.status_changed' AND id >= $2
                 AND details->>'to' = 'disputed'),
              (SELECT count(*) FROM activities
-              WHERE tenant_id = $1 AND action = 'auth.failed' AND id >= $3)",
+              WHERE tenant_id = $1 AND action = 'auth.failed' AND id >= $3),
+             (SELECT count(*) FROM activities
+              WHERE tenant_id = $1 AND action = 'order.status_changed' AND id >= $4
+                AND details->>'to' = 'disputed')",
         activity_params,
     );
     let (orders, activity) = tokio::try_join!(orders, activity)?;
@@ -118,6 +180,8 @@ pub async fn counts(conn: &Conn, tenant_id: Uuid, now: DateTime<Utc>) -> Result<
         cancelled_last_day: orders.get(3),
         disputes_last_day: activity.get(0),
         auth_failures_last_hour: activity.get(1),
+        fresh_orders_last_hour: orders.get(4),
+        fresh_disputes_last_day: activity.get(2),
     })
 }
 
@@ -201,12 +265,13 @@ pub fn assess(c: &Counts) -> Vec<Signal> {
     };
     if let Some((severity, threshold)) = failures {
         found.push(signal(
-            "auth_failure_burst",
+            AUTH_FAILURES,
             severity,
             c.auth_failures_last_hour as f64,
             threshold,
             format!(
-                "{} failed authentications in the last hour",
+                "{} failed authentications in the last hour (anyone naming the tenant can \
+                 cause them: shown, never held against it)",
                 c.auth_failures_last_hour
             ),
         ));
@@ -282,9 +347,43 @@ mod tests {
             names,
             ["cancellation_burst", "dispute_burst", "auth_failure_burst"]
         );
+        assert!(flagged(&assess(&c)), "cancellations and disputes");
         assert_eq!(shared_phone(2), None);
         assert_eq!(shared_phone(3).unwrap().severity, RiskSeverity::Medium);
         assert_eq!(shared_phone(12).unwrap().severity, RiskSeverity::High);
+    }
+
+    #[test]
+    fn failed_authentications_are_shown_but_never_flag_the_tenant() {
+        let c = Counts {
+            auth_failures_last_hour: 5000,
+            ..Default::default()
+        };
+        let found = assess(&c);
+        assert_eq!(found[0].name, AUTH_FAILURES);
+        assert_eq!(level(&found), "high");
+        assert!(!flagged(&found));
+        assert_eq!(against_tenant(&found, RiskSeverity::Low).count(), 0);
+    }
+
+    #[test]
+    fn only_evidence_after_a_reactivation_may_suspend_again() {
+        let burst = Counts {
+            orders_last_hour: 250,
+            disputes_last_day: 60,
+            fresh_orders_last_hour: 3,
+            fresh_disputes_last_day: 1,
+            ..Default::default()
+        };
+        assert_eq!(level(&assess(&burst)), "critical");
+        assert!(assess(&burst.since_reactivation()).is_empty());
+        let again = Counts {
+            fresh_orders_last_hour: 220,
+            ..burst
+        };
+        let fresh = assess(&again.since_reactivation());
+        assert_eq!(fresh[0].severity, RiskSeverity::Critical);
+        assert_eq!(fresh[0].value, 220.0);
     }
 
     #[test]

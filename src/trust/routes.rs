@@ -159,9 +159,8 @@ async fn confirm(
     body: ConfirmCode,
 ) -> AppResult<Json<Verification>> {
     ctx.require_manager()?;
-    let code = body.validate()?;
     let tx = ctx.db().begin().await?;
-    match store::confirm_code(&tx, kind, &code, state.clock.now()).await? {
+    match store::confirm_code(&tx, kind, body.code(), state.clock.now()).await? {
         Ok(id) => {
             ctx.activity()
                 .commit(
@@ -192,7 +191,7 @@ async fn confirm(
         (status = 200, description = "Verified", body = Verification),
         (status = 403, description = "`forbidden` (staff)"),
         (status = 409, description = "`code_expired`: no live code (used, expired or voided)"),
-        (status = 422, description = "`code_invalid` (a wrong code; the detail says how many tries are left), `validation_failed` (not six digits)"),
+        (status = 422, description = "`code_invalid`: a wrong code, six digits or not (a try spent; the detail says how many are left); `validation_failed` (`code` not a string)"),
     ))]
 #[tracing::instrument(skip_all)]
 pub async fn confirm_email(
@@ -210,7 +209,7 @@ pub async fn confirm_email(
         (status = 200, description = "Verified", body = Verification),
         (status = 403, description = "`forbidden` (staff)"),
         (status = 409, description = "`code_expired`: no live code (used, expired or voided)"),
-        (status = 422, description = "`code_invalid` (a wrong code; the detail says how many tries are left), `validation_failed` (not six digits)"),
+        (status = 422, description = "`code_invalid`: a wrong code, six digits or not (a try spent; the detail says how many are left); `validation_failed` (`code` not a string)"),
     ))]
 #[tracing::instrument(skip_all)]
 pub async fn confirm_phone(

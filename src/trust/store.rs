@@ -59,15 +59,16 @@ pub struct TrustRow {
     pub grace_started_at: Option<DateTime<Utc>>,
     pub suspended: bool,
     pub status_reason: Option<String>,
-    pub risk_level: String,
     pub risk_signals: Vec<Signal>,
     pub review_opened_at: Option<DateTime<Utc>>,
     pub created_at: DateTime<Utc>,
+    /// When a platform admin last set the suspended tenant active again.
+    pub reactivated_at: Option<DateTime<Utc>>,
 }
 
 const STANDING: &str = "SELECT trust_level, trust_locked, trust_reason, trust_score, \
-    trust_computed_at, trust_grace_started_at, status, status_reason, risk_level, \
-    risk_signals, review_opened_at, created_at FROM tenants WHERE id = $1";
+    trust_computed_at, trust_grace_started_at, status, status_reason, risk_signals, \
+    review_opened_at, created_at, reactivated_at FROM tenants WHERE id = $1";
 
 fn trust_row_from(row: &tokio_postgres::Row) -> Result<TrustRow, DbError> {
     Ok(TrustRow {
@@ -79,10 +80,10 @@ fn trust_row_from(row: &tokio_postgres::Row) -> Result<TrustRow, DbError> {
         grace_started_at: row.get(5),
         suspended: row.get::<_, &str>(6) == "suspended",
         status_reason: row.get(7),
-        risk_level: row.get(8),
         risk_signals: crate::commerce::json_column(row, "risk_signals")?,
-        review_opened_at: row.get(10),
-        created_at: row.get(11),
+        review_opened_at: row.get(9),
+        created_at: row.get(10),
+        reactivated_at: row.get(11),
     })
 }
 

@@ -1,6 +1,6 @@
-//! API keys (SPEC §2, §6): shown once, stored as a hash, role-bound, expiring, revocable on
-//! every instance within a second, counted in the tenant's rate limits, logged as
-//! `actor_type: api_key`, never on `/api/v1/admin/*`.
+//! API keys (SPEC §2, §6): shown once, stored as a hash, role-bound (key management
+//! included), expiring, revocable on every instance within a second, counted in the tenant's
+//! rate limits, logged as `actor_type: api_key`, never on `/api/v1/admin/*`.
 
 use std::time::Duration;
 
@@ -96,13 +96,13 @@ async fn a_key_acts_for_its_tenant_with_its_role() {
         .send()
         .await
         .expect_problem(403, "forbidden");
-    // A key cannot manage keys, whatever its role, and is never a platform admin.
-    let admin_key = secret(&make_key(&app, &tenant, "admin", None).await);
+    // A staff key cannot manage keys, and no key is ever a platform admin.
     app.get("/api/v1/api-keys")
-        .token(&admin_key)
+        .token(&token)
         .send()
         .await
         .expect_problem(403, "forbidden");
+    let admin_key = secret(&make_key(&app, &tenant, "admin", None).await);
     app.get("/api/v1/admin/tenants")
         .token(&admin_key)
         .send()
@@ -177,6 +177,146 @@ async fn a_key_acts_for_its_tenant_with_its_role() {
         .await
         .expect_problem(422, "validation_failed");
     assert_eq!(error_fields(&bad), ["name", "expires_at"]);
+}
+
+#[tokio::test]
+async fn owner_and_admin_keys_manage_keys_as_their_role_allows() {
+    let app = TestApp::spawn().await;
+    let tenant = app.tenant().await;
+    let other = app.tenant().await;
+    let admin = make_key(&app, &tenant, "admin", None).await;
+    let admin_key = secret(&admin);
+    let staff = make_key(&app, &tenant, "staff", None).await;
+    let theirs = make_key(&app, &other, "staff", None).await;
+    let with = |call: Call, key: &str| call.token(key);
+
+    // Staff keys manage nothing; that is a member's rule too.
+    let staff_key = secret(&staff);
+    with(app.get("/api/v1/api-keys"), &staff_key)
+        .send()
+        .await
+        .expect_problem(403, "forbidden");
+    with(app.post("/api/v1/api-keys"), &staff_key)
+        .json(&json!({"name": "More", "role": "staff"}))
+        .send()
+        .await
+        .expect_problem(403, "forbidden");
+    with(
+        app.delete(&format!(
+            "/api/v1/api-keys/{}",
+            admin["id"].as_str().unwrap()
+        )),
+        &staff_key,
+    )
+    .send()
+    .await
+    .expect_problem(403, "forbidden");
+
+    // An admin key lists and makes keys up to its own role, recorded as their creator.
+    let listed = with(app.get("/api/v1/api-keys?limit=100"), &admin_key)
+        .send()
+        .await
+        .expect(200);
+    assert_eq!(listed.body["items"].as_array().unwrap().len(), 2);
+    with(app.post("/api/v1/api-keys"), &admin_key)
+        .json(&json!({"name": "Root", "role": "owner"}))
+        .send()
+        .await
+        .expect_problem(403, "forbidden");
+    let made = with(app.post("/api/v1/api-keys"), &admin_key)
+        .json(&json!({"name": "Made by a key", "role": "admin"}))
+        .send()
+        .await
+        .expect(201);
+    assert_eq!(made.body["created_by"], admin["id"]);
+    assert_eq!(made.body["created_by_type"], "api_key");
+    assert_eq!(admin["created_by_type"], "user");
+    let listed = with(app.get("/api/v1/api-keys"), &admin_key)
+        .send()
+        .await
+        .expect(200);
+    assert_eq!(listed.body["items"][0]["id"], made.body["id"]);
+    assert_eq!(listed.body["items"][0]["created_by"], admin["id"]);
+    let made_key = secret(&made.body);
+    with(app.get("/api/v1/products"), &made_key)
+        .send()
+        .await
+        .expect(200);
+
+    // It revokes keys of its own tenant only: another tenant's key is not found, and naming
+    // that tenant is refused.
+    let theirs_path = format!("/api/v1/api-keys/{}", theirs["id"].as_str().unwrap());
+    with(app.delete(&theirs_path), &admin_key)
+        .send()
+        .await
+        .expect_problem(404, "not_found");
+    with(app.delete(&theirs_path), &admin_key)
+        .tenant(other.id)
+        .send()
+        .await
+        .expect_problem(403, "tenant_access_denied");
+    with(app.get("/api/v1/products"), &secret(&theirs))
+        .send()
+        .await
+        .expect(200);
+    with(
+        app.delete(&format!(
+            "/api/v1/api-keys/{}",
+            staff["id"].as_str().unwrap()
+        )),
+        &admin_key,
+    )
+    .send()
+    .await
+    .expect(204);
+    with(app.get("/api/v1/products"), &staff_key)
+        .send()
+        .await
+        .expect_problem(401, "unauthorized");
+    // The activities name the key that acted.
+    let logged = app
+        .get("/api/v1/activities?resource_type=api_key")
+        .owner_of(&tenant)
+        .send()
+        .await
+        .expect(200);
+    let by_key: Vec<(&str, &Value)> = logged.body["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|a| a["actor_type"] == "api_key")
+        .map(|a| (a["action"].as_str().unwrap(), &a["actor"]))
+        .collect();
+    assert_eq!(
+        by_key,
+        [
+            ("api_key.revoked", &admin["id"]),
+            ("api_key.created", &admin["id"])
+        ]
+    );
+    // A key may revoke itself; it stops at once.
+    with(
+        app.delete(&format!(
+            "/api/v1/api-keys/{}",
+            made.body["id"].as_str().unwrap()
+        )),
+        &made_key,
+    )
+    .send()
+    .await
+    .expect(204);
+    with(app.get("/api/v1/products"), &made_key)
+        .send()
+        .await
+        .expect_problem(401, "unauthorized");
+    // An owner key may make an owner key.
+    let owner_key = secret(&make_key(&app, &tenant, "owner", None).await);
+    let root = with(app.post("/api/v1/api-keys"), &owner_key)
+        .json(&json!({"name": "Root", "role": "owner"}))
+        .send()
+        .await
+        .expect(201);
+    assert_eq!(root.body["role"], "owner");
 }
 
 #[tokio::test]

@@ -67,6 +67,13 @@ fn gated() -> Vec<(
             "auto_confirm_orders",
             1,
         ),
+        (
+            Method::PUT,
+            "/api/v1/tenant/settings",
+            Some(json!({"timezone": 5, "auto_confirm_orders": true})),
+            "auto_confirm_orders",
+            1,
+        ),
     ]
 }
 

@@ -545,6 +545,7 @@ async fn enums_are_documented_as_the_server_sends_them() {
         ),
         ("Interval", vec!["day", "week", "month"]),
         ("RiskSeverity", vec!["low", "medium", "high", "critical"]),
+        ("CreatorType", vec!["user", "api_key"]),
     ];
     for (name, values) in &expected {
         assert_eq!(schemas[*name]["enum"], json!(values), "{name}");

@@ -368,3 +368,61 @@ async fn product_search_uses_the_trigram_index_at_twenty_thousand_products() {
     drop(owner);
     drop_database(&db).await;
 }
+
+#[tokio::test]
+async fn a_bulk_import_of_500_products_may_pass_the_one_mib_of_other_bodies() {
+    use convcommerce::commerce::products::model::BULK_BODY_LIMIT;
+
+    let app = TestApp::spawn().await;
+    let tenant = app.tenant().await;
+    // 500 products with 1,500-character descriptions of two-byte letters: about 1.5 MB.
+    let description = "é".repeat(1500);
+    let products: Vec<Value> = (0..500)
+        .map(|i| {
+            json!({"name": format!("Long {i}"), "description": description,
+                   "price_cents": 100 + i, "currency": "BRL", "sku": format!("LONG-{i}")})
+        })
+        .collect();
+    let body = serde_json::to_vec(&json!({"products": products})).unwrap();
+    assert!(body.len() > 1024 * 1024, "{}", body.len());
+    let created = app
+        .post("/api/v1/products/bulk")
+        .owner_of(&tenant)
+        .body("application/json", body)
+        .send()
+        .await
+        .expect(201);
+    let items = created.body["items"].as_array().unwrap();
+    assert_eq!(items.len(), 500);
+    assert_eq!(items[499]["sku"], "LONG-499");
+    assert_eq!(items[499]["description"], json!(description));
+
+    // The larger limit is the bulk import's alone: one product's body stays within 1 MiB.
+    let padded = format!(
+        r#"{{"name": "Padded", "price_cents": 100, "currency": "BRL"{}}}"#,
+        " ".repeat(1024 * 1024)
+    );
+    app.post("/api/v1/products")
+        .owner_of(&tenant)
+        .body("application/json", padded)
+        .send()
+        .await
+        .expect_problem(413, "payload_too_large");
+    // And the bulk import has one: a byte over it is refused, nothing created.
+    let over = format!(r#"{{"products": []{}}}"#, " ".repeat(BULK_BODY_LIMIT));
+    app.post("/api/v1/products/bulk")
+        .owner_of(&tenant)
+        .body("application/json", over)
+        .send()
+        .await
+        .expect_problem(413, "payload_too_large");
+    let used = app
+        .get("/api/v1/tenant/quotas")
+        .owner_of(&tenant)
+        .send()
+        .await
+        .expect(200)
+        .body["products"]["used"]
+        .clone();
+    assert_eq!(used, 500);
+}

@@ -5,7 +5,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use convcommerce::clock::SystemClock;
+use chrono::{DateTime, Utc};
+use convcommerce::clock::{Clock, ManualClock, SystemClock};
 use convcommerce::db::Db;
 use convcommerce::jobs::Job;
 use convcommerce::jobs::trust::TrustRecompute;
@@ -20,22 +21,88 @@ use serde_json::{Value, json};
 use crate::helpers::*;
 use crate::trust::{recompute, set_level, trust_activities};
 
-/// Inserts `count` orders placed `minutes_ago` with `status` and customer `phone`, straight
-/// in the database (as the owner, with the tenant set).
+/// Inserts `count` orders placed in the last 50 seconds with `status` and customer `phone`,
+/// straight in the database (as the owner, with the tenant set).
 async fn seed_orders(app: &TestApp, tenant: &TestTenant, count: i64, status: &str, phone: &str) {
+    seed_orders_at(app, tenant, count, status, phone, Utc::now()).await;
+}
+
+/// [`seed_orders`] placed in the 50 seconds up to `at`.
+async fn seed_orders_at(
+    app: &TestApp,
+    tenant: &TestTenant,
+    count: i64,
+    status: &str,
+    phone: &str,
+    at: DateTime<Utc>,
+) {
     let mut owner = connect(&app.db.owner_url).await;
     let tx = tenant_tx(&mut owner, tenant.id).await;
     tx.execute(
         "INSERT INTO orders (tenant_id, id, channel, customer, subtotal_cents, total_cents,
              currency, status, created_at)
          SELECT $1, gen_random_uuid(), 'web', jsonb_build_object('name', 'C', 'phone', $3::text),
-                100, 100, 'BRL', $2, now() - (i % 50) * interval '1 second'
+                100, 100, 'BRL', $2, $5::timestamptz - (i % 50) * interval '1 second'
          FROM generate_series(1, $4::bigint) AS i",
-        &[&tenant.id, &status, &phone, &count],
+        &[&tenant.id, &status, &phone, &count, &at],
     )
     .await
     .unwrap();
     tx.commit().await.unwrap();
+}
+
+/// A tenant at level 3, unlocked, that meets every requirement of it (so a recompute keeps it
+/// there only while nothing counts against it): its verifications and profile complete, six
+/// months old, 30 orders delivered in the last 90 days with five five-star ratings.
+async fn premium_in_good_standing(app: &TestApp) -> TestTenant {
+    let tenant = app.new_tenant().await;
+    app.put("/api/v1/seller-profile")
+        .owner_of(&tenant)
+        .json(&json!({
+            "store_name": "Good Store", "slug": format!("good-{}", tenant.id.simple()),
+            "bio": "Tees", "logo_url": "https://cdn.good.example/logo.png",
+            "contact_email": "hello@good.example", "contact_phone": "+5511912345678",
+            "business_address": {"line1": "Rua Augusta 1500", "city": "São Paulo", "country": "BR"}
+        }))
+        .send()
+        .await
+        .expect(200);
+    let mut owner = connect(&app.db.owner_url).await;
+    owner
+        .execute(
+            "UPDATE tenants SET created_at = now() - interval '181 days' WHERE id = $1",
+            &[&tenant.id],
+        )
+        .await
+        .unwrap();
+    let tx = tenant_tx(&mut owner, tenant.id).await;
+    tx.execute(
+        "UPDATE trust_verifications SET status = 'verified', decided_at = now()
+         WHERE tenant_id = $1 AND kind NOT IN ('business_info', 'store_setup')",
+        &[&tenant.id],
+    )
+    .await
+    .unwrap();
+    tx.execute(
+        "INSERT INTO orders (tenant_id, id, channel, customer, subtotal_cents, total_cents,
+             currency, status, created_at)
+         SELECT $1, gen_random_uuid(), 'web', '{\"name\": \"C\", \"phone\": \"+5511977770000\"}',
+                100, 100, 'BRL', 'delivered', now() - i * interval '1 day'
+         FROM generate_series(5, 34) AS i",
+        &[&tenant.id],
+    )
+    .await
+    .unwrap();
+    tx.execute(
+        "INSERT INTO order_ratings (tenant_id, order_id, stars)
+         SELECT tenant_id, id, 5 FROM orders WHERE tenant_id = $1 LIMIT 5",
+        &[&tenant.id],
+    )
+    .await
+    .unwrap();
+    tx.commit().await.unwrap();
+    crate::trust::set_level(app, &tenant, 3, false).await;
+    tenant
 }
 
 /// The tenant's entry of `GET /api/v1/admin/risk`, if it is flagged.
@@ -363,4 +430,149 @@ async fn a_score_drop_opens_a_review() {
     );
     assert_eq!(risk["risk_level"], "none");
     assert_eq!(risk["score"], bad);
+}
+
+#[tokio::test]
+async fn failed_authentications_by_strangers_never_lower_a_tenants_standing() {
+    use futures_util::future::join_all;
+
+    let app = TestApp::spawn().await;
+    let tenant = premium_in_good_standing(&app).await;
+    let before = recompute(&app, &tenant).await;
+    assert_eq!(before["level"], 3, "{before}");
+    assert!(before["grace"].is_null(), "{before}");
+    assert!(risk_of(&app, &tenant).await.is_none());
+
+    // A stranger sends 1,050 garbage API keys that name the tenant, 25 at a time.
+    let garbage = format!("cck_{}{}", "A".repeat(43), tenant.id.simple());
+    for _ in 0..42 {
+        let calls = (0..25).map(|_| app.get("/api/v1/products").token(&garbage).send());
+        for answer in join_all(calls).await {
+            answer.expect_problem(401, "unauthorized");
+        }
+    }
+    // Each is recorded in the tenant's log (SPEC §7), by the batch writer.
+    let mut owner = connect(&app.db.owner_url).await;
+    let mut logged = 0;
+    for _ in 0..100 {
+        logged = tenant_tx(&mut owner, tenant.id)
+            .await
+            .query_one(
+                "SELECT count(*) FROM activities WHERE tenant_id = $1 AND action = 'auth.failed'",
+                &[&tenant.id],
+            )
+            .await
+            .unwrap()
+            .get::<_, i64>(0);
+        if logged == 1050 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(logged, 1050);
+
+    // Platform admins see the burst; the tenant's level, score, review and grace are as before.
+    let after = recompute(&app, &tenant).await;
+    let risk = risk_of(&app, &tenant).await.expect("the signal is listed");
+    let burst = signal(&risk, "auth_failure_burst");
+    assert_eq!(
+        (&burst["severity"], &burst["value"]),
+        (&json!("high"), &json!(1050.0))
+    );
+    assert!(risk["review_opened_at"].is_null(), "{risk}");
+    assert!(risk["review_reason"].is_null(), "{risk}");
+    assert_eq!(risk["status"], "active");
+    assert_eq!(
+        (&after["level"], &after["score"], &after["grace"]),
+        (&before["level"], &before["score"], &before["grace"]),
+        "{after}"
+    );
+    let compliance = after["factors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["name"] == "compliance_flags")
+        .unwrap();
+    assert_eq!(compliance["value"], 0.0);
+    let no_review = after["factors"].to_string();
+    assert!(!no_review.contains("auth_failure"), "{no_review}");
+    let actions: Vec<Value> = trust_activities(&app, &tenant)
+        .await
+        .into_iter()
+        .map(|a| a["action"].clone())
+        .collect();
+    assert_eq!(
+        actions,
+        [json!("trust.level_changed")],
+        "only the fixture's"
+    );
+    // Recomputed again (the job runs every few minutes), nothing accumulates.
+    let again = recompute(&app, &tenant).await;
+    assert_eq!(
+        (&again["level"], &again["score"], &again["grace"]),
+        (&before["level"], &before["score"], &before["grace"])
+    );
+    assert!(risk_of(&app, &tenant).await.unwrap()["review_opened_at"].is_null());
+}
+
+#[tokio::test]
+async fn an_admins_reactivation_sticks_until_new_evidence_arrives() {
+    let clock = ManualClock::new(Utc::now());
+    let app = TestApp::spawn_full(database().await, Some(clock.clone()), |_| {}).await;
+    let tenant = app.tenant().await;
+    let status = || async {
+        app.get("/api/v1/tenant")
+            .owner_of(&tenant)
+            .send()
+            .await
+            .expect(200)
+            .body
+    };
+    // Read straight from the log: a suspended tenant's members cannot list activities.
+    let suspensions = || async {
+        let mut owner = connect(&app.db.owner_url).await;
+        tenant_tx(&mut owner, tenant.id)
+            .await
+            .query_one(
+                "SELECT count(*) FROM activities
+                 WHERE tenant_id = $1 AND action = 'trust.suspended'",
+                &[&tenant.id],
+            )
+            .await
+            .unwrap()
+            .get::<_, i64>(0)
+    };
+    seed_orders_at(&app, &tenant, 250, "pending", "+5511966660001", clock.now()).await;
+    recompute(&app, &tenant).await;
+    assert_eq!(status().await["status"], "suspended");
+
+    // An admin looks and reactivates it. The burst is still in its one-hour window, for
+    // every recompute of the next hour, yet the tenant stays active.
+    clock.advance(chrono::Duration::minutes(1));
+    app.patch(&format!("/api/v1/admin/tenants/{}", tenant.id))
+        .user(ADMIN)
+        .json(&json!({"status": "active"}))
+        .send()
+        .await
+        .expect(200);
+    for _ in 0..3 {
+        recompute(&app, &tenant).await;
+        assert_eq!(status().await["status"], "active");
+        clock.advance(chrono::Duration::minutes(10));
+    }
+    let risk = risk_of(&app, &tenant).await.expect("still listed");
+    assert_eq!(signal(&risk, "order_velocity")["severity"], "critical");
+    assert_eq!(risk["status"], "active");
+    assert_eq!(suspensions().await, 1);
+    // Evidence newer than the reactivation suspends it again, and says so.
+    seed_orders_at(&app, &tenant, 250, "pending", "+5511966660002", clock.now()).await;
+    recompute(&app, &tenant).await;
+    let seen = status().await;
+    assert_eq!(seen["status"], "suspended");
+    let why = seen["status_reason"].as_str().unwrap();
+    assert!(
+        why.contains("250 orders") && why.contains("since the reactivation"),
+        "{why}"
+    );
+    assert_eq!(suspensions().await, 2);
 }

@@ -213,6 +213,12 @@ async fn tenant_settings_default_to_utc_and_managers_change_them() {
         defaults.body,
         json!({"timezone": "UTC", "auto_confirm_orders": false, "updated_at": null})
     );
+    let put = |body: serde_json::Value| {
+        app.put("/api/v1/tenant/settings")
+            .owner_of(&tenant)
+            .json(&body)
+            .send()
+    };
     let wanted = json!({"timezone": "America/Sao_Paulo", "auto_confirm_orders": false});
     app.put("/api/v1/tenant/settings")
         .user(&staff)
@@ -221,39 +227,38 @@ async fn tenant_settings_default_to_utc_and_managers_change_them() {
         .send()
         .await
         .expect_problem(403, "forbidden");
-    let bad = app
-        .put("/api/v1/tenant/settings")
-        .owner_of(&tenant)
-        .json(&json!({"timezone": "Mars/Olympus", "auto_confirm_orders": false}))
-        .send()
+    let bad = put(json!({"timezone": "Mars/Olympus", "auto_confirm_orders": false}))
         .await
         .expect_problem(422, "validation_failed");
     assert_eq!(error_fields(&bad), ["timezone"]);
-    let missing = app
-        .put("/api/v1/tenant/settings")
-        .owner_of(&tenant)
-        .json(&json!({"timezone": "UTC"}))
-        .send()
+    let shape = put(json!({"timezone": 5}))
         .await
         .expect_problem(422, "validation_failed");
-    assert_eq!(error_fields(&missing), ["auto_confirm_orders"]);
-    // Automatic confirmation needs trust level 1; the refused PUT changes nothing.
-    let gated = app
-        .put("/api/v1/tenant/settings")
+    assert_eq!(error_fields(&shape), ["timezone"]);
+    // Automatic confirmation needs trust level 1, checked before the body is validated: a
+    // time zone left out, invalid or of the wrong type is not looked at. Refused PUTs change
+    // nothing.
+    for asked in [
+        json!({"auto_confirm_orders": true}),
+        json!({"timezone": "America/Sao_Paulo", "auto_confirm_orders": true}),
+        json!({"timezone": "Mars/Olympus", "auto_confirm_orders": true}),
+        json!({"timezone": 5, "auto_confirm_orders": true, "colour": "red"}),
+    ] {
+        let gated = put(asked.clone())
+            .await
+            .expect_problem(403, "feature_not_available");
+        assert_eq!(gated.body["feature"], "auto_confirm_orders", "{asked}");
+        assert_eq!(gated.body["required_level"], 1, "{asked}");
+    }
+    let unchanged = app
+        .get("/api/v1/tenant/settings")
         .owner_of(&tenant)
-        .json(&json!({"timezone": "America/Sao_Paulo", "auto_confirm_orders": true}))
-        .send()
-        .await
-        .expect_problem(403, "feature_not_available");
-    assert_eq!(gated.body["feature"], "auto_confirm_orders");
-    assert_eq!(gated.body["required_level"], 1);
-    let saved = app
-        .put("/api/v1/tenant/settings")
-        .owner_of(&tenant)
-        .json(&wanted)
         .send()
         .await
         .expect(200);
+    assert_eq!(unchanged.body, defaults.body);
+
+    let saved = put(wanted.clone()).await.expect(200);
     assert_eq!(saved.body["timezone"], "America/Sao_Paulo");
     assert!(saved.body["updated_at"].is_string());
     let read = app
@@ -263,4 +268,61 @@ async fn tenant_settings_default_to_utc_and_managers_change_them() {
         .await
         .expect(200);
     assert_eq!(read.body, saved.body);
+    // PUT replaces the document: a field left out takes its default.
+    crate::trust::set_level(&app, &tenant, 1, true).await;
+    let confirming = put(json!({"auto_confirm_orders": true})).await.expect(200);
+    assert_eq!(
+        (
+            &confirming.body["timezone"],
+            &confirming.body["auto_confirm_orders"]
+        ),
+        (&json!("UTC"), &json!(true))
+    );
+    let zoned = put(json!({"timezone": "Europe/Lisbon"})).await.expect(200);
+    assert_eq!(
+        (&zoned.body["timezone"], &zoned.body["auto_confirm_orders"]),
+        (&json!("Europe/Lisbon"), &json!(false))
+    );
+    let reset = put(json!({})).await.expect(200);
+    assert_eq!(
+        (&reset.body["timezone"], &reset.body["auto_confirm_orders"]),
+        (&json!("UTC"), &json!(false))
+    );
+
+    // Each saved PUT is a data change, recorded with its transaction (the refused ones are
+    // not); newest first.
+    let owner_id = app
+        .get("/api/v1/users?limit=100")
+        .owner_of(&tenant)
+        .send()
+        .await
+        .expect(200)
+        .body["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|u| u["external_id"] == json!(tenant.owner))
+        .unwrap()["id"]
+        .clone();
+    let logged = app
+        .get("/api/v1/activities?action=tenant_settings.updated")
+        .owner_of(&tenant)
+        .send()
+        .await
+        .expect(200);
+    let items = logged.body["items"].as_array().unwrap();
+    assert_eq!(items.len(), 4, "{items:#?}");
+    let last = &items[0];
+    assert_eq!(last["category"], "data");
+    assert_eq!(last["resource_type"], "tenant_settings");
+    assert_eq!(last["resource_id"], json!(tenant.id));
+    assert_eq!(last["actor"], owner_id);
+    assert_eq!(last["actor_type"], "user");
+    assert_eq!(last["method"], "PUT");
+    assert_eq!(last["status"], 200);
+    assert_eq!(
+        last["details"],
+        json!({"timezone": "UTC", "auto_confirm_orders": false})
+    );
+    assert_eq!(items[3]["details"]["timezone"], "America/Sao_Paulo");
 }

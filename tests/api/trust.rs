@@ -33,6 +33,13 @@ pub async fn recompute(app: &TestApp, tenant: &TestTenant) -> Value {
     .body
 }
 
+/// An RFC 3339 time of an answer.
+fn instant(value: &Value) -> chrono::DateTime<Utc> {
+    chrono::DateTime::parse_from_rfc3339(value.as_str().expect("a time"))
+        .expect("RFC 3339")
+        .with_timezone(&Utc)
+}
+
 /// The tenant's trust activities, oldest first.
 pub async fn trust_activities(app: &TestApp, tenant: &TestTenant) -> Vec<Value> {
     let mut items = app
@@ -394,6 +401,14 @@ async fn documents_are_reviewed_by_platform_admins_and_their_media_kept() {
 
     let app = TestApp::spawn().await;
     let tenant = app.new_tenant().await;
+    let tenant_created_at = app
+        .get(&format!("/api/v1/admin/tenants/{}", tenant.id))
+        .user(ADMIN)
+        .send()
+        .await
+        .expect(200)
+        .body["created_at"]
+        .clone();
     let other = app.new_tenant().await;
     let (staff, _) = app.member(&tenant, "staff").await;
     let scan = upload(&app, &tenant, file(png(64), "scan.png", "image/png"))
@@ -439,6 +454,9 @@ async fn documents_are_reviewed_by_platform_admins_and_their_media_kept() {
         .expect(201);
     assert_eq!(submitted.body["status"], "pending");
     assert_eq!(submitted.body["kind"], "registration");
+    // What the POST created is the submission: its time, not the tenant's creation.
+    assert_eq!(submitted.body["created_at"], submitted.body["submitted_at"]);
+    assert!(instant(&submitted.body["created_at"]) > instant(&tenant_created_at));
     assert_eq!(submitted.body["media_ids"], json!([scan]));
     assert_eq!(
         submitted.body["fields"]["registration_number"],
@@ -533,14 +551,32 @@ async fn documents_are_reviewed_by_platform_admins_and_their_media_kept() {
         .await
         .expect_problem(422, "validation_failed");
     assert_eq!(error_fields(&bad), ["reason"]);
+    let decide_bare = |verb: &str| {
+        app.post(&format!("/api/v1/admin/verifications/{id}/{verb}"))
+            .user(ADMIN)
+            .send()
+    };
+    let bare = decide_bare("reject")
+        .await
+        .expect_problem(422, "validation_failed");
+    assert_eq!(error_fields(&bare), ["reason"]);
+    // A body that is not JSON is still refused, and changes nothing.
+    app.post(&format!("/api/v1/admin/verifications/{id}/approve"))
+        .user(ADMIN)
+        .body("text/plain", "yes")
+        .send()
+        .await
+        .expect_problem(415, "unsupported_media_type");
     let rejected = decide("reject", json!({"reason": "The scan is unreadable."}))
         .await
         .expect(200);
     assert_eq!(rejected.body["status"], "rejected");
     assert_eq!(rejected.body["reason"], "The scan is unreadable.");
-    decide("approve", json!({}))
-        .await
-        .expect_problem(409, "invalid_state");
+    for empty in [json!({}), Value::Null] {
+        decide("approve", empty)
+            .await
+            .expect_problem(409, "invalid_state");
+    }
     // The seller sees why, and submits again; this time it is approved.
     let seen = app
         .get("/api/v1/trust/verifications")
@@ -549,16 +585,30 @@ async fn documents_are_reviewed_by_platform_admins_and_their_media_kept() {
         .await
         .expect(200);
     assert_eq!(seen.body["items"][4]["reason"], "The scan is unreadable.");
-    app.post("/api/v1/trust/verifications/documents")
+    let again = app
+        .post("/api/v1/trust/verifications/documents")
         .owner_of(&tenant)
         .json(&submit(scan.clone()))
         .send()
         .await
         .expect(201);
-    let approved = decide("approve", json!({"reason": "Matches the registry."}))
+    assert_eq!(again.body["id"], json!(id));
+    assert_eq!(again.body["created_at"], again.body["submitted_at"]);
+    assert!(instant(&again.body["created_at"]) > instant(&submitted.body["created_at"]));
+    let listed = app
+        .get("/api/v1/trust/verifications")
+        .owner_of(&tenant)
+        .send()
         .await
         .expect(200);
+    assert_eq!(
+        listed.body["items"][4]["created_at"],
+        again.body["created_at"]
+    );
+    // Approving needs no reason, and so no body.
+    let approved = decide_bare("approve").await.expect(200);
     assert_eq!(approved.body["status"], "verified");
+    assert!(approved.body["reason"].is_null());
     decide("reject", json!({"reason": "changed my mind"}))
         .await
         .expect_problem(409, "invalid_state");
@@ -1029,6 +1079,10 @@ async fn codes_are_hashed_single_use_expire_and_five_wrong_tries_void_them() {
     confirm("123456".into())
         .await
         .expect_problem(409, "code_expired");
+    // A code that is not even six digits is a wrong code like any other.
+    confirm("12a4".into())
+        .await
+        .expect_problem(409, "code_expired");
 
     let first = send().await.expect(200);
     let expires =
@@ -1056,9 +1110,10 @@ async fn codes_are_hashed_single_use_expire_and_five_wrong_tries_void_them() {
     let retry: u64 = throttled.header("retry-after").unwrap().parse().unwrap();
     assert!((1..=60).contains(&retry), "{retry}");
 
-    // Five wrong tries void the code: the right one is then too late.
+    // Five wrong tries void the code, whatever their shape: the right one is then too late.
     let wrong = if a == "000000" { "111111" } else { "000000" };
-    for left in (0..5).rev() {
+    let tries = [wrong, "12345", "12a456", "1234567", ""];
+    for (left, wrong) in (0..5).rev().zip(tries) {
         let refused = confirm(wrong.into())
             .await
             .expect_problem(422, "code_invalid");

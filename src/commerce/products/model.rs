@@ -182,6 +182,18 @@ impl CreateProduct {
 /// The most products one bulk import can create.
 pub const MAX_BULK: usize = 500;
 
+/// The most bytes one valid product body takes as JSON encoders write it: its texts at their
+/// longest (name 200, description 5,000 and sku 64 characters) at 6 bytes a character (UTF-8
+/// takes at most 4; a `\uXXXX` escape 6: control characters, and every character of the Basic
+/// Multilingual Plane when an ASCII-only encoder such as Python's `json` writes it), 20 media
+/// ids, and room for the keys, numbers, status and formatting. Only characters beyond that
+/// plane written as escaped surrogate pairs take more (12 bytes).
+pub const MAX_PRODUCT_JSON: usize = 6 * (200 + 5000 + 64) + MAX_MEDIA * 40 + 1024;
+
+/// The body limit of `POST /api/v1/products/bulk` (16.7 MB): 500 of the largest product
+/// bodies and the envelope around them. Every other JSON body has 1 MiB.
+pub const BULK_BODY_LIMIT: usize = MAX_BULK * MAX_PRODUCT_JSON + 1024;
+
 /// `POST /api/v1/products/bulk`: 1-500 product bodies, created together or not at all.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -385,5 +397,29 @@ impl ProductQuery {
                 page,
             })
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_largest_product_body_fits_its_share_of_the_bulk_limit() {
+        let media: Vec<String> = (0..MAX_MEDIA).map(|_| Uuid::now_v7().to_string()).collect();
+        let product = serde_json::json!({
+            "name": "é".repeat(200), "description": "é".repeat(5000), "price_cents": i64::MAX,
+            "currency": "BRL", "sku": "S".repeat(64), "stock": MAX_STOCK, "status": "archived",
+            "media_ids": media,
+        });
+        let body: CreateProduct = serde_json::from_value(product.clone()).unwrap();
+        assert!(body.validate().is_ok(), "a valid product");
+        // Pretty-printed inside a batch, every letter escaped as an ASCII-only encoder does.
+        let batch = serde_json::json!({ "products": [product] });
+        let text = serde_json::to_string_pretty(&batch)
+            .unwrap()
+            .replace('é', "\\u00e9");
+        assert!(text.len() <= MAX_PRODUCT_JSON, "{}", text.len());
+        assert!(MAX_BULK * text.len() <= BULK_BODY_LIMIT);
     }
 }

@@ -31,15 +31,30 @@ impl TenantSettings {
     }
 }
 
-/// `PUT /api/v1/tenant/settings`: the whole document.
+/// `PUT /api/v1/tenant/settings`: the whole document; a field left out takes its default.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 #[schema(example = json!({"timezone": "America/Sao_Paulo", "auto_confirm_orders": true}))]
 pub struct PutTenantSettings {
-    #[schema(schema_with = types::schema::time_zone)]
+    /// Default `UTC`.
+    #[serde(default = "utc")]
+    #[schema(schema_with = time_zone_or_utc, required = false)]
     pub timezone: String,
-    /// `true` needs trust level 1 (403 `feature_not_available` below it).
+    /// `true` needs trust level 1 (403 `feature_not_available` below it, before the rest of
+    /// the body is read); default false.
+    #[serde(default)]
+    #[schema(default = false, required = false)]
     pub auto_confirm_orders: bool,
+}
+
+fn utc() -> String {
+    "UTC".into()
+}
+
+fn time_zone_or_utc() -> utoipa::openapi::schema::Object {
+    let mut schema = types::schema::time_zone();
+    schema.default = Some("UTC".into());
+    schema
 }
 
 /// A validated [`PutTenantSettings`].

@@ -1,9 +1,11 @@
 //! SQL for the tenant settings. Every statement also filters `tenant_id` explicitly.
 
 use chrono_tz::Tz;
+use serde_json::json;
 
 use super::model::{SettingsInput, TenantSettings};
 use crate::db::{Conn, DbError, TenantDb};
+use crate::monitoring::activity::{Change, Recorder};
 
 /// What can go wrong saving settings, in storage terms.
 #[derive(Debug, thiserror::Error)]
@@ -48,9 +50,13 @@ pub async fn timezone(conn: &Conn, tenant_id: uuid::Uuid) -> Result<Tz, DbError>
     Ok(name.and_then(|n| n.parse().ok()).unwrap_or(Tz::UTC))
 }
 
-/// Saves the settings (one transaction: the zone is checked against PostgreSQL's own time
-/// zone database, then upserted).
-pub async fn put(db: &TenantDb, input: &SettingsInput) -> Result<TenantSettings, SettingsError> {
+/// Saves the settings with their activity (one transaction: the zone is checked against
+/// PostgreSQL's own time zone database, then upserted; the tenant is the resource id).
+pub async fn put(
+    db: &TenantDb,
+    activity: &Recorder,
+    input: &SettingsInput,
+) -> Result<TenantSettings, SettingsError> {
     let tx = db.begin().await?;
     let known = tx
         .query_one(
@@ -78,6 +84,12 @@ pub async fn put(db: &TenantDb, input: &SettingsInput) -> Result<TenantSettings,
             ],
         )
         .await?;
-    tx.commit().await?;
-    Ok(from_row(&row))
+    let saved = from_row(&row);
+    let change =
+        Change::new("tenant_settings.updated", "tenant_settings", tx.tenant_id()).details(json!({
+            "timezone": saved.timezone,
+            "auto_confirm_orders": saved.auto_confirm_orders
+        }));
+    activity.commit(tx, change).await?;
+    Ok(saved)
 }

@@ -6,6 +6,7 @@
 use std::time::Duration;
 
 use chrono::Utc;
+use convcommerce::clock::ManualClock;
 use convcommerce::config::{Config, MediaStoreConfig};
 use convcommerce::db::Db;
 use convcommerce::jobs::cleanup;
@@ -30,6 +31,7 @@ for_each_media_backend!(
     a_cancelled_upload_streams_and_leaves_nothing_behind,
     uploads_over_the_in_flight_cap_are_answered_503,
     the_cleanup_deletes_objects_no_row_names_after_an_hour,
+    an_upload_whose_row_fails_before_its_commit_leaves_no_object,
 );
 
 /// The multipart body of one `file` part holding `bytes`.
@@ -64,7 +66,7 @@ async fn open(app: &TestApp) -> TcpStream {
 }
 
 /// The tenant's objects in the store, as the server's own store sees them: (key, size).
-async fn objects(config: &Config, tenant: &TestTenant) -> Vec<(String, u64)> {
+pub(crate) async fn objects(config: &Config, tenant: &TestTenant) -> Vec<(String, u64)> {
     let store = MediaStore::from_config(config).unwrap();
     let prefix = format!("{}/", tenant.id);
     store
@@ -105,7 +107,7 @@ async fn unfinished(config: &Config, tenant: &TestTenant) -> usize {
 }
 
 /// Media rows of the tenant and their bytes, read from the database.
-async fn rows(app: &TestApp, tenant: &TestTenant) -> (i64, i64) {
+pub(crate) async fn rows(app: &TestApp, tenant: &TestTenant) -> (i64, i64) {
     let mut client = connect(&app.db.app_url).await;
     let tx = tenant_tx(&mut client, tenant.id).await;
     let row = tx
@@ -116,6 +118,35 @@ async fn rows(app: &TestApp, tenant: &TestTenant) -> (i64, i64) {
         .await
         .unwrap();
     (row.get(0), row.get(1))
+}
+
+/// The tenant's media rows as the objects they name: (key, size), in key order.
+async fn row_objects(app: &TestApp, tenant: &TestTenant) -> Vec<(String, u64)> {
+    let mut client = connect(&app.db.app_url).await;
+    let tx = tenant_tx(&mut client, tenant.id).await;
+    tx.query(
+        "SELECT storage_key, size_bytes FROM media WHERE tenant_id = $1 ORDER BY storage_key",
+        &[&tenant.id],
+    )
+    .await
+    .unwrap()
+    .iter()
+    .map(|r| (r.get(0), r.get::<_, i64>(1) as u64))
+    .collect()
+}
+
+/// Asserts that the store holds exactly the tenant's rows: one finished object per row, of
+/// the row's size, and nothing unfinished (an abandoned upload is aborted in the background,
+/// so that part is awaited).
+pub(crate) async fn assert_objects_are_rows(app: &TestApp, tenant: &TestTenant) {
+    let aborted = eventually(Duration::from_secs(10), || async {
+        unfinished(&app.config, tenant).await == 0
+    })
+    .await;
+    assert!(aborted, "no unfinished upload is left in the store");
+    let mut stored = objects(&app.config, tenant).await;
+    stored.sort();
+    assert_eq!(stored, row_objects(app, tenant).await, "objects and rows");
 }
 
 async fn uploads_cut_off_after_the_last_byte_leave_as_many_objects_as_rows(backend: MediaBackend) {
@@ -365,4 +396,104 @@ async fn the_cleanup_deletes_objects_no_row_names_after_an_hour(backend: MediaBa
     .send()
     .await
     .expect(200);
+}
+
+async fn an_upload_whose_row_fails_before_its_commit_leaves_no_object(backend: MediaBackend) {
+    // A database of its own: the test ends the server's connection while it inserts the row.
+    let app = TestApp::spawn_on(private_database().await, backend.configure().await).await;
+    let tenant = app.tenant().await;
+    // The quota row is held, so the INSERT's quota trigger waits on it.
+    let mut holder = connect(&app.db.owner_url).await;
+    let held = tenant_tx(&mut holder, tenant.id).await;
+    held.execute(
+        "SELECT 1 FROM tenant_quota_usage WHERE tenant_id = $1 FOR UPDATE",
+        &[&tenant.id],
+    )
+    .await
+    .unwrap();
+    let superuser = connect(&superuser_url().await).await;
+    let end_the_insert = async {
+        let ended = eventually(Duration::from_secs(10), || async {
+            superuser
+                .query_one(
+                    "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity
+                     WHERE datname = $1 AND wait_event_type = 'Lock'
+                       AND query LIKE 'INSERT INTO media%'",
+                    &[&app.db.database],
+                )
+                .await
+                .unwrap()
+                .get::<_, i64>(0)
+                == 1
+        })
+        .await;
+        assert!(ended, "the upload's INSERT waited on the quota row");
+    };
+    let (answer, ()) = tokio::join!(
+        upload(&app, &tenant, file(png(1_000), "p.png", "image/png")),
+        end_the_insert
+    );
+    answer.expect_problem(503, "service_unavailable");
+    held.rollback().await.unwrap();
+    assert_eq!(rows(&app, &tenant).await, (0, 0));
+    assert_objects_are_rows(&app, &tenant).await;
+    assert!(
+        objects(&app.config, &tenant).await.is_empty(),
+        "the bytes went with the row"
+    );
+}
+
+/// The scheduled job (not `run_at`, which counts nothing) reconciles the store and counts the
+/// objects it deleted in `convcommerce_media_orphans_deleted_total`.
+#[tokio::test]
+async fn the_cleanup_job_counts_the_orphans_it_deletes_in_metrics() {
+    let clock = ManualClock::new(Utc::now());
+    let app = TestApp::spawn_full(private_database().await, Some(clock.clone()), |vars| {
+        vars.insert("CLEANUP_INTERVAL_SECONDS".into(), "1".into());
+    })
+    .await;
+    let tenant = app.tenant().await;
+    upload(&app, &tenant, file(png(100), "p.png", "image/png"))
+        .await
+        .expect(201);
+    let store = MediaStore::from_config(&app.config).unwrap();
+    let orphan = MediaStore::key(tenant.id, Uuid::now_v7());
+    store.put(&orphan, png(50).into()).await.unwrap();
+    let owner = connect(&app.db.owner_url).await;
+    let finished = || async {
+        owner
+            .query_opt(
+                "SELECT last_finished_at FROM job_runs WHERE name = 'cleanup'",
+                &[],
+            )
+            .await
+            .unwrap()
+            .and_then(|r| r.get::<_, Option<chrono::DateTime<Utc>>>(0))
+    };
+    let metric = || app.metric("convcommerce_media_orphans_deleted_total");
+
+    // A pass while the orphan is younger than an hour deletes and counts nothing.
+    let start = finished().await;
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            finished().await != start
+        })
+        .await,
+        "the job ran a pass"
+    );
+    assert_eq!(metric().await, 0.0);
+    assert_eq!(objects(&app.config, &tenant).await.len(), 2);
+
+    clock.advance(chrono::Duration::minutes(70));
+    assert!(
+        eventually(Duration::from_secs(10), || async { metric().await == 1.0 }).await,
+        "the orphan is counted"
+    );
+    let left = objects(&app.config, &tenant).await;
+    assert_eq!(left.len(), 1);
+    assert_ne!(
+        left[0].0, orphan,
+        "the orphan went, the media with a row stayed"
+    );
+    assert_objects_are_rows(&app, &tenant).await;
 }

@@ -35,10 +35,12 @@ impl Violation for MediaError {
 type Result<T, E = MediaError> = std::result::Result<T, E>;
 
 /// Completes the upload's object, then inserts its row and its activity (one transaction,
-/// where the storage quota trigger runs). Bytes whose row was refused are deleted; when the database stopped
-/// answering the row may still have committed, so the bytes stay and the cleanup job's
-/// reconciliation deletes them if no row appears. Runs to the end once started: the caller
-/// gives it a task of its own, so a client that goes away cannot split bytes from row.
+/// where the storage quota trigger runs). Bytes whose row was not committed are deleted: a
+/// refusal, or a failure before the COMMIT (no connection, a lost one mid-statement). Only
+/// when the COMMIT itself got no answer may the row have committed, so then the bytes stay
+/// and the cleanup job's reconciliation deletes them if no row appears. Runs to the end once
+/// started: the caller gives it a task of its own, so a client that goes away cannot split
+/// bytes from row.
 pub async fn create(
     db: &TenantDb,
     activity: &Recorder,
@@ -78,14 +80,20 @@ pub async fn create(
                 ],
             )
             .await?;
-        let change = Change::new("media.uploaded", "media", id)
-            .details(serde_json::json!({"content_type": content_type, "size_bytes": size}));
-        activity.commit(tx, change).await?;
-        Ok::<_, DbError>(row)
+        Ok::<_, DbError>((tx, row))
     }
     .await;
-    match inserted {
-        Ok(row) => Ok(Media::from_row(&row, base)),
+    let (tx, row) = match inserted {
+        Ok(done) => done,
+        Err(e) => {
+            store.delete(&storage_key).await;
+            return Err(e.into());
+        }
+    };
+    let change = Change::new("media.uploaded", "media", id)
+        .details(serde_json::json!({"content_type": content_type, "size_bytes": size}));
+    match activity.commit(tx, change).await {
+        Ok(()) => Ok(Media::from_row(&row, base)),
         Err(e) => {
             if !matches!(e, DbError::Unavailable(_)) {
                 store.delete(&storage_key).await;

@@ -12,6 +12,7 @@ use serde_json::json;
 use crate::conversations::say;
 use crate::helpers::*;
 use crate::media::{file, png, upload};
+use crate::uploads::assert_objects_are_rows;
 
 pub(crate) async fn storage_used(app: &TestApp, tenant: &TestTenant) -> i64 {
     let quotas = app
@@ -43,6 +44,8 @@ async fn uploads_are_held_to_the_storage_quota(backend: MediaBackend) {
     assert_eq!(refused.body["quota"], "storage_bytes");
     assert_eq!(refused.body["used"], 3 * size);
     assert_eq!(storage_used(&app, &tenant).await, 3 * size);
+    // The refused uploads' bytes went with their refusal.
+    assert_objects_are_rows(&app, &tenant).await;
 
     let id = created[0].body["id"].as_str().unwrap();
     app.delete(&format!("/api/v1/media/{id}"))
@@ -55,6 +58,7 @@ async fn uploads_are_held_to_the_storage_quota(backend: MediaBackend) {
         2 * size,
         "deleting frees the bytes"
     );
+    assert_objects_are_rows(&app, &tenant).await;
     upload(&app, &tenant, file(png(984), "p.png", "image/png"))
         .await
         .expect(201);

@@ -7,6 +7,7 @@ use reqwest::multipart::{Form, Part};
 use serde_json::json;
 
 use crate::helpers::*;
+use crate::uploads::{assert_objects_are_rows, objects};
 
 /// A tiny but real PNG header followed by filler.
 pub(crate) fn png(len: usize) -> Vec<u8> {
@@ -48,6 +49,7 @@ for_each_media_backend!(
     unsupported_too_large_and_malformed_uploads_are_refused,
     media_attach_to_products_and_deleting_detaches,
     another_tenants_media_is_not_found_nor_attachable,
+    a_delete_refused_or_rolled_back_leaves_the_object,
 );
 
 async fn uploads_round_trip_with_their_sniffed_type(backend: MediaBackend) {
@@ -111,13 +113,17 @@ async fn unsupported_too_large_and_malformed_uploads_are_refused(backend: MediaB
             .await
             .expect_problem(415, "unsupported_media_type");
     }
-    // The tests run with MEDIA_MAX_BYTES=262144.
+    assert_objects_are_rows(&app, &tenant).await;
+    // The tests run with MEDIA_MAX_BYTES=262144: the first is refused at its last bytes, the
+    // second after a part (the directory's 256 KiB) went to the store.
     upload(&app, &tenant, file(png(262_144), "big.png", "image/png"))
         .await
         .expect_problem(413, "payload_too_large");
     upload(&app, &tenant, file(png(4_000_000), "huge.png", "image/png"))
         .await
         .expect_problem(413, "payload_too_large");
+    assert_objects_are_rows(&app, &tenant).await;
+    assert!(objects(&app.config, &tenant).await.is_empty());
     upload(
         &app,
         &tenant,
@@ -142,6 +148,12 @@ async fn unsupported_too_large_and_malformed_uploads_are_refused(backend: MediaB
         .send()
         .await
         .expect_problem(415, "unsupported_media_type");
+    assert_eq!(
+        objects(&app.config, &tenant).await.len(),
+        1,
+        "the one that fit"
+    );
+    assert_objects_are_rows(&app, &tenant).await;
 }
 
 async fn media_attach_to_products_and_deleting_detaches(backend: MediaBackend) {
@@ -160,6 +172,7 @@ async fn media_attach_to_products_and_deleting_detaches(backend: MediaBackend) {
         .await;
     assert_eq!(product["media_ids"], json!([second["id"], first["id"]]));
     let path = format!("/api/v1/products/{}", product["id"].as_str().unwrap());
+    assert_eq!(objects(&app.config, &tenant).await.len(), 2);
 
     let media_path = format!("/api/v1/media/{}", second["id"].as_str().unwrap());
     app.delete(&media_path)
@@ -167,6 +180,11 @@ async fn media_attach_to_products_and_deleting_detaches(backend: MediaBackend) {
         .send()
         .await
         .expect(204);
+    // The bytes are gone from the store by the time the delete is answered.
+    let left = objects(&app.config, &tenant).await;
+    assert_eq!(left.len(), 1);
+    assert!(left[0].0.ends_with(first["id"].as_str().unwrap()));
+    assert_objects_are_rows(&app, &tenant).await;
     app.get(&media_path)
         .owner_of(&tenant)
         .send()
@@ -224,6 +242,11 @@ async fn another_tenants_media_is_not_found_nor_attachable(backend: MediaBackend
         .send()
         .await
         .expect_problem(404, "not_found");
+    assert_eq!(
+        objects(&app.config, &b).await.len(),
+        1,
+        "the refused delete left the bytes"
+    );
 
     let refused = app
         .post("/api/v1/products")
@@ -247,6 +270,83 @@ async fn another_tenants_media_is_not_found_nor_attachable(backend: MediaBackend
     assert!(ids(&list).is_empty(), "the refused product was not created");
     app.get(&path).owner_of(&b).send().await.expect(200);
     assert_eq!(raw_content(&app, &b, id).await.status(), 200);
+}
+
+async fn a_delete_refused_or_rolled_back_leaves_the_object(backend: MediaBackend) {
+    // A database of its own: the test installs a trigger that fails a delete at its commit.
+    let app = TestApp::spawn_on(private_database().await, backend.configure().await).await;
+    let tenant = app.tenant().await;
+    let kept = upload(&app, &tenant, file(png(10), "k.png", "image/png"))
+        .await
+        .expect(201)
+        .body;
+    let held = upload(&app, &tenant, file(png(20), "h.png", "image/png"))
+        .await
+        .expect(201)
+        .body;
+    let path =
+        |media: &serde_json::Value| format!("/api/v1/media/{}", media["id"].as_str().unwrap());
+
+    // Refused: a verification document names it.
+    app.post("/api/v1/trust/verifications/documents")
+        .owner_of(&tenant)
+        .json(&json!({"kind": "registration", "media_ids": [held["id"]]}))
+        .send()
+        .await
+        .expect(201);
+    app.delete(&path(&held))
+        .owner_of(&tenant)
+        .send()
+        .await
+        .expect_problem(409, "media_in_use");
+    assert_eq!(
+        objects(&app.config, &tenant).await.len(),
+        2,
+        "the refused delete left the bytes"
+    );
+
+    // Rolled back: the DELETE statement and the activity succeed, the COMMIT fails (a
+    // deferred trigger raises there). Bytes removed before the commit would be lost now.
+    let owner = connect(&app.db.owner_url).await;
+    owner
+        .batch_execute(
+            "CREATE FUNCTION failed_commit() RETURNS trigger LANGUAGE plpgsql AS
+                 $$ BEGIN RAISE EXCEPTION 'injected failure at commit'; END $$;
+             CREATE CONSTRAINT TRIGGER failed_commit AFTER DELETE ON media
+                 DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION failed_commit();",
+        )
+        .await
+        .unwrap();
+    app.delete(&path(&kept))
+        .owner_of(&tenant)
+        .send()
+        .await
+        .expect_problem(500, "internal_error");
+    app.get(&path(&kept))
+        .owner_of(&tenant)
+        .send()
+        .await
+        .expect(200);
+    assert_eq!(
+        objects(&app.config, &tenant).await.len(),
+        2,
+        "the rolled-back delete left the bytes"
+    );
+    assert_objects_are_rows(&app, &tenant).await;
+
+    owner
+        .batch_execute("DROP TRIGGER failed_commit ON media")
+        .await
+        .unwrap();
+    app.delete(&path(&kept))
+        .owner_of(&tenant)
+        .send()
+        .await
+        .expect(204);
+    let left = objects(&app.config, &tenant).await;
+    assert_eq!(left.len(), 1);
+    assert!(left[0].0.ends_with(held["id"].as_str().unwrap()));
+    assert_objects_are_rows(&app, &tenant).await;
 }
 
 #[tokio::test]

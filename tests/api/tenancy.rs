@@ -313,9 +313,84 @@ async fn random_tenant_ids_cost_the_database_a_bounded_number_of_lookups() {
     );
 }
 
+/// Waits, if needed, until the current UTC minute has at least `seconds` left, so that a
+/// per-minute budget is spent and checked within one minute.
+async fn minute_with_room(seconds: u64) {
+    let into = now() % 60;
+    if into + seconds >= 60 {
+        tokio::time::sleep(Duration::from_secs(60 - into)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_stranger_to_real_tenants_spends_its_own_budget_only() {
+    let app = TestApp::spawn().await;
+    let mut tenants = vec![];
+    for _ in 0..35 {
+        tenants.push(app.new_tenant().await);
+    }
+    let (stranger, other) = (
+        format!("stranger-{}", Uuid::now_v7().simple()),
+        format!("other-{}", Uuid::now_v7().simple()),
+    );
+    let lookups = || app.metric(r#"convcommerce_directory_lookups_total{kind="membership"}"#);
+    minute_with_room(20).await;
+    let before = lookups().await;
+    // Every tenant exists, so each request costs a membership lookup that misses.
+    let mut answers = vec![];
+    for tenant in &tenants {
+        let answer = app
+            .get("/api/v1/products")
+            .user(&stranger)
+            .tenant(tenant.id)
+            .send()
+            .await;
+        answers.push((answer.status.as_u16(), answer.code().to_string()));
+    }
+    let denied = answers
+        .iter()
+        .filter(|a| *a == &(403, "tenant_access_denied".to_string()))
+        .count();
+    let refused = answers
+        .iter()
+        .filter(|a| *a == &(429, "rate_limited".to_string()))
+        .count();
+    assert_eq!((denied, refused), (30, 5), "{answers:?}");
+    assert_eq!(
+        lookups().await - before,
+        30.0,
+        "the refused ones never reached the database"
+    );
+
+    // Another caller's budget is its own, and members still get in.
+    let last = &tenants[34];
+    app.get("/api/v1/products")
+        .user(&other)
+        .tenant(last.id)
+        .send()
+        .await
+        .expect_problem(403, "tenant_access_denied");
+    app.get("/api/v1/products")
+        .owner_of(last)
+        .send()
+        .await
+        .expect(200);
+    app.get("/api/v1/products")
+        .user(&stranger)
+        .tenant(last.id)
+        .send()
+        .await
+        .expect_problem(429, "rate_limited");
+}
+
 #[tokio::test]
 async fn readiness_reuses_its_probe_for_a_second() {
-    let app = TestApp::spawn().await;
+    let mut redis = RedisServer::start();
+    let url = redis.url();
+    let app = TestApp::spawn_with(|vars| {
+        vars.insert("REDIS_URL".into(), url);
+    })
+    .await;
     app.get("/health/ready").send().await.expect(200);
     let pool = || app.metric("convcommerce_db_pool_connections");
     let before = pool().await;
@@ -327,6 +402,42 @@ async fn readiness_reuses_its_probe_for_a_second() {
         pool().await <= before + 1.0,
         "200 concurrent probes take no more connections"
     );
+
+    // Redis stops right after a probe: an answer that reaches the server within the second
+    // after that probe can only be the reused result, 200; a fresh probe would fail. On a
+    // machine too loaded to ask again within the second, the round is tried again.
+    let mut reused = false;
+    for _ in 0..5 {
+        // The last result has expired, so the first request of the round probes.
+        tokio::time::sleep(Duration::from_millis(1_100)).await;
+        let asked = std::time::Instant::now();
+        app.get("/health/ready").send().await.expect(200);
+        redis.kill();
+        let again = app.get("/health/ready").send().await;
+        if asked.elapsed() < Duration::from_millis(1_000) {
+            again.expect(200);
+            reused = true;
+            break;
+        }
+        redis.restart();
+        assert!(
+            eventually(Duration::from_secs(5), || async {
+                app.get("/health/ready").send().await.status == 200
+            })
+            .await
+        );
+    }
+    assert!(reused, "a probe was asked again within its second");
+    // Then the result expires, and the next probe finds Redis down.
+    let down = eventually(Duration::from_secs(4), || async {
+        app.get("/health/ready").send().await.status == 503
+    })
+    .await;
+    assert!(down, "a new probe after the second");
+    app.get("/health/ready")
+        .send()
+        .await
+        .expect_problem(503, "service_unavailable");
 }
 
 #[tokio::test]

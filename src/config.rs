@@ -802,6 +802,40 @@ mod tests {
         assert_eq!(c.environment, Environment::Development);
         let cores = std::thread::available_parallelism().unwrap().get();
         assert_eq!(c.db_read_lanes, (cores / 2).max(1));
+        // SPEC §10's defaults of what a stranger may hold open.
+        assert_eq!(
+            c.connection_limits,
+            ConnectionLimits {
+                header_read: Duration::from_secs(10),
+                idle: Duration::from_secs(60),
+                max_connections: 10_000,
+            }
+        );
+    }
+
+    #[test]
+    fn connection_limits_are_configurable() {
+        let c = config(&[
+            ("HTTP_HEADER_READ_TIMEOUT_SECONDS", "3"),
+            ("HTTP_IDLE_TIMEOUT_SECONDS", "7"),
+            ("HTTP_MAX_CONNECTIONS", "50"),
+        ])
+        .unwrap();
+        assert_eq!(
+            c.connection_limits,
+            ConnectionLimits {
+                header_read: Duration::from_secs(3),
+                idle: Duration::from_secs(7),
+                max_connections: 50,
+            }
+        );
+        for (var, value) in [
+            ("HTTP_HEADER_READ_TIMEOUT_SECONDS", "0"),
+            ("HTTP_IDLE_TIMEOUT_SECONDS", "86401"),
+            ("HTTP_MAX_CONNECTIONS", "0"),
+        ] {
+            assert_eq!(config(&[(var, value)]).unwrap_err().variable, var);
+        }
     }
 
     #[test]

@@ -1,5 +1,8 @@
 //! Conventions every response follows: request ids, problem+json, docs, metrics, shutdown.
 
+use convcommerce::clock::ManualClock;
+use serde_json::json;
+
 use crate::helpers::*;
 
 #[tokio::test]
@@ -332,7 +335,9 @@ async fn custom_methods_answer_501_and_mint_no_metric_labels() {
 
 #[tokio::test]
 async fn browsers_may_read_the_rate_limit_headers() {
-    let app = TestApp::spawn_with(|vars| {
+    // A clock that stays mid-minute, so the second request meets the first one's window.
+    let clock = ManualClock::new(chrono::Utc::now());
+    let app = TestApp::spawn_full(database().await, Some(clock), |vars| {
         vars.insert(
             "BACKEND_CORS_ORIGINS".into(),
             r#"["http://shop.example"]"#.into(),
@@ -340,29 +345,53 @@ async fn browsers_may_read_the_rate_limit_headers() {
     })
     .await;
     let tenant = app.tenant().await;
-    let answer = app
-        .get("/api/v1/products")
-        .owner_of(&tenant)
-        .header("Origin", "http://shop.example")
-        .send()
-        .await
-        .expect(200);
-    let exposed = answer
-        .header("access-control-expose-headers")
-        .unwrap_or_default()
-        .to_ascii_lowercase();
-    for name in [
-        "x-request-id",
-        "retry-after",
-        "ratelimit",
-        "ratelimit-policy",
-        "x-ratelimit-limit-minute",
-        "x-ratelimit-remaining-hour",
-        "x-ratelimit-reset-day",
-    ] {
-        assert!(
-            exposed.split(',').any(|h| h.trim() == name),
-            "{name} exposed: {exposed}"
-        );
+    app.set_limits(&tenant, json!({"requests_per_minute": 1}))
+        .await;
+    let call = || {
+        app.get("/api/v1/products")
+            .owner_of(&tenant)
+            .header("Origin", "http://shop.example")
+            .send()
+    };
+    let admitted = call().await.expect(200);
+    let refused = call().await.expect_problem(429, "rate_limited");
+    let mut expected = vec![
+        "x-request-id".to_string(),
+        "retry-after".to_string(),
+        "ratelimit".to_string(),
+        "ratelimit-policy".to_string(),
+    ];
+    for field in ["limit", "remaining", "reset"] {
+        for window in ["minute", "hour", "day"] {
+            expected.push(format!("x-ratelimit-{field}-{window}"));
+        }
     }
+    for answer in [&admitted, &refused] {
+        let exposed: Vec<String> = answer
+            .header("access-control-expose-headers")
+            .unwrap_or_default()
+            .split(',')
+            .map(|h| h.trim().to_ascii_lowercase())
+            .collect();
+        for name in &expected {
+            assert!(exposed.contains(name), "{name} exposed: {exposed:?}");
+        }
+        // Every rate-limit header the answer carries is among them.
+        let carried: Vec<&str> = answer
+            .headers
+            .keys()
+            .map(|h| h.as_str())
+            .filter(|h| {
+                h.starts_with("x-ratelimit") || h.starts_with("ratelimit") || *h == "retry-after"
+            })
+            .collect();
+        assert!(carried.len() >= 11, "{carried:?}");
+        for name in carried {
+            assert!(
+                exposed.iter().any(|e| e == name),
+                "{name} exposed: {exposed:?}"
+            );
+        }
+    }
+    assert!(refused.header("retry-after").is_some());
 }

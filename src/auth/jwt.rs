@@ -210,13 +210,13 @@ impl Jwks {
             .send()
             .await?
             .error_for_status()?;
-        let max_age = response
-            .headers()
-            .get(reqwest::header::CACHE_CONTROL)
-            .and_then(|v| v.to_str().ok())
-            .and_then(max_age)
-            .unwrap_or(JWKS_MAX_AGE)
-            .clamp(self.refetch_interval.min(JWKS_MAX_AGE), JWKS_MAX_AGE);
+        let max_age = trusted_for(
+            response
+                .headers()
+                .get(reqwest::header::CACHE_CONTROL)
+                .and_then(|v| v.to_str().ok()),
+            self.refetch_interval,
+        );
         let set: JwkSet = response.json().await?;
         let keys = set
             .keys
@@ -230,6 +230,17 @@ impl Jwks {
             .collect();
         Ok((keys, max_age))
     }
+}
+
+/// How long a fetched JWKS is trusted: its `Cache-Control` max-age, at least the refetch
+/// interval (a key set is not fetched more often than unknown kids may fetch it) and at most
+/// an hour, also when the header is missing or says nothing of max-age, so a key removed from
+/// the JWKS stops verifying within the hour.
+fn trusted_for(cache_control: Option<&str>, refetch_interval: Duration) -> Duration {
+    cache_control
+        .and_then(max_age)
+        .unwrap_or(JWKS_MAX_AGE)
+        .clamp(refetch_interval.min(JWKS_MAX_AGE), JWKS_MAX_AGE)
 }
 
 /// `max-age` of a Cache-Control header value.
@@ -295,5 +306,29 @@ mod tests {
         );
         assert_eq!(max_age("no-store"), None);
         assert_eq!(max_age("max-age=soon"), None);
+    }
+
+    #[test]
+    fn a_jwks_is_trusted_at_most_an_hour() {
+        let floor = Duration::from_secs(30);
+        let hour = Duration::from_secs(3_600);
+        for cache_control in [
+            Some("public, max-age=86400"),
+            Some("max-age=3601"),
+            Some("no-cache"),
+            None,
+        ] {
+            assert_eq!(trusted_for(cache_control, floor), hour, "{cache_control:?}");
+        }
+        assert_eq!(
+            trusted_for(Some("max-age=600"), floor),
+            Duration::from_secs(600)
+        );
+        // Not below the refetch interval, which itself counts no more than an hour.
+        assert_eq!(trusted_for(Some("max-age=0"), floor), floor);
+        assert_eq!(
+            trusted_for(Some("max-age=5"), Duration::from_secs(7_200)),
+            hour
+        );
     }
 }

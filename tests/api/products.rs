@@ -149,6 +149,23 @@ async fn invalid_products_name_their_fields_and_change_nothing() {
         .await
         .expect_problem(422, "validation_failed");
     assert_eq!(error_fields(&r), ["name", "currency"]);
+    // Stock is bounded on a change as on a create, also beyond what a 32-bit integer holds.
+    for stock in [json!(1_000_000_001), json!(3_000_000_000_i64), json!(-1)] {
+        let r = app
+            .patch(&path)
+            .owner_of(&tenant)
+            .json(&json!({"stock": stock, "price_cents": 2000}))
+            .send()
+            .await
+            .expect_problem(422, "validation_failed");
+        assert_eq!(error_fields(&r), ["stock"], "{stock}");
+    }
+    app.patch(&path)
+        .owner_of(&tenant)
+        .json(&json!({"stock": 1_000_000_000}))
+        .send()
+        .await
+        .expect(200);
     let list = app
         .get("/api/v1/products")
         .owner_of(&tenant)
@@ -159,8 +176,9 @@ async fn invalid_products_name_their_fields_and_change_nothing() {
     assert_eq!(list.body["items"][0]["name"], "Kept");
     assert_eq!(
         list.body["items"][0]["price_cents"], 1000,
-        "the failed PATCH changed nothing"
+        "the failed PATCHes changed nothing"
     );
+    assert_eq!(list.body["items"][0]["stock"], 1_000_000_000);
 }
 
 #[tokio::test]

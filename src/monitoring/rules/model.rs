@@ -562,21 +562,67 @@ pub struct TestRule {
 }
 
 /// An optional JSON object: serde would also read a struct from an array of its fields, which
-/// the document does not allow.
+/// the document does not allow. The object is read in place (not through a `Value`), so a
+/// fault inside it is named by its whole path (`schedule.windows[0].days`).
 pub(crate) fn object_only<'de, D, T>(deserializer: D) -> Result<Option<T>, D::Error>
 where
     D: serde::Deserializer<'de>,
-    T: serde::de::DeserializeOwned,
+    T: Deserialize<'de>,
 {
-    use serde::de::Error;
-    match Option::<Value>::deserialize(deserializer)? {
-        None | Some(Value::Null) => Ok(None),
-        Some(object @ Value::Object(_)) => serde_json::from_value(object)
-            .map(Some)
-            .map_err(D::Error::custom),
-        Some(_) => Err(D::Error::custom("must be an object")),
+    deserializer.deserialize_option(ObjectOnly(std::marker::PhantomData))
+}
+
+struct ObjectOnly<T>(std::marker::PhantomData<T>);
+
+impl<'de, T: Deserialize<'de>> serde::de::Visitor<'de> for ObjectOnly<T> {
+    type Value = Option<T>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("an object")
+    }
+
+    fn visit_none<E: serde::de::Error>(self) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+
+    fn visit_unit<E: serde::de::Error>(self) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+
+    fn visit_some<D: serde::Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_any(self)
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
+        T::deserialize(serde::de::value::MapAccessDeserializer::new(map)).map(Some)
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, _: A) -> Result<Self::Value, A::Error> {
+        Err(serde::de::Error::custom(NOT_AN_OBJECT))
+    }
+
+    fn visit_str<E: serde::de::Error>(self, _: &str) -> Result<Self::Value, E> {
+        Err(E::custom(NOT_AN_OBJECT))
+    }
+
+    fn visit_bool<E: serde::de::Error>(self, _: bool) -> Result<Self::Value, E> {
+        Err(E::custom(NOT_AN_OBJECT))
+    }
+
+    fn visit_i64<E: serde::de::Error>(self, _: i64) -> Result<Self::Value, E> {
+        Err(E::custom(NOT_AN_OBJECT))
+    }
+
+    fn visit_u64<E: serde::de::Error>(self, _: u64) -> Result<Self::Value, E> {
+        Err(E::custom(NOT_AN_OBJECT))
+    }
+
+    fn visit_f64<E: serde::de::Error>(self, _: f64) -> Result<Self::Value, E> {
+        Err(E::custom(NOT_AN_OBJECT))
     }
 }
+
+const NOT_AN_OBJECT: &str = "must be an object";
 
 /// The longest range a backtest replays, and the most activities it reads of it.
 pub const MAX_BACKTEST_DAYS: i64 = 31;
@@ -630,4 +676,41 @@ pub struct AlertQuery {
     #[param(minimum = 1, maximum = 100, default = 20)]
     pub limit: Option<i64>,
     pub cursor: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn fault(body: Value) -> (String, String) {
+        let err = serde_path_to_error::deserialize::<_, RuleBody>(body).unwrap_err();
+        (err.path().to_string(), err.inner().to_string())
+    }
+
+    #[test]
+    fn an_optional_object_is_an_object_and_its_faults_keep_their_path() {
+        let rule = json!({"name": "r", "severity": "low", "condition": {}});
+        let mut array = rule.clone();
+        array["threshold"] = json!([5, 300]);
+        assert_eq!(
+            fault(array),
+            ("threshold".to_string(), NOT_AN_OBJECT.to_string())
+        );
+        let mut window = rule.clone();
+        window["schedule"] =
+            json!({"timezone": "UTC", "windows": [{"days": ["mon"], "start": "09:00"}]});
+        assert_eq!(
+            fault(window),
+            (
+                "schedule.windows[0]".to_string(),
+                "missing field `end`".to_string()
+            )
+        );
+        let mut null = rule;
+        null["threshold"] = Value::Null;
+        let read: RuleBody = serde_json::from_value(null).unwrap();
+        assert!(read.threshold.is_none());
+    }
 }

@@ -1,6 +1,7 @@
 //! The private database (`db::embedded`): over TCP only SCRAM logins with the cluster's
-//! generated passwords, trust only on its own socket directory (mode 0700), and a fallback
-//! data directory that someone planted is refused, never taken over.
+//! generated passwords, trust only on its own socket directory (mode 0700), and a cluster
+//! directory that someone planted is refused, never taken over: as root the fallback
+//! directory, otherwise the cluster's own under the data directory (each test says which).
 
 use std::fs::{self, Permissions};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
@@ -83,14 +84,14 @@ async fn the_private_database_takes_tcp_logins_only_with_their_password() {
         .expect("the private cluster starts");
     let cluster = pg.data_dir().parent().unwrap().to_path_buf();
     let cluster_uid = fs::metadata(pg.data_dir()).unwrap().uid();
-    if is_root() {
-        assert_eq!(cluster, embedded::fallback_dir(&requested));
-        assert_eq!(cluster_uid, uid_of("postgres").0);
-        let meta = fs::symlink_metadata(&cluster).unwrap();
-        assert!(meta.is_dir());
-        assert_eq!(meta.uid(), cluster_uid);
-        assert_eq!(meta.mode() & 0o7777, 0o700, "{}", cluster.display());
-    }
+    // As root, the fallback of the postgres account; otherwise the requested directory's own,
+    // of this process's user: private either way.
+    assert_eq!(cluster, cluster_site(&requested));
+    assert_eq!(cluster_uid, cluster_account().0);
+    let meta = fs::symlink_metadata(&cluster).unwrap();
+    assert!(meta.is_dir());
+    assert_eq!(meta.uid(), cluster_uid);
+    assert_eq!(meta.mode() & 0o7777, 0o700, "{}", cluster.display());
     let db = bootstrap::provision(
         &pg.superuser_url("postgres"),
         "convcommerce",
@@ -195,26 +196,55 @@ async fn the_private_database_takes_tcp_logins_only_with_their_password() {
     fs::remove_dir_all(&cluster).unwrap();
 }
 
-/// Plants something at the fallback directory of a fresh data directory, then starts the
-/// cluster there: it must refuse, naming the fallback. `None` when not root (only root falls
-/// back: the cluster then runs as another account).
-async fn refusal_of_planted(plant: impl FnOnce(&Path)) -> Option<(String, PathBuf)> {
-    if !is_root() {
-        eprintln!("skipped: only a process running as root uses the fallback directory");
-        return None;
+/// The account the cluster runs as (uid, gid): `postgres` as root, else this process's user.
+fn cluster_account() -> (u32, u32) {
+    if is_root() {
+        uid_of("postgres")
+    } else {
+        // SAFETY: geteuid and getegid have no preconditions and cannot fail.
+        unsafe { (libc::geteuid(), libc::getegid()) }
     }
-    let requested = unreachable_data_dir();
-    let fallback = embedded::fallback_dir(&requested);
-    plant(&fallback);
+}
+
+/// The directory the cluster of `requested` lives in: as root the `postgres` account's
+/// fallback (`requested` is out of its reach, see [`unreachable_data_dir`]); otherwise
+/// `requested/postgres`. Both are claimed by the same checks.
+fn cluster_site(requested: &Path) -> PathBuf {
+    if is_root() {
+        embedded::fallback_dir(requested)
+    } else {
+        requested.join("postgres")
+    }
+}
+
+/// Plants something where the cluster of a fresh data directory will live, then starts the
+/// cluster there: it must refuse, naming that directory.
+async fn refusal_of_planted(plant: impl FnOnce(&Path)) -> (String, PathBuf) {
+    let requested = if is_root() {
+        unreachable_data_dir()
+    } else {
+        fresh_dir("private-db")
+    };
+    let site = cluster_site(&requested);
+    eprintln!(
+        "{}: planted at {}",
+        if is_root() {
+            "as root, the fallback directory"
+        } else {
+            "not root, the cluster's own directory"
+        },
+        site.display()
+    );
+    plant(&site);
     let Err(err) = EmbeddedPostgres::start(&requested, Durability::Ephemeral).await else {
-        panic!("a planted fallback directory is refused");
+        panic!("a planted directory is refused");
     };
     let message = format!("{err:#}");
     assert!(
-        message.contains(&format!("refusing {}", fallback.display())),
+        message.contains(&format!("refusing {}", site.display())),
         "{message}"
     );
-    Some((message, fallback))
+    (message, site)
 }
 
 fn assert_untouched(dir: &Path, uid: u32, mode: u32) {
@@ -235,16 +265,32 @@ fn assert_untouched(dir: &Path, uid: u32, mode: u32) {
 
 #[tokio::test]
 async fn a_fallback_directory_of_another_account_is_refused() {
+    if !is_root() {
+        // Without root no directory of another account can be planted, and none is needed:
+        // the cluster runs as this user in the requested directory, and never looks at the
+        // fallback. One planted there, that would be refused, is left as it is.
+        eprintln!("not root: the fallback directory is never used");
+        let requested = fresh_dir("private-db");
+        let fallback = embedded::fallback_dir(&requested);
+        fs::create_dir(&fallback).unwrap();
+        fs::set_permissions(&fallback, Permissions::from_mode(0o777)).unwrap();
+        let pg = EmbeddedPostgres::start(&requested, Durability::Ephemeral)
+            .await
+            .expect("the private cluster starts");
+        assert!(pg.data_dir().starts_with(requested.join("postgres")));
+        pg.stop().await.unwrap();
+        assert_untouched(&fallback, cluster_account().0, 0o777);
+        fs::remove_dir(&fallback).unwrap();
+        fs::remove_dir_all(&requested).unwrap();
+        return;
+    }
     let (nobody, nogroup) = uid_of("nobody");
-    let planted = refusal_of_planted(|dir| {
+    let (message, fallback) = refusal_of_planted(|dir| {
         fs::create_dir(dir).unwrap();
         std::os::unix::fs::chown(dir, Some(nobody), Some(nogroup)).unwrap();
         fs::set_permissions(dir, Permissions::from_mode(0o700)).unwrap();
     })
     .await;
-    let Some((message, fallback)) = planted else {
-        return;
-    };
     assert!(
         message.contains(&format!("belongs to uid {nobody}")),
         "{message}"
@@ -254,45 +300,36 @@ async fn a_fallback_directory_of_another_account_is_refused() {
 }
 
 #[tokio::test]
-async fn a_fallback_directory_others_may_write_to_is_refused() {
-    let (postgres, group) = uid_of("postgres");
-    let planted = refusal_of_planted(|dir| {
+async fn a_cluster_directory_others_may_write_to_is_refused() {
+    let (uid, gid) = cluster_account();
+    let (message, site) = refusal_of_planted(|dir| {
         fs::create_dir(dir).unwrap();
-        std::os::unix::fs::chown(dir, Some(postgres), Some(group)).unwrap();
+        std::os::unix::fs::chown(dir, Some(uid), Some(gid)).unwrap();
         fs::set_permissions(dir, Permissions::from_mode(0o777)).unwrap();
     })
     .await;
-    let Some((message, fallback)) = planted else {
-        return;
-    };
     assert!(message.contains("mode 777"), "{message}");
-    assert_untouched(&fallback, postgres, 0o777);
-    fs::remove_dir(&fallback).unwrap();
+    assert_untouched(&site, uid, 0o777);
+    fs::remove_dir(&site).unwrap();
 }
 
 #[tokio::test]
-async fn a_symlink_in_place_of_the_fallback_directory_is_refused() {
-    if !is_root() {
-        eprintln!("skipped: only a process running as root uses the fallback directory");
-        return;
-    }
+async fn a_symlink_in_place_of_the_cluster_directory_is_refused() {
     // The link points at a directory that would pass every other check: only the link is wrong.
     let target = fresh_dir("planted-target");
-    let (postgres, group) = uid_of("postgres");
-    std::os::unix::fs::chown(&target, Some(postgres), Some(group)).unwrap();
+    let (uid, gid) = cluster_account();
+    std::os::unix::fs::chown(&target, Some(uid), Some(gid)).unwrap();
     fs::set_permissions(&target, Permissions::from_mode(0o700)).unwrap();
-    let planted = refusal_of_planted(|dir| std::os::unix::fs::symlink(&target, dir).unwrap()).await;
-    let Some((message, fallback)) = planted else {
-        return;
-    };
+    let (message, site) =
+        refusal_of_planted(|dir| std::os::unix::fs::symlink(&target, dir).unwrap()).await;
     assert!(message.contains("symbolic link"), "{message}");
-    assert_untouched(&target, postgres, 0o700);
+    assert_untouched(&target, uid, 0o700);
     assert!(
-        fs::symlink_metadata(&fallback)
+        fs::symlink_metadata(&site)
             .unwrap()
             .file_type()
             .is_symlink()
     );
-    fs::remove_file(&fallback).unwrap();
+    fs::remove_file(&site).unwrap();
     fs::remove_dir(&target).unwrap();
 }

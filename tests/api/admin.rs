@@ -1,6 +1,9 @@
 //! Platform administration of tenants.
 
-use serde_json::json;
+use std::sync::{Arc, Mutex};
+
+use serde_json::{Value, json};
+use tracing_subscriber::fmt::MakeWriter;
 use uuid::Uuid;
 
 use crate::helpers::*;
@@ -206,6 +209,103 @@ async fn platform_admin_reads_of_a_tenant_are_audit_events() {
         .await
         .expect_problem(403, "forbidden");
     assert_eq!(app.metric(metric).await, before);
+}
+
+/// The log lines written while a test runs, in the production (JSON) format.
+#[derive(Clone, Default)]
+struct Logs(Arc<Mutex<Vec<u8>>>);
+
+impl Logs {
+    /// Captures what this thread logs while the guard lives. A `#[tokio::test]` runtime polls
+    /// every task on the test's thread, so the server's lines are among them.
+    fn capture(&self) -> tracing::subscriber::DefaultGuard {
+        tracing::subscriber::set_default(
+            tracing_subscriber::fmt()
+                .json()
+                .flatten_event(true)
+                .with_max_level(tracing::Level::INFO)
+                .with_writer(self.clone())
+                .finish(),
+        )
+    }
+
+    /// The lines logged on the `audit` target.
+    fn audit(&self) -> Vec<Value> {
+        let bytes = self.0.lock().unwrap().clone();
+        String::from_utf8(bytes)
+            .unwrap()
+            .lines()
+            .map(|line| serde_json::from_str::<Value>(line).unwrap())
+            .filter(|line| line["target"] == "audit")
+            .collect()
+    }
+}
+
+impl std::io::Write for Logs {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> MakeWriter<'a> for Logs {
+    type Writer = Logs;
+
+    fn make_writer(&'a self) -> Logs {
+        self.clone()
+    }
+}
+
+#[tokio::test]
+async fn platform_admin_actions_are_audit_lines_naming_actor_tenant_and_action() {
+    let logs = Logs::default();
+    let _capturing = logs.capture();
+    let app = TestApp::spawn().await;
+    let tenant = app.tenant().await;
+    let id = tenant.id.to_string();
+    app.get(&format!("/api/v1/admin/tenants/{id}"))
+        .user(ADMIN)
+        .send()
+        .await
+        .expect(200);
+    app.patch(&format!("/api/v1/admin/tenants/{id}"))
+        .user(ADMIN)
+        .json(&json!({"limits": {"max_users": 7}}))
+        .send()
+        .await
+        .expect(200);
+    // Refused, so no audit line.
+    app.get(&format!("/api/v1/admin/tenants/{id}/usage"))
+        .owner_of(&tenant)
+        .send()
+        .await
+        .expect_problem(403, "forbidden");
+
+    let about_tenant: Vec<(String, String)> = logs
+        .audit()
+        .iter()
+        .filter(|line| line["tenant_id"] == id.as_str())
+        .map(|line| {
+            assert_eq!(line["actor"], ADMIN, "{line}");
+            assert_eq!(line["level"], "INFO", "{line}");
+            (
+                line["action"].as_str().unwrap().to_string(),
+                line["details"].as_str().unwrap_or_default().to_string(),
+            )
+        })
+        .collect();
+    let actions: Vec<&str> = about_tenant.iter().map(|(a, _)| a.as_str()).collect();
+    // The fixture made the tenant through the admin API too.
+    assert_eq!(
+        actions,
+        ["tenant.created", "tenant.read", "tenant.updated"],
+        "{about_tenant:?}"
+    );
+    assert!(about_tenant[2].1.contains("max_users"), "{about_tenant:?}");
 }
 
 #[tokio::test]

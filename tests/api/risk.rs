@@ -576,3 +576,143 @@ async fn an_admins_reactivation_sticks_until_new_evidence_arrives() {
     );
     assert_eq!(suspensions().await, 2);
 }
+
+/// Whether the tenant has an open review, and its entry of the risk list.
+async fn review(app: &TestApp, tenant: &TestTenant) -> (bool, Value) {
+    let risk = risk_of(app, tenant).await.expect("listed");
+    (risk["review_opened_at"].is_string(), risk)
+}
+
+/// The trust recompute job of the server on `db`, reading `clock`, as a second instance would.
+fn recompute_job(
+    db: &convcommerce::db::bootstrap::Provisioned,
+    clock: &ManualClock,
+) -> (Db, TrustRecompute) {
+    let pool = Db::connect(&SecretString::from(db.app_url.clone()), 2, 0).unwrap();
+    let metrics = Arc::new(Metrics::default());
+    let directory = Directory::new(pool.clone(), metrics, Duration::from_secs(30));
+    let clock: Arc<dyn Clock> = Arc::new(clock.clone());
+    let job = TrustRecompute {
+        db: pool.clone(),
+        trust: Trust::new(
+            pool.clone(),
+            clock.clone(),
+            Duration::from_secs(7 * 86_400),
+            directory,
+            Arc::new(NoSink),
+            Notifier::offline(clock.clone()),
+        ),
+        clock,
+    };
+    (pool, job)
+}
+
+#[tokio::test]
+async fn an_admins_override_closes_the_review_and_sticks_until_new_evidence_arrives() {
+    let db = private_database().await;
+    let clock = ManualClock::new(Utc::now());
+    let app = TestApp::spawn_full(db.clone(), Some(clock.clone()), |_| {}).await;
+    let (pool, job) = recompute_job(&db, &clock);
+    // One tenant with a cancellation burst; one whose customer phone ordered at ten others.
+    let cancelling = app.tenant().await;
+    seed_orders_at(
+        &app,
+        &cancelling,
+        12,
+        "cancelled",
+        "+5511977000001",
+        clock.now(),
+    )
+    .await;
+    let sharing = app.tenant().await;
+    seed_orders_at(&app, &sharing, 1, "pending", "+5511977000002", clock.now()).await;
+    for _ in 0..10 {
+        let other = app.tenant().await;
+        seed_orders_at(&app, &other, 1, "pending", "+5511977000002", clock.now()).await;
+    }
+    job.run_once().await.unwrap();
+    let (open, risk) = review(&app, &cancelling).await;
+    assert!(open, "{risk}");
+    assert!(
+        risk["review_reason"]
+            .as_str()
+            .unwrap()
+            .contains("cancellation_burst"),
+        "{risk}"
+    );
+    let (open, risk) = review(&app, &sharing).await;
+    assert!(open, "{risk}");
+    assert_eq!(signal(&risk, "shared_customer_phone")["severity"], "high");
+
+    // An admin looks at both and sets their levels: the reviews close...
+    clock.advance(chrono::Duration::minutes(1));
+    for (tenant, locked) in [(&cancelling, false), (&sharing, true)] {
+        let doc = app
+            .put(&format!("/api/v1/admin/tenants/{}/trust", tenant.id))
+            .user(ADMIN)
+            .json(&json!({"level": 2, "reason": "Checked with the seller", "locked": locked}))
+            .send()
+            .await
+            .expect(200)
+            .body;
+        assert_eq!(doc["level"], 2);
+        assert!(!review(&app, tenant).await.0);
+    }
+    // ...and stay closed while the bursts they dealt with are still in their windows: the
+    // job's passes and a one-tenant recompute open none.
+    for _ in 0..3 {
+        clock.advance(chrono::Duration::minutes(10));
+        job.run_once().await.unwrap();
+        recompute(&app, &cancelling).await;
+        recompute(&app, &sharing).await;
+        for tenant in [&cancelling, &sharing] {
+            let (open, risk) = review(&app, tenant).await;
+            assert!(!open, "{risk}");
+        }
+    }
+    let (_, risk) = review(&app, &cancelling).await;
+    assert_eq!(
+        signal(&risk, "cancellation_burst")["value"],
+        12.0,
+        "still listed"
+    );
+    let (_, risk) = review(&app, &sharing).await;
+    assert_eq!(signal(&risk, "shared_customer_phone")["value"], 10.0);
+
+    // Evidence newer than the override opens a review again: a new burst of cancellations,
+    // the shared phone ordering again.
+    seed_orders_at(
+        &app,
+        &cancelling,
+        10,
+        "cancelled",
+        "+5511977000003",
+        clock.now(),
+    )
+    .await;
+    seed_orders_at(&app, &sharing, 1, "pending", "+5511977000002", clock.now()).await;
+    job.run_once().await.unwrap();
+    let (open, risk) = review(&app, &cancelling).await;
+    assert!(open, "{risk}");
+    assert!(
+        risk["review_reason"]
+            .as_str()
+            .unwrap()
+            .contains("10 of the 10 orders"),
+        "counted since the override: {risk}"
+    );
+    assert_eq!(signal(&risk, "cancellation_burst")["value"], 22.0);
+    let (open, risk) = review(&app, &sharing).await;
+    assert!(open, "{risk}");
+    assert!(
+        risk["review_reason"]
+            .as_str()
+            .unwrap()
+            .contains("shared_customer_phone"),
+        "{risk}"
+    );
+
+    pool.close();
+    app.stop().await;
+    drop_database(&db).await;
+}

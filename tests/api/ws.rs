@@ -602,11 +602,28 @@ async fn ws_rest_changes_and_the_alerts_they_fire_arrive_live() {
         .send()
         .await
         .expect(200);
-    let acknowledged = event_where(&mut ws, "alerts", |a| a["id"] == fired["id"]).await;
+    // The alert's new status, and the acknowledgement's activity (a data change, logged in
+    // its transaction), in either order.
+    let (mut change, mut acknowledged) = (Value::Null, Value::Null);
+    while change.is_null() || acknowledged.is_null() {
+        let frame = next(&mut ws).await;
+        let data = &frame["data"];
+        match frame["channel"].as_str() {
+            Some("activity") if data["action"] == "alert.acknowledged" => change = data.clone(),
+            Some("alerts") if data["id"] == fired["id"] => acknowledged = data.clone(),
+            _ => {}
+        }
+    }
+    assert_eq!(change["resource_id"], fired["id"]);
     assert_eq!(acknowledged["status"], "acknowledged");
     // Reads arrive too, through the batch writer.
+    app.get(&format!("/api/v1/monitoring/alerts/{alert}"))
+        .owner_of(&tenant)
+        .send()
+        .await
+        .expect(200);
     let read = event_where(&mut ws, "activity", |a| {
-        a["action"] == "request" && a["route"] == "/api/v1/monitoring/alerts/{id}/acknowledge"
+        a["action"] == "request" && a["route"] == "/api/v1/monitoring/alerts/{id}"
     })
     .await;
     assert_eq!(read["status"], 200);

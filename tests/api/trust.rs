@@ -567,11 +567,46 @@ async fn documents_are_reviewed_by_platform_admins_and_their_media_kept() {
         .send()
         .await
         .expect_problem(415, "unsupported_media_type");
+    let (co_owner, _) = app.member(&tenant, "owner").await;
+    let (manager, _) = app.member(&tenant, "admin").await;
     let rejected = decide("reject", json!({"reason": "The scan is unreadable."}))
         .await
         .expect(200);
     assert_eq!(rejected.body["status"], "rejected");
     assert_eq!(rejected.body["reason"], "The scan is unreadable.");
+    // Every owner is told, with the reason; no one else.
+    let told = |sub: String| {
+        let (app, id) = (&app, json!(id));
+        let tenant_id = tenant.id;
+        async move {
+            app.get("/api/v1/notifications?category=trust&limit=100")
+                .user(&sub)
+                .tenant(tenant_id)
+                .send()
+                .await
+                .expect(200)
+                .body["items"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|n| n["metadata"]["verification_id"] == id)
+                .cloned()
+                .collect::<Vec<Value>>()
+        }
+    };
+    for owner in [tenant.owner.clone(), co_owner] {
+        let notices = told(owner).await;
+        assert_eq!(notices.len(), 1, "{notices:?}");
+        let notice = &notices[0];
+        assert_eq!(notice["title"], "Your registration document was rejected");
+        assert_eq!(notice["body"], "The scan is unreadable.");
+        assert_eq!(notice["priority"], "high");
+        assert_eq!(
+            notice["metadata"],
+            json!({"verification_id": id, "kind": "registration", "status": "rejected"})
+        );
+    }
+    assert!(told(manager).await.is_empty());
     for empty in [json!({}), Value::Null] {
         decide("approve", empty)
             .await

@@ -3,13 +3,14 @@
 //! never shown to a tenant); a review for platform admins, and a critical flag suspends at once.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use convcommerce::clock::{Clock, ManualClock, SystemClock};
 use convcommerce::db::Db;
-use convcommerce::jobs::Job;
-use convcommerce::jobs::trust::TrustRecompute;
+use convcommerce::jobs::trust::{RecomputeReport, TrustRecompute};
+use convcommerce::jobs::{self, Job, Scope};
 use convcommerce::metrics::Metrics;
 use convcommerce::monitoring::activity::NoSink;
 use convcommerce::notify::Notifier;
@@ -17,6 +18,7 @@ use convcommerce::tenancy::directory::Directory;
 use convcommerce::trust::recompute::Trust;
 use secrecy::SecretString;
 use serde_json::{Value, json};
+use tokio_util::sync::CancellationToken;
 
 use crate::helpers::*;
 use crate::trust::{recompute, set_level, trust_activities};
@@ -713,6 +715,89 @@ async fn an_admins_override_closes_the_review_and_sticks_until_new_evidence_arri
     );
 
     pool.close();
+    app.stop().await;
+    drop_database(&db).await;
+}
+
+/// The trust recompute, counting its passes and how many run at once.
+struct Counted {
+    job: TrustRecompute,
+    running: Arc<AtomicU32>,
+    most: Arc<AtomicU32>,
+    passes: Arc<AtomicU32>,
+}
+
+impl Job for Counted {
+    const NAME: &'static str = TrustRecompute::NAME;
+    type Report = RecomputeReport;
+
+    async fn run_once(&self) -> anyhow::Result<RecomputeReport> {
+        let now = self.running.fetch_add(1, Ordering::SeqCst) + 1;
+        self.most.fetch_max(now, Ordering::SeqCst);
+        let report = self.job.run_once().await;
+        // Long enough that the other instance's tick falls inside the pass.
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        self.running.fetch_sub(1, Ordering::SeqCst);
+        self.passes.fetch_add(1, Ordering::SeqCst);
+        report
+    }
+}
+
+#[tokio::test]
+async fn two_instances_racing_the_recompute_run_one_pass_at_a_time() {
+    let db = private_database().await;
+    let clock = ManualClock::new(Utc::now());
+    let app = TestApp::spawn_full(db.clone(), Some(clock.clone()), |_| {}).await;
+    let tenants = [app.tenant().await, app.tenant().await];
+    let (running, most, passes) = (
+        Arc::new(AtomicU32::new(0)),
+        Arc::new(AtomicU32::new(0)),
+        Arc::new(AtomicU32::new(0)),
+    );
+    let stop = CancellationToken::new();
+    let interval = Duration::from_millis(600);
+    // Two instances, each with its own pool, ticking at the same instants.
+    let mut instances = Vec::new();
+    for _ in 0..2 {
+        let (pool, job) = recompute_job(&db, &clock);
+        let counted = Counted {
+            job,
+            running: running.clone(),
+            most: most.clone(),
+            passes: passes.clone(),
+        };
+        let runner = jobs::spawn(
+            counted,
+            Scope::Cluster,
+            interval,
+            pool.clone(),
+            Arc::new(Metrics::default()),
+            stop.clone(),
+        );
+        instances.push((pool, runner));
+    }
+    tokio::time::sleep(Duration::from_millis(2000)).await;
+    stop.cancel();
+    for (pool, runner) in instances {
+        runner.await.unwrap();
+        pool.close();
+    }
+    // Three ticks on each instance: one pass per tick, never two at once.
+    assert_eq!(most.load(Ordering::SeqCst), 1);
+    let ran = passes.load(Ordering::SeqCst);
+    assert!((1..=3).contains(&ran), "{ran} passes");
+    let owner = connect(&app.db.owner_url).await;
+    for tenant in &tenants {
+        let computed: Option<DateTime<Utc>> = owner
+            .query_one(
+                "SELECT trust_computed_at FROM tenants WHERE id = $1",
+                &[&tenant.id],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        assert!(computed.is_some(), "the passes recomputed every tenant");
+    }
     app.stop().await;
     drop_database(&db).await;
 }

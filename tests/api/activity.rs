@@ -632,6 +632,85 @@ async fn pages_are_newest_first_and_stable() {
 }
 
 #[tokio::test]
+async fn status_resource_type_since_and_until_filter() {
+    let app = TestApp::spawn().await;
+    let tenant = app.tenant().await;
+    let stamp = |at: chrono::DateTime<Utc>| at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
+    let before = app.product(&tenant, json!({"sku": "FILTER-A"})).await;
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let middle = Utc::now();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let after = app.product(&tenant, json!({"sku": "FILTER-B"})).await;
+    let (_, user) = app.member(&tenant, "staff").await;
+    app.get(&format!("/api/v1/products/{}", Uuid::now_v7()))
+        .owner_of(&tenant)
+        .send()
+        .await
+        .expect_problem(404, "not_found");
+
+    // status: the 404 (through the writer), and only it.
+    let missing = eventually(&app, &tenant, "?status=404").await;
+    assert_eq!(missing.len(), 1, "{missing:?}");
+    assert_eq!(
+        (&missing[0]["action"], &missing[0]["route"]),
+        (&json!("request"), &json!("/api/v1/products/{id}"))
+    );
+    let created = activities(&app, &tenant, "?status=201&category=data").await;
+    assert_eq!(created.len(), 3, "two products and a member: {created:?}");
+    // resource_type.
+    let users = activities(&app, &tenant, "?resource_type=user").await;
+    assert_eq!(users.len(), 1, "{users:?}");
+    assert_eq!(users[0]["resource_id"], json!(user));
+    assert_eq!(
+        activities(&app, &tenant, "?resource_type=product")
+            .await
+            .len(),
+        2
+    );
+    // since (inclusive) and until (exclusive) around the instant between the two creates.
+    let since = activities(
+        &app,
+        &tenant,
+        &format!("?action=product.created&since={}", stamp(middle)),
+    )
+    .await;
+    assert_eq!(resources(&since), [after["id"].clone()]);
+    let until = activities(
+        &app,
+        &tenant,
+        &format!("?action=product.created&until={}", stamp(middle)),
+    )
+    .await;
+    assert_eq!(resources(&until), [before["id"].clone()]);
+    let both = activities(
+        &app,
+        &tenant,
+        &format!(
+            "?resource_type=product&since={}&until={}",
+            stamp(middle),
+            stamp(Utc::now() + chrono::Duration::minutes(1))
+        ),
+    )
+    .await;
+    assert_eq!(resources(&both), [after["id"].clone()]);
+    let empty = activities(
+        &app,
+        &tenant,
+        &format!(
+            "?since={}",
+            stamp(Utc::now() + chrono::Duration::minutes(1))
+        ),
+    )
+    .await;
+    assert!(empty.is_empty(), "{empty:?}");
+}
+
+/// The `resource_id`s of a page of activities.
+fn resources(page: &[Value]) -> Vec<Value> {
+    page.iter().map(|a| a["resource_id"].clone()).collect()
+}
+
+#[tokio::test]
 async fn bad_filters_are_422_naming_the_field() {
     let app = TestApp::spawn().await;
     let tenant = app.tenant().await;

@@ -89,7 +89,14 @@ async fn fill(db: &TenantDb) -> anyhow::Result<()> {
     // Premium, so that every trust-gated feature can be tried; locked, so that the recompute
     // does not take it back (the demo meets none of level 3's requirements).
     let tx = db.begin().await?;
-    trust::store::save_override(&tx, PREMIUM, DEMO_LEVEL_REASON, true, chrono::Utc::now()).await?;
+    let seed = trust::store::Override {
+        level: PREMIUM,
+        reason: DEMO_LEVEL_REASON,
+        locked: true,
+        score: None,
+        now: chrono::Utc::now(),
+    };
+    trust::store::save_override(&tx, &seed).await?;
     let change = Change::new("trust.level_changed", "tenant", db.tenant_id())
         .category(Category::Trust)
         .details(json!({"from": 0, "to": PREMIUM, "reason": DEMO_LEVEL_REASON}));

@@ -75,6 +75,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "0012_trust_fixes.sql",
         sql: include_str!("../../migrations/0012_trust_fixes.sql"),
     },
+    Migration {
+        version: 14,
+        name: "0014_trust_followups.sql",
+        sql: include_str!("../../migrations/0014_trust_followups.sql"),
+    },
 ];
 
 /// Serialises concurrent migrators (several instances or test processes starting at once).

@@ -5,6 +5,7 @@
 
 use std::sync::Arc;
 
+use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 use super::Job;
@@ -31,20 +32,25 @@ impl Job for TrustRecompute {
     type Report = RecomputeReport;
 
     async fn run_once(&self) -> anyhow::Result<RecomputeReport> {
-        let tenants: Vec<Uuid> = self
+        // Each tenant with its last override: shared phones count for a review only when
+        // they ordered since.
+        let tenants: Vec<(Uuid, Option<DateTime<Utc>>)> = self
             .db
             .platform()
             .await?
-            .query("SELECT id FROM tenants ORDER BY id", &[])
+            .query(
+                "SELECT id, trust_overridden_at FROM tenants ORDER BY id",
+                &[],
+            )
             .await?
             .iter()
-            .map(|r| r.get(0))
+            .map(|r| (r.get(0), r.get(1)))
             .collect();
         let phones = platform::shared_phones(&self.db, &tenants, self.clock.now()).await?;
         let mut report = RecomputeReport::default();
-        for tenant in tenants {
+        for (tenant, _) in tenants {
             report.tenants += 1;
-            let shared = phones.get(&tenant).copied().unwrap_or(0);
+            let shared = phones.get(&tenant).copied().unwrap_or_default();
             if let Err(e) = self.trust.recompute(tenant, Some(shared)).await {
                 report.failed += 1;
                 tracing::warn!(%tenant, error = %e, "trust recompute of a tenant failed");

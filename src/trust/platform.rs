@@ -1,8 +1,9 @@
 //! The only trust code that reads several tenants: the shared-customer-phone signal. Run by
 //! the recompute job (never from a tenant's request), it visits the tenants one at a time,
 //! each in a transaction with that tenant set (row-level security scopes every read), keeps
-//! only a hash of each phone in memory, and yields per tenant a count of other tenants: no
-//! phone and no other tenant's name leaves this module.
+//! only a hash of each phone in memory, and yields per tenant a count of other tenants (and
+//! the same for the phones that ordered since an admin's override): no phone and no other
+//! tenant's name leaves this module.
 
 use std::collections::HashMap;
 
@@ -22,31 +23,42 @@ fn phone_key(phone: &str) -> u64 {
     u64::from_be_bytes(digest[..8].try_into().expect("8 bytes"))
 }
 
-/// For each tenant of `tenants`: the most other tenants that one of its customers' phones
-/// also ordered at in the last [`PHONE_WINDOW_DAYS`] days (0 when none).
+/// A tenant's finding of the pass.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SharedPhone {
+    /// The most other tenants that one of its customers' phones also ordered at in the last
+    /// [`PHONE_WINDOW_DAYS`] days (0 when none).
+    pub others: i64,
+    /// The same, for only the phones that ordered at it since its `mark` (a platform admin's
+    /// last override): the evidence that admin has not seen yet.
+    pub since_mark: i64,
+}
+
+/// The finding for each tenant of `tenants`, given with its mark (see [`SharedPhone`]).
 pub async fn shared_phones(
     db: &Db,
-    tenants: &[Uuid],
+    tenants: &[(Uuid, Option<DateTime<Utc>>)],
     now: DateTime<Utc>,
-) -> Result<HashMap<Uuid, i64>, DbError> {
+) -> Result<HashMap<Uuid, SharedPhone>, DbError> {
     let since = now - Duration::days(PHONE_WINDOW_DAYS);
-    let mut phones_of: Vec<Vec<u64>> = Vec::with_capacity(tenants.len());
+    // Per tenant: each recent phone's key and its last order there.
+    let mut phones_of: Vec<Vec<(u64, DateTime<Utc>)>> = Vec::with_capacity(tenants.len());
     let mut tenants_of: HashMap<u64, u32> = HashMap::new();
-    for tenant in tenants {
+    for (tenant, _) in tenants {
         let rows = db
             .for_tenant(*tenant)
             .query(
-                "SELECT DISTINCT customer->>'phone' FROM orders
-                 WHERE tenant_id = $1 AND created_at >= $2 AND customer ? 'phone'",
+                "SELECT customer->>'phone', max(created_at) FROM orders
+                 WHERE tenant_id = $1 AND created_at >= $2 AND customer ? 'phone'
+                 GROUP BY 1",
                 &[tenant, &since],
             )
             .await?;
-        let keys: Vec<u64> = rows
+        let keys: Vec<(u64, DateTime<Utc>)> = rows
             .iter()
-            .filter_map(|r| r.get::<_, Option<&str>>(0))
-            .map(phone_key)
+            .filter_map(|r| Some((phone_key(r.get::<_, Option<&str>>(0)?), r.get(1))))
             .collect();
-        for key in &keys {
+        for (key, _) in &keys {
             *tenants_of.entry(*key).or_default() += 1;
         }
         phones_of.push(keys);
@@ -54,13 +66,19 @@ pub async fn shared_phones(
     Ok(tenants
         .iter()
         .zip(phones_of)
-        .map(|(tenant, keys)| {
-            let others = keys
-                .iter()
-                .map(|k| i64::from(tenants_of[k]) - 1)
-                .max()
-                .unwrap_or(0);
-            (*tenant, others)
+        .map(|((tenant, mark), keys)| {
+            let others = |after: Option<DateTime<Utc>>| {
+                keys.iter()
+                    .filter(|(_, last)| after.is_none_or(|at| *last >= at))
+                    .map(|(k, _)| i64::from(tenants_of[k]) - 1)
+                    .max()
+                    .unwrap_or(0)
+            };
+            let found = SharedPhone {
+                others: others(None),
+                since_mark: others(*mark),
+            };
+            (*tenant, found)
         })
         .collect())
 }

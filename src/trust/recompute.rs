@@ -11,6 +11,7 @@ use uuid::Uuid;
 
 use super::level::{self, PREMIUM};
 use super::model::{Grace, NextLevel, TrustDocument, Verification, VerificationStatus};
+use super::platform::SharedPhone;
 use super::risk::{self, SHARED_PHONE, Signal};
 use super::score::{self, Factor, Standing};
 use super::store::{self, Outcome, TrustRow};
@@ -218,16 +219,22 @@ impl Trust {
     pub async fn recompute(
         &self,
         tenant_id: Uuid,
-        shared_phone: Option<i64>,
+        shared_phone: Option<SharedPhone>,
     ) -> Result<TrustDocument, DbError> {
         let now = self.clock.now();
         let tx = self.db.for_tenant(tenant_id).begin().await?;
         let mut row = store::lock_trust_row(&tx).await?;
 
-        let counts = risk::counts(&tx, tenant_id, now, row.reactivated_at).await?;
+        // The full windows, and the evidence newer than an admin's reactivation (what may
+        // suspend again) and override (what may open a review again).
+        let (counts, since_reactivation, since_override) = tokio::try_join!(
+            risk::counts(&tx, tenant_id, now, None),
+            risk::counts_since(&tx, tenant_id, now, row.reactivated_at),
+            risk::counts_since(&tx, tenant_id, now, row.overridden_at),
+        )?;
         let mut signals = risk::assess(&counts);
         match shared_phone {
-            Some(others) => signals.extend(risk::shared_phone(others)),
+            Some(found) => signals.extend(risk::shared_phone(found.others)),
             None => signals.extend(
                 row.risk_signals
                     .iter()
@@ -239,6 +246,11 @@ impl Trust {
         // it (failed authentications do not).
         let risk_level = risk::level(&signals);
         let flagged = risk::flagged(&signals);
+        // A review needs evidence the last override has not seen: the tenant's own signals
+        // from the override on, and the shared phones that ordered since (only the cluster
+        // pass knows those; a one-tenant recompute keeps its finding for the list alone).
+        let mut fresh = risk::assess(&since_override.unwrap_or(counts));
+        fresh.extend(shared_phone.and_then(|found| risk::shared_phone(found.since_mark)));
 
         // The review is decided on the score without it, then counted in the requirements.
         let mut eval = self
@@ -251,14 +263,10 @@ impl Trust {
                 now,
             )
             .await?;
-        let review_reason = match (row.review_opened_at, row.score) {
-            (Some(_), _) => None,
-            _ if flagged => Some(review_for(&signals)),
-            (None, Some(last)) if last - eval.score >= SCORE_DROP => Some(format!(
-                "The trust score dropped from {last} to {}.",
-                eval.score
-            )),
-            _ => None,
+        let review_reason = match row.review_opened_at {
+            Some(_) => None,
+            None if risk::flagged(&fresh) => Some(review_for(&fresh)),
+            None => score_drop(&row, eval.score),
         };
         eval.standing.review_open = row.review_opened_at.is_some() || review_reason.is_some();
         let qualified = score::qualified_level(&eval.standing);
@@ -337,7 +345,7 @@ impl Trust {
         }
         // A platform admin's reactivation sticks: only evidence newer than it suspends again
         // (the windows can hold the burst that led to the suspension for up to a day).
-        let fresh = risk::assess(&counts.since_reactivation());
+        let fresh = risk::assess(&since_reactivation.unwrap_or(counts));
         let critical: Vec<&str> = risk::against_tenant(&fresh, risk::RiskSeverity::Critical)
             .map(|s| s.detail.as_str())
             .collect();
@@ -430,7 +438,21 @@ impl Trust {
         let now = self.clock.now();
         let tx = self.db.for_tenant(tenant_id).begin().await?;
         let mut row = store::lock_trust_row(&tx).await?;
-        store::save_override(&tx, level, reason, locked, now).await?;
+        let flagged = risk::flagged(&row.risk_signals);
+        let eval = self
+            .evaluate(&tx, tenant_id, &row, false, flagged, now)
+            .await?;
+        store::save_override(
+            &tx,
+            &store::Override {
+                level,
+                reason,
+                locked,
+                score: Some(eval.score),
+                now,
+            },
+        )
+        .await?;
         let mut changes = Vec::new();
         let mut sent = Vec::new();
         if level != row.level {
@@ -460,10 +482,6 @@ impl Trust {
         row.reason = Some(reason.to_string());
         row.grace_started_at = None;
         row.review_opened_at = None;
-        let flagged = risk::flagged(&row.risk_signals);
-        let eval = self
-            .evaluate(&tx, tenant_id, &row, false, flagged, now)
-            .await?;
         self.finish(tx, tenant_id, changes, changed, sent).await?;
         Ok(self.document(&row, eval, now))
     }
@@ -540,6 +558,21 @@ fn trust_change(action: &'static str, tenant_id: Uuid, details: serde_json::Valu
         .details(details)
 }
 
+/// A score-drop review's reason: a drop of [`SCORE_DROP`] since the last recompute, or since
+/// the last override (the score an admin saw then; so a slow slide after it counts too).
+fn score_drop(row: &TrustRow, score: i16) -> Option<String> {
+    if let Some(last) = row.score.filter(|last| last - score >= SCORE_DROP) {
+        return Some(format!("The trust score dropped from {last} to {score}."));
+    }
+    let (at, then) = row.overridden_at.zip(row.override_score)?;
+    (then - score >= SCORE_DROP).then(|| {
+        format!(
+            "The trust score dropped from {then} at the override of {} to {score}.",
+            at.format("%Y-%m-%d %H:%M UTC")
+        )
+    })
+}
+
 /// What an admin reads first in a review opened by risk signals.
 fn review_for(signals: &[Signal]) -> String {
     let high: Vec<String> = risk::against_tenant(signals, risk::RiskSeverity::High)
@@ -551,6 +584,44 @@ fn review_for(signals: &[Signal]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn standing(score: i16, override_score: Option<i16>) -> TrustRow {
+        let now = Utc::now();
+        TrustRow {
+            level: 2,
+            locked: false,
+            reason: None,
+            score: Some(score),
+            computed_at: Some(now),
+            grace_started_at: None,
+            suspended: false,
+            status_reason: None,
+            risk_signals: Vec::new(),
+            review_opened_at: None,
+            created_at: now - Duration::days(200),
+            reactivated_at: None,
+            overridden_at: override_score.map(|_| now - Duration::days(2)),
+            override_score,
+        }
+    }
+
+    #[test]
+    fn after_an_override_only_a_further_drop_below_its_score_opens_a_review() {
+        // A drop since the last recompute, with or without an override.
+        let reason = score_drop(&standing(80, None), 55).unwrap();
+        assert_eq!(reason, "The trust score dropped from 80 to 55.");
+        assert!(score_drop(&standing(80, None), 61).is_none());
+        // The admin overrode at 50 (the score the review was about): the same score, or a
+        // few points less, opens none; a slide of 20 below it does, step by step or not.
+        assert!(score_drop(&standing(50, Some(50)), 50).is_none());
+        assert!(score_drop(&standing(45, Some(50)), 35).is_none());
+        let slid = score_drop(&standing(35, Some(50)), 30).unwrap();
+        assert!(
+            slid.starts_with("The trust score dropped from 50 at the override of "),
+            "{slid}"
+        );
+        assert!(slid.ends_with(" to 30."), "{slid}");
+    }
 
     #[test]
     fn promotion_grace_and_demotion() {

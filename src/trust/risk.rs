@@ -101,23 +101,6 @@ pub struct Counts {
     /// Failed authentications recorded in the tenant's log in the last hour (anyone's: shown
     /// to platform admins, never held against the tenant).
     pub auth_failures_last_hour: i64,
-    /// `orders_last_hour` and `disputes_last_day` counted only after the platform admin's
-    /// last reactivation of the tenant (equal to them without one in those windows).
-    pub fresh_orders_last_hour: i64,
-    pub fresh_disputes_last_day: i64,
-}
-
-impl Counts {
-    /// The evidence newer than the last reactivation: what may suspend the tenant again (an
-    /// admin's reactivation sticks while the burst that led to the suspension is still in its
-    /// window).
-    pub fn since_reactivation(&self) -> Counts {
-        Counts {
-            orders_last_hour: self.fresh_orders_last_hour,
-            disputes_last_day: self.fresh_disputes_last_day,
-            ..*self
-        }
-    }
 }
 
 /// The smallest UUID v7 of instant `t`: activity ids are UUID v7, so an id range is a time
@@ -131,45 +114,38 @@ fn uuid_v7_floor(t: DateTime<Utc>) -> Uuid {
     Uuid::from_bytes(bytes)
 }
 
-/// Reads [`Counts`] for the tenant (two statements, pipelined); `reactivated_at` is when a
-/// platform admin last reactivated it.
+/// Reads [`Counts`] for the tenant (two statements, pipelined). With `since`, the evidence
+/// (every window but the baseline's week) is counted only from that instant on: what an
+/// admin's reactivation or override has not seen yet.
 pub async fn counts(
     conn: &Conn,
     tenant_id: Uuid,
     now: DateTime<Utc>,
-    reactivated_at: Option<DateTime<Utc>>,
+    since: Option<DateTime<Utc>>,
 ) -> Result<Counts, DbError> {
-    let hour = now - Duration::hours(1);
-    let day = now - Duration::days(1);
-    let week_before = hour - Duration::days(7);
-    let fresh_hour = reactivated_at.map_or(hour, |at| at.max(hour));
-    let fresh_day = reactivated_at.map_or(day, |at| at.max(day));
-    let (day_id, hour_id, fresh_day_id) = (
-        uuid_v7_floor(day),
-        uuid_v7_floor(hour),
-        uuid_v7_floor(fresh_day),
-    );
-    let orders_params: Params = &[&tenant_id, &hour, &day, &week_before, &fresh_hour];
+    let from = |window: DateTime<Utc>| since.map_or(window, |at| at.max(window));
+    let hour = from(now - Duration::hours(1));
+    let day = from(now - Duration::days(1));
+    let week_before = now - Duration::hours(1) - Duration::days(7);
+    let (day_id, hour_id) = (uuid_v7_floor(day), uuid_v7_floor(hour));
+    let baseline_end = now - Duration::hours(1);
+    let orders_params: Params = &[&tenant_id, &hour, &day, &week_before, &baseline_end];
     let orders = conn.query_one(
         "SELECT count(*) FILTER (WHERE created_at >= $2),
-                count(*) FILTER (WHERE created_at < $2),
+                count(*) FILTER (WHERE created_at < $5),
                 count(*) FILTER (WHERE created_at >= $3),
-                count(*) FILTER (WHERE created_at >= $3 AND status = 'cancelled'),
-                count(*) FILTER (WHERE created_at >= $5)
+                count(*) FILTER (WHERE created_at >= $3 AND status = 'cancelled')
          FROM orders WHERE tenant_id = $1 AND created_at >= $4",
         orders_params,
     );
-    let activity_params: Params = &[&tenant_id, &day_id, &hour_id, &fresh_day_id];
+    let activity_params: Params = &[&tenant_id, &day_id, &hour_id];
     let activity = conn.query_one(
         "SELECT
              (SELECT count(*) FROM activities
               WHERE tenant_id = $1 AND action = 'order.status_changed' AND id >= $2
                 AND details->>'to' = 'disputed'),
              (SELECT count(*) FROM activities
-              WHERE tenant_id = $1 AND action = 'auth.failed' AND id >= $3),
-             (SELECT count(*) FROM activities
-              WHERE tenant_id = $1 AND action = 'order.status_changed' AND id >= $4
-                AND details->>'to' = 'disputed')",
+              WHERE tenant_id = $1 AND action = 'auth.failed' AND id >= $3)",
         activity_params,
     );
     let (orders, activity) = tokio::try_join!(orders, activity)?;
@@ -180,9 +156,23 @@ pub async fn counts(
         cancelled_last_day: orders.get(3),
         disputes_last_day: activity.get(0),
         auth_failures_last_hour: activity.get(1),
-        fresh_orders_last_hour: orders.get(4),
-        fresh_disputes_last_day: activity.get(2),
     })
+}
+
+/// [`counts`] from `since` on, when an evidence window reaches back past it (`None`: the
+/// full windows' counts apply as they are).
+pub async fn counts_since(
+    conn: &Conn,
+    tenant_id: Uuid,
+    now: DateTime<Utc>,
+    since: Option<DateTime<Utc>>,
+) -> Result<Option<Counts>, DbError> {
+    match since {
+        Some(at) if at > now - Duration::days(1) => {
+            counts(conn, tenant_id, now, Some(at)).await.map(Some)
+        }
+        _ => Ok(None),
+    }
 }
 
 fn signal(
@@ -364,26 +354,6 @@ mod tests {
         assert_eq!(level(&found), "high");
         assert!(!flagged(&found));
         assert_eq!(against_tenant(&found, RiskSeverity::Low).count(), 0);
-    }
-
-    #[test]
-    fn only_evidence_after_a_reactivation_may_suspend_again() {
-        let burst = Counts {
-            orders_last_hour: 250,
-            disputes_last_day: 60,
-            fresh_orders_last_hour: 3,
-            fresh_disputes_last_day: 1,
-            ..Default::default()
-        };
-        assert_eq!(level(&assess(&burst)), "critical");
-        assert!(assess(&burst.since_reactivation()).is_empty());
-        let again = Counts {
-            fresh_orders_last_hour: 220,
-            ..burst
-        };
-        let fresh = assess(&again.since_reactivation());
-        assert_eq!(fresh[0].severity, RiskSeverity::Critical);
-        assert_eq!(fresh[0].value, 220.0);
     }
 
     #[test]

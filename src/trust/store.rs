@@ -64,11 +64,15 @@ pub struct TrustRow {
     pub created_at: DateTime<Utc>,
     /// When a platform admin last set the suspended tenant active again.
     pub reactivated_at: Option<DateTime<Utc>>,
+    /// When a platform admin last overrode the level, and the score then.
+    pub overridden_at: Option<DateTime<Utc>>,
+    pub override_score: Option<i16>,
 }
 
 const STANDING: &str = "SELECT trust_level, trust_locked, trust_reason, trust_score, \
     trust_computed_at, trust_grace_started_at, status, status_reason, risk_signals, \
-    review_opened_at, created_at, reactivated_at FROM tenants WHERE id = $1";
+    review_opened_at, created_at, reactivated_at, trust_overridden_at, trust_override_score \
+    FROM tenants WHERE id = $1";
 
 fn trust_row_from(row: &tokio_postgres::Row) -> Result<TrustRow, DbError> {
     Ok(TrustRow {
@@ -84,6 +88,8 @@ fn trust_row_from(row: &tokio_postgres::Row) -> Result<TrustRow, DbError> {
         review_opened_at: row.get(9),
         created_at: row.get(10),
         reactivated_at: row.get(11),
+        overridden_at: row.get(12),
+        override_score: row.get(13),
     })
 }
 
@@ -150,21 +156,35 @@ pub async fn save_outcome(tx: &TenantTx, o: &Outcome<'_>) -> Result<(), DbError>
     Ok(())
 }
 
-/// A platform admin's override: the level, its reason and lock; the open review is closed
-/// and any grace period ends (an admin has looked at the tenant).
-pub async fn save_override(
-    tx: &TenantTx,
-    level: i16,
-    reason: &str,
-    locked: bool,
-    now: DateTime<Utc>,
-) -> Result<(), DbError> {
+/// A platform admin's override.
+pub struct Override<'a> {
+    pub level: i16,
+    pub reason: &'a str,
+    pub locked: bool,
+    /// The score as the admin saw it (none for the demo's seed, made before any score).
+    pub score: Option<i16>,
+    pub now: DateTime<Utc>,
+}
+
+/// Saves an override: the level, its reason and lock, and when and at which score it was
+/// made (a new review needs evidence newer than that); the open review is closed and any
+/// grace period ends (an admin has looked at the tenant).
+pub async fn save_override(tx: &TenantTx, o: &Override<'_>) -> Result<(), DbError> {
     tx.execute(
         "UPDATE tenants SET trust_level = $2, trust_reason = $3, trust_locked = $4,
              trust_changed_at = $5, trust_grace_started_at = NULL,
+             trust_score = coalesce($6, trust_score), trust_overridden_at = $5,
+             trust_override_score = $6,
              review_reason = NULL, review_opened_at = NULL, updated_at = now()
          WHERE id = $1",
-        &[&tx.tenant_id(), &level, &reason, &locked, &now],
+        &[
+            &tx.tenant_id(),
+            &o.level,
+            &o.reason,
+            &o.locked,
+            &o.now,
+            &o.score,
+        ],
     )
     .await?;
     Ok(())

@@ -272,6 +272,187 @@ async fn every_data_change_is_logged_in_its_own_transaction() {
 }
 
 #[tokio::test]
+async fn rule_and_alert_changes_are_logged_in_their_own_transaction() {
+    let app = TestApp::spawn().await;
+    let tenant = app.tenant().await;
+    let owner = |call: Call| call.owner_of(&tenant);
+    const RULES: &str = "/api/v1/monitoring/rules";
+
+    // A rule: created, changed, disabled, enabled, deleted; each its one data activity.
+    let rule = owner(app.post(RULES))
+        .json(
+            &json!({"name": "Big orders", "severity": "low", "cooldown_seconds": 60,
+                      "condition": {"field": "action", "op": "eq", "value": "product.created"}}),
+        )
+        .send()
+        .await
+        .expect(201)
+        .body;
+    let id = rule["id"].as_str().unwrap();
+    let created = one_change(&app, &tenant, "rule.created", id).await;
+    assert_eq!(
+        (
+            &created["resource_type"],
+            &created["status"],
+            &created["method"]
+        ),
+        (&json!("rule"), &json!(201), &json!("POST"))
+    );
+    assert_eq!(
+        created["details"],
+        json!({"name": "Big orders", "severity": "low", "enabled": true})
+    );
+    let mut body = rule.clone();
+    for field in ["id", "builtin", "key", "created_at", "updated_at"] {
+        body.as_object_mut().unwrap().remove(field);
+    }
+    body["severity"] = json!("high");
+    body["name"] = json!("Any product");
+    owner(app.put(&format!("{RULES}/{id}")))
+        .json(&body)
+        .send()
+        .await
+        .expect(200);
+    let updated = one_change(&app, &tenant, "rule.updated", id).await;
+    assert_eq!(updated["details"]["changed"], json!(["name", "severity"]));
+    body["enabled"] = json!(false);
+    owner(app.put(&format!("{RULES}/{id}")))
+        .json(&body)
+        .send()
+        .await
+        .expect(200);
+    let disabled = one_change(&app, &tenant, "rule.disabled", id).await;
+    assert_eq!(disabled["details"]["changed"], json!(["enabled"]));
+    body["enabled"] = json!(true);
+    owner(app.put(&format!("{RULES}/{id}")))
+        .json(&body)
+        .send()
+        .await
+        .expect(200);
+    one_change(&app, &tenant, "rule.enabled", id).await;
+
+    // An alert of that rule: acknowledged, resolved.
+    app.product(&tenant, json!({"sku": "ALERT-1"})).await;
+    let mut alert = Value::Null;
+    for _ in 0..50 {
+        let page = owner(app.get("/api/v1/monitoring/alerts"))
+            .send()
+            .await
+            .expect(200)
+            .body;
+        if let Some(found) = page["items"].as_array().unwrap().first() {
+            alert = found.clone();
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let alert_id = alert["id"].as_str().expect("the rule fired");
+    owner(app.post(&format!("/api/v1/monitoring/alerts/{alert_id}/acknowledge")))
+        .send()
+        .await
+        .expect(200);
+    let acknowledged = one_change(&app, &tenant, "alert.acknowledged", alert_id).await;
+    assert_eq!(
+        (&acknowledged["resource_type"], &acknowledged["details"]),
+        (
+            &json!("alert"),
+            &json!({"rule_id": id, "severity": "high", "from": "firing", "to": "acknowledged"})
+        )
+    );
+    owner(app.post(&format!("/api/v1/monitoring/alerts/{alert_id}/resolve")))
+        .send()
+        .await
+        .expect(200);
+    let resolved = one_change(&app, &tenant, "alert.resolved", alert_id).await;
+    assert_eq!(resolved["details"]["from"], "acknowledged");
+    owner(app.delete(&format!("{RULES}/{id}")))
+        .send()
+        .await
+        .expect(204);
+    let deleted = one_change(&app, &tenant, "rule.deleted", id).await;
+    assert_eq!(
+        (&deleted["status"], &deleted["details"]),
+        (&json!(204), &json!({"name": "Any product"}))
+    );
+    // Firing is no data change: the alert wrote no activity of its own.
+    assert_eq!(stored(&app, tenant.id, "action LIKE 'alert.%'").await, 2);
+
+    // Built-ins change too, and say which.
+    let builtin = app
+        .get(&format!("{RULES}?limit=100"))
+        .owner_of(&tenant)
+        .send()
+        .await
+        .expect(200)
+        .body["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["key"] == "destructive_delete")
+        .unwrap()
+        .clone();
+    let builtin_id = builtin["id"].as_str().unwrap();
+    let mut body = builtin.clone();
+    for field in ["id", "builtin", "key", "created_at", "updated_at"] {
+        body.as_object_mut().unwrap().remove(field);
+    }
+    body["enabled"] = json!(false);
+    owner(app.put(&format!("{RULES}/{builtin_id}")))
+        .json(&body)
+        .send()
+        .await
+        .expect(200);
+    let off = one_change(&app, &tenant, "rule.disabled", builtin_id).await;
+    assert_eq!(off["details"]["key"], "destructive_delete");
+
+    // Refused changes write none: an invalid rule, a built-in's fixed field, a built-in's
+    // delete, a staff member's change, a resolved alert resolved again, an unknown alert.
+    owner(app.post(RULES))
+        .json(&json!({"name": "Bad", "severity": "low",
+                      "condition": {"field": "action", "op": "nope", "value": 1}}))
+        .send()
+        .await
+        .expect_problem(422, "validation_failed");
+    body["name"] = json!("Renamed");
+    owner(app.put(&format!("{RULES}/{builtin_id}")))
+        .json(&body)
+        .send()
+        .await
+        .expect_problem(422, "validation_failed");
+    owner(app.delete(&format!("{RULES}/{builtin_id}")))
+        .send()
+        .await
+        .expect_problem(409, "invalid_state");
+    let (staff, _) = app.member(&tenant, "staff").await;
+    app.delete(&format!("{RULES}/{builtin_id}"))
+        .user(&staff)
+        .tenant(tenant.id)
+        .send()
+        .await
+        .expect_problem(403, "forbidden");
+    owner(app.post(&format!("/api/v1/monitoring/alerts/{alert_id}/resolve")))
+        .send()
+        .await
+        .expect_problem(409, "invalid_state");
+    owner(app.post(&format!(
+        "/api/v1/monitoring/alerts/{}/acknowledge",
+        Uuid::now_v7()
+    )))
+    .send()
+    .await
+    .expect_problem(404, "not_found");
+    assert_eq!(
+        stored(
+            &app,
+            tenant.id,
+            "category = 'data' AND (action LIKE 'rule.%' OR action LIKE 'alert.%')"
+        )
+        .await,
+        8
+    );
+}
+
+#[tokio::test]
 async fn reads_reach_the_log_through_the_writer() {
     let app = TestApp::spawn().await;
     let tenant = app.tenant().await;
@@ -448,6 +629,85 @@ async fn pages_are_newest_first_and_stable() {
     sorted.sort();
     sorted.reverse();
     assert_eq!(seen, sorted, "newest first");
+}
+
+#[tokio::test]
+async fn status_resource_type_since_and_until_filter() {
+    let app = TestApp::spawn().await;
+    let tenant = app.tenant().await;
+    let stamp = |at: chrono::DateTime<Utc>| at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
+    let before = app.product(&tenant, json!({"sku": "FILTER-A"})).await;
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let middle = Utc::now();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let after = app.product(&tenant, json!({"sku": "FILTER-B"})).await;
+    let (_, user) = app.member(&tenant, "staff").await;
+    app.get(&format!("/api/v1/products/{}", Uuid::now_v7()))
+        .owner_of(&tenant)
+        .send()
+        .await
+        .expect_problem(404, "not_found");
+
+    // status: the 404 (through the writer), and only it.
+    let missing = eventually(&app, &tenant, "?status=404").await;
+    assert_eq!(missing.len(), 1, "{missing:?}");
+    assert_eq!(
+        (&missing[0]["action"], &missing[0]["route"]),
+        (&json!("request"), &json!("/api/v1/products/{id}"))
+    );
+    let created = activities(&app, &tenant, "?status=201&category=data").await;
+    assert_eq!(created.len(), 3, "two products and a member: {created:?}");
+    // resource_type.
+    let users = activities(&app, &tenant, "?resource_type=user").await;
+    assert_eq!(users.len(), 1, "{users:?}");
+    assert_eq!(users[0]["resource_id"], json!(user));
+    assert_eq!(
+        activities(&app, &tenant, "?resource_type=product")
+            .await
+            .len(),
+        2
+    );
+    // since (inclusive) and until (exclusive) around the instant between the two creates.
+    let since = activities(
+        &app,
+        &tenant,
+        &format!("?action=product.created&since={}", stamp(middle)),
+    )
+    .await;
+    assert_eq!(resources(&since), [after["id"].clone()]);
+    let until = activities(
+        &app,
+        &tenant,
+        &format!("?action=product.created&until={}", stamp(middle)),
+    )
+    .await;
+    assert_eq!(resources(&until), [before["id"].clone()]);
+    let both = activities(
+        &app,
+        &tenant,
+        &format!(
+            "?resource_type=product&since={}&until={}",
+            stamp(middle),
+            stamp(Utc::now() + chrono::Duration::minutes(1))
+        ),
+    )
+    .await;
+    assert_eq!(resources(&both), [after["id"].clone()]);
+    let empty = activities(
+        &app,
+        &tenant,
+        &format!(
+            "?since={}",
+            stamp(Utc::now() + chrono::Duration::minutes(1))
+        ),
+    )
+    .await;
+    assert!(empty.is_empty(), "{empty:?}");
+}
+
+/// The `resource_id`s of a page of activities.
+fn resources(page: &[Value]) -> Vec<Value> {
+    page.iter().map(|a| a["resource_id"].clone()).collect()
 }
 
 #[tokio::test]

@@ -435,3 +435,216 @@ async fn keys_count_in_the_tenants_rate_limits() {
     assert_eq!(limited.header("x-ratelimit-limit-minute"), Some("6"));
     assert_eq!(limited.code(), "rate_limited");
 }
+
+#[tokio::test]
+async fn owner_and_admin_keys_manage_members_by_the_rules_members_follow() {
+    let app = TestApp::spawn().await;
+    let tenant = app.tenant().await;
+    let owner_key = secret(&make_key(&app, &tenant, "owner", None).await);
+    let admin_key = secret(&make_key(&app, &tenant, "admin", None).await);
+    let staff_key = secret(&make_key(&app, &tenant, "staff", None).await);
+    let (_, first) = app.member(&tenant, "staff").await;
+    let (_, second) = app.member(&tenant, "staff").await;
+    let (_, manager) = app.member(&tenant, "admin").await;
+    let (_, co_owner) = app.member(&tenant, "owner").await;
+    let user = |id: uuid::Uuid| format!("/api/v1/users/{id}");
+    let role_of = |id: uuid::Uuid| {
+        let app = &app;
+        let tenant = &tenant;
+        async move {
+            app.get(&format!("/api/v1/users/{id}"))
+                .owner_of(tenant)
+                .send()
+                .await
+                .expect(200)
+                .body["role"]
+                .clone()
+        }
+    };
+
+    // An owner key changes and removes a staff member, and may change an owner.
+    let changed = app
+        .patch(&user(first))
+        .token(&owner_key)
+        .json(&json!({"role": "admin"}))
+        .send()
+        .await
+        .expect(200);
+    assert_eq!(changed.body["role"], "admin");
+    app.patch(&user(co_owner))
+        .token(&owner_key)
+        .json(&json!({"role": "admin"}))
+        .send()
+        .await
+        .expect(200);
+    app.delete(&user(first))
+        .token(&owner_key)
+        .send()
+        .await
+        .expect(204);
+    app.get(&user(first))
+        .owner_of(&tenant)
+        .send()
+        .await
+        .expect_problem(404, "not_found");
+
+    // An admin key changes and removes staff, but touches no owner, nor makes one.
+    app.patch(&user(second))
+        .token(&admin_key)
+        .json(&json!({"email": "second@keys.example"}))
+        .send()
+        .await
+        .expect(200);
+    app.patch(&user(second))
+        .token(&admin_key)
+        .json(&json!({"role": "owner"}))
+        .send()
+        .await
+        .expect_problem(403, "forbidden");
+    let tenant_owner = app
+        .get("/api/v1/users?limit=100")
+        .owner_of(&tenant)
+        .send()
+        .await
+        .expect(200)
+        .body["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|u| u["external_id"] == tenant.owner.as_str())
+        .unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .parse::<uuid::Uuid>()
+        .unwrap();
+    app.patch(&user(tenant_owner))
+        .token(&admin_key)
+        .json(&json!({"role": "staff"}))
+        .send()
+        .await
+        .expect_problem(403, "forbidden");
+    app.delete(&user(tenant_owner))
+        .token(&admin_key)
+        .send()
+        .await
+        .expect_problem(403, "forbidden");
+    assert_eq!(role_of(tenant_owner).await, "owner");
+    assert_eq!(role_of(second).await, "staff");
+
+    // A staff key manages no one.
+    app.patch(&user(manager))
+        .token(&staff_key)
+        .json(&json!({"role": "staff"}))
+        .send()
+        .await
+        .expect_problem(403, "forbidden");
+    app.delete(&user(manager))
+        .token(&staff_key)
+        .send()
+        .await
+        .expect_problem(403, "forbidden");
+    assert_eq!(role_of(manager).await, "admin");
+
+    // The key's changes are logged as the key's.
+    let logged = app
+        .get("/api/v1/activities?action=user.deleted")
+        .owner_of(&tenant)
+        .send()
+        .await
+        .expect(200)
+        .body["items"][0]
+        .clone();
+    assert_eq!(logged["actor_type"], "api_key");
+
+    // A key revoked just before the change (its row gone while this instance still holds it
+    // in cache, as between another instance's revocation and its NOTIFY) changes nothing: the
+    // change reads the key's role in its own transaction.
+    let revoked = make_key(&app, &tenant, "admin", None).await;
+    let revoked_key = secret(&revoked);
+    app.get("/api/v1/users")
+        .token(&revoked_key)
+        .send()
+        .await
+        .expect(200);
+    let mut db_owner = connect(&app.db.owner_url).await;
+    let tx = tenant_tx(&mut db_owner, tenant.id).await;
+    tx.execute(
+        "DELETE FROM api_keys WHERE id = $1",
+        &[&revoked["id"]
+            .as_str()
+            .unwrap()
+            .parse::<uuid::Uuid>()
+            .unwrap()],
+    )
+    .await
+    .unwrap();
+    tx.commit().await.unwrap();
+    // The row lock needs an UPDATE grant, on `tenant_id` only: the server's role still
+    // changes nothing of a key.
+    let mut server = connect(&app.db.app_url).await;
+    let tx = tenant_tx(&mut server, tenant.id).await;
+    let renamed = tx
+        .execute("UPDATE api_keys SET name = 'renamed'", &[])
+        .await
+        .unwrap_err()
+        .as_db_error()
+        .unwrap()
+        .message()
+        .to_string();
+    assert!(renamed.contains("permission denied"), "{renamed}");
+    drop(tx);
+    let tx = tenant_tx(&mut server, tenant.id).await;
+    let moved = tx
+        .execute("UPDATE api_keys SET tenant_id = gen_random_uuid()", &[])
+        .await
+        .unwrap_err()
+        .as_db_error()
+        .unwrap()
+        .message()
+        .to_string();
+    assert!(moved.contains("row-level security"), "{moved}");
+    drop(tx);
+    app.patch(&user(second))
+        .token(&revoked_key)
+        .json(&json!({"role": "admin"}))
+        .send()
+        .await
+        .expect_problem(403, "forbidden");
+    app.delete(&user(second))
+        .token(&revoked_key)
+        .send()
+        .await
+        .expect_problem(403, "forbidden");
+    assert_eq!(role_of(second).await, "staff");
+    // Revoked through the API, the key is refused before anything is read.
+    app.delete(&format!(
+        "/api/v1/api-keys/{}",
+        make_key(&app, &tenant, "owner", None).await["id"]
+            .as_str()
+            .unwrap()
+    ))
+    .token(&owner_key)
+    .send()
+    .await
+    .expect(204);
+    let gone = secret(&make_key(&app, &tenant, "owner", None).await);
+    let gone_id = app
+        .get("/api/v1/api-keys?limit=1")
+        .owner_of(&tenant)
+        .send()
+        .await
+        .expect(200)
+        .body["items"][0]["id"]
+        .clone();
+    app.delete(&format!("/api/v1/api-keys/{}", gone_id.as_str().unwrap()))
+        .owner_of(&tenant)
+        .send()
+        .await
+        .expect(204);
+    app.delete(&user(second))
+        .token(&gone)
+        .send()
+        .await
+        .expect_problem(401, "unauthorized");
+    assert_eq!(role_of(second).await, "staff");
+}

@@ -3,13 +3,14 @@
 //! never shown to a tenant); a review for platform admins, and a critical flag suspends at once.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use convcommerce::clock::{Clock, ManualClock, SystemClock};
 use convcommerce::db::Db;
-use convcommerce::jobs::Job;
-use convcommerce::jobs::trust::TrustRecompute;
+use convcommerce::jobs::trust::{RecomputeReport, TrustRecompute};
+use convcommerce::jobs::{self, Job, Scope};
 use convcommerce::metrics::Metrics;
 use convcommerce::monitoring::activity::NoSink;
 use convcommerce::notify::Notifier;
@@ -17,6 +18,7 @@ use convcommerce::tenancy::directory::Directory;
 use convcommerce::trust::recompute::Trust;
 use secrecy::SecretString;
 use serde_json::{Value, json};
+use tokio_util::sync::CancellationToken;
 
 use crate::helpers::*;
 use crate::trust::{recompute, set_level, trust_activities};
@@ -575,4 +577,227 @@ async fn an_admins_reactivation_sticks_until_new_evidence_arrives() {
         "{why}"
     );
     assert_eq!(suspensions().await, 2);
+}
+
+/// Whether the tenant has an open review, and its entry of the risk list.
+async fn review(app: &TestApp, tenant: &TestTenant) -> (bool, Value) {
+    let risk = risk_of(app, tenant).await.expect("listed");
+    (risk["review_opened_at"].is_string(), risk)
+}
+
+/// The trust recompute job of the server on `db`, reading `clock`, as a second instance would.
+fn recompute_job(
+    db: &convcommerce::db::bootstrap::Provisioned,
+    clock: &ManualClock,
+) -> (Db, TrustRecompute) {
+    let pool = Db::connect(&SecretString::from(db.app_url.clone()), 2, 0).unwrap();
+    let metrics = Arc::new(Metrics::default());
+    let directory = Directory::new(pool.clone(), metrics, Duration::from_secs(30));
+    let clock: Arc<dyn Clock> = Arc::new(clock.clone());
+    let job = TrustRecompute {
+        db: pool.clone(),
+        trust: Trust::new(
+            pool.clone(),
+            clock.clone(),
+            Duration::from_secs(7 * 86_400),
+            directory,
+            Arc::new(NoSink),
+            Notifier::offline(clock.clone()),
+        ),
+        clock,
+    };
+    (pool, job)
+}
+
+#[tokio::test]
+async fn an_admins_override_closes_the_review_and_sticks_until_new_evidence_arrives() {
+    let db = private_database().await;
+    let clock = ManualClock::new(Utc::now());
+    let app = TestApp::spawn_full(db.clone(), Some(clock.clone()), |_| {}).await;
+    let (pool, job) = recompute_job(&db, &clock);
+    // One tenant with a cancellation burst; one whose customer phone ordered at ten others.
+    let cancelling = app.tenant().await;
+    seed_orders_at(
+        &app,
+        &cancelling,
+        12,
+        "cancelled",
+        "+5511977000001",
+        clock.now(),
+    )
+    .await;
+    let sharing = app.tenant().await;
+    seed_orders_at(&app, &sharing, 1, "pending", "+5511977000002", clock.now()).await;
+    for _ in 0..10 {
+        let other = app.tenant().await;
+        seed_orders_at(&app, &other, 1, "pending", "+5511977000002", clock.now()).await;
+    }
+    job.run_once().await.unwrap();
+    let (open, risk) = review(&app, &cancelling).await;
+    assert!(open, "{risk}");
+    assert!(
+        risk["review_reason"]
+            .as_str()
+            .unwrap()
+            .contains("cancellation_burst"),
+        "{risk}"
+    );
+    let (open, risk) = review(&app, &sharing).await;
+    assert!(open, "{risk}");
+    assert_eq!(signal(&risk, "shared_customer_phone")["severity"], "high");
+
+    // An admin looks at both and sets their levels: the reviews close...
+    clock.advance(chrono::Duration::minutes(1));
+    for (tenant, locked) in [(&cancelling, false), (&sharing, true)] {
+        let doc = app
+            .put(&format!("/api/v1/admin/tenants/{}/trust", tenant.id))
+            .user(ADMIN)
+            .json(&json!({"level": 2, "reason": "Checked with the seller", "locked": locked}))
+            .send()
+            .await
+            .expect(200)
+            .body;
+        assert_eq!(doc["level"], 2);
+        assert!(!review(&app, tenant).await.0);
+    }
+    // ...and stay closed while the bursts they dealt with are still in their windows: the
+    // job's passes and a one-tenant recompute open none.
+    for _ in 0..3 {
+        clock.advance(chrono::Duration::minutes(10));
+        job.run_once().await.unwrap();
+        recompute(&app, &cancelling).await;
+        recompute(&app, &sharing).await;
+        for tenant in [&cancelling, &sharing] {
+            let (open, risk) = review(&app, tenant).await;
+            assert!(!open, "{risk}");
+        }
+    }
+    let (_, risk) = review(&app, &cancelling).await;
+    assert_eq!(
+        signal(&risk, "cancellation_burst")["value"],
+        12.0,
+        "still listed"
+    );
+    let (_, risk) = review(&app, &sharing).await;
+    assert_eq!(signal(&risk, "shared_customer_phone")["value"], 10.0);
+
+    // Evidence newer than the override opens a review again: a new burst of cancellations,
+    // the shared phone ordering again.
+    seed_orders_at(
+        &app,
+        &cancelling,
+        10,
+        "cancelled",
+        "+5511977000003",
+        clock.now(),
+    )
+    .await;
+    seed_orders_at(&app, &sharing, 1, "pending", "+5511977000002", clock.now()).await;
+    job.run_once().await.unwrap();
+    let (open, risk) = review(&app, &cancelling).await;
+    assert!(open, "{risk}");
+    assert!(
+        risk["review_reason"]
+            .as_str()
+            .unwrap()
+            .contains("10 of the 10 orders"),
+        "counted since the override: {risk}"
+    );
+    assert_eq!(signal(&risk, "cancellation_burst")["value"], 22.0);
+    let (open, risk) = review(&app, &sharing).await;
+    assert!(open, "{risk}");
+    assert!(
+        risk["review_reason"]
+            .as_str()
+            .unwrap()
+            .contains("shared_customer_phone"),
+        "{risk}"
+    );
+
+    pool.close();
+    app.stop().await;
+    drop_database(&db).await;
+}
+
+/// The trust recompute, counting its passes and how many run at once.
+struct Counted {
+    job: TrustRecompute,
+    running: Arc<AtomicU32>,
+    most: Arc<AtomicU32>,
+    passes: Arc<AtomicU32>,
+}
+
+impl Job for Counted {
+    const NAME: &'static str = TrustRecompute::NAME;
+    type Report = RecomputeReport;
+
+    async fn run_once(&self) -> anyhow::Result<RecomputeReport> {
+        let now = self.running.fetch_add(1, Ordering::SeqCst) + 1;
+        self.most.fetch_max(now, Ordering::SeqCst);
+        let report = self.job.run_once().await;
+        // Long enough that the other instance's tick falls inside the pass.
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        self.running.fetch_sub(1, Ordering::SeqCst);
+        self.passes.fetch_add(1, Ordering::SeqCst);
+        report
+    }
+}
+
+#[tokio::test]
+async fn two_instances_racing_the_recompute_run_one_pass_at_a_time() {
+    let db = private_database().await;
+    let clock = ManualClock::new(Utc::now());
+    let app = TestApp::spawn_full(db.clone(), Some(clock.clone()), |_| {}).await;
+    let tenants = [app.tenant().await, app.tenant().await];
+    let (running, most, passes) = (
+        Arc::new(AtomicU32::new(0)),
+        Arc::new(AtomicU32::new(0)),
+        Arc::new(AtomicU32::new(0)),
+    );
+    let stop = CancellationToken::new();
+    let interval = Duration::from_millis(600);
+    // Two instances, each with its own pool, ticking at the same instants.
+    let mut instances = Vec::new();
+    for _ in 0..2 {
+        let (pool, job) = recompute_job(&db, &clock);
+        let counted = Counted {
+            job,
+            running: running.clone(),
+            most: most.clone(),
+            passes: passes.clone(),
+        };
+        let runner = jobs::spawn(
+            counted,
+            Scope::Cluster,
+            interval,
+            pool.clone(),
+            Arc::new(Metrics::default()),
+            stop.clone(),
+        );
+        instances.push((pool, runner));
+    }
+    tokio::time::sleep(Duration::from_millis(2000)).await;
+    stop.cancel();
+    for (pool, runner) in instances {
+        runner.await.unwrap();
+        pool.close();
+    }
+    // Three ticks on each instance: one pass per tick, never two at once.
+    assert_eq!(most.load(Ordering::SeqCst), 1);
+    let ran = passes.load(Ordering::SeqCst);
+    assert!((1..=3).contains(&ran), "{ran} passes");
+    let owner = connect(&app.db.owner_url).await;
+    for tenant in &tenants {
+        let computed: Option<DateTime<Utc>> = owner
+            .query_one(
+                "SELECT trust_computed_at FROM tenants WHERE id = $1",
+                &[&tenant.id],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        assert!(computed.is_some(), "the passes recomputed every tenant");
+    }
+    app.stop().await;
+    drop_database(&db).await;
 }

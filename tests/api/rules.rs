@@ -860,3 +860,78 @@ async fn two_servers_count_each_others_events_and_fire_once() {
         assert_eq!(listed[0]["event_count"], 6);
     }
 }
+
+/// Polls `tenant`'s alerts, straight from the database (a rate-limited owner cannot read
+/// them over the API), until one of the built-in `key` is there.
+async fn builtin_alert(app: &TestApp, t: &TestTenant, key: &str) -> (i64, String) {
+    let mut owner = crate::helpers::connect(&app.db.owner_url).await;
+    for _ in 0..100 {
+        let tx = crate::helpers::tenant_tx(&mut owner, t.id).await;
+        let found = tx
+            .query_opt(
+                "SELECT a.event_count, a.group_key FROM monitoring_alerts a
+                 JOIN monitoring_rules r ON r.tenant_id = a.tenant_id AND r.id = a.rule_id
+                 WHERE a.tenant_id = $1 AND r.key = $2",
+                &[&t.id, &key],
+            )
+            .await
+            .unwrap();
+        tx.commit().await.unwrap();
+        if let Some(row) = found {
+            return (row.get(0), row.get(1));
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    panic!("{key} did not fire within 10 s");
+}
+
+#[tokio::test]
+async fn destructive_deletes_and_rate_limit_hammering_fire_on_real_requests() {
+    let app = TestApp::spawn().await;
+
+    // Twenty deletes by one member within ten minutes.
+    let t = app.tenant().await;
+    let mut ids = Vec::new();
+    for _ in 0..20 {
+        ids.push(app.product(&t, json!({})).await["id"].clone());
+    }
+    for id in &ids {
+        app.delete(&format!("/api/v1/products/{}", id.as_str().unwrap()))
+            .owner_of(&t)
+            .send()
+            .await
+            .expect(204);
+    }
+    let (count, group) = builtin_alert(&app, &t, "destructive_delete").await;
+    assert_eq!(count, 20);
+    let owner_id = app
+        .get("/api/v1/users")
+        .owner_of(&t)
+        .send()
+        .await
+        .expect(200)
+        .body["items"][0]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(group.contains(&owner_id), "grouped by actor: {group}");
+    let listed = alerts(&app, &t, "").await;
+    assert_eq!(listed.len(), 1, "{listed:?}");
+    assert_eq!(listed[0]["severity"], "high");
+
+    // Fifty rate-limit rejections from one address within five minutes.
+    let hammered = app.tenant().await;
+    app.set_limits(&hammered, json!({"requests_per_minute": 2}))
+        .await;
+    let mut refused = 0;
+    for _ in 0..56 {
+        let answer = app.get("/api/v1/products").owner_of(&hammered).send().await;
+        if answer.status == 429 {
+            refused += 1;
+        }
+    }
+    assert!(refused >= 50, "{refused} refused");
+    let (count, group) = builtin_alert(&app, &hammered, "rate_limit_hammering").await;
+    assert_eq!(count, 50);
+    assert!(group.contains("127.0.0.1"), "grouped by ip: {group}");
+}

@@ -567,11 +567,46 @@ async fn documents_are_reviewed_by_platform_admins_and_their_media_kept() {
         .send()
         .await
         .expect_problem(415, "unsupported_media_type");
+    let (co_owner, _) = app.member(&tenant, "owner").await;
+    let (manager, _) = app.member(&tenant, "admin").await;
     let rejected = decide("reject", json!({"reason": "The scan is unreadable."}))
         .await
         .expect(200);
     assert_eq!(rejected.body["status"], "rejected");
     assert_eq!(rejected.body["reason"], "The scan is unreadable.");
+    // Every owner is told, with the reason; no one else.
+    let told = |sub: String| {
+        let (app, id) = (&app, json!(id));
+        let tenant_id = tenant.id;
+        async move {
+            app.get("/api/v1/notifications?category=trust&limit=100")
+                .user(&sub)
+                .tenant(tenant_id)
+                .send()
+                .await
+                .expect(200)
+                .body["items"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|n| n["metadata"]["verification_id"] == id)
+                .cloned()
+                .collect::<Vec<Value>>()
+        }
+    };
+    for owner in [tenant.owner.clone(), co_owner] {
+        let notices = told(owner).await;
+        assert_eq!(notices.len(), 1, "{notices:?}");
+        let notice = &notices[0];
+        assert_eq!(notice["title"], "Your registration document was rejected");
+        assert_eq!(notice["body"], "The scan is unreadable.");
+        assert_eq!(notice["priority"], "high");
+        assert_eq!(
+            notice["metadata"],
+            json!({"verification_id": id, "kind": "registration", "status": "rejected"})
+        );
+    }
+    assert!(told(manager).await.is_empty());
     for empty in [json!({}), Value::Null] {
         decide("approve", empty)
             .await
@@ -1257,4 +1292,100 @@ async fn existing_tenants_migrate_at_level_two_locked_and_keep_their_products() 
     root.batch_execute(&format!("DROP DATABASE \"{name}\" WITH (FORCE)"))
         .await
         .unwrap();
+}
+
+#[tokio::test]
+async fn every_factor_shows_its_samples_and_gives_neutral_points_below_its_minimum() {
+    let app = TestApp::spawn().await;
+    let tenant = app.new_tenant().await;
+    let mut owner = connect(&app.db.owner_url).await;
+    let orders = |count: i64, status: &'static str| {
+        let tenant_id = tenant.id;
+        let url = app.db.owner_url.clone();
+        async move {
+            let mut owner = connect(&url).await;
+            let tx = tenant_tx(&mut owner, tenant_id).await;
+            tx.execute(
+                "INSERT INTO orders (tenant_id, id, channel, customer, subtotal_cents,
+                     total_cents, currency, status, created_at)
+                 SELECT $1, gen_random_uuid(), 'web', '{\"name\": \"C\"}', 100, 100, 'BRL', $2,
+                        now() - interval '10 days'
+                 FROM generate_series(1, $3::bigint)",
+                &[&tenant_id, &status, &count],
+            )
+            .await
+            .unwrap();
+            tx.commit().await.unwrap();
+        }
+    };
+    let factors = || async {
+        let doc = app
+            .get("/api/v1/trust")
+            .owner_of(&tenant)
+            .send()
+            .await
+            .expect(200)
+            .body;
+        doc["factors"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|f| (f["name"].as_str().unwrap().to_string(), f.clone()))
+            .collect::<std::collections::HashMap<String, Value>>()
+    };
+    let check = |factors: &std::collections::HashMap<String, Value>,
+                 name: &str,
+                 samples: i64,
+                 value: Option<f64>,
+                 points: f64| {
+        let f = &factors[name];
+        assert_eq!(f["samples"], samples, "{name}: {f}");
+        match value {
+            Some(v) => assert!(
+                (f["value"].as_f64().unwrap() - v).abs() < 1e-9,
+                "{name}: {f}"
+            ),
+            None => assert!(f["value"].is_null(), "{name}: {f}"),
+        }
+        assert!(
+            (f["points"].as_f64().unwrap() - points).abs() < 1e-6,
+            "{name}: {points} points? {f}"
+        );
+    };
+
+    // Four orders, all cancelled: below the minimums of the rates, which give half their
+    // weight however bad the value; the volume has no minimum.
+    orders(4, "cancelled").await;
+    let seen = factors().await;
+    assert_eq!(seen["fulfilment_rate"]["minimum_samples"], 5);
+    check(&seen, "fulfilment_rate", 4, Some(0.0), 10.0);
+    check(&seen, "cancellation_rate", 4, Some(1.0), 5.0);
+    check(&seen, "dispute_rate", 0, None, 7.5);
+    check(&seen, "average_rating", 0, None, 7.5);
+    check(&seen, "first_response_time", 0, None, 5.0);
+    check(&seen, "order_volume", 4, Some(4.0), 0.8);
+    check(&seen, "payment_history", 0, Some(0.0), 0.0);
+    check(&seen, "compliance_flags", 0, Some(0.0), 5.0);
+
+    // Six more, delivered, five of them rated five stars: the rates that reach their
+    // minimums count their values.
+    orders(6, "delivered").await;
+    let tx = tenant_tx(&mut owner, tenant.id).await;
+    tx.execute(
+        "INSERT INTO order_ratings (tenant_id, order_id, stars)
+         SELECT tenant_id, id, 5 FROM orders WHERE tenant_id = $1 AND status = 'delivered'
+         LIMIT 5",
+        &[&tenant.id],
+    )
+    .await
+    .unwrap();
+    tx.commit().await.unwrap();
+    let seen = factors().await;
+    // 20 × (60 % - 50 %) / (95 % - 50 %), shown to a tenth.
+    check(&seen, "fulfilment_rate", 10, Some(0.6), 4.4);
+    check(&seen, "cancellation_rate", 10, Some(0.4), 0.0);
+    check(&seen, "dispute_rate", 6, Some(0.0), 7.5);
+    check(&seen, "average_rating", 5, Some(5.0), 15.0);
+    check(&seen, "order_volume", 10, Some(10.0), 2.0);
+    check(&seen, "payment_history", 6, Some(6.0), 0.3);
 }

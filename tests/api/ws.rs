@@ -602,12 +602,76 @@ async fn ws_rest_changes_and_the_alerts_they_fire_arrive_live() {
         .send()
         .await
         .expect(200);
-    let acknowledged = event_where(&mut ws, "alerts", |a| a["id"] == fired["id"]).await;
+    // The alert's new status, and the acknowledgement's activity (a data change, logged in
+    // its transaction), in either order.
+    let (mut change, mut acknowledged) = (Value::Null, Value::Null);
+    while change.is_null() || acknowledged.is_null() {
+        let frame = next(&mut ws).await;
+        let data = &frame["data"];
+        match frame["channel"].as_str() {
+            Some("activity") if data["action"] == "alert.acknowledged" => change = data.clone(),
+            Some("alerts") if data["id"] == fired["id"] => acknowledged = data.clone(),
+            _ => {}
+        }
+    }
+    assert_eq!(change["resource_id"], fired["id"]);
     assert_eq!(acknowledged["status"], "acknowledged");
     // Reads arrive too, through the batch writer.
+    app.get(&format!("/api/v1/monitoring/alerts/{alert}"))
+        .owner_of(&tenant)
+        .send()
+        .await
+        .expect(200);
     let read = event_where(&mut ws, "activity", |a| {
-        a["action"] == "request" && a["route"] == "/api/v1/monitoring/alerts/{id}/acknowledge"
+        a["action"] == "request" && a["route"] == "/api/v1/monitoring/alerts/{id}"
     })
     .await;
     assert_eq!(read["status"], 200);
+}
+
+#[tokio::test]
+async fn ws_a_client_that_misses_two_pongs_is_dropped_and_one_that_answers_stays() {
+    let app = TestApp::spawn_with(|vars| {
+        vars.insert("WS_PING_INTERVAL_MILLISECONDS".into(), "200".into());
+    })
+    .await;
+    let tenant = app.tenant().await;
+    let (mut silent, _) = owner(&app, &tenant).await;
+    let (mut answering, _) = owner(&app, &tenant).await;
+    // The answering client reads (the library answers each ping with a pong as it reads);
+    // the silent one reads nothing for five ping periods, so it sends no pong.
+    let mut pings = 0;
+    let until = tokio::time::Instant::now() + Duration::from_millis(1000);
+    while let Ok(frame) = tokio::time::timeout_at(until, answering.next()).await {
+        match frame.expect("open").expect("a valid frame") {
+            Message::Ping(_) => pings += 1,
+            Message::Close(frame) => panic!("closed: {frame:?}"),
+            _ => {}
+        }
+    }
+    assert!(pings >= 3, "{pings} pings in five periods");
+    // The silent one finds its two pings, then the end: dropped without a close frame (a
+    // peer that answers nothing would not answer one either).
+    let mut seen = Vec::new();
+    loop {
+        match tokio::time::timeout(WAIT, silent.next())
+            .await
+            .expect("dropped in time")
+        {
+            Some(Ok(Message::Ping(_))) => seen.push("ping"),
+            Some(Ok(Message::Close(frame))) => panic!("a close frame: {frame:?}"),
+            Some(Ok(other)) => panic!("unexpected {other:?}"),
+            Some(Err(_)) | None => break,
+        }
+    }
+    assert_eq!(seen, ["ping", "ping"]);
+    assert_eq!(
+        app.metric("convcommerce_ws_closed_total{kind=\"missed_pongs\"}")
+            .await,
+        1.0
+    );
+    // The answering one is still open and live.
+    emit(&app, &[activity(tenant.id, 7)]).await;
+    let event = event_where(&mut answering, "activity", |a| a["n"] == 7).await;
+    assert_eq!(event["n"], 7);
 }

@@ -7,7 +7,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::model::{CreateUser, UpdateUser, User};
-use super::store::{self, UserError};
+use super::store::{self, Actor, UserError};
 use crate::error::{AppError, AppResult};
 use crate::extract::{ApiJson, IdPath, Page, PageQuery};
 use crate::state::AppState;
@@ -19,6 +19,11 @@ pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(list_users, create_user))
         .routes(routes!(get_user, update_user, delete_user))
+}
+
+/// The member or API key making the request.
+fn actor(ctx: &TenantCtx) -> Actor {
+    ctx.api_key.map_or(Actor::Member(ctx.user_id), Actor::Key)
 }
 
 async fn forget(state: &AppState, ctx: &TenantCtx, subject: String) {
@@ -96,7 +101,7 @@ pub async fn update_user(
 ) -> AppResult<Json<User>> {
     ctx.require_manager()?;
     let change = body.validate()?;
-    let user = store::update(ctx.db(), ctx.activity(), ctx.user_id, id, &change).await?;
+    let user = store::update(ctx.db(), ctx.activity(), actor(&ctx), id, &change).await?;
     forget(&state, &ctx, user.external_id.clone()).await;
     Ok(Json(user))
 }
@@ -116,7 +121,7 @@ pub async fn delete_user(
     IdPath(id): IdPath,
 ) -> AppResult<StatusCode> {
     ctx.require_manager()?;
-    let subject = store::delete(ctx.db(), ctx.activity(), ctx.user_id, id).await?;
+    let subject = store::delete(ctx.db(), ctx.activity(), actor(&ctx), id).await?;
     forget(&state, &ctx, subject).await;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -103,6 +103,14 @@ pub async fn create(db: &TenantDb, activity: &Recorder, new: &NewUser) -> Result
     Ok(user)
 }
 
+/// Who changes a member: a member (its `users.id`) or an API key (its `api_keys.id`), each
+/// acting with its own role.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Actor {
+    Member(Uuid),
+    Key(Uuid),
+}
+
 /// What a change to a user is decided on, read under locks.
 struct Locked {
     active_owners: usize,
@@ -113,8 +121,10 @@ struct Locked {
 }
 
 /// Locks the tenant's active owners, then the target user (always in this order, so
-/// concurrent changes cannot deadlock), and reads the actor's current role.
-async fn lock_target(tx: &TenantTx, actor_id: Uuid, id: Uuid) -> Result<Locked> {
+/// concurrent changes cannot deadlock), and reads the actor's current role: an active
+/// member's, or a key's that is not revoked (held FOR SHARE, so a revocation waits for the
+/// change or the change sees the key gone).
+async fn lock_target(tx: &TenantTx, by: Actor, id: Uuid) -> Result<Locked> {
     let active_owners = tx
         .query(
             "SELECT id FROM users WHERE tenant_id = $1 AND role = 'owner' AND is_active
@@ -123,11 +133,18 @@ async fn lock_target(tx: &TenantTx, actor_id: Uuid, id: Uuid) -> Result<Locked> 
         )
         .await?
         .len();
-    let actor = tx
-        .query_opt(
+    let (sql, actor_id) = match by {
+        Actor::Member(id) => (
             "SELECT role FROM users WHERE tenant_id = $1 AND id = $2 AND is_active",
-            &[&tx.tenant_id(), &actor_id],
-        )
+            id,
+        ),
+        Actor::Key(id) => (
+            "SELECT role FROM api_keys WHERE tenant_id = $1 AND id = $2 FOR SHARE",
+            id,
+        ),
+    };
+    let actor = tx
+        .query_opt(sql, &[&tx.tenant_id(), &actor_id])
         .await?
         .and_then(|r| r.get::<_, &str>(0).parse::<Role>().ok())
         .filter(|role| role.can_manage())
@@ -171,7 +188,7 @@ async fn announce(tx: &TenantTx, subject: &str) -> Result<()> {
 pub async fn update(
     db: &TenantDb,
     activity: &Recorder,
-    actor_id: Uuid,
+    by: Actor,
     id: Uuid,
     change: &UserChange,
 ) -> Result<User> {
@@ -180,7 +197,7 @@ pub async fn update(
         active_owners,
         actor,
         target,
-    } = lock_target(&tx, actor_id, id).await?;
+    } = lock_target(&tx, by, id).await?;
     only_owners_touch_owners(actor, &target, change.role)?;
     let stops_being_owner = target.role == Role::Owner
         && target.is_active
@@ -249,18 +266,13 @@ fn changes(before: &User, after: &User) -> serde_json::Value {
 
 /// Deletes a user, with its activity; returns its external id (to invalidate cached
 /// memberships).
-pub async fn delete(
-    db: &TenantDb,
-    activity: &Recorder,
-    actor_id: Uuid,
-    id: Uuid,
-) -> Result<String> {
+pub async fn delete(db: &TenantDb, activity: &Recorder, by: Actor, id: Uuid) -> Result<String> {
     let tx = db.begin().await?;
     let Locked {
         active_owners,
         actor,
         target,
-    } = lock_target(&tx, actor_id, id).await?;
+    } = lock_target(&tx, by, id).await?;
     only_owners_touch_owners(actor, &target, None)?;
     if target.role == Role::Owner && target.is_active && active_owners <= 1 {
         return Err(UserError::LastOwner);

@@ -786,6 +786,18 @@ mod tests {
     }
 
     #[test]
+    fn a_pattern_that_backtracking_engines_choke_on_is_accepted_and_answers() {
+        // `(a+)+$` on a run of `a`s ending in a character that fails the anchor takes a
+        // backtracking engine exponential time; the linear-time engine answers at once.
+        let c = parse(json!({"field": "details.input", "op": "regex", "value": "(a+)+$"}))
+            .expect("accepted");
+        let input = |text: String| event(json!({"details": {"input": text}}));
+        let a = "a".repeat(100_000);
+        assert!(!c.matches(&input(format!("{a}!"))));
+        assert!(c.matches(&input(format!("!{a}"))));
+    }
+
+    #[test]
     fn explanations_name_each_leaf() {
         let c = parse(json!({"all": [
             {"field": "action", "op": "eq", "value": "auth.failed"},

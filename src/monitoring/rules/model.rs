@@ -461,6 +461,29 @@ impl Rule {
 
     /// On a built-in, PUT may change only enabled, severity, cooldown_seconds, channels and
     /// recipients: the first other field that differs.
+    /// The fields a PUT may set that differ between `self` and `after`, in the body's order
+    /// (`cooldown_seconds` as effective).
+    pub fn changes(&self, after: &Rule) -> Vec<&'static str> {
+        let (before, after) = (
+            serde_json::to_value(self).unwrap_or_default(),
+            serde_json::to_value(after).unwrap_or_default(),
+        );
+        [
+            "name",
+            "enabled",
+            "severity",
+            "condition",
+            "threshold",
+            "schedule",
+            "cooldown_seconds",
+            "channels",
+            "recipients",
+        ]
+        .into_iter()
+        .filter(|field| before.get(field) != after.get(field))
+        .collect()
+    }
+
     pub fn fixed_field_changed(&self, new: &NewRule) -> Option<&'static str> {
         if new.name != self.name {
             Some("name")

@@ -64,7 +64,7 @@ pub async fn create_rule(
 ) -> AppResult<(StatusCode, Json<Rule>)> {
     ctx.require_manager()?;
     let (new, _) = body.validate("")?;
-    let rule = store::create(ctx.db(), &new).await?;
+    let rule = store::create(ctx.db(), ctx.activity(), &new).await?;
     Ok((StatusCode::CREATED, Json(rule)))
 }
 
@@ -106,7 +106,9 @@ pub async fn put_rule(
     }
     let body: RuleBody = crate::extract::from_value(body)?;
     let (new, _) = body.validate("")?;
-    Ok(Json(store::update(ctx.db(), id, &new).await?))
+    Ok(Json(
+        store::update(ctx.db(), ctx.activity(), id, &new).await?,
+    ))
 }
 
 /// Deletes a custom rule (its alerts stay, with `rule_id` null). Built-ins can be disabled,
@@ -122,7 +124,7 @@ pub async fn put_rule(
 #[tracing::instrument(skip_all, fields(rule_id = %id))]
 pub async fn delete_rule(ctx: TenantCtx, IdPath(id): IdPath) -> AppResult<StatusCode> {
     ctx.require_manager()?;
-    store::delete(ctx.db(), id).await?;
+    store::delete(ctx.db(), ctx.activity(), id).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -300,7 +302,7 @@ pub async fn acknowledge_alert(
     IdPath(id): IdPath,
 ) -> AppResult<Json<Alert>> {
     ctx.require_manager()?;
-    let alert = store::transition(ctx.db(), id, AlertStatus::Acknowledged).await?;
+    let alert = store::transition(ctx.db(), ctx.activity(), id, AlertStatus::Acknowledged).await?;
     engine::announce(&state.publisher, ctx.tenant_id(), &alert);
     Ok(Json(alert))
 }
@@ -321,7 +323,7 @@ pub async fn resolve_alert(
     IdPath(id): IdPath,
 ) -> AppResult<Json<Alert>> {
     ctx.require_manager()?;
-    let alert = store::transition(ctx.db(), id, AlertStatus::Resolved).await?;
+    let alert = store::transition(ctx.db(), ctx.activity(), id, AlertStatus::Resolved).await?;
     engine::announce(&state.publisher, ctx.tenant_id(), &alert);
     Ok(Json(alert))
 }

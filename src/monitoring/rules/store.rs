@@ -1,5 +1,6 @@
 //! SQL for rules and alerts. Every statement also filters `tenant_id` explicitly.
 
+use serde_json::json;
 use tokio_postgres::types::ToSql;
 use uuid::Uuid;
 
@@ -7,6 +8,7 @@ use super::model::{Alert, AlertQuery, AlertStatus, MAX_CUSTOM_RULES, NewRule, Re
 use crate::db::{DbError, TenantDb, TenantTx};
 use crate::extract::PageRequest;
 use crate::monitoring::activity::model::Activity;
+use crate::monitoring::activity::{Change, Recorder};
 
 #[derive(Debug, thiserror::Error)]
 pub enum RuleError {
@@ -138,7 +140,8 @@ async fn lock_rule_set(tx: &TenantTx) -> Result<()> {
     Ok(())
 }
 
-pub async fn create(db: &TenantDb, new: &NewRule) -> Result<Rule> {
+/// Creates a custom rule, with its activity (`rule.created`), in one transaction.
+pub async fn create(db: &TenantDb, activity: &Recorder, new: &NewRule) -> Result<Rule> {
     let tx = db.begin().await?;
     lock_rule_set(&tx).await?;
     let count: i64 = tx
@@ -164,8 +167,12 @@ pub async fn create(db: &TenantDb, new: &NewRule) -> Result<Rule> {
             &refs(&params),
         )
         .await?;
-    tx.commit().await?;
-    Ok(Rule::from_row(&row)?)
+    let rule = Rule::from_row(&row)?;
+    let change = Change::new("rule.created", "rule", rule.id).details(json!({
+        "name": rule.name, "severity": rule.severity, "enabled": rule.enabled
+    }));
+    activity.commit(tx, change).await?;
+    Ok(rule)
 }
 
 fn values(tenant: Uuid, id: Uuid, new: &NewRule) -> [Box<dyn ToSql + Sync + Send + '_>; 11] {
@@ -191,8 +198,10 @@ fn refs<'a>(params: &'a [Box<dyn ToSql + Sync + Send + 'a>]) -> Vec<&'a (dyn ToS
         .collect()
 }
 
-/// Replaces a rule; a built-in keeps its name, condition, threshold and schedule.
-pub async fn update(db: &TenantDb, id: Uuid, new: &NewRule) -> Result<Rule> {
+/// Replaces a rule; a built-in keeps its name, condition, threshold and schedule. Its
+/// activity, in the same transaction, is `rule.enabled` or `rule.disabled` when `enabled`
+/// changed, else `rule.updated`; `details.changed` names every field that changed.
+pub async fn update(db: &TenantDb, activity: &Recorder, id: Uuid, new: &NewRule) -> Result<Rule> {
     let tx = db.begin().await?;
     let row = tx
         .query_opt(
@@ -224,15 +233,26 @@ pub async fn update(db: &TenantDb, id: Uuid, new: &NewRule) -> Result<Rule> {
             &refs(&params),
         )
         .await?;
-    tx.commit().await?;
-    Ok(Rule::from_row(&row)?)
+    let rule = Rule::from_row(&row)?;
+    let changed = current.changes(&rule);
+    let action = match (current.enabled, rule.enabled) {
+        (false, true) => "rule.enabled",
+        (true, false) => "rule.disabled",
+        _ => "rule.updated",
+    };
+    let change = Change::new(action, "rule", id).details(json!({
+        "name": rule.name, "key": rule.key, "changed": changed
+    }));
+    activity.commit(tx, change).await?;
+    Ok(rule)
 }
 
-pub async fn delete(db: &TenantDb, id: Uuid) -> Result<()> {
+/// Deletes a custom rule, with its activity (`rule.deleted`), in one transaction.
+pub async fn delete(db: &TenantDb, activity: &Recorder, id: Uuid) -> Result<()> {
     let tx = db.begin().await?;
     let row = tx
         .query_opt(
-            "SELECT key FROM monitoring_rules WHERE tenant_id = $1 AND id = $2 FOR UPDATE",
+            "SELECT key, name FROM monitoring_rules WHERE tenant_id = $1 AND id = $2 FOR UPDATE",
             &[&tx.tenant_id(), &id],
         )
         .await?
@@ -245,7 +265,9 @@ pub async fn delete(db: &TenantDb, id: Uuid) -> Result<()> {
         &[&tx.tenant_id(), &id],
     )
     .await?;
-    tx.commit().await?;
+    let name: String = row.get(1);
+    let change = Change::new("rule.deleted", "rule", id).details(json!({"name": name}));
+    activity.commit(tx, change).await?;
     Ok(())
 }
 
@@ -295,31 +317,48 @@ pub async fn alert(db: &TenantDb, id: Uuid) -> Result<Alert> {
     Ok(Alert::from_row(&row)?)
 }
 
-/// Moves an alert to `to` (acknowledged: from firing; resolved: from firing or acknowledged).
-pub async fn transition(db: &TenantDb, id: Uuid, to: AlertStatus) -> Result<Alert> {
-    let (from, stamp): (&[&str], &str) = match to {
-        AlertStatus::Acknowledged => (&["firing"], "acknowledged_at"),
-        AlertStatus::Resolved => (&["firing", "acknowledged"], "resolved_at"),
+/// Moves an alert to `to` (acknowledged: from firing; resolved: from firing or acknowledged),
+/// with its activity (`alert.acknowledged`, `alert.resolved`) in the same transaction.
+pub async fn transition(
+    db: &TenantDb,
+    activity: &Recorder,
+    id: Uuid,
+    to: AlertStatus,
+) -> Result<Alert> {
+    let (from, stamp, action): (&[&str], &str, &'static str) = match to {
+        AlertStatus::Acknowledged => (&["firing"], "acknowledged_at", "alert.acknowledged"),
+        AlertStatus::Resolved => (&["firing", "acknowledged"], "resolved_at", "alert.resolved"),
         AlertStatus::Firing => return Err(RuleError::InvalidState),
     };
     let from: Vec<&str> = from.to_vec();
-    let row = db
+    let tx = db.begin().await?;
+    let was: String = tx
         .query_opt(
+            "SELECT status FROM monitoring_alerts WHERE tenant_id = $1 AND id = $2 FOR UPDATE",
+            &[&tx.tenant_id(), &id],
+        )
+        .await?
+        .ok_or(RuleError::AlertNotFound)?
+        .get(0);
+    if !from.contains(&was.as_str()) {
+        return Err(RuleError::InvalidState);
+    }
+    let row = tx
+        .query_one(
             &format!(
                 "UPDATE monitoring_alerts SET status = $3, {stamp} = now()
-                 WHERE tenant_id = $1 AND id = $2 AND status = ANY($4) RETURNING {}",
+                 WHERE tenant_id = $1 AND id = $2 RETURNING {}",
                 Alert::COLUMNS
             ),
-            &[&db.tenant_id(), &id, &to.as_str(), &from],
+            &[&tx.tenant_id(), &id, &to.as_str()],
         )
         .await?;
-    match row {
-        Some(row) => Ok(Alert::from_row(&row)?),
-        None => {
-            alert(db, id).await?;
-            Err(RuleError::InvalidState)
-        }
-    }
+    let alert = Alert::from_row(&row)?;
+    let change = Change::new(action, "alert", id).details(json!({
+        "rule_id": alert.rule_id, "severity": alert.severity, "from": was, "to": to
+    }));
+    activity.commit(tx, change).await?;
+    Ok(alert)
 }
 
 /// The tenant's activities in `[since, until)`, oldest first, at most `limit` (a scan of the

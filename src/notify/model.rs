@@ -211,6 +211,19 @@ pub struct NotificationDetail {
 
 pub const MAX_TITLE: usize = 200;
 pub const MAX_BODY: usize = 2000;
+
+/// `text` cut to at most `max` characters (on a character boundary), ending in ASCII `...`
+/// when cut: for the titles and bodies the service builds from data of its own bounds (a
+/// customer's name, a rule's name), which can add up to more than a notification holds.
+pub fn fit(text: &str, max: usize) -> String {
+    if text.chars().count() <= max {
+        return text.to_string();
+    }
+    let mut cut: String = text.chars().take(max.saturating_sub(3)).collect();
+    cut.truncate(cut.trim_end().len());
+    cut.push_str("...");
+    cut
+}
 pub const MAX_CATEGORY: usize = 64;
 /// A notification's metadata, as JSON text.
 pub const MAX_METADATA_BYTES: usize = 4096;
@@ -609,5 +622,21 @@ impl Preferences {
         self.opt_outs
             .iter()
             .any(|o| o.channel == channel && o.category.as_deref().is_none_or(|c| c == category))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fit_cuts_on_a_char_boundary_with_ascii_dots() {
+        assert_eq!(fit("short", 10), "short");
+        assert_eq!(fit(&"a".repeat(10), 10), "a".repeat(10));
+        let cut = fit(&"ã".repeat(300), MAX_TITLE);
+        assert_eq!(cut.chars().count(), MAX_TITLE);
+        assert!(cut.ends_with("ã..."));
+        assert_eq!(fit("word word word", 10), "word wo...");
+        assert_eq!(fit("word word word", 8), "word...");
     }
 }

@@ -1866,3 +1866,38 @@ async fn smtp_auth_is_used_when_a_username_is_set() {
     }
     assert_eq!(smtp.received().len(), 1);
 }
+
+/// A customer's name as long as an order takes (200 characters, multibyte here) makes a title
+/// longer than a notification holds: the title is cut on a character boundary with `...`,
+/// and the order is placed with its notification.
+#[tokio::test]
+async fn an_order_with_the_longest_customer_name_is_placed_and_notified_with_a_cut_title() {
+    let app = TestApp::spawn().await;
+    let t = app.tenant().await;
+    let product = app.product(&t, json!({"stock": 5})).await;
+    let name = "ã".repeat(199) + "!";
+    let order = app
+        .post("/api/v1/orders")
+        .owner_of(&t)
+        .json(
+            &json!({"customer": {"name": name, "phone": "+5511912345678"},
+                      "items": [{"product_id": product["id"], "quantity": 1}],
+                      "channel": "whatsapp"}),
+        )
+        .send()
+        .await
+        .expect(201);
+    assert_eq!(order.body["customer"]["name"], name.as_str());
+    let notified = list(&app, &t, &t.owner, "").await;
+    assert_eq!(notified.len(), 1);
+    let title = notified[0]["title"].as_str().unwrap();
+    assert_eq!(title.chars().count(), 200, "{title}");
+    assert_eq!(
+        title,
+        format!("New order from {}...", "ã".repeat(200 - 3 - 15))
+    );
+    assert_eq!(
+        notified[0]["source"],
+        json!({"type": "order", "id": order.body["id"]})
+    );
+}

@@ -12,8 +12,8 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::model::{
-    Notification, NotificationDetail, NotificationQuery, Preferences, ReadAll, SendNotification,
-    Sent, Settings, Source, SourceType, UnreadCount,
+    Locale, Notification, NotificationDetail, NotificationQuery, Preferences, ReadAll,
+    SendNotification, Sent, Settings, Source, SourceType, UnreadCount,
 };
 use super::store::{self, NewTemplate, NotifyError, Template};
 use super::templates::{self, Rendered, TemplateChannel, TemplateKey};
@@ -22,7 +22,6 @@ use crate::error::{AppError, AppResult, FieldError, Fields};
 use crate::extract::{ApiJson, IdPath, Page, PageQuery};
 use crate::state::AppState;
 use crate::tenancy::TenantCtx;
-use crate::types::LanguageTag;
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -227,8 +226,8 @@ pub async fn put_preferences(
 pub struct TemplateBody {
     pub key: TemplateKey,
     pub channel: TemplateChannel,
-    /// A language tag: `pt-BR`, `pt`, `en`, ...
-    #[schema(pattern = "^[A-Za-z]{2,3}(-[A-Za-z0-9]{1,8})*$", max_length = 35)]
+    /// A language tag: `pt-BR`, `pt`, `en`, ... (`pt_br` is read as, and stored as, `pt-BR`).
+    #[schema(pattern = "^[A-Za-z]{2,3}([-_][A-Za-z0-9]{1,8})*$", max_length = 35)]
     pub locale: String,
     /// Email only (default `{{ title }}`); the priority prefix is added when sent.
     #[serde(default)]
@@ -239,32 +238,10 @@ pub struct TemplateBody {
     pub body: String,
 }
 
-/// A locale in its usual spelling: `pt-br` is `pt-BR`.
-pub fn canonical_locale(tag: &LanguageTag) -> String {
-    tag.as_str()
-        .split('-')
-        .enumerate()
-        .map(|(i, part)| match (i, part.len()) {
-            (0, _) => part.to_ascii_lowercase(),
-            (_, 2) => part.to_ascii_uppercase(),
-            (_, 4) => {
-                let mut p = part.to_ascii_lowercase();
-                p[..1].make_ascii_uppercase();
-                p
-            }
-            _ => part.to_ascii_lowercase(),
-        })
-        .collect::<Vec<_>>()
-        .join("-")
-}
-
 impl TemplateBody {
     fn validate(self) -> AppResult<NewTemplate> {
         let mut f = Fields::default();
-        let locale = f.check("locale", LanguageTag::parse(&self.locale));
-        if self.locale.len() > 35 {
-            f.fail("locale", "must be at most 35 characters");
-        }
+        let locale = f.check("locale", Locale::parse(&self.locale));
         if self.body.trim().is_empty() || self.body.chars().count() > 20_000 {
             f.fail("body", "must be 1-20000 characters");
         }
@@ -295,7 +272,7 @@ impl TemplateBody {
         Ok(NewTemplate {
             key: self.key,
             channel: self.channel,
-            locale: canonical_locale(&locale.expect("checked above")),
+            locale: locale.expect("checked above").as_str().to_string(),
             source,
         })
     }
@@ -391,7 +368,8 @@ pub async fn delete_template(ctx: TenantCtx, IdPath(id): IdPath) -> AppResult<St
 pub struct PreviewBody {
     pub key: TemplateKey,
     pub channel: TemplateChannel,
-    #[schema(pattern = "^[A-Za-z]{2,3}(-[A-Za-z0-9]{1,8})*$", max_length = 35)]
+    /// Read as on a template (`pt_br` is `pt-BR`); the fallback is pt-BR -> pt -> en.
+    #[schema(pattern = "^[A-Za-z]{2,3}([-_][A-Za-z0-9]{1,8})*$", max_length = 35)]
     pub locale: String,
     /// Over the key's sample variables (e.g. `{"code": "482913"}`).
     #[serde(default)]
@@ -412,14 +390,9 @@ pub async fn preview_template(
     ApiJson(body): ApiJson<PreviewBody>,
 ) -> AppResult<Json<Rendered>> {
     ctx.require_manager()?;
-    if body.locale.len() > 35 {
-        return Err(AppError::validation(
-            "locale",
-            "must be at most 35 characters",
-        ));
-    }
-    let locale = LanguageTag::parse(&body.locale).map_err(|m| AppError::validation("locale", m))?;
-    let chain = templates::locale_chain(&canonical_locale(&locale));
+    let chain = Locale::parse(&body.locale)
+        .map_err(|m| AppError::validation("locale", m))?
+        .fallbacks();
     let source = match store::tenant_template(ctx.db(), body.key, body.channel, &chain).await? {
         Some(source) => source,
         None => templates::builtin(body.key, body.channel, &chain),

@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use utoipa::ToSchema;
 
+use super::model::Locale;
 use crate::commerce::text_enum;
 
 text_enum! {
@@ -111,16 +112,11 @@ pub struct Rendered {
     pub text: String,
 }
 
-/// The locales to look for, in order: `pt-BR` gives `pt-BR`, `pt`, `en`.
+/// The locales to look for, in order, for a stored locale (a delivery's, a preference's):
+/// read as the API reads one (`pt_br` is `pt-BR`), so `pt-BR` gives `pt-BR`, `pt`, `en`;
+/// one that does not parse gives English.
 pub fn locale_chain(locale: &str) -> Vec<String> {
-    let mut chain = vec![locale.to_string()];
-    if let Some((language, _)) = locale.split_once('-') {
-        chain.push(language.to_string());
-    }
-    if !chain.iter().any(|l| l == "en") {
-        chain.push("en".into());
-    }
-    chain
+    Locale::parse(locale).map_or_else(|_| vec!["en".to_string()], |l| l.fallbacks())
 }
 
 /// The built-in template of `key` on `channel` for the first locale of `chain` that has one
@@ -613,6 +609,8 @@ mod tests {
         assert_eq!(locale_chain("pt-BR"), ["pt-BR", "pt", "en"]);
         assert_eq!(locale_chain("en-GB"), ["en-GB", "en"]);
         assert_eq!(locale_chain("en"), ["en"]);
+        assert_eq!(locale_chain("PT_br"), ["pt-BR", "pt", "en"]);
+        assert_eq!(locale_chain("not a locale"), ["en"]);
         let chain = locale_chain("pt-PT");
         let pt = builtin(TemplateKey::OrderCreated, TemplateChannel::Sms, &chain);
         assert!(pt.body.contains("novo pedido") || pt.body.contains("new order"));

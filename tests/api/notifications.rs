@@ -1901,3 +1901,104 @@ async fn an_order_with_the_longest_customer_name_is_placed_and_notified_with_a_c
         json!({"type": "order", "id": order.body["id"]})
     );
 }
+
+/// `PT-br`, `pt_br` and `pt-BR` are one locale wherever the API takes one (templates,
+/// preview, preferences): stored and shown as `pt-BR`, found by the others, falling back
+/// pt-BR -> pt -> en; a malformed one is 422 naming `locale` and changes nothing.
+#[tokio::test]
+async fn locales_are_canonical_everywhere_and_malformed_ones_are_refused() {
+    let app = TestApp::spawn().await;
+    let t = app.tenant().await;
+    let templates = format!("{NOTIFICATIONS}/templates");
+    let preview = |locale: &str| {
+        app.post(&format!("{templates}/preview"))
+            .owner_of(&t)
+            .json(&json!({"key": "order.created", "channel": "sms", "locale": locale}))
+    };
+    let saved = app
+        .post(&templates)
+        .owner_of(&t)
+        .json(
+            &json!({"key": "order.created", "channel": "sms", "locale": "PT_br",
+                      "body": "Tenant pt-BR: {{ order.customer.name }}"}),
+        )
+        .send()
+        .await
+        .expect(201);
+    assert_eq!(saved.body["locale"], "pt-BR");
+    for spelling in ["pt-BR", "pt-br", "PT-br", "pt_br", "PT_BR"] {
+        app.post(&templates)
+            .owner_of(&t)
+            .json(
+                &json!({"key": "order.created", "channel": "sms", "locale": spelling,
+                          "body": "again"}),
+            )
+            .send()
+            .await
+            .expect_problem(409, "template_exists");
+        let shown = preview(spelling).send().await.expect(200);
+        assert_eq!(shown.body["text"], "Tenant pt-BR: Ana", "{spelling}");
+    }
+    // pt falls back to English (the tenant has no pt), then to the built-in.
+    let pt = preview("PT").send().await.expect(200);
+    assert_ne!(pt.body["text"], "Tenant pt-BR: Ana");
+    app.post(&templates)
+        .owner_of(&t)
+        .json(
+            &json!({"key": "order.created", "channel": "sms", "locale": "pt",
+                      "body": "Tenant pt: {{ order.customer.name }}"}),
+        )
+        .send()
+        .await
+        .expect(201);
+    assert_eq!(
+        preview("pt_PT").send().await.expect(200).body["text"],
+        "Tenant pt: Ana"
+    );
+    assert_eq!(
+        preview("pt-BR").send().await.expect(200).body["text"],
+        "Tenant pt-BR: Ana"
+    );
+
+    let preferences = format!("{NOTIFICATIONS}/preferences");
+    let saved = app
+        .put(&preferences)
+        .owner_of(&t)
+        .json(&json!({"opt_outs": [], "quiet_hours": null, "locale": "pt_br"}))
+        .send()
+        .await
+        .expect(200);
+    assert_eq!(saved.body["locale"], "pt-BR");
+    let read = app.get(&preferences).owner_of(&t).send().await.expect(200);
+    assert_eq!(read.body["locale"], "pt-BR");
+
+    let page = app.get(&templates).owner_of(&t).send().await.expect(200);
+    let before = page.body["items"].clone();
+    for bad in ["pt-", "pt__BR", "p", "português", "pt BR", &"x".repeat(36)] {
+        let r = app
+            .post(&templates)
+            .owner_of(&t)
+            .json(&json!({"key": "order.created", "channel": "sms", "locale": bad, "body": "x"}))
+            .send()
+            .await
+            .expect_problem(422, "validation_failed");
+        assert_eq!(error_fields(&r), ["locale"], "{bad}");
+        let r = preview(bad)
+            .send()
+            .await
+            .expect_problem(422, "validation_failed");
+        assert_eq!(error_fields(&r), ["locale"], "{bad}");
+        let r = app
+            .put(&preferences)
+            .owner_of(&t)
+            .json(&json!({"opt_outs": [], "quiet_hours": null, "locale": bad}))
+            .send()
+            .await
+            .expect_problem(422, "validation_failed");
+        assert_eq!(error_fields(&r), ["locale"], "{bad}");
+    }
+    let page = app.get(&templates).owner_of(&t).send().await.expect(200);
+    assert_eq!(page.body["items"], before, "nothing saved");
+    let read = app.get(&preferences).owner_of(&t).send().await.expect(200);
+    assert_eq!(read.body["locale"], "pt-BR", "unchanged");
+}

@@ -3,13 +3,16 @@
 //! the tenant's templates with their preview.
 
 use axum::Json;
+use axum::extract::FromRequestParts;
 use axum::extract::{Query, State};
 use axum::http::StatusCode;
+use axum::http::request::Parts;
 use serde::Deserialize;
 use serde_json::{Map, Value};
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
+use uuid::Uuid;
 
 use super::model::{
     Locale, Notification, NotificationDetail, NotificationQuery, Preferences, ReadAll,
@@ -22,6 +25,31 @@ use crate::error::{AppError, AppResult, FieldError, Fields};
 use crate::extract::{ApiJson, IdPath, Page, PageQuery};
 use crate::state::AppState;
 use crate::tenancy::TenantCtx;
+
+/// A member acting on what is theirs (their notifications, their preferences). A request made
+/// with an API key has no user, so it is 403 `forbidden` here, before any body is read.
+pub struct Own {
+    pub ctx: TenantCtx,
+    /// The member.
+    pub user: Uuid,
+}
+
+impl FromRequestParts<AppState> for Own {
+    type Rejection = AppError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> AppResult<Self> {
+        let ctx = TenantCtx::from_request_parts(parts, state).await?;
+        if ctx.api_key.is_some() {
+            return Err(AppError::Forbidden(
+                "These endpoints belong to a user (their own notifications and preferences); an API key has none. Use a member's token.",
+            ));
+        }
+        Ok(Self {
+            user: ctx.user_id,
+            ctx,
+        })
+    }
+}
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -90,30 +118,37 @@ pub async fn send_notification(
     responses(
         (status = 200, description = "A page of the caller's notifications", body = Page<Notification>),
         (status = 400, description = "`invalid_cursor`"),
+        (status = 403, description = "`forbidden`: an API key (these endpoints belong to a user)"),
         (status = 422, description = "`validation_failed` (limit, q, category)"),
     ))]
 pub async fn list_notifications(
-    ctx: TenantCtx,
+    Own { ctx, user }: Own,
     Query(query): Query<NotificationQuery>,
 ) -> AppResult<Page<Notification>> {
     let filter = query.parse()?;
-    let items = store::list(ctx.db(), ctx.user_id, &filter).await?;
+    let items = store::list(ctx.db(), user, &filter).await?;
     Ok(Page::from_rows(items, filter.page, |n: &Notification| n.id))
 }
 
 /// How many of the caller's notifications are unread, in all and by priority.
 #[utoipa::path(get, path = "/api/v1/notifications/unread-count", tag = "notifications",
-    responses((status = 200, description = "The counts", body = UnreadCount)))]
-pub async fn unread_count(ctx: TenantCtx) -> AppResult<Json<UnreadCount>> {
-    Ok(Json(store::unread_count(ctx.db(), ctx.user_id).await?))
+    responses(
+        (status = 200, description = "The counts", body = UnreadCount),
+        (status = 403, description = "`forbidden`: an API key (these endpoints belong to a user)"),
+    ))]
+pub async fn unread_count(Own { ctx, user }: Own) -> AppResult<Json<UnreadCount>> {
+    Ok(Json(store::unread_count(ctx.db(), user).await?))
 }
 
 /// Marks all of the caller's notifications read.
 #[utoipa::path(post, path = "/api/v1/notifications/read-all", tag = "notifications",
-    responses((status = 200, description = "How many were unread", body = ReadAll)))]
-pub async fn read_all(ctx: TenantCtx) -> AppResult<Json<ReadAll>> {
+    responses(
+        (status = 200, description = "How many were unread", body = ReadAll),
+        (status = 403, description = "`forbidden`: an API key (these endpoints belong to a user)"),
+    ))]
+pub async fn read_all(Own { ctx, user }: Own) -> AppResult<Json<ReadAll>> {
     Ok(Json(ReadAll {
-        updated: store::read_all(ctx.db(), ctx.user_id).await?,
+        updated: store::read_all(ctx.db(), user).await?,
     }))
 }
 
@@ -122,13 +157,14 @@ pub async fn read_all(ctx: TenantCtx) -> AppResult<Json<ReadAll>> {
     params(("id" = uuid::Uuid, Path, description = "Notification id")),
     responses(
         (status = 200, description = "The notification", body = NotificationDetail),
+        (status = 403, description = "`forbidden`: an API key (these endpoints belong to a user)"),
         (status = 404, description = "`not_found` (also another user's notification)"),
     ))]
 pub async fn get_notification(
-    ctx: TenantCtx,
+    Own { ctx, user }: Own,
     IdPath(id): IdPath,
 ) -> AppResult<Json<NotificationDetail>> {
-    Ok(Json(store::get(ctx.db(), ctx.user_id, id).await?))
+    Ok(Json(store::get(ctx.db(), user, id).await?))
 }
 
 /// Marks one of the caller's notifications read.
@@ -136,13 +172,14 @@ pub async fn get_notification(
     params(("id" = uuid::Uuid, Path, description = "Notification id")),
     responses(
         (status = 200, description = "The notification", body = Notification),
+        (status = 403, description = "`forbidden`: an API key (these endpoints belong to a user)"),
         (status = 404, description = "`not_found`"),
     ))]
 pub async fn read_notification(
-    ctx: TenantCtx,
+    Own { ctx, user }: Own,
     IdPath(id): IdPath,
 ) -> AppResult<Json<Notification>> {
-    Ok(Json(store::mark(ctx.db(), ctx.user_id, id, true).await?))
+    Ok(Json(store::mark(ctx.db(), user, id, true).await?))
 }
 
 /// Marks one of the caller's notifications unread.
@@ -150,13 +187,14 @@ pub async fn read_notification(
     params(("id" = uuid::Uuid, Path, description = "Notification id")),
     responses(
         (status = 200, description = "The notification", body = Notification),
+        (status = 403, description = "`forbidden`: an API key (these endpoints belong to a user)"),
         (status = 404, description = "`not_found`"),
     ))]
 pub async fn unread_notification(
-    ctx: TenantCtx,
+    Own { ctx, user }: Own,
     IdPath(id): IdPath,
 ) -> AppResult<Json<Notification>> {
-    Ok(Json(store::mark(ctx.db(), ctx.user_id, id, false).await?))
+    Ok(Json(store::mark(ctx.db(), user, id, false).await?))
 }
 
 /// Deletes one of the caller's notifications (its email and SMS still go out).
@@ -164,10 +202,14 @@ pub async fn unread_notification(
     params(("id" = uuid::Uuid, Path, description = "Notification id")),
     responses(
         (status = 204, description = "Deleted"),
+        (status = 403, description = "`forbidden`: an API key (these endpoints belong to a user)"),
         (status = 404, description = "`not_found`"),
     ))]
-pub async fn delete_notification(ctx: TenantCtx, IdPath(id): IdPath) -> AppResult<StatusCode> {
-    store::delete(ctx.db(), ctx.user_id, id).await?;
+pub async fn delete_notification(
+    Own { ctx, user }: Own,
+    IdPath(id): IdPath,
+) -> AppResult<StatusCode> {
+    store::delete(ctx.db(), user, id).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -196,9 +238,12 @@ pub async fn put_settings(
 
 /// The caller's own preferences (the defaults until saved).
 #[utoipa::path(get, path = "/api/v1/notifications/preferences", tag = "notifications",
-    responses((status = 200, description = "The preferences", body = Preferences)))]
-pub async fn get_preferences(ctx: TenantCtx) -> AppResult<Json<Preferences>> {
-    Ok(Json(store::preferences(ctx.db(), ctx.user_id).await?))
+    responses(
+        (status = 200, description = "The preferences", body = Preferences),
+        (status = 403, description = "`forbidden`: an API key (these endpoints belong to a user)"),
+    ))]
+pub async fn get_preferences(Own { ctx, user }: Own) -> AppResult<Json<Preferences>> {
+    Ok(Json(store::preferences(ctx.db(), user).await?))
 }
 
 /// Replaces the caller's own preferences.
@@ -206,15 +251,16 @@ pub async fn get_preferences(ctx: TenantCtx) -> AppResult<Json<Preferences>> {
     request_body = Preferences,
     responses(
         (status = 200, description = "The saved preferences", body = Preferences),
+        (status = 403, description = "`forbidden`: an API key (these endpoints belong to a user)"),
         (status = 422, description = "`validation_failed` (time zone, times, locale, categories, duplicates)"),
     ))]
 pub async fn put_preferences(
-    ctx: TenantCtx,
+    Own { ctx, user }: Own,
     ApiJson(body): ApiJson<Preferences>,
 ) -> AppResult<Json<Preferences>> {
     let preferences = body.validate()?;
     Ok(Json(
-        store::put_preferences(ctx.db(), ctx.user_id, &preferences).await?,
+        store::put_preferences(ctx.db(), user, &preferences).await?,
     ))
 }
 

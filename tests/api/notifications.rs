@@ -2002,3 +2002,87 @@ async fn locales_are_canonical_everywhere_and_malformed_ones_are_refused() {
     let read = app.get(&preferences).owner_of(&t).send().await.expect(200);
     assert_eq!(read.body["locale"], "pt-BR", "unchanged");
 }
+
+/// The recipient's own endpoints belong to a user: a request made with an API key (which has
+/// none) is 403 `forbidden` on each, and changes nothing.
+#[tokio::test]
+async fn an_api_key_is_refused_on_every_endpoint_of_a_users_own_notifications() {
+    let app = TestApp::spawn().await;
+    let t = app.tenant().await;
+    let ids = send(
+        &app,
+        &t,
+        json!({"title": "Yours", "body": "b", "priority": "high", "recipients": {"roles": ["owner"]}}),
+    )
+    .await;
+    let id = &ids[0];
+    let key = app
+        .post("/api/v1/api-keys")
+        .owner_of(&t)
+        .json(&json!({"name": "integration", "role": "admin"}))
+        .send()
+        .await
+        .expect(201)
+        .body["key"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let preferences =
+        json!({"opt_outs": [{"channel": "email"}], "quiet_hours": null, "locale": "pt-BR"});
+    let calls = [
+        app.get(NOTIFICATIONS),
+        app.get(&format!("{NOTIFICATIONS}/unread-count")),
+        app.post(&format!("{NOTIFICATIONS}/read-all")),
+        app.get(&format!("{NOTIFICATIONS}/{id}")),
+        app.post(&format!("{NOTIFICATIONS}/{id}/read")),
+        app.post(&format!("{NOTIFICATIONS}/{id}/unread")),
+        app.delete(&format!("{NOTIFICATIONS}/{id}")),
+        app.get(&format!("{NOTIFICATIONS}/preferences")),
+        app.put(&format!("{NOTIFICATIONS}/preferences"))
+            .json(&preferences),
+        // Even with a body that would not parse: the key is refused first.
+        app.put(&format!("{NOTIFICATIONS}/preferences"))
+            .json(&json!({"x": 1})),
+    ];
+    for call in calls {
+        let r = call
+            .token(&key)
+            .send()
+            .await
+            .expect_problem(403, "forbidden");
+        assert!(
+            r.body["detail"]
+                .as_str()
+                .unwrap()
+                .contains("belong to a user"),
+            "{}",
+            r.body
+        );
+    }
+    // Nothing changed: the owner's notification is there, unread; no preferences saved.
+    let mine = detail(&app, &t, &t.owner, id).await;
+    assert_eq!(mine["read_at"], Value::Null);
+    let count = app
+        .get(&format!("{NOTIFICATIONS}/unread-count"))
+        .owner_of(&t)
+        .send()
+        .await
+        .expect(200);
+    assert_eq!(count.body["total"], 1);
+    let saved: i64 = connect(&app.db.superuser_url)
+        .await
+        .query_one(
+            "SELECT count(*) FROM notification_preferences WHERE tenant_id = $1",
+            &[&t.id],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(saved, 0);
+    // The tenant's own documents stay open to a key of a managing role.
+    app.get(&format!("{NOTIFICATIONS}/settings"))
+        .token(&key)
+        .send()
+        .await
+        .expect(200);
+}

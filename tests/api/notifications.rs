@@ -2086,3 +2086,73 @@ async fn an_api_key_is_refused_on_every_endpoint_of_a_users_own_notifications() 
         .await
         .expect(200);
 }
+
+/// Quiet hours are read again when a worker is about to send: a non-urgent email queued
+/// outside them, whose recipient then sets quiet hours that hold now, is put back (not
+/// counted as an attempt) until they end; an urgent one goes and records the bypass.
+#[tokio::test]
+async fn quiet_hours_set_after_the_enqueue_hold_the_email_at_send_time() {
+    let smtp = SmtpServer::start("none", None, 0);
+    let d = delivering(smtp.vars("none")).await;
+    let app = &d.app;
+    let t = app.tenant().await;
+    set_trust(app, &t, 1).await;
+    let high = send(
+        app,
+        &t,
+        json!({"title": "Later", "body": "b", "priority": "high", "recipients": {"roles": ["owner"]}}),
+    )
+    .await;
+    let urgent = send(
+        app,
+        &t,
+        json!({"title": "Now", "body": "b", "priority": "urgent", "recipients": {"roles": ["owner"]}}),
+    )
+    .await;
+    let queued = detail(app, &t, &t.owner, &high[0]).await;
+    assert_eq!(delivery(&queued, "email")["status"], "queued");
+    assert_eq!(delivery(&queued, "email")["bypassed"], json!([]));
+    // 15:00 UTC is 12:00 in São Paulo: quiet from 11:00 to 13:00, set after the enqueue.
+    app.put(&format!("{NOTIFICATIONS}/preferences"))
+        .owner_of(&t)
+        .json(&json!({"opt_outs": [], "locale": "en",
+            "quiet_hours": {"timezone": "America/Sao_Paulo", "start": "11:00", "end": "13:00"}}))
+        .send()
+        .await
+        .expect(200);
+
+    let report = d.outbox.run_once().await.unwrap();
+    assert_eq!((report.sent, report.deferred), (1, 1), "{report:?}");
+    let mail = smtp.wait_for(1).await;
+    assert_eq!(mail[0].subject(), "[URGENT] Now");
+    let went = detail(app, &t, &t.owner, &urgent[0]).await;
+    assert_eq!(delivery(&went, "email")["status"], "sent");
+    assert_eq!(delivery(&went, "email")["bypassed"], json!(["quiet_hours"]));
+    let held = delivery(&detail(app, &t, &t.owner, &high[0]).await, "email").clone();
+    assert_eq!(held["status"], "queued", "{held}");
+    assert_eq!(held["attempts"], 0, "a deferral is not an attempt");
+    assert_eq!(held["bypassed"], json!([]));
+    let due: chrono::DateTime<Utc> = connect(&app.db.superuser_url)
+        .await
+        .query_one(
+            "SELECT due_at FROM notification_deliveries
+             WHERE tenant_id = $1 AND notification_id = $2 AND channel = 'email'",
+            &[&t.id, &high[0].parse::<Uuid>().unwrap()],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(due, Utc.with_ymd_and_hms(2026, 3, 10, 16, 0, 0).unwrap());
+
+    d.clock.advance(chrono::Duration::minutes(59));
+    assert_eq!(d.outbox.run_once().await.unwrap(), Default::default());
+    d.clock.advance(chrono::Duration::minutes(1));
+    assert_eq!(d.outbox.run_once().await.unwrap().sent, 1, "13:00 local");
+    assert_eq!(smtp.wait_for(2).await[1].subject(), "[HIGH] Later");
+    let sent = delivery(&detail(app, &t, &t.owner, &high[0]).await, "email").clone();
+    assert_eq!(
+        (sent["status"].as_str(), sent["attempts"].as_i64()),
+        (Some("sent"), Some(1))
+    );
+    d.stop().await;
+}

@@ -2183,3 +2183,94 @@ async fn quiet_hours_set_after_the_enqueue_hold_the_email_at_send_time() {
     );
     d.stop().await;
 }
+
+/// The purge never deletes a notification whose delivery the outbox has yet to send: an aged
+/// one with a queued email stays (with its outbox row) until it is sent; aged ones whose
+/// deliveries are all final go.
+#[tokio::test]
+async fn the_purge_keeps_an_aged_notification_until_its_deliveries_are_done() {
+    let smtp = SmtpServer::start("none", None, 0);
+    let d = delivering(smtp.vars("none")).await;
+    let app = &d.app;
+    let t = app.tenant().await;
+    set_trust(app, &t, 1).await;
+    let refused = app
+        .post("/api/v1/users")
+        .owner_of(&t)
+        .json(&json!({"external_id": "permanent", "email": "permanent@test.example", "role": "staff"}))
+        .send()
+        .await
+        .expect(201);
+    let failed = send(
+        app,
+        &t,
+        json!({"title": "Failed", "body": "b", "priority": "high",
+        "recipients": {"user_ids": [refused.body["id"]]}}),
+    )
+    .await;
+    assert_eq!(d.outbox.run_once().await.unwrap().failed, 1);
+    let in_app = send(
+        app,
+        &t,
+        json!({"title": "In-app", "body": "b", "priority": "low", "recipients": {"roles": ["owner"]}}),
+    )
+    .await;
+    let pending = send(
+        app,
+        &t,
+        json!({"title": "Pending", "body": "b", "priority": "high", "recipients": {"roles": ["owner"]}}),
+    )
+    .await;
+    let superuser = connect(&app.db.superuser_url).await;
+    let statuses = || async {
+        let rows = superuser
+            .query(
+                "SELECT n.id::text, d.channel, d.status FROM notifications n
+                 JOIN notification_deliveries d ON d.tenant_id = n.tenant_id
+                      AND d.notification_id = n.id
+                 WHERE n.tenant_id = $1 ORDER BY n.id, d.channel",
+                &[&t.id],
+            )
+            .await
+            .unwrap();
+        rows.iter()
+            .map(|r| {
+                (
+                    r.get::<_, String>(0),
+                    r.get::<_, String>(1),
+                    r.get::<_, String>(2),
+                )
+            })
+            .collect::<Vec<_>>()
+    };
+    let id = |ids: &[String]| ids[0].clone();
+    assert_eq!(
+        statuses().await,
+        [
+            (id(&failed), "email".into(), "failed".into()),
+            (id(&failed), "in_app".into(), "delivered".into()),
+            (id(&in_app), "in_app".into(), "delivered".into()),
+            (id(&pending), "email".into(), "queued".into()),
+            (id(&pending), "in_app".into(), "delivered".into()),
+        ]
+    );
+    let purge = convcommerce::notify::purge::NotificationPurge {
+        db: Db::connect(&SecretString::from(app.db.app_url.clone()), 1, 0).unwrap(),
+        clock: Arc::new(d.clock.clone()),
+    };
+    d.clock.advance(chrono::Duration::days(91));
+    assert_eq!(purge.run_once().await.unwrap(), 2, "the two that are done");
+    assert_eq!(
+        statuses().await,
+        [
+            (id(&pending), "email".into(), "queued".into()),
+            (id(&pending), "in_app".into(), "delivered".into()),
+        ],
+        "the pending one and its outbox row are kept"
+    );
+    assert_eq!(d.outbox.run_once().await.unwrap().sent, 1);
+    assert_eq!(smtp.wait_for(1).await[0].subject(), "[HIGH] Pending");
+    assert_eq!(purge.run_once().await.unwrap(), 1, "sent: now it goes");
+    assert!(statuses().await.is_empty());
+    d.stop().await;
+}

@@ -150,7 +150,9 @@ type Builtin = (
 const EMAIL_FOOTER: &str =
     "<p style=\"color:#666;font-size:12px\">{{ tenant.name }} · {{ category }}</p>";
 
-/// The built-in templates: English and Brazilian Portuguese for every key and channel.
+/// The built-in templates: English (`en`) and Portuguese (`pt`, written in Brazilian
+/// Portuguese) for every key and channel; `pt-BR` (and any `pt-*`) finds the Portuguese ones
+/// through its fallback to `pt`.
 static BUILTINS: LazyLock<Vec<Builtin>> = LazyLock::new(|| {
     use TemplateChannel::{Email, Sms};
     use TemplateKey::*;
@@ -168,7 +170,7 @@ static BUILTINS: LazyLock<Vec<Builtin>> = LazyLock::new(|| {
         (
             ManualMessage,
             Email,
-            "pt-BR",
+            "pt",
             Some("{{ title }}"),
             email("<h1>{{ title }}</h1>\n<p>{{ body }}</p>"),
         ),
@@ -182,7 +184,7 @@ static BUILTINS: LazyLock<Vec<Builtin>> = LazyLock::new(|| {
         (
             ManualMessage,
             Sms,
-            "pt-BR",
+            "pt",
             None,
             "{{ tenant.name }}: {{ title }}. {{ body }}",
         ),
@@ -198,7 +200,7 @@ static BUILTINS: LazyLock<Vec<Builtin>> = LazyLock::new(|| {
         (
             OrderCreated,
             Email,
-            "pt-BR",
+            "pt",
             Some("Novo pedido de {{ order.customer.name }}"),
             email(
                 "<h1>Novo pedido</h1>\n<p>{{ order.customer.name }} pediu {{ order.items | length }} item(ns): {{ \"%.2f\" | format(order.total_cents / 100) }} {{ order.currency }}.</p>\n<p>Pedido {{ order.id }}, via {{ order.channel }}.</p>",
@@ -214,7 +216,7 @@ static BUILTINS: LazyLock<Vec<Builtin>> = LazyLock::new(|| {
         (
             OrderCreated,
             Sms,
-            "pt-BR",
+            "pt",
             None,
             "{{ tenant.name }}: novo pedido de {{ order.customer.name }}, {{ \"%.2f\" | format(order.total_cents / 100) }} {{ order.currency }}.",
         ),
@@ -230,7 +232,7 @@ static BUILTINS: LazyLock<Vec<Builtin>> = LazyLock::new(|| {
         (
             OrderDisputed,
             Email,
-            "pt-BR",
+            "pt",
             Some("Pedido contestado por {{ order.customer.name }}"),
             email(
                 "<h1>Pedido contestado</h1>\n<p>{{ order.customer.name }} contestou o pedido {{ order.id }} ({{ \"%.2f\" | format(order.total_cents / 100) }} {{ order.currency }}).</p>\n<p>{{ body }}</p>",
@@ -246,7 +248,7 @@ static BUILTINS: LazyLock<Vec<Builtin>> = LazyLock::new(|| {
         (
             OrderDisputed,
             Sms,
-            "pt-BR",
+            "pt",
             None,
             "{{ tenant.name }}: pedido {{ order.id[:8] }} contestado por {{ order.customer.name }}.",
         ),
@@ -262,7 +264,7 @@ static BUILTINS: LazyLock<Vec<Builtin>> = LazyLock::new(|| {
         (
             AlertTriggered,
             Email,
-            "pt-BR",
+            "pt",
             Some("Alerta: {{ rule.name }}"),
             email(
                 "<h1>{{ rule.name }}</h1>\n<p>Gravidade {{ alert.severity }}: {{ alert.event_count }} evento(s).</p>\n<p>{{ body }}</p>",
@@ -278,26 +280,28 @@ static BUILTINS: LazyLock<Vec<Builtin>> = LazyLock::new(|| {
         (
             AlertTriggered,
             Sms,
-            "pt-BR",
+            "pt",
             None,
             "{{ tenant.name }} alerta ({{ alert.severity }}): {{ rule.name }}, {{ alert.event_count }} evento(s).",
         ),
+        // The code comes first in every verification text, so no cut can lose it and phones
+        // can offer to fill it in.
         (
             VerificationCode,
             Email,
             "en",
-            Some("Your verification code: {{ code }}"),
+            Some("{{ code }} is your verification code"),
             email(
-                "<p>Your {{ tenant.name }} verification code is</p>\n<p style=\"font-size:24px\"><strong>{{ code }}</strong></p>\n<p>It expires in 10 minutes. If you did not ask for it, ignore this message.</p>",
+                "<p style=\"font-size:24px\"><strong>{{ code }}</strong></p>\n<p>is your {{ tenant.name }} verification code. It expires in 10 minutes. If you did not ask for it, ignore this message.</p>",
             ),
         ),
         (
             VerificationCode,
             Email,
-            "pt-BR",
-            Some("Seu código de verificação: {{ code }}"),
+            "pt",
+            Some("{{ code }} é seu código de verificação"),
             email(
-                "<p>Seu código de verificação {{ tenant.name }} é</p>\n<p style=\"font-size:24px\"><strong>{{ code }}</strong></p>\n<p>Ele expira em 10 minutos. Se você não o pediu, ignore esta mensagem.</p>",
+                "<p style=\"font-size:24px\"><strong>{{ code }}</strong></p>\n<p>é seu código de verificação {{ tenant.name }}. Ele expira em 10 minutos. Se você não o pediu, ignore esta mensagem.</p>",
             ),
         ),
         (
@@ -305,14 +309,14 @@ static BUILTINS: LazyLock<Vec<Builtin>> = LazyLock::new(|| {
             Sms,
             "en",
             None,
-            "{{ tenant.name }} code: {{ code }}. It expires in 10 minutes.",
+            "{{ code }} is your {{ tenant.name }} verification code. It expires in 10 minutes.",
         ),
         (
             VerificationCode,
             Sms,
-            "pt-BR",
+            "pt",
             None,
-            "Código {{ tenant.name }}: {{ code }}. Expira em 10 minutos.",
+            "{{ code }} é seu código de verificação {{ tenant.name }}. Expira em 10 minutos.",
         ),
         (
             TrustLevelChanged,
@@ -326,7 +330,7 @@ static BUILTINS: LazyLock<Vec<Builtin>> = LazyLock::new(|| {
         (
             TrustLevelChanged,
             Email,
-            "pt-BR",
+            "pt",
             Some("{{ title }}"),
             email(
                 "<h1>{{ title }}</h1>\n<p>Nível de confiança {{ trust.from }} → {{ trust.to }}.</p>\n<p>{{ body }}</p>",
@@ -342,7 +346,7 @@ static BUILTINS: LazyLock<Vec<Builtin>> = LazyLock::new(|| {
         (
             TrustLevelChanged,
             Sms,
-            "pt-BR",
+            "pt",
             None,
             "{{ tenant.name }}: nível de confiança {{ trust.from }} -> {{ trust.to }}. {{ body }}",
         ),
@@ -358,7 +362,7 @@ static BUILTINS: LazyLock<Vec<Builtin>> = LazyLock::new(|| {
         (
             TrustVerificationDecided,
             Email,
-            "pt-BR",
+            "pt",
             Some("{{ title }}"),
             email(
                 "<h1>{{ title }}</h1>\n<p>Verificação {{ trust.kind }}: {{ trust.status }}.</p>\n<p>{{ body }}</p>",
@@ -374,7 +378,7 @@ static BUILTINS: LazyLock<Vec<Builtin>> = LazyLock::new(|| {
         (
             TrustVerificationDecided,
             Sms,
-            "pt-BR",
+            "pt",
             None,
             "{{ tenant.name }}: verificação {{ trust.kind }} {{ trust.status }}.",
         ),
@@ -595,11 +599,13 @@ mod tests {
     fn every_builtin_renders_its_sample_in_english_and_portuguese() {
         for key in TemplateKey::ALL {
             for channel in TemplateChannel::ALL {
-                for locale in ["en", "pt-BR"] {
+                for locale in ["en", "pt"] {
                     let source = builtin_exact(*key, *channel, locale)
                         .unwrap_or_else(|| panic!("{key:?} {channel:?} {locale}"));
                     validate(*key, *channel, &source).unwrap();
                 }
+                let pt_br = builtin(*key, *channel, &locale_chain("pt-BR"));
+                assert_eq!(Some(pt_br), builtin_exact(*key, *channel, "pt"));
             }
         }
     }
@@ -668,6 +674,28 @@ mod tests {
             "{}",
             errors[0].message
         );
+    }
+
+    #[test]
+    fn a_verification_code_comes_first_in_every_built_in() {
+        let key = TemplateKey::VerificationCode;
+        let mut vars = key.sample();
+        vars["tenant"]["name"] = json!("A store whose name is long ".repeat(20));
+        for locale in ["en", "pt"] {
+            for channel in TemplateChannel::ALL {
+                let source = builtin_exact(key, *channel, locale).unwrap();
+                let out = render(*channel, &source, &vars).unwrap();
+                let first = |text: &str| text.split_whitespace().next().map(str::to_string);
+                assert_eq!(
+                    first(&out.text).as_deref(),
+                    Some("123456"),
+                    "{locale} {channel:?}"
+                );
+                if let Some(subject) = out.subject {
+                    assert_eq!(first(&subject).as_deref(), Some("123456"), "{subject}");
+                }
+            }
+        }
     }
 
     #[test]

@@ -949,7 +949,7 @@ async fn email_goes_out_over_smtp_as_multipart_with_the_priority_and_a_stable_me
     notifier.published(queued);
     assert_eq!(d.outbox.run_once().await.unwrap().sent, 1);
     let code = &smtp.wait_for(2).await[1];
-    assert_eq!(code.subject(), "[HIGH] Your verification code: 482913");
+    assert_eq!(code.subject(), "[HIGH] 482913 is your verification code");
     assert_eq!(code.to, ["new-owner@shop.example"]);
     let scrubbed = connect(&app.db.superuser_url)
         .await
@@ -2272,5 +2272,160 @@ async fn the_purge_keeps_an_aged_notification_until_its_deliveries_are_done() {
     assert_eq!(smtp.wait_for(1).await[0].subject(), "[HIGH] Pending");
     assert_eq!(purge.run_once().await.unwrap(), 1, "sent: now it goes");
     assert!(statuses().await.is_empty());
+    d.stop().await;
+}
+
+/// A manager with `locale` and a phone, acting as themself; their subject.
+async fn manager_in(app: &TestApp, t: &TestTenant, sub: &str, phone: &str, locale: &str) {
+    app.post("/api/v1/users")
+        .owner_of(t)
+        .json(
+            &json!({"external_id": sub, "email": format!("{sub}@test.example"),
+                      "role": "admin", "phone": phone}),
+        )
+        .send()
+        .await
+        .expect(201);
+    app.put(&format!("{NOTIFICATIONS}/preferences"))
+        .user(sub)
+        .tenant(t.id)
+        .json(&json!({"opt_outs": [], "quiet_hours": null, "locale": locale}))
+        .send()
+        .await
+        .expect(200);
+}
+
+/// pt and pt-BR recipients get the Portuguese built-ins by email (as aiosmtpd receives it) and
+/// SMS (as the Twilio peer receives it); English stays English.
+#[tokio::test]
+async fn pt_and_pt_br_recipients_receive_the_portuguese_built_ins() {
+    let smtp = SmtpServer::start("none", None, 0);
+    let twilio = TwilioPeer::start().await;
+    let mut vars = smtp.vars("none");
+    vars.extend(twilio.vars());
+    let d = delivering(vars).await;
+    let app = &d.app;
+    let t = app.tenant().await;
+    set_trust(app, &t, 1).await;
+    manager_in(app, &t, "brasil", "+5511912345678", "pt_BR").await;
+    manager_in(app, &t, "portugal", "+351912345678", "pt").await;
+    manager_in(app, &t, "london", "+447912345678", "en").await;
+    app.put(&format!("{NOTIFICATIONS}/settings"))
+        .owner_of(&t)
+        .json(
+            &json!({"channels": {"urgent": [], "high": [], "medium": ["email", "sms"], "low": []}}),
+        )
+        .send()
+        .await
+        .expect(200);
+    let product = app
+        .product(&t, json!({"price_cents": 4990, "currency": "BRL"}))
+        .await;
+    app.post("/api/v1/orders")
+        .owner_of(&t)
+        .json(
+            &json!({"customer": {"name": "Ana", "phone": "+5511900000000"},
+                      "items": [{"product_id": product["id"], "quantity": 1}],
+                      "channel": "whatsapp"}),
+        )
+        .send()
+        .await
+        .expect(201);
+    d.outbox.run_once().await.unwrap();
+    // The owner (no phone, default locale en) gets one email; each manager an email and SMS.
+    let mail = smtp.wait_for(4).await;
+    let subject_to = |sub: &str| {
+        let m = mail
+            .iter()
+            .find(|m| m.to == [format!("{sub}@test.example")])
+            .unwrap_or_else(|| panic!("mail to {sub}"));
+        (m.subject(), m.data.clone())
+    };
+    for sub in ["brasil", "portugal"] {
+        let (subject, data) = subject_to(sub);
+        assert_eq!(subject, "[MEDIUM] Novo pedido de Ana", "{sub}");
+        assert!(data.contains("Novo pedido"), "{sub}: {data}");
+        assert!(!data.contains("New order"), "{sub}: {data}");
+    }
+    let (subject, _) = subject_to("london");
+    assert_eq!(subject, "[MEDIUM] New order from Ana");
+    let text_to = |phone: &str| {
+        twilio
+            .sent()
+            .into_iter()
+            .find(|s| s.form["To"] == phone)
+            .unwrap_or_else(|| panic!("an SMS to {phone}"))
+            .form["Body"]
+            .clone()
+    };
+    assert_eq!(
+        text_to("+5511912345678"),
+        "Test store: novo pedido de Ana, 49.90 BRL."
+    );
+    assert_eq!(
+        text_to("+351912345678"),
+        "Test store: novo pedido de Ana, 49.90 BRL."
+    );
+    assert_eq!(
+        text_to("+447912345678"),
+        "Test store: new order from Ana, 49.90 BRL."
+    );
+    d.stop().await;
+}
+
+/// A verification code's SMS starts with the code, in every language.
+#[tokio::test]
+async fn a_verification_code_comes_first_in_the_sms() {
+    let twilio = TwilioPeer::start().await;
+    let d = delivering(twilio.vars()).await;
+    let app = &d.app;
+    let t = app.new_tenant().await;
+    let db = Db::connect(&SecretString::from(app.db.app_url.clone()), 1, 0).unwrap();
+    let notifier = convcommerce::notify::Notifier::new(
+        &app.config.notify,
+        Arc::new(d.clock.clone()),
+        app.publisher.clone(),
+        Wake::default(),
+    );
+    for (phone, code, locale) in [
+        ("+5511912345678", "482913", "pt-BR"),
+        ("+447912345678", "071635", "en"),
+    ] {
+        let tx = db.for_tenant(t.id).begin().await.unwrap();
+        let queued = notifier
+            .enqueue_code(
+                &tx,
+                convcommerce::monitoring::rules::model::NotifyChannel::Sms,
+                phone,
+                code,
+                locale,
+            )
+            .await
+            .unwrap();
+        tx.commit().await.unwrap();
+        notifier.published(queued);
+    }
+    assert_eq!(
+        d.outbox.run_once().await.unwrap().sent,
+        2,
+        "at trust level 0 too"
+    );
+    let body = |phone: &str| {
+        twilio
+            .sent()
+            .into_iter()
+            .find(|s| s.form["To"] == phone)
+            .unwrap()
+            .form["Body"]
+            .clone()
+    };
+    assert_eq!(
+        body("+5511912345678"),
+        "482913 é seu código de verificação Test store. Expira em 10 minutos."
+    );
+    assert_eq!(
+        body("+447912345678"),
+        "071635 is your Test store verification code. It expires in 10 minutes."
+    );
     d.stop().await;
 }

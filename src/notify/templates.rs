@@ -478,15 +478,100 @@ fn one_line(text: &str) -> String {
     text.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
-/// An SMS: whitespace collapsed, at most [`SMS_MAX_CHARS`] characters (cut with `…`).
+/// GSM 03.38's basic character set (one septet each; the escape itself left out).
+const GSM7_BASIC: &str = "@£$¥èéùìòÇ\nØø\rÅåΔ_ΦΓΛΩΠΨΣΘΞÆæßÉ !\"#¤%&'()*+,-./0123456789:;<=>?¡ABCDEFGHIJKLMNOPQRSTUVWXYZÄÖÑÜ§¿abcdefghijklmnopqrstuvwxyzäöñüà";
+/// GSM 03.38's extension table (two septets each: the escape and the character).
+const GSM7_EXTENSION: &str = "\u{c}^{}\\[~]|€";
+
+/// How an SMS is encoded: GSM-7 when every character is in GSM 03.38, else UCS-2.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SmsCoding {
+    /// 160 septets in one segment, 153 in each part of a longer message; the extension
+    /// table's characters take two.
+    Gsm7,
+    /// 70 UTF-16 units in one segment, 67 in each part; a character beyond the BMP takes two.
+    Ucs2,
+}
+
+impl SmsCoding {
+    pub fn of(text: &str) -> Self {
+        if text
+            .chars()
+            .all(|c| GSM7_BASIC.contains(c) || GSM7_EXTENSION.contains(c))
+        {
+            Self::Gsm7
+        } else {
+            Self::Ucs2
+        }
+    }
+
+    fn width(self, c: char) -> usize {
+        match self {
+            Self::Gsm7 if GSM7_EXTENSION.contains(c) => 2,
+            Self::Gsm7 => 1,
+            Self::Ucs2 => c.len_utf16(),
+        }
+    }
+
+    /// (one segment, each part of a longer message), in units of this coding.
+    fn capacity(self) -> (usize, usize) {
+        match self {
+            Self::Gsm7 => (160, 153),
+            Self::Ucs2 => (70, 67),
+        }
+    }
+}
+
+/// How many segments `text` takes: its units in one segment, else parts of the smaller size,
+/// a character's units never split between two parts.
+pub fn sms_segments(text: &str) -> usize {
+    let coding = SmsCoding::of(text);
+    let (single, part) = coding.capacity();
+    if text.chars().map(|c| coding.width(c)).sum::<usize>() <= single {
+        return 1;
+    }
+    let (mut parts, mut fill) = (1, 0);
+    for c in text.chars() {
+        let w = coding.width(c);
+        if fill + w > part {
+            parts += 1;
+            fill = 0;
+        }
+        fill += w;
+    }
+    parts
+}
+
+/// An SMS: whitespace collapsed, within two segments (SPEC's 320 characters at most): one
+/// that does not fit is cut on a character boundary and ends in ASCII `...`, which GSM-7
+/// has (a `…` would make the whole text UCS-2, 70 characters a segment).
 pub fn sms_text(text: &str) -> String {
     let text = one_line(text);
-    if text.chars().count() <= SMS_MAX_CHARS {
+    if sms_segments(&text) <= 2 && text.chars().count() <= SMS_MAX_CHARS {
         return text;
     }
-    let mut cut: String = text.chars().take(SMS_MAX_CHARS - 1).collect();
-    cut.push('…');
-    cut
+    // Cut in the text's own coding: what is left is in it, or in GSM-7, which is no larger.
+    let coding = SmsCoding::of(&text);
+    let (_, part) = coding.capacity();
+    let place = |(parts, fill): (usize, usize), w: usize| {
+        if fill + w > part {
+            (parts + 1, w)
+        } else {
+            (parts, fill + w)
+        }
+    };
+    let mut packed = (1, 0);
+    let mut end = 0;
+    for (i, c) in text.char_indices() {
+        let with = place(packed, coding.width(c));
+        let dots = (0..3).fold(with, |p, _| place(p, 1));
+        if dots.0 > 2 {
+            break;
+        }
+        packed = with;
+        end = i + c.len_utf8();
+    }
+    format!("{}...", text[..end].trim_end())
 }
 
 /// The plain-text part of an email from its HTML: tags dropped, block ends as line breaks,
@@ -709,10 +794,45 @@ mod tests {
     }
 
     #[test]
-    fn sms_are_cut_to_two_segments() {
-        let long = "word ".repeat(100);
-        let text = sms_text(&long);
-        assert_eq!(text.chars().count(), SMS_MAX_CHARS);
-        assert!(text.ends_with('…'));
+    fn sms_are_counted_in_their_coding_and_cut_to_two_segments_with_ascii_dots() {
+        assert_eq!(SmsCoding::of("Pedido às 10h: 2 × ¿Ñ? {€}"), SmsCoding::Ucs2);
+        assert_eq!(
+            SmsCoding::of("Pedido às 10h: ¿Ñ? {€} [ok]"),
+            SmsCoding::Gsm7
+        );
+        assert_eq!(SmsCoding::of("Código ção"), SmsCoding::Ucs2);
+        assert_eq!(sms_segments(&"a".repeat(160)), 1);
+        assert_eq!(sms_segments(&"a".repeat(161)), 2);
+        assert_eq!(sms_segments(&"a".repeat(306)), 2);
+        assert_eq!(sms_segments(&"a".repeat(307)), 3);
+        assert_eq!(sms_segments(&"€".repeat(80)), 1);
+        assert_eq!(sms_segments(&"€".repeat(81)), 2);
+        // An escape pair is not split: 76 pairs fill 152 septets, the 77th starts part 2.
+        assert_eq!(sms_segments(&"€".repeat(153)), 3);
+        assert_eq!(sms_segments(&"ç".repeat(70)), 1);
+        assert_eq!(sms_segments(&"ç".repeat(134)), 2);
+        assert_eq!(sms_segments(&"ç".repeat(135)), 3);
+        assert_eq!(sms_segments(&"😀".repeat(35)), 1);
+        assert_eq!(sms_segments(&"😀".repeat(67)), 3);
+
+        let gsm = sms_text(&"word ".repeat(100));
+        assert!(gsm.ends_with("wor..."), "{gsm}");
+        assert_eq!(sms_segments(&gsm), 2);
+        assert!(gsm.chars().count() <= 306);
+        assert!(gsm.len() > 290, "two parts are used: {}", gsm.len());
+        let extended = sms_text(&"€ ".repeat(200));
+        assert_eq!(sms_segments(&extended), 2);
+        assert!(extended.ends_with("€..."), "{extended}");
+        let ucs2 = sms_text(&"ção ".repeat(100));
+        assert_eq!(SmsCoding::of(&ucs2), SmsCoding::Ucs2);
+        assert_eq!(sms_segments(&ucs2), 2);
+        assert!(
+            ucs2.chars().count() > 120 && ucs2.ends_with("..."),
+            "{ucs2}"
+        );
+        let emoji = sms_text(&"😀".repeat(100));
+        assert_eq!(sms_segments(&emoji), 2);
+        let short = "Short and sweet";
+        assert_eq!(sms_text(short), short);
     }
 }

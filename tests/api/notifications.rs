@@ -2429,3 +2429,80 @@ async fn a_verification_code_comes_first_in_the_sms() {
     );
     d.stop().await;
 }
+
+/// Segments of an SMS as a phone network counts them (an implementation of the test's own):
+/// GSM-7 160 / 153 septets (extension characters 2), else UCS-2 70 / 67 UTF-16 units.
+fn segments(text: &str) -> usize {
+    const BASIC: &str = "@£$¥èéùìòÇ\nØø\rÅåΔ_ΦΓΛΩΠΨΣΘΞÆæßÉ !\"#¤%&'()*+,-./0123456789:;<=>?¡ABCDEFGHIJKLMNOPQRSTUVWXYZÄÖÑÜ§¿abcdefghijklmnopqrstuvwxyzäöñüà";
+    const EXTENSION: &str = "\u{c}^{}\\[~]|€";
+    let gsm = text
+        .chars()
+        .all(|c| BASIC.contains(c) || EXTENSION.contains(c));
+    let units: Vec<usize> = text
+        .chars()
+        .map(|c| match gsm {
+            true if EXTENSION.contains(c) => 2,
+            true => 1,
+            false => c.len_utf16(),
+        })
+        .collect();
+    let (single, part) = if gsm { (160, 153) } else { (70, 67) };
+    if units.iter().sum::<usize>() <= single {
+        return 1;
+    }
+    let (mut parts, mut fill) = (1, 0);
+    for u in units {
+        if fill + u > part {
+            parts += 1;
+            fill = 0;
+        }
+        fill += u;
+    }
+    parts
+}
+
+/// A long text is cut to two segments counted in its own coding and ends in ASCII `...`
+/// (a `…` is not GSM-7: it would make the text UCS-2).
+#[tokio::test]
+async fn long_sms_arrive_within_two_segments_of_their_coding_ending_in_three_dots() {
+    let twilio = TwilioPeer::start().await;
+    let d = delivering(twilio.vars()).await;
+    let app = &d.app;
+    let t = app.tenant().await;
+    set_trust(app, &t, 1).await;
+    let gsm_user = sms_recipient(app, &t, "gsm", "+5511912345678").await;
+    let ucs2_user = sms_recipient(app, &t, "ucs2", "+5511987654321").await;
+    for (user, body) in [
+        (&gsm_user, "Stock {low} [shelf 4] costs 10€. ".repeat(20)),
+        (&ucs2_user, "Atenção: o estoque está baixo. ".repeat(20)),
+    ] {
+        send(
+            app,
+            &t,
+            json!({"title": "Stock", "body": body, "priority": "urgent",
+            "recipients": {"user_ids": [user["id"]]}}),
+        )
+        .await;
+    }
+    d.outbox.run_once().await.unwrap();
+    let body = |phone: &str| {
+        twilio
+            .sent()
+            .into_iter()
+            .find(|s| s.form["To"] == phone)
+            .unwrap()
+            .form["Body"]
+            .clone()
+    };
+    let gsm = body("+5511912345678");
+    assert!(gsm.starts_with("Test store: Stock. Stock {low}"), "{gsm}");
+    assert!(gsm.ends_with("...") && !gsm.contains('…'), "{gsm}");
+    assert_eq!(segments(&gsm), 2, "{gsm}");
+    assert!(gsm.chars().count() > 250, "GSM-7 fills two parts: {gsm}");
+    let ucs2 = body("+5511987654321");
+    assert!(ucs2.starts_with("Test store: Stock. Atenção"), "{ucs2}");
+    assert!(ucs2.ends_with("...") && !ucs2.contains('…'), "{ucs2}");
+    assert_eq!(segments(&ucs2), 2, "{ucs2}");
+    assert!(ucs2.chars().count() > 120, "UCS-2 fills two parts: {ucs2}");
+    d.stop().await;
+}

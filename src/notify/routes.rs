@@ -7,6 +7,7 @@ use axum::extract::FromRequestParts;
 use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::http::request::Parts;
+use chrono::{DateTime, Utc};
 use serde::Deserialize;
 use serde_json::{Map, Value};
 use utoipa::ToSchema;
@@ -264,7 +265,7 @@ pub async fn put_preferences(
     ))
 }
 
-/// A template as sent by POST and PUT.
+/// A template as sent by POST (PUT: [`TemplateUpdate`]).
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 #[schema(example = json!({"key": "order.created", "channel": "sms", "locale": "pt-BR",
@@ -373,23 +374,69 @@ pub async fn get_template(ctx: TenantCtx, IdPath(id): IdPath) -> AppResult<Json<
     Ok(Json(store::template(ctx.db(), id).await?))
 }
 
-/// Replaces a template (owner or admin), checked as on create.
+/// A template as PUT takes it: what POST takes, and the read-only fields GET shows (`id`,
+/// `created_at`, `updated_at`), so a client can send back the document it read.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(example = json!({"id": "01930000-0000-7000-8000-000000000000", "key": "order.created",
+    "channel": "sms", "locale": "pt-BR", "subject": null,
+    "body": "{{ tenant.name }}: pedido de {{ order.customer.name }}",
+    "created_at": "2026-03-10T15:00:00Z", "updated_at": "2026-03-10T15:00:00Z"}))]
+pub struct TemplateUpdate {
+    /// Read-only: when sent, the path's id (else 422 naming `id`).
+    pub id: Option<Uuid>,
+    pub key: TemplateKey,
+    pub channel: TemplateChannel,
+    /// A language tag: `pt-BR`, `pt`, `en`, ... (`pt_br` is read as, and stored as, `pt-BR`).
+    #[schema(pattern = "^[A-Za-z]{2,3}([-_][A-Za-z0-9]{1,8})*$", max_length = 35)]
+    pub locale: String,
+    /// Email only (default `{{ title }}`); the priority prefix is added when sent.
+    #[serde(default)]
+    #[schema(max_length = 500, nullable)]
+    pub subject: Option<String>,
+    /// minijinja: HTML for email (variables are escaped), text for SMS.
+    #[schema(min_length = 1, max_length = 20000)]
+    pub body: String,
+    /// Read-only: accepted as GET shows it, and ignored.
+    #[schema(format = DateTime)]
+    pub created_at: Option<DateTime<Utc>>,
+    /// Read-only: accepted as GET shows it, and ignored (the server sets it when the
+    /// template changes).
+    #[schema(format = DateTime)]
+    pub updated_at: Option<DateTime<Utc>>,
+}
+
+/// Replaces a template (owner or admin), checked as on create. Takes the document GET
+/// returns; a PUT that changes nothing leaves it as it was, `updated_at` included.
 #[utoipa::path(put, path = "/api/v1/notifications/templates/{id}", tag = "notifications",
     params(("id" = uuid::Uuid, Path, description = "Template id")),
-    request_body = TemplateBody,
+    request_body = TemplateUpdate,
     responses(
         (status = 200, description = "The template", body = Template),
         (status = 404, description = "`not_found`"),
         (status = 409, description = "`template_exists`"),
-        (status = 422, description = "`validation_failed`"),
+        (status = 422, description = "`validation_failed` (also `id` when it is not the path's)"),
     ))]
 pub async fn update_template(
     ctx: TenantCtx,
     IdPath(id): IdPath,
-    ApiJson(body): ApiJson<TemplateBody>,
+    ApiJson(body): ApiJson<TemplateUpdate>,
 ) -> AppResult<Json<Template>> {
     ctx.require_manager()?;
-    let new = body.validate()?;
+    if body.id.is_some_and(|sent| sent != id) {
+        return Err(AppError::validation(
+            "id",
+            "is read-only: it must be the id in the path",
+        ));
+    }
+    let new = TemplateBody {
+        key: body.key,
+        channel: body.channel,
+        locale: body.locale,
+        subject: body.subject,
+        body: body.body,
+    }
+    .validate()?;
     Ok(Json(store::update_template(ctx.db(), id, &new).await?))
 }
 

@@ -572,7 +572,10 @@ pub async fn update_template(db: &TenantDb, id: Uuid, new: &NewTemplate) -> Resu
         .query_opt(
             &format!(
                 "UPDATE notification_templates SET key = $3, channel = $4, locale = $5,
-                     subject = $6, body = $7, updated_at = now()
+                     subject = $6, body = $7,
+                     updated_at = CASE WHEN (key, channel, locale, subject, body)
+                                            IS DISTINCT FROM ($3, $4, $5, $6, $7)
+                                       THEN now() ELSE updated_at END
                  WHERE tenant_id = $1 AND id = $2 RETURNING {}",
                 Template::COLUMNS
             ),

@@ -2506,3 +2506,94 @@ async fn long_sms_arrive_within_two_segments_of_their_coding_ending_in_three_dot
     assert!(ucs2.chars().count() > 120, "UCS-2 fills two parts: {ucs2}");
     d.stop().await;
 }
+
+/// A client can GET a template and PUT the same JSON back: 200, nothing changes (not even
+/// `updated_at`); an `id` that is not the path's is 422 naming `id`; unknown fields stay
+/// refused.
+#[tokio::test]
+async fn a_template_put_takes_back_the_document_its_get_returns() {
+    let app = TestApp::spawn().await;
+    let t = app.tenant().await;
+    let templates = format!("{NOTIFICATIONS}/templates");
+    let mut ids = Vec::new();
+    for (channel, subject) in [
+        ("sms", Value::Null),
+        ("email", json!("Pedido {{ order.id }}")),
+    ] {
+        let created = app
+            .post(&templates)
+            .owner_of(&t)
+            .json(
+                &json!({"key": "order.created", "channel": channel, "locale": "pt_br",
+                          "subject": subject, "body": "<p>{{ order.customer.name }}</p>"}),
+            )
+            .send()
+            .await
+            .expect(201);
+        ids.push(created.body["id"].as_str().unwrap().to_string());
+    }
+    for id in &ids {
+        let url = format!("{templates}/{id}");
+        let read = app.get(&url).owner_of(&t).send().await.expect(200).body;
+        let put = app
+            .put(&url)
+            .owner_of(&t)
+            .json(&read)
+            .send()
+            .await
+            .expect(200);
+        assert_eq!(
+            put.body, read,
+            "the same document back, updated_at included"
+        );
+        assert_eq!(
+            app.get(&url).owner_of(&t).send().await.expect(200).body,
+            read
+        );
+    }
+
+    let url = format!("{templates}/{}", ids[0]);
+    let read = app.get(&url).owner_of(&t).send().await.expect(200).body;
+    let mut other = read.clone();
+    other["id"] = json!(ids[1]);
+    other["body"] = json!("changed");
+    let r = app
+        .put(&url)
+        .owner_of(&t)
+        .json(&other)
+        .send()
+        .await
+        .expect_problem(422, "validation_failed");
+    assert_eq!(error_fields(&r), ["id"]);
+    let mut unknown = read.clone();
+    unknown["builtin"] = json!(false);
+    unknown["body"] = json!("changed");
+    app.put(&url)
+        .owner_of(&t)
+        .json(&unknown)
+        .send()
+        .await
+        .expect_problem(422, "validation_failed");
+    assert_eq!(
+        app.get(&url).owner_of(&t).send().await.expect(200).body,
+        read,
+        "nothing changed"
+    );
+
+    // A real change moves updated_at; the timestamps sent are ignored.
+    let mut changed = read.clone();
+    changed["body"] = json!("{{ order.customer.name }}!");
+    changed["created_at"] = json!("2000-01-01T00:00:00Z");
+    changed["updated_at"] = json!("2000-01-01T00:00:00Z");
+    let put = app
+        .put(&url)
+        .owner_of(&t)
+        .json(&changed)
+        .send()
+        .await
+        .expect(200);
+    assert_eq!(put.body["body"], "{{ order.customer.name }}!");
+    assert_eq!(put.body["created_at"], read["created_at"]);
+    assert_ne!(put.body["updated_at"], read["updated_at"]);
+    assert_ne!(put.body["updated_at"], "2000-01-01T00:00:00Z");
+}

@@ -9,7 +9,7 @@ use axum::http::StatusCode;
 use axum::http::request::Parts;
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
-use serde_json::{Map, Value};
+use serde_json::{Map, Value, json};
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -24,6 +24,7 @@ use super::templates::{self, Rendered, TemplateChannel, TemplateKey};
 use super::{NewNotification, Recipients};
 use crate::error::{AppError, AppResult, FieldError, Fields};
 use crate::extract::{ApiJson, IdPath, Page, PageQuery};
+use crate::monitoring::activity::Change;
 use crate::state::AppState;
 use crate::tenancy::TenantCtx;
 
@@ -84,6 +85,7 @@ pub async fn send_notification(
     ctx.require_manager()?;
     let send = body.validate()?;
     let roles: Vec<String> = send.roles.iter().map(|r| r.as_str().to_string()).collect();
+    let (priority, category) = (send.priority, send.category);
     let tx = ctx.db().begin().await?;
     store::check_recipients(&tx, &send.user_ids, &roles).await?;
     let sent = state
@@ -93,8 +95,8 @@ pub async fn send_notification(
             NewNotification {
                 title: send.title,
                 body: send.body,
-                priority: send.priority,
-                category: send.category,
+                priority,
+                category: category.clone(),
                 metadata: send.metadata,
                 source: Source {
                     kind: SourceType::Manual,
@@ -107,8 +109,20 @@ pub async fn send_notification(
             Recipients::UsersAndRoles(send.user_ids, send.roles),
         )
         .await?;
-    tx.commit().await?;
     let notification_ids = sent.notification_ids.clone();
+    // The data activity names the first notification stored; a send that reached no active
+    // member stored nothing, and is a request like any other.
+    match notification_ids.first() {
+        Some(first) => {
+            let mut change = Change::new("notification.sent", "notification", *first).details(
+                json!({"notification_ids": notification_ids, "priority": priority,
+                       "category": category}),
+            );
+            change.status = StatusCode::CREATED.as_u16();
+            ctx.activity().commit(tx, change).await?;
+        }
+        None => tx.commit().await?,
+    }
     state.notifier.published(sent);
     Ok((StatusCode::CREATED, Json(Sent { notification_ids })))
 }
@@ -234,7 +248,9 @@ pub async fn put_settings(
 ) -> AppResult<Json<Settings>> {
     ctx.require_manager()?;
     let settings = body.validate()?;
-    Ok(Json(store::put_settings(ctx.db(), &settings).await?))
+    Ok(Json(
+        store::put_settings(ctx.db(), ctx.activity(), &settings).await?,
+    ))
 }
 
 /// The caller's own preferences (the defaults until saved).
@@ -261,7 +277,7 @@ pub async fn put_preferences(
 ) -> AppResult<Json<Preferences>> {
     let preferences = body.validate()?;
     Ok(Json(
-        store::put_preferences(ctx.db(), user, &preferences).await?,
+        store::put_preferences(ctx.db(), ctx.activity(), user, &preferences).await?,
     ))
 }
 
@@ -358,7 +374,7 @@ pub async fn create_template(
     let new = body.validate()?;
     Ok((
         StatusCode::CREATED,
-        Json(store::create_template(ctx.db(), &new).await?),
+        Json(store::create_template(ctx.db(), ctx.activity(), &new).await?),
     ))
 }
 
@@ -437,7 +453,9 @@ pub async fn update_template(
         body: body.body,
     }
     .validate()?;
-    Ok(Json(store::update_template(ctx.db(), id, &new).await?))
+    Ok(Json(
+        store::update_template(ctx.db(), ctx.activity(), id, &new).await?,
+    ))
 }
 
 /// Deletes a template (owner or admin): the next in the fallback order applies again.
@@ -449,7 +467,7 @@ pub async fn update_template(
     ))]
 pub async fn delete_template(ctx: TenantCtx, IdPath(id): IdPath) -> AppResult<StatusCode> {
     ctx.require_manager()?;
-    store::delete_template(ctx.db(), id).await?;
+    store::delete_template(ctx.db(), ctx.activity(), id).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 

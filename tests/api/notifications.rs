@@ -2618,3 +2618,40 @@ async fn a_template_put_takes_back_the_document_its_get_returns() {
     assert_ne!(put.body["updated_at"], read["updated_at"]);
     assert_ne!(put.body["updated_at"], "2000-01-01T00:00:00Z");
 }
+
+/// Severity -> priority for the other two severities: medium -> medium (blue), low -> low
+/// (green).
+#[tokio::test]
+async fn medium_and_low_alerts_notify_with_medium_and_low_priority() {
+    let app = TestApp::spawn().await;
+    let t = app.tenant().await;
+    let (staff, _) = app.member(&t, "staff").await;
+    let (admin, _) = app.member(&t, "admin").await;
+    for (severity, role) in [("medium", "staff"), ("low", "admin")] {
+        app.post("/api/v1/monitoring/rules")
+            .owner_of(&t)
+            .json(
+                &json!({"name": format!("Product made ({severity})"), "severity": severity,
+                "condition": {"field": "action", "op": "eq", "value": "product.created"},
+                "recipients": {"roles": [role]}}),
+            )
+            .send()
+            .await
+            .expect(201);
+    }
+    app.product(&t, json!({})).await;
+    let arrived = eventually(Duration::from_secs(15), || async {
+        !list(&app, &t, &staff, "&category=alerts").await.is_empty()
+            && !list(&app, &t, &admin, "&category=alerts").await.is_empty()
+    })
+    .await;
+    assert!(arrived, "both alerts notify");
+    for (sub, severity, colour) in [(&staff, "medium", "blue"), (&admin, "low", "green")] {
+        let got = list(&app, &t, sub, "&category=alerts").await;
+        assert_eq!(got.len(), 1, "{severity}: {got:?}");
+        assert_eq!(got[0]["title"], format!("Alert: Product made ({severity})"));
+        assert_eq!(got[0]["priority"], severity);
+        assert_eq!(got[0]["colour"], colour);
+        assert_eq!(got[0]["source"]["type"], "alert");
+    }
+}

@@ -2655,3 +2655,34 @@ async fn medium_and_low_alerts_notify_with_medium_and_low_priority() {
         assert_eq!(got[0]["source"]["type"], "alert");
     }
 }
+
+/// Below trust level 1 an SMS delivery is `skipped`, saying why, and nothing reaches Twilio;
+/// a verification code is still sent (`a_verification_code_comes_first_in_the_sms` sends
+/// them at level 0 too).
+#[tokio::test]
+async fn at_trust_level_0_an_sms_is_skipped_with_its_reason() {
+    let twilio = TwilioPeer::start().await;
+    let d = delivering(twilio.vars()).await;
+    let app = &d.app;
+    let t = app.new_tenant().await;
+    let user = sms_recipient(app, &t, "unverified", "+5511912345678").await;
+    texted(&d, &t, &user).await;
+    let sms = sms_of(app, &t, "unverified").await;
+    assert_eq!(sms["status"], "skipped", "{sms}");
+    assert_eq!(
+        sms["last_error"],
+        "email and SMS notifications need trust level 1 (verified)"
+    );
+    assert_eq!(sms["attempts"], 0);
+    assert!(twilio.sent().is_empty(), "nothing sent");
+
+    set_trust(app, &t, 1).await;
+    texted(&d, &t, &user).await;
+    assert_eq!(
+        sms_of(app, &t, "unverified").await["status"],
+        "sent",
+        "at level 1"
+    );
+    assert_eq!(twilio.sent().len(), 1);
+    d.stop().await;
+}

@@ -328,17 +328,9 @@ impl Outbox {
         }
     }
 
-    /// The delay before attempt `attempts + 1`: doubling from the base up to the maximum,
-    /// with equal jitter (half fixed, half random).
+    /// The delay before attempt `attempts + 1`, by this instance's configuration ([`backoff`]).
     pub fn backoff(&self, attempts: i32) -> Duration {
-        let doubled = self
-            .config
-            .retry_base
-            .saturating_mul(1u32 << attempts.clamp(1, 20).saturating_sub(1))
-            .min(self.config.retry_max);
-        let half = doubled / 2;
-        let random = getrandom::u64().unwrap_or(0) % (half.as_millis() as u64 + 1);
-        half + Duration::from_millis(random)
+        backoff(self.config.retry_base, self.config.retry_max, attempts)
     }
 
     /// Records `outcome` under `c`'s claim: a delivery whose lease passed to another worker,
@@ -592,6 +584,17 @@ async fn scheduler(
     }
 }
 
+/// The delay before attempt `attempts + 1`: `base × 2^(attempts-1)`, at most `max`, with
+/// equal jitter (half of it fixed, half random).
+pub fn backoff(base: Duration, max: Duration, attempts: i32) -> Duration {
+    let doubled = base
+        .saturating_mul(1u32 << attempts.clamp(1, 20).saturating_sub(1))
+        .min(max);
+    let half = doubled / 2;
+    let random = getrandom::u64().unwrap_or(0) % (half.as_millis() as u64 + 1);
+    half + Duration::from_millis(random)
+}
+
 impl Job for Outbox {
     const NAME: &'static str = "notification_outbox";
     type Report = Report;
@@ -606,5 +609,36 @@ impl Job for Outbox {
             }
         }
         Ok(report)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_backoff_doubles_up_to_its_maximum_with_equal_jitter() {
+        let (base, max) = (Duration::from_secs(2), Duration::from_secs(60));
+        for attempts in 1..=12 {
+            let full = (base * 2u32.pow(attempts as u32 - 1)).min(max);
+            let delays: Vec<Duration> = (0..200).map(|_| backoff(base, max, attempts)).collect();
+            for d in &delays {
+                assert!(
+                    *d >= full / 2 && *d <= full,
+                    "attempt {attempts}: {d:?} outside {:?}..={full:?}",
+                    full / 2
+                );
+            }
+            let distinct: BTreeSet<Duration> = delays.iter().copied().collect();
+            assert!(distinct.len() > 10, "attempt {attempts}: jittered");
+        }
+        // It grows: each attempt's shortest delay is the previous one's longest, to the cap.
+        assert!(backoff(base, max, 0) <= base, "below 1 counts as 1");
+        assert!(backoff(base, max, 1) <= Duration::from_secs(2));
+        assert!(backoff(base, max, 3) >= Duration::from_secs(4));
+        assert!(
+            backoff(base, max, 50) >= max / 2,
+            "the cap, without overflow"
+        );
     }
 }

@@ -2686,3 +2686,91 @@ async fn at_trust_level_0_an_sms_is_skipped_with_its_reason() {
     assert_eq!(twilio.sent().len(), 1);
     d.stop().await;
 }
+
+/// An SMTP server that keeps answering 451: each retry waits longer (base × 2^(n-1), equal
+/// jitter), the delivery is `failed` after `NOTIFY_MAX_ATTEMPTS` with its attempts counted,
+/// and never changes after.
+#[tokio::test]
+async fn retries_back_off_exponentially_then_fail_after_the_maximum_attempts_for_good() {
+    let smtp = SmtpServer::start("none", None, 0);
+    let mut vars = smtp.vars("none");
+    vars.push(("NOTIFY_MAX_ATTEMPTS".into(), "4".into()));
+    vars.push(("NOTIFY_RETRY_BASE_MILLISECONDS".into(), "1000".into()));
+    vars.push(("NOTIFY_RETRY_MAX_SECONDS".into(), "3".into()));
+    let d = delivering(vars).await;
+    let app = &d.app;
+    let t = app.tenant().await;
+    set_trust(app, &t, 1).await;
+    let busy = app
+        .post("/api/v1/users")
+        .owner_of(&t)
+        .json(&json!({"external_id": "busy", "email": "busy@test.example", "role": "staff"}))
+        .send()
+        .await
+        .expect(201);
+    send(
+        app,
+        &t,
+        json!({"title": "Busy", "body": "b", "priority": "high",
+        "recipients": {"user_ids": [busy.body["id"]]}}),
+    )
+    .await;
+    let superuser = connect(&app.db.superuser_url).await;
+    let row = || async {
+        let r = superuser
+            .query_one(
+                "SELECT d.status, d.attempts, d.due_at, d.xmin::text, d::text
+                 FROM notification_deliveries d
+                 WHERE d.tenant_id = $1 AND d.channel = 'email'",
+                &[&t.id],
+            )
+            .await
+            .unwrap();
+        (
+            r.get::<_, String>(0),
+            r.get::<_, i32>(1),
+            r.get::<_, chrono::DateTime<Utc>>(2),
+            (r.get::<_, String>(3), r.get::<_, String>(4)),
+        )
+    };
+    // Delays after attempts 1, 2, 3: 1 s, 2 s, then the 3 s cap, each jittered to [d/2, d].
+    for (attempt, full_ms) in [(1, 1000), (2, 2000), (3, 3000)] {
+        let report = d.outbox.run_once().await.unwrap();
+        assert_eq!(report.retried, 1, "attempt {attempt}: {report:?}");
+        let (status, attempts, due, _) = row().await;
+        assert_eq!((status.as_str(), attempts), ("queued", attempt));
+        let delay = (due - convcommerce::clock::Clock::now(&d.clock)).num_milliseconds();
+        assert!(
+            (full_ms / 2..=full_ms).contains(&delay),
+            "attempt {attempt}: {delay} ms outside [{}, {full_ms}]",
+            full_ms / 2
+        );
+        d.clock.advance(chrono::Duration::milliseconds(delay - 1));
+        assert_eq!(
+            d.outbox.run_once().await.unwrap(),
+            Default::default(),
+            "not before"
+        );
+        d.clock.advance(chrono::Duration::milliseconds(1));
+    }
+    let report = d.outbox.run_once().await.unwrap();
+    assert_eq!((report.failed, report.retried), (1, 0), "{report:?}");
+    let (status, attempts, _, failed) = row().await;
+    assert_eq!((status.as_str(), attempts), ("failed", 4));
+    let shown = delivery(&latest(app, &t, "busy").await, "email").clone();
+    assert_eq!(shown["status"], "failed");
+    assert_eq!(shown["attempts"], 4);
+    assert!(
+        shown["last_error"].as_str().unwrap().contains("451"),
+        "{shown}"
+    );
+    d.clock.advance(chrono::Duration::days(1));
+    assert_eq!(d.outbox.run_once().await.unwrap(), Default::default());
+    assert_eq!(
+        row().await.3,
+        failed,
+        "failed is final: the row is untouched"
+    );
+    assert!(smtp.received().is_empty());
+    d.stop().await;
+}

@@ -149,7 +149,7 @@ impl Default for Metrics {
         let notification_deliveries = Family::<DeliveryLabels, Counter>::default();
         registry.register(
             "notification_deliveries",
-            "Email and SMS delivery attempts by channel and outcome (sent, retried, failed)",
+            "Email and SMS delivery attempts by channel and outcome (sent, retried, failed, deferred: held for quiet hours)",
             notification_deliveries.clone(),
         );
         let sms_callbacks = Family::<KindLabels, Counter>::default();
@@ -279,7 +279,7 @@ impl Metrics {
             .inc_by(count);
     }
 
-    /// An email or SMS attempt: `outcome` is `sent`, `retried` or `failed`.
+    /// An email or SMS attempt: `outcome` is `sent`, `retried`, `failed` or `deferred` (quiet hours).
     pub fn notification_delivery(&self, channel: &'static str, outcome: &'static str) {
         self.notification_deliveries
             .get_or_create(&DeliveryLabels {

@@ -181,13 +181,18 @@ impl Notifier {
     }
 
     /// Stores `n` for each of `to` (active members, at most [`MAX_FANOUT`]) with a delivery
-    /// per channel, in `tx`. Returns what to hand to [`Notifier::published`] after the commit.
+    /// per channel, in `tx`; its title and body are cut to what a notification holds. Returns what to hand to [`Notifier::published`] after the commit.
     pub async fn enqueue(
         &self,
         tx: &TenantTx,
         n: NewNotification,
         to: Recipients,
     ) -> Result<Enqueued, DbError> {
+        let n = NewNotification {
+            title: model::fit(&n.title, model::MAX_TITLE),
+            body: model::fit(&n.body, model::MAX_BODY),
+            ..n
+        };
         let tenant = tx.tenant_id();
         let (user_ids, roles) = to.lists();
         let params: [&(dyn tokio_postgres::types::ToSql + Sync); 4] =

@@ -211,10 +211,81 @@ pub struct NotificationDetail {
 
 pub const MAX_TITLE: usize = 200;
 pub const MAX_BODY: usize = 2000;
+
+/// `text` cut to at most `max` characters (on a character boundary), ending in ASCII `...`
+/// when cut: for the titles and bodies the service builds from data of its own bounds (a
+/// customer's name, a rule's name), which can add up to more than a notification holds.
+pub fn fit(text: &str, max: usize) -> String {
+    if text.chars().count() <= max {
+        return text.to_string();
+    }
+    let mut cut: String = text.chars().take(max.saturating_sub(3)).collect();
+    cut.truncate(cut.trim_end().len());
+    cut.push_str("...");
+    cut
+}
 pub const MAX_CATEGORY: usize = 64;
 /// A notification's metadata, as JSON text.
 pub const MAX_METADATA_BYTES: usize = 4096;
 pub const MAX_RECIPIENTS: usize = 100;
+
+/// A locale as every notification field takes it (templates, preview, preferences): a BCP
+/// 47 language tag of at most 35 characters, `_` read as `-`, kept in its canonical
+/// spelling, so `PT_br`, `pt-br` and `pt-BR` are one locale: the language in lower case, a
+/// region in upper case (`BR`, `419`), a script in title case (`Hant`), anything else in
+/// lower case.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Locale(String);
+
+impl Locale {
+    pub const MAX_LEN: usize = 35;
+
+    pub fn parse(raw: &str) -> Result<Self, String> {
+        let s = raw.trim().replace('_', "-");
+        if s.len() > Self::MAX_LEN {
+            return Err(format!("must be at most {} characters", Self::MAX_LEN));
+        }
+        let tag = LanguageTag::parse(&s).map_err(|_| {
+            "must be a language tag such as en, pt or pt-BR (pt_BR is read as pt-BR)".to_string()
+        })?;
+        let canonical = tag
+            .as_str()
+            .split('-')
+            .enumerate()
+            .map(|(i, part)| match (i, part.len()) {
+                (0, _) => part.to_ascii_lowercase(),
+                (_, 2) => part.to_ascii_uppercase(),
+                (_, 4) if part.bytes().all(|b| b.is_ascii_alphabetic()) => {
+                    let mut p = part.to_ascii_lowercase();
+                    p[..1].make_ascii_uppercase();
+                    p
+                }
+                _ => part.to_ascii_lowercase(),
+            })
+            .collect::<Vec<_>>()
+            .join("-");
+        Ok(Self(canonical))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The locales a template is looked for in, in order: this one, each shorter prefix,
+    /// then English (`pt-BR`: `pt-BR`, `pt`, `en`).
+    pub fn fallbacks(&self) -> Vec<String> {
+        let mut chain = vec![self.0.clone()];
+        let mut rest = self.0.as_str();
+        while let Some((shorter, _)) = rest.rsplit_once('-') {
+            chain.push(shorter.to_string());
+            rest = shorter;
+        }
+        if rest != "en" {
+            chain.push("en".into());
+        }
+        chain
+    }
+}
 
 /// `POST /api/v1/notifications`.
 #[derive(Debug, Deserialize, ToSchema)]
@@ -554,8 +625,9 @@ pub struct Preferences {
     #[serde(deserialize_with = "present")]
     #[schema(required = true)]
     pub quiet_hours: Option<QuietHours>,
-    /// The language of email and SMS (templates fall back pt-BR -> pt -> en).
-    #[schema(pattern = "^[A-Za-z]{2,3}(-[A-Za-z0-9]{1,8})*$", max_length = 35)]
+    /// The language of email and SMS (templates fall back pt-BR -> pt -> en); stored and
+    /// shown in its canonical spelling (`pt_br` is `pt-BR`).
+    #[schema(pattern = "^[A-Za-z]{2,3}([-_][A-Za-z0-9]{1,8})*$", max_length = 35)]
     pub locale: String,
 }
 
@@ -592,13 +664,10 @@ impl Preferences {
                 f.fail("quiet_hours.end", "must differ from start");
             }
         }
-        let locale = f.check("locale", LanguageTag::parse(&self.locale));
-        if self.locale.len() > 35 {
-            f.fail("locale", "must be at most 35 characters");
-        }
+        let locale = f.check("locale", Locale::parse(&self.locale));
         f.finish(|| {
             Some(Self {
-                locale: locale?.as_str().to_string(),
+                locale: locale?.0,
                 ..self
             })
         })
@@ -609,5 +678,54 @@ impl Preferences {
         self.opt_outs
             .iter()
             .any(|o| o.channel == channel && o.category.as_deref().is_none_or(|c| c == category))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fit_cuts_on_a_char_boundary_with_ascii_dots() {
+        assert_eq!(fit("short", 10), "short");
+        assert_eq!(fit(&"a".repeat(10), 10), "a".repeat(10));
+        let cut = fit(&"ã".repeat(300), MAX_TITLE);
+        assert_eq!(cut.chars().count(), MAX_TITLE);
+        assert!(cut.ends_with("ã..."));
+        assert_eq!(fit("word word word", 10), "word wo...");
+        assert_eq!(fit("word word word", 8), "word...");
+    }
+
+    #[test]
+    fn locales_are_read_in_one_canonical_spelling() {
+        for raw in ["pt-BR", "pt-br", "PT-br", "pt_br", "PT_BR", " pt-BR "] {
+            assert_eq!(Locale::parse(raw).unwrap().as_str(), "pt-BR", "{raw}");
+        }
+        assert_eq!(Locale::parse("ZH_hant_tw").unwrap().as_str(), "zh-Hant-TW");
+        assert_eq!(Locale::parse("es-419").unwrap().as_str(), "es-419");
+        assert_eq!(Locale::parse("EN").unwrap().as_str(), "en");
+        for bad in [
+            "",
+            "p",
+            "english",
+            "pt-",
+            "pt--BR",
+            "pt BR",
+            "pt-BRAZILIAN1",
+            "ç",
+        ] {
+            assert!(Locale::parse(bad).is_err(), "{bad}");
+        }
+        assert!(Locale::parse(&format!("en-{}", "-abcdefgh".repeat(4))).is_err());
+        assert_eq!(
+            Locale::parse("pt_br").unwrap().fallbacks(),
+            ["pt-BR", "pt", "en"]
+        );
+        assert_eq!(
+            Locale::parse("zh-Hant-TW").unwrap().fallbacks(),
+            ["zh-Hant-TW", "zh-Hant", "zh", "en"]
+        );
+        assert_eq!(Locale::parse("en-GB").unwrap().fallbacks(), ["en-GB", "en"]);
+        assert_eq!(Locale::parse("en").unwrap().fallbacks(), ["en"]);
     }
 }

@@ -21,8 +21,9 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
+use super::choice;
 use super::email::Mailer;
-use super::model::Priority;
+use super::model::{Preferences, Priority, QuietHours};
 use super::sms::Sms;
 use super::store;
 use super::templates::{self, TemplateChannel, TemplateKey};
@@ -84,13 +85,22 @@ pub struct Claimed {
     pub priority: Priority,
     pub attempts: i32,
     pub variables: Value,
+    /// When the recipient's quiet hours end, if they are in them now (read at the claim, from
+    /// the preferences as they are then: they may have changed since the enqueue).
+    pub quiet_until: Option<DateTime<Utc>>,
 }
 
 /// What one attempt came to.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
-    Sent { provider_id: String },
+    Sent {
+        provider_id: String,
+    },
     Failed(SendError),
+    /// Not sent: a non-urgent delivery whose recipient is in quiet hours waits until `until`.
+    Deferred {
+        until: DateTime<Utc>,
+    },
 }
 
 /// What a pass did.
@@ -99,6 +109,8 @@ pub struct Report {
     pub sent: u64,
     pub retried: u64,
     pub failed: u64,
+    /// Put back until the end of their recipient's quiet hours.
+    pub deferred: u64,
 }
 
 pub struct Outbox {
@@ -125,17 +137,28 @@ const CLAIM: &str = "WITH claimed AS (
 SELECT c.id, c.channel, c.address, c.locale, c.template_key, c.priority, c.attempts,
        c.variables AS code_variables, n.title, n.body, n.category, n.metadata,
        n.variables AS extra, t.name AS tenant_name
+       , p.quiet_hours
 FROM claimed c
 LEFT JOIN notifications n ON n.tenant_id = $1 AND n.id = c.notification_id
+LEFT JOIN notification_preferences p ON p.tenant_id = $1 AND p.user_id = n.user_id
 JOIN tenants t ON t.id = $1";
 
-/// Records a claimed delivery's outcome under its claim. An SMS that became `sent` gets its
+/// Puts a claimed delivery back in the queue until `$4` without counting the attempt: the
+/// recipient is in quiet hours now.
+const DEFER: &str = "UPDATE notification_deliveries
+    SET status = 'queued', due_at = $4, attempts = attempts - 1, claim = NULL, updated_at = now()
+    WHERE tenant_id = $1 AND id = $2 AND claim = $3 AND status = 'sending'";
+
+/// Records a claimed delivery's outcome under its claim (`$8`: an urgent one went out in the
+/// recipient's quiet hours, which it records as bypassed). An SMS that became `sent` gets its
 /// route (`sms_routes`: Twilio's sid to the tenant and delivery, which is how the status webhook
 /// finds it) in the same statement, so a sid is routable exactly when it is recorded.
 const RECORD: &str = "WITH recorded AS (
     UPDATE notification_deliveries
     SET status = $4, due_at = coalesce($5, due_at), last_error = $6,
-        provider_id = coalesce($7, provider_id), claim = NULL, updated_at = now()
+        provider_id = coalesce($7, provider_id), claim = NULL, updated_at = now(),
+        bypassed = CASE WHEN $8 AND NOT 'quiet_hours' = ANY(bypassed)
+                        THEN array_append(bypassed, 'quiet_hours') ELSE bypassed END
     WHERE tenant_id = $1 AND id = $2 AND claim = $3 AND status = 'sending'
     RETURNING id, channel, status)
 INSERT INTO sms_routes (sid, tenant, delivery_id)
@@ -230,6 +253,16 @@ impl Outbox {
             vars.extend(extra);
         }
         variables["tenant"] = json!({"name": row.get::<_, String>("tenant_name")});
+        let quiet_hours: Option<QuietHours> = row
+            .get::<_, Option<Value>>("quiet_hours")
+            .and_then(|q| serde_json::from_value(q).ok());
+        let quiet_until = choice::quiet_until(
+            &Preferences {
+                quiet_hours,
+                ..Preferences::default()
+            },
+            now,
+        );
         Ok(Some(Claimed {
             tenant,
             id: row.get("id"),
@@ -241,11 +274,18 @@ impl Outbox {
             priority,
             attempts: row.get("attempts"),
             variables,
+            quiet_until,
         }))
     }
 
-    /// Renders and sends a claimed delivery (no transaction is open meanwhile).
+    /// Renders and sends a claimed delivery (no transaction is open meanwhile); a
+    /// non-urgent one whose recipient is in quiet hours now is not sent but deferred.
     pub async fn deliver(&self, c: &Claimed) -> Outcome {
+        if let Some(until) = c.quiet_until
+            && c.priority != Priority::Urgent
+        {
+            return Outcome::Deferred { until };
+        }
         let Some(address) = c.address.as_deref() else {
             return Outcome::Failed(SendError::Permanent("no address".into()));
         };
@@ -288,17 +328,9 @@ impl Outbox {
         }
     }
 
-    /// The delay before attempt `attempts + 1`: doubling from the base up to the maximum,
-    /// with equal jitter (half fixed, half random).
+    /// The delay before attempt `attempts + 1`, by this instance's configuration ([`backoff`]).
     pub fn backoff(&self, attempts: i32) -> Duration {
-        let doubled = self
-            .config
-            .retry_base
-            .saturating_mul(1u32 << attempts.clamp(1, 20).saturating_sub(1))
-            .min(self.config.retry_max);
-        let half = doubled / 2;
-        let random = getrandom::u64().unwrap_or(0) % (half.as_millis() as u64 + 1);
-        half + Duration::from_millis(random)
+        backoff(self.config.retry_base, self.config.retry_max, attempts)
     }
 
     /// Records `outcome` under `c`'s claim: a delivery whose lease passed to another worker,
@@ -329,10 +361,28 @@ impl Outbox {
                 report.failed = 1;
                 ("failed", None, Some(error.clone()), None)
             }
+            Outcome::Deferred { until } => {
+                db.query(DEFER, &[&c.tenant, &c.id, &c.claim, until])
+                    .await?;
+                self.metrics
+                    .notification_delivery(c.channel.as_str(), "deferred");
+                report.deferred = 1;
+                return Ok(report);
+            }
         };
+        let quiet_bypassed = c.priority == Priority::Urgent && c.quiet_until.is_some();
         db.query(
             RECORD,
-            &[&c.tenant, &c.id, &c.claim, &status, &due, &error, &provider],
+            &[
+                &c.tenant,
+                &c.id,
+                &c.claim,
+                &status,
+                &due,
+                &error,
+                &provider,
+                &quiet_bypassed,
+            ],
         )
         .await?;
         let outcome = if report.sent > 0 {
@@ -359,6 +409,7 @@ impl Outbox {
             report.sent += done.sent;
             report.retried += done.retried;
             report.failed += done.failed;
+            report.deferred += done.deferred;
         }
         Ok(())
     }
@@ -533,6 +584,17 @@ async fn scheduler(
     }
 }
 
+/// The delay before attempt `attempts + 1`: `base × 2^(attempts-1)`, at most `max`, with
+/// equal jitter (half of it fixed, half random).
+pub fn backoff(base: Duration, max: Duration, attempts: i32) -> Duration {
+    let doubled = base
+        .saturating_mul(1u32 << attempts.clamp(1, 20).saturating_sub(1))
+        .min(max);
+    let half = doubled / 2;
+    let random = getrandom::u64().unwrap_or(0) % (half.as_millis() as u64 + 1);
+    half + Duration::from_millis(random)
+}
+
 impl Job for Outbox {
     const NAME: &'static str = "notification_outbox";
     type Report = Report;
@@ -547,5 +609,36 @@ impl Job for Outbox {
             }
         }
         Ok(report)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_backoff_doubles_up_to_its_maximum_with_equal_jitter() {
+        let (base, max) = (Duration::from_secs(2), Duration::from_secs(60));
+        for attempts in 1..=12 {
+            let full = (base * 2u32.pow(attempts as u32 - 1)).min(max);
+            let delays: Vec<Duration> = (0..200).map(|_| backoff(base, max, attempts)).collect();
+            for d in &delays {
+                assert!(
+                    *d >= full / 2 && *d <= full,
+                    "attempt {attempts}: {d:?} outside {:?}..={full:?}",
+                    full / 2
+                );
+            }
+            let distinct: BTreeSet<Duration> = delays.iter().copied().collect();
+            assert!(distinct.len() > 10, "attempt {attempts}: jittered");
+        }
+        // It grows: each attempt's shortest delay is the previous one's longest, to the cap.
+        assert!(backoff(base, max, 0) <= base, "below 1 counts as 1");
+        assert!(backoff(base, max, 1) <= Duration::from_secs(2));
+        assert!(backoff(base, max, 3) >= Duration::from_secs(4));
+        assert!(
+            backoff(base, max, 50) >= max / 2,
+            "the cap, without overflow"
+        );
     }
 }

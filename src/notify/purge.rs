@@ -1,6 +1,8 @@
 //! Keeps stored notifications bounded: a tenant's notifications older than
 //! [`RETENTION_DAYS`] go, and each recipient keeps at most [`KEPT_PER_USER`] (the newest);
-//! their deliveries go with them, and one-time codes' deliveries after the same time. The
+//! their deliveries go with them, and one-time codes' deliveries after the same time. Never
+//! a notification (nor a code) with a delivery the outbox still has to send (`queued`, or
+//! `sending` under a claim): it waits for a later pass, so no outbox row is lost. The
 //! SMS routes (`sms_routes`, the status webhook's sid lookup) of deliveries that are gone go
 //! in the same transaction, whatever removed the delivery (this purge, or a deleted user).
 //!
@@ -44,15 +46,20 @@ impl Job for NotificationPurge {
             let row = tx
                 .query_one(
                     "WITH old AS (
-                         DELETE FROM notifications WHERE tenant_id = $1 AND (created_at < $2
-                             OR id IN (SELECT id FROM (
+                         DELETE FROM notifications n WHERE n.tenant_id = $1 AND (n.created_at < $2
+                             OR n.id IN (SELECT id FROM (
                                  SELECT id, row_number() OVER (PARTITION BY user_id ORDER BY id DESC) AS n
                                  FROM notifications WHERE tenant_id = $1) ranked
                                  WHERE n > $3))
+                           AND NOT EXISTS (
+                             SELECT 1 FROM notification_deliveries d
+                             WHERE d.tenant_id = $1 AND d.notification_id = n.id
+                               AND d.status IN ('queued', 'sending'))
                          RETURNING 1),
                      codes AS (
                          DELETE FROM notification_deliveries
                          WHERE tenant_id = $1 AND notification_id IS NULL AND created_at < $2
+                           AND status NOT IN ('queued', 'sending')
                          RETURNING 1)
                      SELECT (SELECT count(*) FROM old) + (SELECT count(*) FROM codes)",
                     &[&tenant, &cutoff, &KEPT_PER_USER],

@@ -3,26 +3,55 @@
 //! the tenant's templates with their preview.
 
 use axum::Json;
+use axum::extract::FromRequestParts;
 use axum::extract::{Query, State};
 use axum::http::StatusCode;
+use axum::http::request::Parts;
+use chrono::{DateTime, Utc};
 use serde::Deserialize;
-use serde_json::{Map, Value};
+use serde_json::{Map, Value, json};
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
+use uuid::Uuid;
 
 use super::model::{
-    Notification, NotificationDetail, NotificationQuery, Preferences, ReadAll, SendNotification,
-    Sent, Settings, Source, SourceType, UnreadCount,
+    Locale, Notification, NotificationDetail, NotificationQuery, Preferences, ReadAll,
+    SendNotification, Sent, Settings, Source, SourceType, UnreadCount,
 };
 use super::store::{self, NewTemplate, NotifyError, Template};
 use super::templates::{self, Rendered, TemplateChannel, TemplateKey};
 use super::{NewNotification, Recipients};
 use crate::error::{AppError, AppResult, FieldError, Fields};
 use crate::extract::{ApiJson, IdPath, Page, PageQuery};
+use crate::monitoring::activity::Change;
 use crate::state::AppState;
 use crate::tenancy::TenantCtx;
-use crate::types::LanguageTag;
+
+/// A member acting on what is theirs (their notifications, their preferences). A request made
+/// with an API key has no user, so it is 403 `forbidden` here, before any body is read.
+pub struct Own {
+    pub ctx: TenantCtx,
+    /// The member.
+    pub user: Uuid,
+}
+
+impl FromRequestParts<AppState> for Own {
+    type Rejection = AppError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> AppResult<Self> {
+        let ctx = TenantCtx::from_request_parts(parts, state).await?;
+        if ctx.api_key.is_some() {
+            return Err(AppError::Forbidden(
+                "These endpoints belong to a user (their own notifications and preferences); an API key has none. Use a member's token.",
+            ));
+        }
+        Ok(Self {
+            user: ctx.user_id,
+            ctx,
+        })
+    }
+}
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -56,6 +85,7 @@ pub async fn send_notification(
     ctx.require_manager()?;
     let send = body.validate()?;
     let roles: Vec<String> = send.roles.iter().map(|r| r.as_str().to_string()).collect();
+    let (priority, category) = (send.priority, send.category);
     let tx = ctx.db().begin().await?;
     store::check_recipients(&tx, &send.user_ids, &roles).await?;
     let sent = state
@@ -65,8 +95,8 @@ pub async fn send_notification(
             NewNotification {
                 title: send.title,
                 body: send.body,
-                priority: send.priority,
-                category: send.category,
+                priority,
+                category: category.clone(),
                 metadata: send.metadata,
                 source: Source {
                     kind: SourceType::Manual,
@@ -79,8 +109,20 @@ pub async fn send_notification(
             Recipients::UsersAndRoles(send.user_ids, send.roles),
         )
         .await?;
-    tx.commit().await?;
     let notification_ids = sent.notification_ids.clone();
+    // The data activity names the first notification stored; a send that reached no active
+    // member stored nothing, and is a request like any other.
+    match notification_ids.first() {
+        Some(first) => {
+            let mut change = Change::new("notification.sent", "notification", *first).details(
+                json!({"notification_ids": notification_ids, "priority": priority,
+                       "category": category}),
+            );
+            change.status = StatusCode::CREATED.as_u16();
+            ctx.activity().commit(tx, change).await?;
+        }
+        None => tx.commit().await?,
+    }
     state.notifier.published(sent);
     Ok((StatusCode::CREATED, Json(Sent { notification_ids })))
 }
@@ -91,30 +133,37 @@ pub async fn send_notification(
     responses(
         (status = 200, description = "A page of the caller's notifications", body = Page<Notification>),
         (status = 400, description = "`invalid_cursor`"),
+        (status = 403, description = "`forbidden`: an API key (these endpoints belong to a user)"),
         (status = 422, description = "`validation_failed` (limit, q, category)"),
     ))]
 pub async fn list_notifications(
-    ctx: TenantCtx,
+    Own { ctx, user }: Own,
     Query(query): Query<NotificationQuery>,
 ) -> AppResult<Page<Notification>> {
     let filter = query.parse()?;
-    let items = store::list(ctx.db(), ctx.user_id, &filter).await?;
+    let items = store::list(ctx.db(), user, &filter).await?;
     Ok(Page::from_rows(items, filter.page, |n: &Notification| n.id))
 }
 
 /// How many of the caller's notifications are unread, in all and by priority.
 #[utoipa::path(get, path = "/api/v1/notifications/unread-count", tag = "notifications",
-    responses((status = 200, description = "The counts", body = UnreadCount)))]
-pub async fn unread_count(ctx: TenantCtx) -> AppResult<Json<UnreadCount>> {
-    Ok(Json(store::unread_count(ctx.db(), ctx.user_id).await?))
+    responses(
+        (status = 200, description = "The counts", body = UnreadCount),
+        (status = 403, description = "`forbidden`: an API key (these endpoints belong to a user)"),
+    ))]
+pub async fn unread_count(Own { ctx, user }: Own) -> AppResult<Json<UnreadCount>> {
+    Ok(Json(store::unread_count(ctx.db(), user).await?))
 }
 
 /// Marks all of the caller's notifications read.
 #[utoipa::path(post, path = "/api/v1/notifications/read-all", tag = "notifications",
-    responses((status = 200, description = "How many were unread", body = ReadAll)))]
-pub async fn read_all(ctx: TenantCtx) -> AppResult<Json<ReadAll>> {
+    responses(
+        (status = 200, description = "How many were unread", body = ReadAll),
+        (status = 403, description = "`forbidden`: an API key (these endpoints belong to a user)"),
+    ))]
+pub async fn read_all(Own { ctx, user }: Own) -> AppResult<Json<ReadAll>> {
     Ok(Json(ReadAll {
-        updated: store::read_all(ctx.db(), ctx.user_id).await?,
+        updated: store::read_all(ctx.db(), user).await?,
     }))
 }
 
@@ -123,13 +172,14 @@ pub async fn read_all(ctx: TenantCtx) -> AppResult<Json<ReadAll>> {
     params(("id" = uuid::Uuid, Path, description = "Notification id")),
     responses(
         (status = 200, description = "The notification", body = NotificationDetail),
+        (status = 403, description = "`forbidden`: an API key (these endpoints belong to a user)"),
         (status = 404, description = "`not_found` (also another user's notification)"),
     ))]
 pub async fn get_notification(
-    ctx: TenantCtx,
+    Own { ctx, user }: Own,
     IdPath(id): IdPath,
 ) -> AppResult<Json<NotificationDetail>> {
-    Ok(Json(store::get(ctx.db(), ctx.user_id, id).await?))
+    Ok(Json(store::get(ctx.db(), user, id).await?))
 }
 
 /// Marks one of the caller's notifications read.
@@ -137,13 +187,14 @@ pub async fn get_notification(
     params(("id" = uuid::Uuid, Path, description = "Notification id")),
     responses(
         (status = 200, description = "The notification", body = Notification),
+        (status = 403, description = "`forbidden`: an API key (these endpoints belong to a user)"),
         (status = 404, description = "`not_found`"),
     ))]
 pub async fn read_notification(
-    ctx: TenantCtx,
+    Own { ctx, user }: Own,
     IdPath(id): IdPath,
 ) -> AppResult<Json<Notification>> {
-    Ok(Json(store::mark(ctx.db(), ctx.user_id, id, true).await?))
+    Ok(Json(store::mark(ctx.db(), user, id, true).await?))
 }
 
 /// Marks one of the caller's notifications unread.
@@ -151,13 +202,14 @@ pub async fn read_notification(
     params(("id" = uuid::Uuid, Path, description = "Notification id")),
     responses(
         (status = 200, description = "The notification", body = Notification),
+        (status = 403, description = "`forbidden`: an API key (these endpoints belong to a user)"),
         (status = 404, description = "`not_found`"),
     ))]
 pub async fn unread_notification(
-    ctx: TenantCtx,
+    Own { ctx, user }: Own,
     IdPath(id): IdPath,
 ) -> AppResult<Json<Notification>> {
-    Ok(Json(store::mark(ctx.db(), ctx.user_id, id, false).await?))
+    Ok(Json(store::mark(ctx.db(), user, id, false).await?))
 }
 
 /// Deletes one of the caller's notifications (its email and SMS still go out).
@@ -165,10 +217,14 @@ pub async fn unread_notification(
     params(("id" = uuid::Uuid, Path, description = "Notification id")),
     responses(
         (status = 204, description = "Deleted"),
+        (status = 403, description = "`forbidden`: an API key (these endpoints belong to a user)"),
         (status = 404, description = "`not_found`"),
     ))]
-pub async fn delete_notification(ctx: TenantCtx, IdPath(id): IdPath) -> AppResult<StatusCode> {
-    store::delete(ctx.db(), ctx.user_id, id).await?;
+pub async fn delete_notification(
+    Own { ctx, user }: Own,
+    IdPath(id): IdPath,
+) -> AppResult<StatusCode> {
+    store::delete(ctx.db(), user, id).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -192,14 +248,19 @@ pub async fn put_settings(
 ) -> AppResult<Json<Settings>> {
     ctx.require_manager()?;
     let settings = body.validate()?;
-    Ok(Json(store::put_settings(ctx.db(), &settings).await?))
+    Ok(Json(
+        store::put_settings(ctx.db(), ctx.activity(), &settings).await?,
+    ))
 }
 
 /// The caller's own preferences (the defaults until saved).
 #[utoipa::path(get, path = "/api/v1/notifications/preferences", tag = "notifications",
-    responses((status = 200, description = "The preferences", body = Preferences)))]
-pub async fn get_preferences(ctx: TenantCtx) -> AppResult<Json<Preferences>> {
-    Ok(Json(store::preferences(ctx.db(), ctx.user_id).await?))
+    responses(
+        (status = 200, description = "The preferences", body = Preferences),
+        (status = 403, description = "`forbidden`: an API key (these endpoints belong to a user)"),
+    ))]
+pub async fn get_preferences(Own { ctx, user }: Own) -> AppResult<Json<Preferences>> {
+    Ok(Json(store::preferences(ctx.db(), user).await?))
 }
 
 /// Replaces the caller's own preferences.
@@ -207,19 +268,20 @@ pub async fn get_preferences(ctx: TenantCtx) -> AppResult<Json<Preferences>> {
     request_body = Preferences,
     responses(
         (status = 200, description = "The saved preferences", body = Preferences),
+        (status = 403, description = "`forbidden`: an API key (these endpoints belong to a user)"),
         (status = 422, description = "`validation_failed` (time zone, times, locale, categories, duplicates)"),
     ))]
 pub async fn put_preferences(
-    ctx: TenantCtx,
+    Own { ctx, user }: Own,
     ApiJson(body): ApiJson<Preferences>,
 ) -> AppResult<Json<Preferences>> {
     let preferences = body.validate()?;
     Ok(Json(
-        store::put_preferences(ctx.db(), ctx.user_id, &preferences).await?,
+        store::put_preferences(ctx.db(), ctx.activity(), user, &preferences).await?,
     ))
 }
 
-/// A template as sent by POST and PUT.
+/// A template as sent by POST (PUT: [`TemplateUpdate`]).
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 #[schema(example = json!({"key": "order.created", "channel": "sms", "locale": "pt-BR",
@@ -227,8 +289,8 @@ pub async fn put_preferences(
 pub struct TemplateBody {
     pub key: TemplateKey,
     pub channel: TemplateChannel,
-    /// A language tag: `pt-BR`, `pt`, `en`, ...
-    #[schema(pattern = "^[A-Za-z]{2,3}(-[A-Za-z0-9]{1,8})*$", max_length = 35)]
+    /// A language tag: `pt-BR`, `pt`, `en`, ... (`pt_br` is read as, and stored as, `pt-BR`).
+    #[schema(pattern = "^[A-Za-z]{2,3}([-_][A-Za-z0-9]{1,8})*$", max_length = 35)]
     pub locale: String,
     /// Email only (default `{{ title }}`); the priority prefix is added when sent.
     #[serde(default)]
@@ -239,32 +301,10 @@ pub struct TemplateBody {
     pub body: String,
 }
 
-/// A locale in its usual spelling: `pt-br` is `pt-BR`.
-pub fn canonical_locale(tag: &LanguageTag) -> String {
-    tag.as_str()
-        .split('-')
-        .enumerate()
-        .map(|(i, part)| match (i, part.len()) {
-            (0, _) => part.to_ascii_lowercase(),
-            (_, 2) => part.to_ascii_uppercase(),
-            (_, 4) => {
-                let mut p = part.to_ascii_lowercase();
-                p[..1].make_ascii_uppercase();
-                p
-            }
-            _ => part.to_ascii_lowercase(),
-        })
-        .collect::<Vec<_>>()
-        .join("-")
-}
-
 impl TemplateBody {
     fn validate(self) -> AppResult<NewTemplate> {
         let mut f = Fields::default();
-        let locale = f.check("locale", LanguageTag::parse(&self.locale));
-        if self.locale.len() > 35 {
-            f.fail("locale", "must be at most 35 characters");
-        }
+        let locale = f.check("locale", Locale::parse(&self.locale));
         if self.body.trim().is_empty() || self.body.chars().count() > 20_000 {
             f.fail("body", "must be 1-20000 characters");
         }
@@ -295,7 +335,7 @@ impl TemplateBody {
         Ok(NewTemplate {
             key: self.key,
             channel: self.channel,
-            locale: canonical_locale(&locale.expect("checked above")),
+            locale: locale.expect("checked above").as_str().to_string(),
             source,
         })
     }
@@ -334,7 +374,7 @@ pub async fn create_template(
     let new = body.validate()?;
     Ok((
         StatusCode::CREATED,
-        Json(store::create_template(ctx.db(), &new).await?),
+        Json(store::create_template(ctx.db(), ctx.activity(), &new).await?),
     ))
 }
 
@@ -350,24 +390,72 @@ pub async fn get_template(ctx: TenantCtx, IdPath(id): IdPath) -> AppResult<Json<
     Ok(Json(store::template(ctx.db(), id).await?))
 }
 
-/// Replaces a template (owner or admin), checked as on create.
+/// A template as PUT takes it: what POST takes, and the read-only fields GET shows (`id`,
+/// `created_at`, `updated_at`), so a client can send back the document it read.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(example = json!({"id": "01930000-0000-7000-8000-000000000000", "key": "order.created",
+    "channel": "sms", "locale": "pt-BR", "subject": null,
+    "body": "{{ tenant.name }}: pedido de {{ order.customer.name }}",
+    "created_at": "2026-03-10T15:00:00Z", "updated_at": "2026-03-10T15:00:00Z"}))]
+pub struct TemplateUpdate {
+    /// Read-only: when sent, the path's id (else 422 naming `id`).
+    pub id: Option<Uuid>,
+    pub key: TemplateKey,
+    pub channel: TemplateChannel,
+    /// A language tag: `pt-BR`, `pt`, `en`, ... (`pt_br` is read as, and stored as, `pt-BR`).
+    #[schema(pattern = "^[A-Za-z]{2,3}([-_][A-Za-z0-9]{1,8})*$", max_length = 35)]
+    pub locale: String,
+    /// Email only (default `{{ title }}`); the priority prefix is added when sent.
+    #[serde(default)]
+    #[schema(max_length = 500, nullable)]
+    pub subject: Option<String>,
+    /// minijinja: HTML for email (variables are escaped), text for SMS.
+    #[schema(min_length = 1, max_length = 20000)]
+    pub body: String,
+    /// Read-only: accepted as GET shows it, and ignored.
+    #[schema(format = DateTime)]
+    pub created_at: Option<DateTime<Utc>>,
+    /// Read-only: accepted as GET shows it, and ignored (the server sets it when the
+    /// template changes).
+    #[schema(format = DateTime)]
+    pub updated_at: Option<DateTime<Utc>>,
+}
+
+/// Replaces a template (owner or admin), checked as on create. Takes the document GET
+/// returns; a PUT that changes nothing leaves it as it was, `updated_at` included.
 #[utoipa::path(put, path = "/api/v1/notifications/templates/{id}", tag = "notifications",
     params(("id" = uuid::Uuid, Path, description = "Template id")),
-    request_body = TemplateBody,
+    request_body = TemplateUpdate,
     responses(
         (status = 200, description = "The template", body = Template),
         (status = 404, description = "`not_found`"),
         (status = 409, description = "`template_exists`"),
-        (status = 422, description = "`validation_failed`"),
+        (status = 422, description = "`validation_failed` (also `id` when it is not the path's)"),
     ))]
 pub async fn update_template(
     ctx: TenantCtx,
     IdPath(id): IdPath,
-    ApiJson(body): ApiJson<TemplateBody>,
+    ApiJson(body): ApiJson<TemplateUpdate>,
 ) -> AppResult<Json<Template>> {
     ctx.require_manager()?;
-    let new = body.validate()?;
-    Ok(Json(store::update_template(ctx.db(), id, &new).await?))
+    if body.id.is_some_and(|sent| sent != id) {
+        return Err(AppError::validation(
+            "id",
+            "is read-only: it must be the id in the path",
+        ));
+    }
+    let new = TemplateBody {
+        key: body.key,
+        channel: body.channel,
+        locale: body.locale,
+        subject: body.subject,
+        body: body.body,
+    }
+    .validate()?;
+    Ok(Json(
+        store::update_template(ctx.db(), ctx.activity(), id, &new).await?,
+    ))
 }
 
 /// Deletes a template (owner or admin): the next in the fallback order applies again.
@@ -379,7 +467,7 @@ pub async fn update_template(
     ))]
 pub async fn delete_template(ctx: TenantCtx, IdPath(id): IdPath) -> AppResult<StatusCode> {
     ctx.require_manager()?;
-    store::delete_template(ctx.db(), id).await?;
+    store::delete_template(ctx.db(), ctx.activity(), id).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -391,7 +479,8 @@ pub async fn delete_template(ctx: TenantCtx, IdPath(id): IdPath) -> AppResult<St
 pub struct PreviewBody {
     pub key: TemplateKey,
     pub channel: TemplateChannel,
-    #[schema(pattern = "^[A-Za-z]{2,3}(-[A-Za-z0-9]{1,8})*$", max_length = 35)]
+    /// Read as on a template (`pt_br` is `pt-BR`); the fallback is pt-BR -> pt -> en.
+    #[schema(pattern = "^[A-Za-z]{2,3}([-_][A-Za-z0-9]{1,8})*$", max_length = 35)]
     pub locale: String,
     /// Over the key's sample variables (e.g. `{"code": "482913"}`).
     #[serde(default)]
@@ -412,14 +501,9 @@ pub async fn preview_template(
     ApiJson(body): ApiJson<PreviewBody>,
 ) -> AppResult<Json<Rendered>> {
     ctx.require_manager()?;
-    if body.locale.len() > 35 {
-        return Err(AppError::validation(
-            "locale",
-            "must be at most 35 characters",
-        ));
-    }
-    let locale = LanguageTag::parse(&body.locale).map_err(|m| AppError::validation("locale", m))?;
-    let chain = templates::locale_chain(&canonical_locale(&locale));
+    let chain = Locale::parse(&body.locale)
+        .map_err(|m| AppError::validation("locale", m))?
+        .fallbacks();
     let source = match store::tenant_template(ctx.db(), body.key, body.channel, &chain).await? {
         Some(source) => source,
         None => templates::builtin(body.key, body.channel, &chain),

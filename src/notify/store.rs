@@ -18,6 +18,7 @@ use super::templates::{self, TemplateChannel, TemplateKey};
 use crate::commerce::{json_column, to_json};
 use crate::db::{DbError, OnConstraint, TenantDb, TenantTx, Violation};
 use crate::extract::PageRequest;
+use crate::monitoring::activity::{Change, Recorder};
 use crate::monitoring::rules::model::NotifyChannel;
 
 #[derive(Debug, thiserror::Error)]
@@ -413,13 +414,27 @@ pub async fn settings(db: &TenantDb) -> Result<Settings> {
     })
 }
 
-pub async fn put_settings(db: &TenantDb, settings: &Settings) -> Result<Settings> {
-    db.query(
+/// Saves the tenant's settings with their activity (the resource is the tenant).
+pub async fn put_settings(
+    db: &TenantDb,
+    activity: &Recorder,
+    settings: &Settings,
+) -> Result<Settings> {
+    let tx = db.begin().await?;
+    let channels = to_json(&settings.channels)?;
+    tx.execute(
         "INSERT INTO notification_settings (tenant_id, channels) VALUES ($1, $2)
          ON CONFLICT (tenant_id) DO UPDATE SET channels = $2, updated_at = now()",
-        &[&db.tenant_id(), &to_json(&settings.channels)?],
+        &[&tx.tenant_id(), &channels],
     )
     .await?;
+    let change = Change::new(
+        "notification_settings.updated",
+        "notification_settings",
+        tx.tenant_id(),
+    )
+    .details(serde_json::json!({ "channels": channels }));
+    activity.commit(tx, change).await?;
     Ok(settings.clone())
 }
 
@@ -437,21 +452,35 @@ pub async fn preferences(db: &TenantDb, user: Uuid) -> Result<Preferences> {
     }
 }
 
-pub async fn put_preferences(db: &TenantDb, user: Uuid, p: &Preferences) -> Result<Preferences> {
-    db.query(
+/// Saves `user`'s preferences with their activity (the resource is the member).
+pub async fn put_preferences(
+    db: &TenantDb,
+    activity: &Recorder,
+    user: Uuid,
+    p: &Preferences,
+) -> Result<Preferences> {
+    let tx = db.begin().await?;
+    let (opt_outs, quiet_hours) = (
+        to_json(&p.opt_outs)?,
+        p.quiet_hours.as_ref().map(to_json).transpose()?,
+    );
+    tx.execute(
         "INSERT INTO notification_preferences (tenant_id, user_id, opt_outs, quiet_hours, locale)
          VALUES ($1, $2, $3, $4, $5)
          ON CONFLICT (tenant_id, user_id) DO UPDATE
          SET opt_outs = $3, quiet_hours = $4, locale = $5, updated_at = now()",
-        &[
-            &db.tenant_id(),
-            &user,
-            &to_json(&p.opt_outs)?,
-            &p.quiet_hours.as_ref().map(to_json).transpose()?,
-            &p.locale,
-        ],
+        &[&tx.tenant_id(), &user, &opt_outs, &quiet_hours, &p.locale],
     )
     .await?;
+    let change = Change::new(
+        "notification_preferences.updated",
+        "notification_preferences",
+        user,
+    )
+    .details(serde_json::json!({
+        "opt_outs": opt_outs, "quiet_hours": quiet_hours, "locale": p.locale
+    }));
+    activity.commit(tx, change).await?;
     Ok(p.clone())
 }
 
@@ -524,7 +553,18 @@ pub async fn template(db: &TenantDb, id: Uuid) -> Result<Template> {
     .ok_or(NotifyError::TemplateNotFound)
 }
 
-pub async fn create_template(db: &TenantDb, new: &NewTemplate) -> Result<Template> {
+/// What a template's activity says of it.
+fn template_change(action: &'static str, t: &Template) -> Change {
+    Change::new(action, "notification_template", t.id).details(serde_json::json!({
+        "key": t.key, "channel": t.channel, "locale": t.locale
+    }))
+}
+
+pub async fn create_template(
+    db: &TenantDb,
+    activity: &Recorder,
+    new: &NewTemplate,
+) -> Result<Template> {
     let tx = db.begin().await?;
     // Serialises creates: the cap holds under a race.
     tx.execute(
@@ -563,21 +603,36 @@ pub async fn create_template(db: &TenantDb, new: &NewTemplate) -> Result<Templat
         .on_constraint("notification_templates_key_key", || {
             NotifyError::TemplateTaken
         })?;
-    tx.commit().await?;
-    Ok(Template::from_row(&row))
+    let template = Template::from_row(&row);
+    activity
+        .commit(
+            tx,
+            template_change("notification_template.created", &template),
+        )
+        .await?;
+    Ok(template)
 }
 
-pub async fn update_template(db: &TenantDb, id: Uuid, new: &NewTemplate) -> Result<Template> {
-    let row = db
+pub async fn update_template(
+    db: &TenantDb,
+    activity: &Recorder,
+    id: Uuid,
+    new: &NewTemplate,
+) -> Result<Template> {
+    let tx = db.begin().await?;
+    let row = tx
         .query_opt(
             &format!(
                 "UPDATE notification_templates SET key = $3, channel = $4, locale = $5,
-                     subject = $6, body = $7, updated_at = now()
+                     subject = $6, body = $7,
+                     updated_at = CASE WHEN (key, channel, locale, subject, body)
+                                            IS DISTINCT FROM ($3, $4, $5, $6, $7)
+                                       THEN now() ELSE updated_at END
                  WHERE tenant_id = $1 AND id = $2 RETURNING {}",
                 Template::COLUMNS
             ),
             &[
-                &db.tenant_id(),
+                &tx.tenant_id(),
                 &id,
                 &new.key,
                 &new.channel,
@@ -591,17 +646,36 @@ pub async fn update_template(db: &TenantDb, id: Uuid, new: &NewTemplate) -> Resu
             NotifyError::TemplateTaken
         })?
         .ok_or(NotifyError::TemplateNotFound)?;
-    Ok(Template::from_row(&row))
+    let template = Template::from_row(&row);
+    activity
+        .commit(
+            tx,
+            template_change("notification_template.updated", &template),
+        )
+        .await?;
+    Ok(template)
 }
 
-pub async fn delete_template(db: &TenantDb, id: Uuid) -> Result<()> {
-    db.query_opt(
-        "DELETE FROM notification_templates WHERE tenant_id = $1 AND id = $2 RETURNING id",
-        &[&db.tenant_id(), &id],
-    )
-    .await?
-    .map(drop)
-    .ok_or(NotifyError::TemplateNotFound)
+pub async fn delete_template(db: &TenantDb, activity: &Recorder, id: Uuid) -> Result<()> {
+    let tx = db.begin().await?;
+    let row = tx
+        .query_opt(
+            &format!(
+                "DELETE FROM notification_templates WHERE tenant_id = $1 AND id = $2
+                 RETURNING {}",
+                Template::COLUMNS
+            ),
+            &[&tx.tenant_id(), &id],
+        )
+        .await?
+        .ok_or(NotifyError::TemplateNotFound)?;
+    activity
+        .commit(
+            tx,
+            template_change("notification_template.deleted", &Template::from_row(&row)),
+        )
+        .await?;
+    Ok(())
 }
 
 /// The tenant's own template of `key` on `channel` for the first locale of `chain` that has

@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use utoipa::ToSchema;
 
+use super::model::Locale;
 use crate::commerce::text_enum;
 
 text_enum! {
@@ -111,16 +112,11 @@ pub struct Rendered {
     pub text: String,
 }
 
-/// The locales to look for, in order: `pt-BR` gives `pt-BR`, `pt`, `en`.
+/// The locales to look for, in order, for a stored locale (a delivery's, a preference's):
+/// read as the API reads one (`pt_br` is `pt-BR`), so `pt-BR` gives `pt-BR`, `pt`, `en`;
+/// one that does not parse gives English.
 pub fn locale_chain(locale: &str) -> Vec<String> {
-    let mut chain = vec![locale.to_string()];
-    if let Some((language, _)) = locale.split_once('-') {
-        chain.push(language.to_string());
-    }
-    if !chain.iter().any(|l| l == "en") {
-        chain.push("en".into());
-    }
-    chain
+    Locale::parse(locale).map_or_else(|_| vec!["en".to_string()], |l| l.fallbacks())
 }
 
 /// The built-in template of `key` on `channel` for the first locale of `chain` that has one
@@ -154,7 +150,9 @@ type Builtin = (
 const EMAIL_FOOTER: &str =
     "<p style=\"color:#666;font-size:12px\">{{ tenant.name }} · {{ category }}</p>";
 
-/// The built-in templates: English and Brazilian Portuguese for every key and channel.
+/// The built-in templates: English (`en`) and Portuguese (`pt`, written in Brazilian
+/// Portuguese) for every key and channel; `pt-BR` (and any `pt-*`) finds the Portuguese ones
+/// through its fallback to `pt`.
 static BUILTINS: LazyLock<Vec<Builtin>> = LazyLock::new(|| {
     use TemplateChannel::{Email, Sms};
     use TemplateKey::*;
@@ -172,7 +170,7 @@ static BUILTINS: LazyLock<Vec<Builtin>> = LazyLock::new(|| {
         (
             ManualMessage,
             Email,
-            "pt-BR",
+            "pt",
             Some("{{ title }}"),
             email("<h1>{{ title }}</h1>\n<p>{{ body }}</p>"),
         ),
@@ -186,7 +184,7 @@ static BUILTINS: LazyLock<Vec<Builtin>> = LazyLock::new(|| {
         (
             ManualMessage,
             Sms,
-            "pt-BR",
+            "pt",
             None,
             "{{ tenant.name }}: {{ title }}. {{ body }}",
         ),
@@ -202,7 +200,7 @@ static BUILTINS: LazyLock<Vec<Builtin>> = LazyLock::new(|| {
         (
             OrderCreated,
             Email,
-            "pt-BR",
+            "pt",
             Some("Novo pedido de {{ order.customer.name }}"),
             email(
                 "<h1>Novo pedido</h1>\n<p>{{ order.customer.name }} pediu {{ order.items | length }} item(ns): {{ \"%.2f\" | format(order.total_cents / 100) }} {{ order.currency }}.</p>\n<p>Pedido {{ order.id }}, via {{ order.channel }}.</p>",
@@ -218,7 +216,7 @@ static BUILTINS: LazyLock<Vec<Builtin>> = LazyLock::new(|| {
         (
             OrderCreated,
             Sms,
-            "pt-BR",
+            "pt",
             None,
             "{{ tenant.name }}: novo pedido de {{ order.customer.name }}, {{ \"%.2f\" | format(order.total_cents / 100) }} {{ order.currency }}.",
         ),
@@ -234,7 +232,7 @@ static BUILTINS: LazyLock<Vec<Builtin>> = LazyLock::new(|| {
         (
             OrderDisputed,
             Email,
-            "pt-BR",
+            "pt",
             Some("Pedido contestado por {{ order.customer.name }}"),
             email(
                 "<h1>Pedido contestado</h1>\n<p>{{ order.customer.name }} contestou o pedido {{ order.id }} ({{ \"%.2f\" | format(order.total_cents / 100) }} {{ order.currency }}).</p>\n<p>{{ body }}</p>",
@@ -250,7 +248,7 @@ static BUILTINS: LazyLock<Vec<Builtin>> = LazyLock::new(|| {
         (
             OrderDisputed,
             Sms,
-            "pt-BR",
+            "pt",
             None,
             "{{ tenant.name }}: pedido {{ order.id[:8] }} contestado por {{ order.customer.name }}.",
         ),
@@ -266,7 +264,7 @@ static BUILTINS: LazyLock<Vec<Builtin>> = LazyLock::new(|| {
         (
             AlertTriggered,
             Email,
-            "pt-BR",
+            "pt",
             Some("Alerta: {{ rule.name }}"),
             email(
                 "<h1>{{ rule.name }}</h1>\n<p>Gravidade {{ alert.severity }}: {{ alert.event_count }} evento(s).</p>\n<p>{{ body }}</p>",
@@ -282,26 +280,28 @@ static BUILTINS: LazyLock<Vec<Builtin>> = LazyLock::new(|| {
         (
             AlertTriggered,
             Sms,
-            "pt-BR",
+            "pt",
             None,
             "{{ tenant.name }} alerta ({{ alert.severity }}): {{ rule.name }}, {{ alert.event_count }} evento(s).",
         ),
+        // The code comes first in every verification text, so no cut can lose it and phones
+        // can offer to fill it in.
         (
             VerificationCode,
             Email,
             "en",
-            Some("Your verification code: {{ code }}"),
+            Some("{{ code }} is your verification code"),
             email(
-                "<p>Your {{ tenant.name }} verification code is</p>\n<p style=\"font-size:24px\"><strong>{{ code }}</strong></p>\n<p>It expires in 10 minutes. If you did not ask for it, ignore this message.</p>",
+                "<p style=\"font-size:24px\"><strong>{{ code }}</strong></p>\n<p>is your {{ tenant.name }} verification code. It expires in 10 minutes. If you did not ask for it, ignore this message.</p>",
             ),
         ),
         (
             VerificationCode,
             Email,
-            "pt-BR",
-            Some("Seu código de verificação: {{ code }}"),
+            "pt",
+            Some("{{ code }} é seu código de verificação"),
             email(
-                "<p>Seu código de verificação {{ tenant.name }} é</p>\n<p style=\"font-size:24px\"><strong>{{ code }}</strong></p>\n<p>Ele expira em 10 minutos. Se você não o pediu, ignore esta mensagem.</p>",
+                "<p style=\"font-size:24px\"><strong>{{ code }}</strong></p>\n<p>é seu código de verificação {{ tenant.name }}. Ele expira em 10 minutos. Se você não o pediu, ignore esta mensagem.</p>",
             ),
         ),
         (
@@ -309,14 +309,14 @@ static BUILTINS: LazyLock<Vec<Builtin>> = LazyLock::new(|| {
             Sms,
             "en",
             None,
-            "{{ tenant.name }} code: {{ code }}. It expires in 10 minutes.",
+            "{{ code }} is your {{ tenant.name }} verification code. It expires in 10 minutes.",
         ),
         (
             VerificationCode,
             Sms,
-            "pt-BR",
+            "pt",
             None,
-            "Código {{ tenant.name }}: {{ code }}. Expira em 10 minutos.",
+            "{{ code }} é seu código de verificação {{ tenant.name }}. Expira em 10 minutos.",
         ),
         (
             TrustLevelChanged,
@@ -330,7 +330,7 @@ static BUILTINS: LazyLock<Vec<Builtin>> = LazyLock::new(|| {
         (
             TrustLevelChanged,
             Email,
-            "pt-BR",
+            "pt",
             Some("{{ title }}"),
             email(
                 "<h1>{{ title }}</h1>\n<p>Nível de confiança {{ trust.from }} → {{ trust.to }}.</p>\n<p>{{ body }}</p>",
@@ -346,7 +346,7 @@ static BUILTINS: LazyLock<Vec<Builtin>> = LazyLock::new(|| {
         (
             TrustLevelChanged,
             Sms,
-            "pt-BR",
+            "pt",
             None,
             "{{ tenant.name }}: nível de confiança {{ trust.from }} -> {{ trust.to }}. {{ body }}",
         ),
@@ -362,7 +362,7 @@ static BUILTINS: LazyLock<Vec<Builtin>> = LazyLock::new(|| {
         (
             TrustVerificationDecided,
             Email,
-            "pt-BR",
+            "pt",
             Some("{{ title }}"),
             email(
                 "<h1>{{ title }}</h1>\n<p>Verificação {{ trust.kind }}: {{ trust.status }}.</p>\n<p>{{ body }}</p>",
@@ -378,7 +378,7 @@ static BUILTINS: LazyLock<Vec<Builtin>> = LazyLock::new(|| {
         (
             TrustVerificationDecided,
             Sms,
-            "pt-BR",
+            "pt",
             None,
             "{{ tenant.name }}: verificação {{ trust.kind }} {{ trust.status }}.",
         ),
@@ -478,15 +478,100 @@ fn one_line(text: &str) -> String {
     text.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
-/// An SMS: whitespace collapsed, at most [`SMS_MAX_CHARS`] characters (cut with `…`).
+/// GSM 03.38's basic character set (one septet each; the escape itself left out).
+const GSM7_BASIC: &str = "@£$¥èéùìòÇ\nØø\rÅåΔ_ΦΓΛΩΠΨΣΘΞÆæßÉ !\"#¤%&'()*+,-./0123456789:;<=>?¡ABCDEFGHIJKLMNOPQRSTUVWXYZÄÖÑÜ§¿abcdefghijklmnopqrstuvwxyzäöñüà";
+/// GSM 03.38's extension table (two septets each: the escape and the character).
+const GSM7_EXTENSION: &str = "\u{c}^{}\\[~]|€";
+
+/// How an SMS is encoded: GSM-7 when every character is in GSM 03.38, else UCS-2.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SmsCoding {
+    /// 160 septets in one segment, 153 in each part of a longer message; the extension
+    /// table's characters take two.
+    Gsm7,
+    /// 70 UTF-16 units in one segment, 67 in each part; a character beyond the BMP takes two.
+    Ucs2,
+}
+
+impl SmsCoding {
+    pub fn of(text: &str) -> Self {
+        if text
+            .chars()
+            .all(|c| GSM7_BASIC.contains(c) || GSM7_EXTENSION.contains(c))
+        {
+            Self::Gsm7
+        } else {
+            Self::Ucs2
+        }
+    }
+
+    fn width(self, c: char) -> usize {
+        match self {
+            Self::Gsm7 if GSM7_EXTENSION.contains(c) => 2,
+            Self::Gsm7 => 1,
+            Self::Ucs2 => c.len_utf16(),
+        }
+    }
+
+    /// (one segment, each part of a longer message), in units of this coding.
+    fn capacity(self) -> (usize, usize) {
+        match self {
+            Self::Gsm7 => (160, 153),
+            Self::Ucs2 => (70, 67),
+        }
+    }
+}
+
+/// How many segments `text` takes: its units in one segment, else parts of the smaller size,
+/// a character's units never split between two parts.
+pub fn sms_segments(text: &str) -> usize {
+    let coding = SmsCoding::of(text);
+    let (single, part) = coding.capacity();
+    if text.chars().map(|c| coding.width(c)).sum::<usize>() <= single {
+        return 1;
+    }
+    let (mut parts, mut fill) = (1, 0);
+    for c in text.chars() {
+        let w = coding.width(c);
+        if fill + w > part {
+            parts += 1;
+            fill = 0;
+        }
+        fill += w;
+    }
+    parts
+}
+
+/// An SMS: whitespace collapsed, within two segments (SPEC's 320 characters at most): one
+/// that does not fit is cut on a character boundary and ends in ASCII `...`, which GSM-7
+/// has (a `…` would make the whole text UCS-2, 70 characters a segment).
 pub fn sms_text(text: &str) -> String {
     let text = one_line(text);
-    if text.chars().count() <= SMS_MAX_CHARS {
+    if sms_segments(&text) <= 2 && text.chars().count() <= SMS_MAX_CHARS {
         return text;
     }
-    let mut cut: String = text.chars().take(SMS_MAX_CHARS - 1).collect();
-    cut.push('…');
-    cut
+    // Cut in the text's own coding: what is left is in it, or in GSM-7, which is no larger.
+    let coding = SmsCoding::of(&text);
+    let (_, part) = coding.capacity();
+    let place = |(parts, fill): (usize, usize), w: usize| {
+        if fill + w > part {
+            (parts + 1, w)
+        } else {
+            (parts, fill + w)
+        }
+    };
+    let mut packed = (1, 0);
+    let mut end = 0;
+    for (i, c) in text.char_indices() {
+        let with = place(packed, coding.width(c));
+        let dots = (0..3).fold(with, |p, _| place(p, 1));
+        if dots.0 > 2 {
+            break;
+        }
+        packed = with;
+        end = i + c.len_utf8();
+    }
+    format!("{}...", text[..end].trim_end())
 }
 
 /// The plain-text part of an email from its HTML: tags dropped, block ends as line breaks,
@@ -599,11 +684,13 @@ mod tests {
     fn every_builtin_renders_its_sample_in_english_and_portuguese() {
         for key in TemplateKey::ALL {
             for channel in TemplateChannel::ALL {
-                for locale in ["en", "pt-BR"] {
+                for locale in ["en", "pt"] {
                     let source = builtin_exact(*key, *channel, locale)
                         .unwrap_or_else(|| panic!("{key:?} {channel:?} {locale}"));
                     validate(*key, *channel, &source).unwrap();
                 }
+                let pt_br = builtin(*key, *channel, &locale_chain("pt-BR"));
+                assert_eq!(Some(pt_br), builtin_exact(*key, *channel, "pt"));
             }
         }
     }
@@ -613,6 +700,8 @@ mod tests {
         assert_eq!(locale_chain("pt-BR"), ["pt-BR", "pt", "en"]);
         assert_eq!(locale_chain("en-GB"), ["en-GB", "en"]);
         assert_eq!(locale_chain("en"), ["en"]);
+        assert_eq!(locale_chain("PT_br"), ["pt-BR", "pt", "en"]);
+        assert_eq!(locale_chain("not a locale"), ["en"]);
         let chain = locale_chain("pt-PT");
         let pt = builtin(TemplateKey::OrderCreated, TemplateChannel::Sms, &chain);
         assert!(pt.body.contains("novo pedido") || pt.body.contains("new order"));
@@ -673,6 +762,28 @@ mod tests {
     }
 
     #[test]
+    fn a_verification_code_comes_first_in_every_built_in() {
+        let key = TemplateKey::VerificationCode;
+        let mut vars = key.sample();
+        vars["tenant"]["name"] = json!("A store whose name is long ".repeat(20));
+        for locale in ["en", "pt"] {
+            for channel in TemplateChannel::ALL {
+                let source = builtin_exact(key, *channel, locale).unwrap();
+                let out = render(*channel, &source, &vars).unwrap();
+                let first = |text: &str| text.split_whitespace().next().map(str::to_string);
+                assert_eq!(
+                    first(&out.text).as_deref(),
+                    Some("123456"),
+                    "{locale} {channel:?}"
+                );
+                if let Some(subject) = out.subject {
+                    assert_eq!(first(&subject).as_deref(), Some("123456"), "{subject}");
+                }
+            }
+        }
+    }
+
+    #[test]
     fn a_template_that_spins_runs_out_of_fuel() {
         let spin = Source {
             subject: None,
@@ -683,10 +794,45 @@ mod tests {
     }
 
     #[test]
-    fn sms_are_cut_to_two_segments() {
-        let long = "word ".repeat(100);
-        let text = sms_text(&long);
-        assert_eq!(text.chars().count(), SMS_MAX_CHARS);
-        assert!(text.ends_with('…'));
+    fn sms_are_counted_in_their_coding_and_cut_to_two_segments_with_ascii_dots() {
+        assert_eq!(SmsCoding::of("Pedido às 10h: 2 × ¿Ñ? {€}"), SmsCoding::Ucs2);
+        assert_eq!(
+            SmsCoding::of("Pedido às 10h: ¿Ñ? {€} [ok]"),
+            SmsCoding::Gsm7
+        );
+        assert_eq!(SmsCoding::of("Código ção"), SmsCoding::Ucs2);
+        assert_eq!(sms_segments(&"a".repeat(160)), 1);
+        assert_eq!(sms_segments(&"a".repeat(161)), 2);
+        assert_eq!(sms_segments(&"a".repeat(306)), 2);
+        assert_eq!(sms_segments(&"a".repeat(307)), 3);
+        assert_eq!(sms_segments(&"€".repeat(80)), 1);
+        assert_eq!(sms_segments(&"€".repeat(81)), 2);
+        // An escape pair is not split: 76 pairs fill 152 septets, the 77th starts part 2.
+        assert_eq!(sms_segments(&"€".repeat(153)), 3);
+        assert_eq!(sms_segments(&"ç".repeat(70)), 1);
+        assert_eq!(sms_segments(&"ç".repeat(134)), 2);
+        assert_eq!(sms_segments(&"ç".repeat(135)), 3);
+        assert_eq!(sms_segments(&"😀".repeat(35)), 1);
+        assert_eq!(sms_segments(&"😀".repeat(67)), 3);
+
+        let gsm = sms_text(&"word ".repeat(100));
+        assert!(gsm.ends_with("wor..."), "{gsm}");
+        assert_eq!(sms_segments(&gsm), 2);
+        assert!(gsm.chars().count() <= 306);
+        assert!(gsm.len() > 290, "two parts are used: {}", gsm.len());
+        let extended = sms_text(&"€ ".repeat(200));
+        assert_eq!(sms_segments(&extended), 2);
+        assert!(extended.ends_with("€..."), "{extended}");
+        let ucs2 = sms_text(&"ção ".repeat(100));
+        assert_eq!(SmsCoding::of(&ucs2), SmsCoding::Ucs2);
+        assert_eq!(sms_segments(&ucs2), 2);
+        assert!(
+            ucs2.chars().count() > 120 && ucs2.ends_with("..."),
+            "{ucs2}"
+        );
+        let emoji = sms_text(&"😀".repeat(100));
+        assert_eq!(sms_segments(&emoji), 2);
+        let short = "Short and sweet";
+        assert_eq!(sms_text(short), short);
     }
 }

@@ -217,7 +217,8 @@ async fn wait_for_route(db: &Db, sid: &str) -> Result<Option<SmsRoute>, DbError>
 }
 
 /// Applies one callback in the tenant's transaction; false when it changed nothing (a
-/// repeat, a status that says nothing new, a final or unknown delivery).
+/// repeat, a status that says nothing new, a final or unknown delivery). For a final
+/// delivery it writes nothing at all: no event, and the row is not touched.
 async fn apply(
     db: &TenantDb,
     delivery: Uuid,
@@ -233,7 +234,8 @@ async fn apply(
                  message_sid, error_code)
              SELECT $1, $2, $3, $4, $5 WHERE EXISTS (
                  SELECT 1 FROM notification_deliveries
-                 WHERE tenant_id = $1 AND id = $2 AND channel = 'sms')
+                 WHERE tenant_id = $1 AND id = $2 AND channel = 'sms'
+                   AND status NOT IN ('delivered', 'undelivered', 'failed', 'skipped'))
              ON CONFLICT DO NOTHING RETURNING 1",
             &[&tx.tenant_id(), &delivery, &status, &sid, &error_code],
         )

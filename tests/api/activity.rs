@@ -796,3 +796,130 @@ async fn old_activities_are_purged_after_the_retention() {
     let recent = cleanup::run_at(&db, &store, Utc::now()).await.unwrap();
     assert_eq!(recent.activities_purged, 0, "recent rows stay");
 }
+
+/// Notifications' data changes (the tenant's settings, a member's preferences, templates,
+/// a send) each write their data activity in the change's transaction; refused ones none.
+#[tokio::test]
+async fn notification_changes_are_logged_in_their_own_transaction() {
+    let app = TestApp::spawn().await;
+    let tenant = app.tenant().await;
+    let owner = |call: Call| call.owner_of(&tenant);
+    let base = "/api/v1/notifications";
+
+    let channels =
+        json!({"urgent": ["in_app", "email"], "high": ["in_app"], "medium": [], "low": []});
+    owner(app.put(&format!("{base}/settings")))
+        .json(&json!({"channels": channels}))
+        .send()
+        .await
+        .expect(200);
+    let settings = one_change(
+        &app,
+        &tenant,
+        "notification_settings.updated",
+        &tenant.id.to_string(),
+    )
+    .await;
+    assert_eq!(settings["details"]["channels"], channels);
+    owner(app.put(&format!("{base}/settings")))
+        .json(&json!({"channels": {"urgent": ["sms", "sms"], "high": [], "medium": [], "low": []}}))
+        .send()
+        .await
+        .expect_problem(422, "validation_failed");
+
+    owner(app.put(&format!("{base}/preferences")))
+        .json(&json!({"opt_outs": [{"channel": "sms"}], "quiet_hours": null, "locale": "pt_br"}))
+        .send()
+        .await
+        .expect(200);
+    let me = app
+        .get("/api/v1/users?limit=100")
+        .owner_of(&tenant)
+        .send()
+        .await
+        .expect(200)
+        .body["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|u| u["external_id"] == tenant.owner.as_str())
+        .unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let preferences = one_change(&app, &tenant, "notification_preferences.updated", &me).await;
+    assert_eq!(preferences["actor"], me.as_str());
+    assert_eq!(preferences["details"]["locale"], "pt-BR");
+    owner(app.put(&format!("{base}/preferences")))
+        .json(&json!({"opt_outs": [], "quiet_hours": null, "locale": "pt-"}))
+        .send()
+        .await
+        .expect_problem(422, "validation_failed");
+
+    let template = owner(app.post(&format!("{base}/templates")))
+        .json(&json!({"key": "order.created", "channel": "sms", "locale": "pt", "body": "{{ title }}"}))
+        .send()
+        .await
+        .expect(201)
+        .body;
+    let template_id = template["id"].as_str().unwrap();
+    let created = one_change(&app, &tenant, "notification_template.created", template_id).await;
+    assert_eq!(
+        created["details"],
+        json!({"key": "order.created", "channel": "sms", "locale": "pt"})
+    );
+    assert_eq!(created["status"], 201);
+    owner(app.post(&format!("{base}/templates")))
+        .json(&json!({"key": "order.created", "channel": "sms", "locale": "pt", "body": "x"}))
+        .send()
+        .await
+        .expect_problem(409, "template_exists");
+    owner(app.put(&format!("{base}/templates/{template_id}")))
+        .json(&json!({"key": "order.created", "channel": "sms", "locale": "pt-BR", "body": "{{ body }}"}))
+        .send()
+        .await
+        .expect(200);
+    let updated = one_change(&app, &tenant, "notification_template.updated", template_id).await;
+    assert_eq!(updated["details"]["locale"], "pt-BR");
+    owner(app.delete(&format!("{base}/templates/{template_id}")))
+        .send()
+        .await
+        .expect(204);
+    one_change(&app, &tenant, "notification_template.deleted", template_id).await;
+    owner(app.delete(&format!("{base}/templates/{template_id}")))
+        .send()
+        .await
+        .expect_problem(404, "not_found");
+
+    let sent = owner(app.post(base))
+        .json(&json!({"title": "Hi", "body": "b", "priority": "high", "category": "ops"}))
+        .send()
+        .await
+        .expect(201)
+        .body;
+    let first = sent["notification_ids"][0].as_str().unwrap();
+    let logged = one_change(&app, &tenant, "notification.sent", first).await;
+    assert_eq!(logged["status"], 201);
+    assert_eq!(logged["resource_type"], "notification");
+    assert_eq!(
+        logged["details"],
+        json!({"notification_ids": sent["notification_ids"], "priority": "high", "category": "ops"})
+    );
+    owner(app.post(base))
+        .json(&json!({"title": "Hi", "body": "b", "priority": "high",
+                      "recipients": {"user_ids": [Uuid::now_v7()]}}))
+        .send()
+        .await
+        .expect_problem(422, "validation_failed");
+
+    // Exactly one data activity per change above; the refused ones wrote none.
+    assert_eq!(
+        stored(
+            &app,
+            tenant.id,
+            "category = 'data' AND action LIKE 'notification%'"
+        )
+        .await,
+        6
+    );
+}

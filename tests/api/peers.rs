@@ -21,8 +21,8 @@ use crate::helpers::eventually;
 
 /// The SMTP server: records every message it accepts. Mode `auth` takes plain text and
 /// requires AUTH as `mailer` / `secret`. Recipients whose local part starts with
-/// `permanent` are refused with 550; `flaky` ones with 451 the first time; `delay_ms` holds
-/// each DATA that long before its 250.
+/// `permanent` are refused with 550; `busy` ones with 451 every time; `flaky` ones with 451
+/// the first time; `delay_ms` holds each DATA that long before its 250.
 const SMTP: &str = r#"
 import asyncio, json, ssl, sys
 from aiosmtpd.controller import Controller
@@ -36,6 +36,8 @@ class Handler:
         local = address.split('@')[0]
         if local.startswith('permanent'):
             return '550 5.1.1 mailbox unavailable'
+        if local.startswith('busy'):
+            return '451 4.3.2 busy, try again later'
         if local.startswith('flaky'):
             n = seen.get(address, 0)
             seen[address] = n + 1

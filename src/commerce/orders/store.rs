@@ -204,7 +204,7 @@ fn order_notification(order: &Order, key: TemplateKey) -> Result<NewNotification
     };
     Ok(NewNotification {
         title,
-        body: body.chars().take(crate::notify::model::MAX_BODY).collect(),
+        body,
         priority,
         category: "orders".into(),
         metadata: serde_json::json!({"order_id": order.id}),

@@ -302,12 +302,14 @@ def seed(pg):
     """As the superuser, which row-level security does not restrict (the quota triggers run).
     Every tenant's request limits are set far above what a run can send. The tenants are at
     trust level 3 (locked): 200 products pass level 0's cap of 5, and API keys need level 3;
-    each has one API key (`api_key`), stored as the service stores it (its SHA-256)."""
+    each has one API key (`api_key`), stored as the service stores it (its SHA-256), made by
+    the tenant's owner."""
     limits = json.dumps({"requests_per_minute": UNLIMITED, "requests_per_hour": UNLIMITED,
                          "requests_per_day": UNLIMITED})
     keys = ",\n".join(
         f"('{tenant_id(n)}', '00000000-0002-7000-8000-{n:012d}', 'bench', 'owner', "
-        f"'{api_key(n)[:12]}', '\\x{hashlib.sha256(api_key(n).encode()).hexdigest()}'::bytea)"
+        f"'{api_key(n)[:12]}', '\\x{hashlib.sha256(api_key(n).encode()).hexdigest()}'::bytea, "
+        f"'00000000-0001-7000-8000-{n:012d}')"
         for n in range(1, TENANTS + 1))
     pg.psql(f"""
         INSERT INTO tenants (id, name, slug, limits, trust_level, trust_locked, trust_reason)
@@ -327,7 +329,7 @@ def seed(pg):
                'Product ' || p || ' of store ' || t, 'A benchmark product', 100 + p, 'USD',
                'SKU-' || t || '-' || p, {UNLIMITED}, 'active'
         FROM generate_series(1, {TENANTS}) t, generate_series(1, {PRODUCTS}) p;
-        INSERT INTO api_keys (tenant_id, id, name, role, prefix, key_hash)
+        INSERT INTO api_keys (tenant_id, id, name, role, prefix, key_hash, created_by)
         VALUES {keys};
     """)
     settle(pg)

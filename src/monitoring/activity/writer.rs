@@ -19,10 +19,9 @@ use super::store;
 use crate::db::Db;
 use crate::metrics::Metrics;
 
-/// How far behind the log may be.
+/// How far behind the log may be. A flush takes what a second brought (at most the buffer's
+/// capacity): one transaction per tenant a second, however busy, is what keeps the log cheap.
 const FLUSH_EVERY: Duration = Duration::from_secs(1);
-/// The most activities one flush takes (a busier second flushes more often).
-const BATCH: usize = 1_000;
 
 /// The request side: cheap to clone, never blocks.
 #[derive(Clone)]
@@ -49,13 +48,14 @@ pub fn spawn(
     metrics: Arc<Metrics>,
     stop: CancellationToken,
 ) -> (ActivityWriter, JoinHandle<()>) {
-    let (queue, mut rx) = mpsc::channel(capacity.max(1));
+    let capacity = capacity.max(1);
+    let (queue, mut rx) = mpsc::channel(capacity);
     let writer = ActivityWriter {
         queue,
         metrics: metrics.clone(),
     };
     let task = tokio::spawn(async move {
-        let mut batch = Vec::with_capacity(BATCH);
+        let mut batch = Vec::new();
         loop {
             let first = tokio::select! {
                 got = rx.recv() => got,
@@ -64,7 +64,7 @@ pub fn spawn(
             let Some(first) = first else { break };
             batch.push(first);
             let deadline = tokio::time::Instant::now() + FLUSH_EVERY;
-            while batch.len() < BATCH {
+            while batch.len() < capacity {
                 tokio::select! {
                     got = rx.recv() => match got {
                         Some(a) => batch.push(a),
@@ -79,7 +79,7 @@ pub fn spawn(
         rx.close();
         while let Some(a) = rx.recv().await {
             batch.push(a);
-            if batch.len() >= BATCH {
+            if batch.len() >= capacity {
                 flush(&db, &mut batch, sink.as_ref(), &metrics).await;
             }
         }

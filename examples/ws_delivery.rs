@@ -2,8 +2,8 @@
 //! conversation messages are posted over REST at a steady rate; prints how long each event took
 //! from its activity's `created_at` (stamped just before the change's COMMIT) to its receipt,
 //! and whether any subscriber lost, repeated or reordered an event. Prints figures and exits 1
-//! if an event was lost, repeated or out of order. Run by `bench/run.py --only ws_delivery`
-//! (bench/README.md, "WebSocket delivery"), or by hand against a running server:
+//! if an event was lost, repeated or out of order. Run by `python3 bench/ws.py --only delivery`
+//! (bench/README.md, "WebSocket figures"), or by hand against a running server:
 //!
 //!     HTTP_URL=http://127.0.0.1:8000 WS_TOKEN=... WS_TENANT=... SUBSCRIBERS=1000 RATE=500 \
 //!         SECONDS=10 cargo run --release --example ws_delivery

@@ -135,7 +135,7 @@ def tenant_id(n):
 
 
 def product_id(t, p):
-    return f"00000000-{t:04d}-7000-8000-{p:012d}"
+    return f"00000000-{t:04x}-7000-8000-{p:012d}"
 
 
 def b64(data):
@@ -206,7 +206,7 @@ class Postgres:
         run(self.cmd("initdb", "-U", "postgres", "-A", "trust", "-E", "UTF8", "--locale=C",
                      "-D", str(self.data)))
         options = (f"-p {self.port} -c listen_addresses=127.0.0.1 -c unix_socket_directories='' "
-                   "-c max_connections=200 -c shared_buffers=512MB -c synchronous_commit=off")
+                   "-c max_connections=600 -c shared_buffers=512MB -c synchronous_commit=off")
         try:
             run(self.cmd("pg_ctl", "start", "-w", "-o", options, "-l", str(self.log),
                          "-D", str(self.data)))
@@ -324,7 +324,7 @@ def seed(pg):
         INSERT INTO products (tenant_id, id, name, description, price_cents, currency, sku,
                               stock, status)
         SELECT ('00000000-0000-7000-8000-' || lpad(t::text, 12, '0'))::uuid,
-               ('00000000-' || lpad(t::text, 4, '0') || '-7000-8000-'
+               ('00000000-' || lpad(to_hex(t), 4, '0') || '-7000-8000-'
                 || lpad(p::text, 12, '0'))::uuid,
                'Product ' || p || ' of store ' || t, 'A benchmark product', 100 + p, 'USD',
                'SKU-' || t || '-' || p, {UNLIMITED}, 'active'
@@ -415,7 +415,9 @@ def check_request(base, run_name, method, path, auth):
     if run_name == "orders":
         ok = status == 201 and answer["items"][0]["product_id"] == product_id(1, 1)
     elif path.startswith("/api/v1/products"):
-        ok = len(answer["items"]) == 20 and answer["next_cursor"]
+        # A page of 20, and a cursor when the tenant has more (not with 20 products each).
+        ok = (len(answer["items"]) == min(20, PRODUCTS)
+              and bool(answer["next_cursor"]) == (PRODUCTS > 20))
     else:
         ok = answer.get("id") == tenant_id(1)
     if not ok:
@@ -509,7 +511,7 @@ class Cpu:
 
 TENANT_TEXT = "'00000000-0000-7000-8000-' || lpad(:t::text, 12, '0')"
 TENANT = f"({TENANT_TEXT})::uuid"
-PRODUCT = ("('00000000-' || lpad(:t::text, 4, '0') || '-7000-8000-' "
+PRODUCT = ("('00000000-' || lpad(to_hex(:t::int), 4, '0') || '-7000-8000-' "
            "|| lpad(:p::text, 12, '0'))::uuid")
 PRICE = "(100 + :p)::bigint"
 # A new order's id: time-ordered like the service's UUID v7 (now() is the transaction's start,
@@ -587,7 +589,7 @@ def check_transaction(pg, name, tx):
                    variables={"t": 1, "p": 1, "o": 1}).splitlines()
     if tx is READ_TX:
         tenant_products = product_id(1, 1).rsplit("-", 1)[0]
-        ok = len([r for r in rows if r.startswith(tenant_products)]) == 21
+        ok = len([r for r in rows if r.startswith(tenant_products)]) == min(21, PRODUCTS)
     else:
         ok = re.search(rf'"product_id" ?: ?"{product_id(1, 1)}"', rows[-1]) is not None
     if not ok:
@@ -831,6 +833,7 @@ def benchmark(args, selected):
 
 
 def main():
+    global TENANTS, PRODUCTS
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--duration", type=int, default=15, help="measured seconds per run")
     parser.add_argument("--warmup", type=int, default=3, help="warm-up seconds per run")
@@ -840,7 +843,15 @@ def main():
     parser.add_argument("--skip-build", action="store_true",
                         help="use the existing target/release/convcommerce")
     parser.add_argument("--only", help=f"comma-separated runs, of: {','.join(RUNS)}")
+    parser.add_argument("--tenants", type=int, default=TENANTS,
+                        help="tenants seeded (the scaling curve's 10,000 x 20)")
+    parser.add_argument("--products", type=int, default=PRODUCTS, help="products per tenant")
     args = parser.parse_args()
+    TENANTS, PRODUCTS = args.tenants, args.products
+    if not 1 <= TENANTS <= 0xFFFF:
+        parser.error("--tenants must be 1 to 65535 (a product id holds its tenant in 4 hex digits)")
+    READ_TX["variables"]["t"] = ORDER_TX["variables"]["t"] = f"random(1, {TENANTS})"
+    ORDER_TX["variables"]["p"] = f"random(1, {PRODUCTS})"
     selected = args.only.split(",") if args.only else RUNS
     unknown = sorted(set(selected) - set(RUNS))
     if args.rounds < 1:

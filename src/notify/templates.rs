@@ -520,26 +520,29 @@ impl SmsCoding {
             Self::Ucs2 => (70, 67),
         }
     }
+
+    /// (parts, units in the last part) after one more character of `width` units, in parts of
+    /// a longer message: a character's units are never split between two parts.
+    fn place(self, (parts, fill): (usize, usize), width: usize) -> (usize, usize) {
+        if fill + width > self.capacity().1 {
+            (parts + 1, width)
+        } else {
+            (parts, fill + width)
+        }
+    }
 }
 
 /// How many segments `text` takes: its units in one segment, else parts of the smaller size,
 /// a character's units never split between two parts.
 pub fn sms_segments(text: &str) -> usize {
     let coding = SmsCoding::of(text);
-    let (single, part) = coding.capacity();
+    let (single, _) = coding.capacity();
     if text.chars().map(|c| coding.width(c)).sum::<usize>() <= single {
         return 1;
     }
-    let (mut parts, mut fill) = (1, 0);
-    for c in text.chars() {
-        let w = coding.width(c);
-        if fill + w > part {
-            parts += 1;
-            fill = 0;
-        }
-        fill += w;
-    }
-    parts
+    text.chars()
+        .fold((1, 0), |packed, c| coding.place(packed, coding.width(c)))
+        .0
 }
 
 /// An SMS: whitespace collapsed, within two segments (SPEC's 320 characters at most): one
@@ -552,19 +555,11 @@ pub fn sms_text(text: &str) -> String {
     }
     // Cut in the text's own coding: what is left is in it, or in GSM-7, which is no larger.
     let coding = SmsCoding::of(&text);
-    let (_, part) = coding.capacity();
-    let place = |(parts, fill): (usize, usize), w: usize| {
-        if fill + w > part {
-            (parts + 1, w)
-        } else {
-            (parts, fill + w)
-        }
-    };
     let mut packed = (1, 0);
     let mut end = 0;
     for (i, c) in text.char_indices() {
-        let with = place(packed, coding.width(c));
-        let dots = (0..3).fold(with, |p, _| place(p, 1));
+        let with = coding.place(packed, coding.width(c));
+        let dots = (0..3).fold(with, |p, _| coding.place(p, 1));
         if dots.0 > 2 {
             break;
         }

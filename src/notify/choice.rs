@@ -7,7 +7,7 @@
 use chrono::{DateTime, NaiveDateTime, TimeZone as _, Utc};
 use chrono_tz::Tz;
 
-use super::model::{Bypass, DeliveryStatus, Preferences, Priority};
+use super::model::{Bypass, DeliveryStatus, Preferences, Priority, QuietHours};
 use crate::monitoring::rules::model::NotifyChannel;
 
 /// Which providers this deployment has.
@@ -94,7 +94,7 @@ pub fn start(
     }
     let mut due_at = now;
     if channel != NotifyChannel::InApp
-        && let Some(end) = quiet_until(to.preferences, now)
+        && let Some(end) = quiet_until(to.preferences.quiet_hours.as_ref(), now)
     {
         if urgent {
             bypassed.push(Bypass::QuietHours);
@@ -115,8 +115,8 @@ pub fn start(
 }
 
 /// When the user's quiet hours that contain `now` end, if they do.
-pub fn quiet_until(preferences: &Preferences, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
-    let quiet = preferences.quiet_hours.as_ref()?;
+pub fn quiet_until(quiet: Option<&QuietHours>, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
+    let quiet = quiet?;
     let tz: Tz = quiet.timezone.parse().ok()?;
     let start = chrono::NaiveTime::parse_from_str(&quiet.start, "%H:%M").ok()?;
     let end = chrono::NaiveTime::parse_from_str(&quiet.end, "%H:%M").ok()?;
@@ -153,7 +153,7 @@ fn to_utc(tz: Tz, local: NaiveDateTime) -> DateTime<Utc> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::notify::model::{OptOut, QuietHours};
+    use crate::notify::model::OptOut;
 
     fn at(raw: &str) -> DateTime<Utc> {
         raw.parse().unwrap()
@@ -181,19 +181,25 @@ mod tests {
         let p = prefs(vec![], Some(("22:00", "07:00")));
         // 23:30 in São Paulo (UTC-3) is 02:30 UTC; the quiet hours end at 07:00 local.
         assert_eq!(
-            quiet_until(&p, at("2026-03-10T02:30:00Z")),
+            quiet_until(p.quiet_hours.as_ref(), at("2026-03-10T02:30:00Z")),
             Some(at("2026-03-10T10:00:00Z"))
         );
         // 06:59 local, still quiet; 07:00 local, not.
         assert_eq!(
-            quiet_until(&p, at("2026-03-10T09:59:00Z")),
+            quiet_until(p.quiet_hours.as_ref(), at("2026-03-10T09:59:00Z")),
             Some(at("2026-03-10T10:00:00Z"))
         );
-        assert_eq!(quiet_until(&p, at("2026-03-10T10:00:00Z")), None);
-        assert_eq!(quiet_until(&p, at("2026-03-10T15:00:00Z")), None);
+        assert_eq!(
+            quiet_until(p.quiet_hours.as_ref(), at("2026-03-10T10:00:00Z")),
+            None
+        );
+        assert_eq!(
+            quiet_until(p.quiet_hours.as_ref(), at("2026-03-10T15:00:00Z")),
+            None
+        );
         let day = prefs(vec![], Some(("12:00", "13:00")));
         assert_eq!(
-            quiet_until(&day, at("2026-03-10T15:30:00Z")),
+            quiet_until(day.quiet_hours.as_ref(), at("2026-03-10T15:30:00Z")),
             Some(at("2026-03-10T16:00:00Z"))
         );
     }

@@ -23,7 +23,7 @@ use uuid::Uuid;
 
 use super::choice;
 use super::email::Mailer;
-use super::model::{Preferences, Priority, QuietHours};
+use super::model::{Priority, QuietHours};
 use super::sms::Sms;
 use super::store;
 use super::templates::{self, TemplateChannel, TemplateKey};
@@ -256,13 +256,7 @@ impl Outbox {
         let quiet_hours: Option<QuietHours> = row
             .get::<_, Option<Value>>("quiet_hours")
             .and_then(|q| serde_json::from_value(q).ok());
-        let quiet_until = choice::quiet_until(
-            &Preferences {
-                quiet_hours,
-                ..Preferences::default()
-            },
-            now,
-        );
+        let quiet_until = choice::quiet_until(quiet_hours.as_ref(), now);
         Ok(Some(Claimed {
             tenant,
             id: row.get("id"),

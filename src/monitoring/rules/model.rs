@@ -459,8 +459,6 @@ impl Rule {
         })
     }
 
-    /// On a built-in, PUT may change only enabled, severity, cooldown_seconds, channels and
-    /// recipients: the first other field that differs.
     /// The fields a PUT may set that differ between `self` and `after`, in the body's order
     /// (`cooldown_seconds` as effective).
     pub fn changes(&self, after: &Rule) -> Vec<&'static str> {
@@ -484,6 +482,8 @@ impl Rule {
         .collect()
     }
 
+    /// On a built-in, PUT may change only enabled, severity, cooldown_seconds, channels and
+    /// recipients: the first other field that differs.
     pub fn fixed_field_changed(&self, new: &NewRule) -> Option<&'static str> {
         if new.name != self.name {
             Some("name")

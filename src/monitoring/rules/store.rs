@@ -330,7 +330,6 @@ pub async fn transition(
         AlertStatus::Resolved => (&["firing", "acknowledged"], "resolved_at", "alert.resolved"),
         AlertStatus::Firing => return Err(RuleError::InvalidState),
     };
-    let from: Vec<&str> = from.to_vec();
     let tx = db.begin().await?;
     let was: String = tx
         .query_opt(

@@ -832,21 +832,7 @@ async fn notification_changes_are_logged_in_their_own_transaction() {
         .send()
         .await
         .expect(200);
-    let me = app
-        .get("/api/v1/users?limit=100")
-        .owner_of(&tenant)
-        .send()
-        .await
-        .expect(200)
-        .body["items"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|u| u["external_id"] == tenant.owner.as_str())
-        .unwrap()["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let me = app.owner_id(&tenant).await.to_string();
     let preferences = one_change(&app, &tenant, "notification_preferences.updated", &me).await;
     assert_eq!(preferences["actor"], me.as_str());
     assert_eq!(preferences["details"]["locale"], "pt-BR");

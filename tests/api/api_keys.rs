@@ -462,6 +462,23 @@ async fn owner_and_admin_keys_manage_members_by_the_rules_members_follow() {
         }
     };
 
+    // `key` may neither give `id` the role `role` nor remove it.
+    let refused = |id: uuid::Uuid, key: &str, role: &'static str| {
+        let (app, key) = (&app, key.to_string());
+        async move {
+            app.patch(&format!("/api/v1/users/{id}"))
+                .token(&key)
+                .json(&json!({"role": role}))
+                .send()
+                .await
+                .expect_problem(403, "forbidden");
+            app.delete(&format!("/api/v1/users/{id}"))
+                .token(&key)
+                .send()
+                .await
+                .expect_problem(403, "forbidden");
+        }
+    };
     // An owner key changes and removes a staff member, and may change an owner.
     let changed = app
         .patch(&user(first))
@@ -501,48 +518,13 @@ async fn owner_and_admin_keys_manage_members_by_the_rules_members_follow() {
         .send()
         .await
         .expect_problem(403, "forbidden");
-    let tenant_owner = app
-        .get("/api/v1/users?limit=100")
-        .owner_of(&tenant)
-        .send()
-        .await
-        .expect(200)
-        .body["items"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|u| u["external_id"] == tenant.owner.as_str())
-        .unwrap()["id"]
-        .as_str()
-        .unwrap()
-        .parse::<uuid::Uuid>()
-        .unwrap();
-    app.patch(&user(tenant_owner))
-        .token(&admin_key)
-        .json(&json!({"role": "staff"}))
-        .send()
-        .await
-        .expect_problem(403, "forbidden");
-    app.delete(&user(tenant_owner))
-        .token(&admin_key)
-        .send()
-        .await
-        .expect_problem(403, "forbidden");
+    let tenant_owner = app.owner_id(&tenant).await;
+    refused(tenant_owner, &admin_key, "staff").await;
     assert_eq!(role_of(tenant_owner).await, "owner");
     assert_eq!(role_of(second).await, "staff");
 
     // A staff key manages no one.
-    app.patch(&user(manager))
-        .token(&staff_key)
-        .json(&json!({"role": "staff"}))
-        .send()
-        .await
-        .expect_problem(403, "forbidden");
-    app.delete(&user(manager))
-        .token(&staff_key)
-        .send()
-        .await
-        .expect_problem(403, "forbidden");
+    refused(manager, &staff_key, "staff").await;
     assert_eq!(role_of(manager).await, "admin");
 
     // The key's changes are logged as the key's.
@@ -604,17 +586,7 @@ async fn owner_and_admin_keys_manage_members_by_the_rules_members_follow() {
         .to_string();
     assert!(moved.contains("row-level security"), "{moved}");
     drop(tx);
-    app.patch(&user(second))
-        .token(&revoked_key)
-        .json(&json!({"role": "admin"}))
-        .send()
-        .await
-        .expect_problem(403, "forbidden");
-    app.delete(&user(second))
-        .token(&revoked_key)
-        .send()
-        .await
-        .expect_problem(403, "forbidden");
+    refused(second, &revoked_key, "admin").await;
     assert_eq!(role_of(second).await, "staff");
     // Revoked through the API, the key is refused before anything is read.
     app.delete(&format!(

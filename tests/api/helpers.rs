@@ -384,6 +384,25 @@ impl TestApp {
         (sub, created.body["id"].as_str().unwrap().parse().unwrap())
     }
 
+    /// The user id of `tenant`'s first owner (the member `tenant.owner` names).
+    pub async fn owner_id(&self, tenant: &TestTenant) -> Uuid {
+        self.get("/api/v1/users?limit=100")
+            .owner_of(tenant)
+            .send()
+            .await
+            .expect(200)
+            .body["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|u| u["external_id"] == tenant.owner.as_str())
+            .unwrap()["id"]
+            .as_str()
+            .unwrap()
+            .parse()
+            .unwrap()
+    }
+
     /// Sets `tenant`'s limits through the admin API.
     pub async fn set_limits(&self, tenant: &TestTenant, limits: Value) {
         self.patch(&format!("/api/v1/admin/tenants/{}", tenant.id))

@@ -809,6 +809,17 @@ async fn users_have_an_optional_e164_phone() {
 }
 
 /// `sub`'s newest notification, with its deliveries.
+/// A staff member `sub` with the address `sub@test.example`, as created.
+async fn staff(app: &TestApp, t: &TestTenant, sub: &str) -> Value {
+    app.post("/api/v1/users")
+        .owner_of(t)
+        .json(&json!({"external_id": sub, "email": format!("{sub}@test.example"), "role": "staff"}))
+        .send()
+        .await
+        .expect(201)
+        .body
+}
+
 async fn latest(app: &TestApp, t: &TestTenant, sub: &str) -> Value {
     let n = list(app, t, sub, "").await;
     detail(app, t, sub, n[0]["id"].as_str().unwrap()).await
@@ -1025,25 +1036,13 @@ async fn smtp_refusals_retry_with_backoff_or_fail_for_good_and_a_final_status_ne
     let app = &d.app;
     let t = app.tenant().await;
     set_trust(app, &t, 1).await;
-    let flaky = app
-        .post("/api/v1/users")
-        .owner_of(&t)
-        .json(&json!({"external_id": "flaky", "email": "flaky@test.example", "role": "staff"}))
-        .send()
-        .await
-        .expect(201);
-    let permanent = app
-        .post("/api/v1/users")
-        .owner_of(&t)
-        .json(&json!({"external_id": "permanent", "email": "permanent@test.example", "role": "staff"}))
-        .send()
-        .await
-        .expect(201);
+    let flaky = staff(app, &t, "flaky").await;
+    let permanent = staff(app, &t, "permanent").await;
     send(
         app,
         &t,
         json!({"title": "Two", "body": "b", "priority": "high",
-        "recipients": {"user_ids": [flaky.body["id"], permanent.body["id"]]}}),
+        "recipients": {"user_ids": [flaky["id"], permanent["id"]]}}),
     )
     .await;
     let report = d.outbox.run_once().await.unwrap();
@@ -2215,18 +2214,12 @@ async fn the_purge_keeps_an_aged_notification_until_its_deliveries_are_done() {
     let app = &d.app;
     let t = app.tenant().await;
     set_trust(app, &t, 1).await;
-    let refused = app
-        .post("/api/v1/users")
-        .owner_of(&t)
-        .json(&json!({"external_id": "permanent", "email": "permanent@test.example", "role": "staff"}))
-        .send()
-        .await
-        .expect(201);
+    let refused = staff(app, &t, "permanent").await;
     let failed = send(
         app,
         &t,
         json!({"title": "Failed", "body": "b", "priority": "high",
-        "recipients": {"user_ids": [refused.body["id"]]}}),
+        "recipients": {"user_ids": [refused["id"]]}}),
     )
     .await;
     assert_eq!(d.outbox.run_once().await.unwrap().failed, 1);
@@ -2701,18 +2694,12 @@ async fn retries_back_off_exponentially_then_fail_after_the_maximum_attempts_for
     let app = &d.app;
     let t = app.tenant().await;
     set_trust(app, &t, 1).await;
-    let busy = app
-        .post("/api/v1/users")
-        .owner_of(&t)
-        .json(&json!({"external_id": "busy", "email": "busy@test.example", "role": "staff"}))
-        .send()
-        .await
-        .expect(201);
+    let busy = staff(app, &t, "busy").await;
     send(
         app,
         &t,
         json!({"title": "Busy", "body": "b", "priority": "high",
-        "recipients": {"user_ids": [busy.body["id"]]}}),
+        "recipients": {"user_ids": [busy["id"]]}}),
     )
     .await;
     let superuser = connect(&app.db.superuser_url).await;

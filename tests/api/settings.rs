@@ -291,19 +291,7 @@ async fn tenant_settings_default_to_utc_and_managers_change_them() {
 
     // Each saved PUT is a data change, recorded with its transaction (the refused ones are
     // not); newest first.
-    let owner_id = app
-        .get("/api/v1/users?limit=100")
-        .owner_of(&tenant)
-        .send()
-        .await
-        .expect(200)
-        .body["items"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|u| u["external_id"] == json!(tenant.owner))
-        .unwrap()["id"]
-        .clone();
+    let owner_id = app.owner_id(&tenant).await.to_string();
     let logged = app
         .get("/api/v1/activities?action=tenant_settings.updated")
         .owner_of(&tenant)
